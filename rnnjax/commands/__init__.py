@@ -1,0 +1,1 @@
+"""Subcommands of the ``rnnjax`` command, one module each (see :mod:`rnnjax.cli`)."""

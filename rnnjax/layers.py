@@ -1,0 +1,153 @@
+"""Sequence-level layers built from cells: unidirectional, bidirectional, stacks.
+
+A cell is per step; a layer is per sequence.  A :class:`Layer` is a pair of pure
+functions like a cell::
+
+    layer = rnnjax.layers.stack([rnnjax.layers.bidirectional(lstm(64))] * 2, dropout=0.1)
+    params = layer.init(key, features)
+    ys, carries = layer.apply(params, xs, lengths=lengths, key=dropout_key)
+
+Dropout is active only when ``apply`` is given a ``key``.  Every layer honours
+``lengths`` exactly as :func:`rnnjax.run` does.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cell import Cell
+from rnnjax.checks import check_choice, check_rate
+from rnnjax.sequence import run
+
+
+class Layer(NamedTuple):
+    """``init(key, input_size) -> params``;
+    ``apply(params, xs, *, carry=None, lengths=None, key=None, **run_options)
+    -> (ys, final_carry)``; ``output_size``: features of ``ys``."""
+
+    init: Callable
+    apply: Callable
+    output_size: int
+
+
+def _dropout(key, x, rate):
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+@functools.lru_cache(maxsize=None)
+def _masked_cell(cell: Cell) -> Cell:
+    """``cell`` whose carry is ``(state, mask)``: ``h_{t-1}`` is multiplied by ``mask``
+    where the step reads it (variational recurrent dropout, Gal & Ghahramani 2016: the
+    same mask at every step of a sequence)."""
+
+    def step(w, carry, x):
+        state, mask = carry
+        new, y = cell.step(w, state._replace(h=state.h * mask), x)
+        return (new, mask), y
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        state = cell.initial_carry(batch_shape, dtype)
+        return state, jnp.ones_like(state.h)
+
+    return cell._replace(step=step, initial_carry=initial_carry, name=cell.name)
+
+
+def _run_cell(cell, params, xs, carry, lengths, key, recurrent_dropout, reverse, options):
+    if key is None or recurrent_dropout == 0.0:
+        return run(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse, **options)
+    time_axis = 0 if options.get("time_major") else xs.ndim - 2
+    batch_shape = tuple(s for i, s in enumerate(xs.shape[:-1]) if i != time_axis)
+    state = carry if carry is not None else cell.initial_carry(batch_shape, xs.dtype)
+    mask = _dropout(key, jnp.ones_like(state.h), recurrent_dropout)
+    ys, (final, _) = run(_masked_cell(cell), params, xs, carry=(state, mask),
+                         lengths=lengths, reverse=reverse, **options)
+    return ys, final
+
+
+def unidirectional(cell: Cell, recurrent_dropout: float = 0.0, reverse: bool = False) -> Layer:
+    """One cell run forward (or backward with ``reverse``) over the sequence."""
+    check_rate("recurrent_dropout", recurrent_dropout)
+
+    def apply(params, xs, *, carry=None, lengths=None, key=None, **options):
+        return _run_cell(cell, params, xs, carry, lengths, key, recurrent_dropout, reverse,
+                         options)
+
+    return Layer(cell.init, apply, cell.output_size)
+
+
+def bidirectional(forward: Cell, backward: Cell | None = None, merge: str = "concat",
+                  recurrent_dropout: float = 0.0) -> Layer:
+    """Forward and backward cells over the same sequence, outputs merged per step.
+
+    ``y_t = [y_fwd_t, y_bwd_t]`` (``merge="concat"``) or ``y_fwd_t + y_bwd_t``
+    (``merge="sum"``).  The backward cell reads each sequence from its last valid step
+    (``reverse=True`` within ``lengths``).  Params and carries are
+    ``{"fwd": ..., "bwd": ...}``.  ``backward`` defaults to a second copy of
+    ``forward`` with its own params.
+    """
+    check_choice("merge", merge, ("concat", "sum"))
+    check_rate("recurrent_dropout", recurrent_dropout)
+    backward = forward if backward is None else backward
+    if merge == "sum" and forward.output_size != backward.output_size:
+        raise ValueError(
+            f"merge='sum' needs equal output sizes, got {forward.output_size} (forward) and "
+            f"{backward.output_size} (backward)")
+
+    def init(key, input_size):
+        kf, kb = jax.random.split(key)
+        return {"fwd": forward.init(kf, input_size), "bwd": backward.init(kb, input_size)}
+
+    def apply(params, xs, *, carry=None, lengths=None, key=None, **options):
+        carry = carry or {"fwd": None, "bwd": None}
+        kf, kb = jax.random.split(key) if key is not None else (None, None)
+        yf, cf = _run_cell(forward, params["fwd"], xs, carry["fwd"], lengths, kf,
+                           recurrent_dropout, False, options)
+        yb, cb = _run_cell(backward, params["bwd"], xs, carry["bwd"], lengths, kb,
+                           recurrent_dropout, True, options)
+        ys = jnp.concatenate([yf, yb], -1) if merge == "concat" else yf + yb
+        return ys, {"fwd": cf, "bwd": cb}
+
+    size = forward.output_size + backward.output_size if merge == "concat" \
+        else forward.output_size
+    return Layer(init, apply, size)
+
+
+def stack(layers: Sequence[Cell | Layer], dropout: float = 0.0) -> Layer:
+    """Layers applied in turn, with dropout on the outputs between layers (not after the
+    last), as PyTorch's ``nn.LSTM(num_layers=..., dropout=...)``.  A :class:`Cell` in
+    ``layers`` stands for ``unidirectional(cell)``.  Params and carries are lists, one
+    entry per layer.
+    """
+    check_rate("dropout", dropout)
+    layers = [unidirectional(l) if isinstance(l, Cell) else l for l in layers]
+    if not layers:
+        raise ValueError("layers must hold at least one Cell or Layer, got none")
+
+    def init(key, input_size):
+        params = []
+        for layer, k in zip(layers, jax.random.split(key, len(layers))):
+            params.append(layer.init(k, input_size))
+            input_size = layer.output_size
+        return params
+
+    def apply(params, xs, *, carry=None, lengths=None, key=None, **options):
+        if len(params) != len(layers):
+            raise ValueError(f"params must hold {len(layers)} layers, got {len(params)}")
+        carry = carry if carry is not None else [None] * len(layers)
+        keys = jax.random.split(key, 2 * len(layers)) if key is not None else \
+            [None] * (2 * len(layers))
+        finals = []
+        for i, (layer, p, c) in enumerate(zip(layers, params, carry)):
+            if i > 0 and dropout > 0.0 and key is not None:
+                xs = _dropout(keys[2 * i], xs, dropout)
+            xs, final = layer.apply(p, xs, carry=c, lengths=lengths, key=keys[2 * i + 1],
+                                    **options)
+            finals.append(final)
+        return xs, finals
+
+    return Layer(init, apply, layers[-1].output_size)

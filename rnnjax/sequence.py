@@ -1,0 +1,208 @@
+"""The sequence engine: run a cell over a sequence with ``jax.lax.scan``.
+
+One engine serves every cell.  ``step`` is written for one example; the engine
+flattens any number of batch axes into one, ``vmap``s the step over it and scans over
+time.  Variable lengths freeze the carry once ``t >= length`` and zero the padded
+outputs; ``reverse`` reverses each sequence inside its own length.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnjax.cell import Cell
+
+
+def _shape_dtype(x):
+    """(shape, dtype) of an array-like without moving it to the device."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return tuple(x.shape), np.dtype(x.dtype)
+    a = np.asarray(x)
+    return a.shape, a.dtype
+
+
+def _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll):
+    """Check every argument of :func:`run` before tracing; return (T, batch_shape)."""
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
+    shape, dtype = _shape_dtype(xs)
+    if len(shape) < 2:
+        layout = "(time, *batch, features)" if time_major else "(*batch, time, features)"
+        raise ValueError(f"xs must have rank >= 2 {layout}, got shape {shape}")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"xs must be a floating-point array, got dtype {dtype}; "
+            "cast integer inputs (e.g. xs.astype(jnp.float32)) or one-hot encode them")
+    features = shape[-1]
+    expected = cell.input_size(params)
+    if features != expected:
+        raise ValueError(
+            f"xs has {features} features but the {cell.name} cell was built for {expected}")
+    if time_major:
+        T, batch_shape = shape[0], shape[1:-1]
+    else:
+        T, batch_shape = shape[-2], shape[:-2]
+
+    if lengths is not None:
+        lshape, ldtype = _shape_dtype(lengths)
+        if lshape != batch_shape:
+            raise ValueError(
+                f"lengths must have the batch shape of xs {batch_shape}, got shape {lshape}")
+        if not jnp.issubdtype(ldtype, jnp.integer):
+            raise TypeError(f"lengths must be an integer array, got dtype {ldtype}")
+        if not isinstance(lengths, jax.core.Tracer):
+            lv = np.asarray(lengths)
+            if lv.size and (lv.min() < 0 or lv.max() > T):
+                raise ValueError(
+                    f"lengths must lie in [0, {T}] (the time axis of xs), "
+                    f"got values in [{lv.min()}, {lv.max()}]")
+
+    if carry is not None:
+        expected_carry = jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype))
+        exp_leaves, exp_tree = jax.tree_util.tree_flatten(expected_carry)
+        try:
+            leaves = exp_tree.flatten_up_to(carry)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"carry must have the structure {exp_tree} of the {cell.name} cell's "
+                f"initial_carry, got {jax.tree_util.tree_structure(carry)}") from None
+        for path_leaf, exp, got in zip(
+                jax.tree_util.tree_flatten_with_path(expected_carry)[0], exp_leaves, leaves):
+            gshape, _ = _shape_dtype(got)
+            if gshape != exp.shape:
+                name = "carry" + jax.tree_util.keystr(path_leaf[0])
+                raise ValueError(
+                    f"{name} has shape {gshape} but {exp.shape} was expected "
+                    f"(batch shape {batch_shape} of xs, then the cell's state)")
+
+    if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int)
+                                 or truncate < 1):
+        raise ValueError(f"truncate must be None or a positive integer, got {truncate!r}")
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+    return T, batch_shape
+
+
+def flip_sequences(xs, lengths):
+    """Reverse each sequence of ``xs (T, B, ...)`` within its own length ``(B,)``.
+
+    Position ``t < L_b`` takes ``xs[L_b - 1 - t, b]``; padded positions stay in place,
+    so applying it twice is the identity.
+    """
+    if lengths is None:
+        return jnp.flip(xs, 0)
+    T = xs.shape[0]
+    t = jnp.arange(T)[:, None]
+    idx = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - 2))
+    return jnp.take_along_axis(xs, idx, axis=0)
+
+
+def scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False, unroll=1,
+              remat=False, truncate=None):
+    """Scan ``cell`` over time-major, batch-flattened inputs.
+
+    Args:
+      weights: the output of ``cell.prepare(params)``.
+      carry: initial carry with leaves ``(B, ...)``.
+      xs: ``(T, B, F)``.
+      lengths: ``(B,)`` integer lengths or None.
+
+    Returns:
+      ``(ys (T, B, O), final_carry)``.
+    """
+    T = xs.shape[0]
+    if reverse:
+        xs = flip_sequences(xs, lengths)
+    step = jax.vmap(cell.step, in_axes=(None, 0, 0))
+
+    def body(c, inp):
+        t, x = inp
+        if truncate is not None:  # truncated BPTT: cut the gradient every k steps
+            cut = (t % truncate == 0) & (t > 0)
+            c = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), c)
+        new, y = step(weights, c, x)
+        if lengths is not None:  # freeze the carry and zero the output past the length
+            live = t < lengths
+            new = jax.tree.map(
+                lambda n, o: jnp.where(live.reshape(live.shape + (1,) * (n.ndim - 1)), n, o),
+                new, c)
+            y = jnp.where(live[:, None], y, jnp.zeros_like(y))
+        return new, y
+
+    if remat:
+        body = jax.checkpoint(body)
+    final, ys = jax.lax.scan(body, carry, (jnp.arange(T), xs), unroll=unroll)
+    if reverse:
+        ys = flip_sequences(ys, lengths)
+    return ys, final
+
+
+@partial(jax.jit, static_argnames=("cell", "reverse", "time_major", "unroll", "remat",
+                                   "truncate"))
+def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat, truncate):
+    if time_major:
+        T, batch_shape, F = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
+    else:
+        T, batch_shape, F = xs.shape[-2], xs.shape[:-2], xs.shape[-1]
+        xs = jnp.moveaxis(xs, -2, 0)
+    B = math.prod(batch_shape)
+    xs = xs.reshape(T, B, F)
+    if carry is None:
+        carry = cell.initial_carry((B,), xs.dtype)
+    else:
+        carry = jax.tree.map(lambda a: a.reshape((B,) + a.shape[len(batch_shape):]), carry)
+    if lengths is not None:
+        lengths = lengths.reshape(B)
+    weights = cell.prepare(params)
+    ys, final = scan_cell(cell, weights, carry, xs, lengths, reverse=reverse, unroll=unroll,
+                          remat=remat, truncate=truncate)
+    ys = ys.reshape((T,) + batch_shape + ys.shape[2:])
+    if not time_major:
+        ys = jnp.moveaxis(ys, 0, -2)
+    final = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), final)
+    return ys, final
+
+
+def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = False,
+        time_major: bool = False, unroll: int = 1, remat: bool = False,
+        truncate: int | None = None):
+    """Run ``cell`` over the sequences ``xs``; return ``(ys, final_carry)``.
+
+    Args:
+      cell: an :class:`rnnjax.Cell`.
+      params: the cell's params (``cell.init(key, features)``).  ``cell.prepare`` is
+        applied once, outside the time loop.
+      xs: ``(*batch, time, features)``, or ``(time, *batch, features)`` when
+        ``time_major``.  Any number of batch axes, including none.
+      carry: initial carry with leaves ``(*batch, ...)``; zeros when None.
+      lengths: integer array of shape ``batch``, each in ``[0, time]``.  Step ``t`` of
+        sequence ``b`` runs only while ``t < lengths[b]``: afterwards the carry is frozen
+        (so ``final_carry`` is the state after ``lengths[b]`` steps) and the output is
+        exactly zero.  Length 0 returns the initial carry.
+      reverse: process each sequence from its last valid step to its first; outputs are
+        returned in the original time order (as the backward half of a bidirectional
+        RNN needs).
+      time_major: layout of ``xs`` and ``ys``.
+      unroll: steps unrolled per ``lax.scan`` iteration.
+      remat: recompute each step in the backward pass (``jax.checkpoint``) instead of
+        storing its intermediates.
+      truncate: ``k`` for truncated backpropagation through time: the gradient through
+        the carry is cut before steps ``k, 2k, ...`` (forward values unchanged).
+
+    Returns:
+      ``ys`` of shape ``(*batch, time, output_size)`` (time-major if asked) and the final
+      carry with leaves ``(*batch, ...)``.
+    """
+    _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll)
+    xs = jnp.asarray(xs)
+    if lengths is not None:
+        lengths = jnp.asarray(lengths)
+    return _run(cell, params, xs, carry, lengths, reverse=bool(reverse),
+                time_major=bool(time_major), unroll=unroll, remat=bool(remat),
+                truncate=truncate)
