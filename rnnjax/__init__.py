@@ -6,7 +6,7 @@ PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
 from rnnjax import cells, initializers, layers
-from rnnjax.cell import Cell, HiddenState, Linear, LSTMState
+from rnnjax.cell import Cell, HiddenState, Linear, LSTMState, recurrent_matrix
 from rnnjax.layers import Layer, bidirectional, stack, unidirectional
 from rnnjax.sequence import flip_sequences, run
 
@@ -23,6 +23,7 @@ __all__ = [
     "flip_sequences",
     "initializers",
     "layers",
+    "recurrent_matrix",
     "run",
     "stack",
     "unidirectional",

@@ -96,3 +96,14 @@ def zeros_carry(state_type, hidden_size: int):
 def identity(params):
     """``prepare`` of cells that need no per-sequence precomputation."""
     return params
+
+
+def recurrent_matrix(cell: Cell, params) -> Array:
+    """The dense recurrent matrix of ``cell`` with ``params`` (for analysis).
+
+    For gated cells this is the fused ``(G*H, H)`` matrix of the gate blocks; for
+    diagonal recurrences the ``(H, H)`` diagonal matrix.
+    """
+    if cell.recurrent_matrix is None:
+        raise ValueError(f"the {cell.name} cell exposes no recurrent matrix")
+    return cell.recurrent_matrix(params)

@@ -1,6 +1,25 @@
-"""Cell factories: each returns a :class:`rnnjax.Cell`."""
+"""Cell factories: each returns a :class:`rnnjax.Cell`.
+
+``REGISTRY`` maps the names used by the command line and the experiment runner to the
+factories; :func:`make` builds a cell by name with a clear error for unknown names.
+"""
 
 from rnnjax.cells.elman import elman, irnn
 from rnnjax.cells.gated import gru, lstm
+from rnnjax.checks import check_choice
 
-__all__ = ["elman", "irnn", "gru", "lstm"]
+REGISTRY = {
+    "elman": elman,
+    "irnn": irnn,
+    "lstm": lstm,
+    "gru": gru,
+}
+
+
+def make(name: str, hidden_size: int, **kwargs):
+    """Build the cell called ``name`` (a key of ``REGISTRY``) with ``hidden_size``."""
+    check_choice("cell", name, REGISTRY)
+    return REGISTRY[name](hidden_size, **kwargs)
+
+
+__all__ = ["REGISTRY", "elman", "gru", "irnn", "lstm", "make"]

@@ -53,7 +53,7 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> 
         else:  # irnn
             w_hh = initializers.identity(k2, (H, H))
             w_xh = initializers.normal(1e-3)(k1, (H, input_size))
-        return {"W_xh": w_xh, "W_hh": w_hh, "b": jnp.zeros((H,))}
+        return {"W_xh": w_xh, "W_hh": w_hh, "b": jnp.zeros((H,), jnp.float32)}
 
     def step(w, carry, x):
         h = f(w["W_xh"] @ x + w["W_hh"] @ carry.h + w["b"])

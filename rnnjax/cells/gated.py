@@ -24,7 +24,7 @@ def _gate_params(key, input_size, H, blocks, init):
         return u(k1, shape_x), u(k2, shape_h), u(k3, (blocks * H,))
     w_xh = initializers.per_block(initializers.lecun_normal, blocks)(k1, shape_x)
     w_hh = initializers.per_block(initializers.orthogonal, blocks)(k2, shape_h)
-    return w_xh, w_hh, jnp.zeros((blocks * H,))
+    return w_xh, w_hh, jnp.zeros((blocks * H,), jnp.float32)
 
 
 def _layer_norm(z, gain, bias, eps=1e-5):
@@ -65,12 +65,12 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
 
     def init_fn(key, input_size):
         w_xh, w_hh, b = _gate_params(key, input_size, H, 4, init)
-        b = b.at[H:2 * H].set(forget_bias)
+        b = b.at[H:2 * H].set(jnp.asarray(forget_bias, b.dtype))
         p = {"W_xh": w_xh, "W_hh": w_hh, "b": b}
         if layer_norm:
             for name, n in (("x", 4 * H), ("h", 4 * H), ("c", H)):
-                p[f"ln_{name}_gain"] = jnp.ones((n,))
-                p[f"ln_{name}_bias"] = jnp.zeros((n,))
+                p[f"ln_{name}_gain"] = jnp.ones((n,), jnp.float32)
+                p[f"ln_{name}_bias"] = jnp.zeros((n,), jnp.float32)
         return p
 
     def step(w, carry, x):
@@ -122,7 +122,7 @@ def gru(hidden_size: int, init: str = "orthogonal") -> Cell:
         if init == "uniform":
             b_hn = initializers.uniform(1.0 / math.sqrt(H))(k2, (H,))
         else:
-            b_hn = jnp.zeros((H,))
+            b_hn = jnp.zeros((H,), jnp.float32)
         return {"W_xh": w_xh, "W_hh": w_hh, "b": b, "b_hn": b_hn}
 
     def step(w, carry, x):
