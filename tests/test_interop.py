@@ -293,21 +293,28 @@ def _flax_rnn(kind, H):
     return fnn.RNN(cell, return_carry=True)
 
 
+_FLAX_CASES = {}
+
+
 def _flax_case(kind, B=4, T=6, F=3, H=5):
-    rnn = _flax_rnn(kind, H)
-    rng = np.random.default_rng(6)
-    x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
-    variables = rnn.init(jax.random.key(0), x)
-    # Flax initialises biases at zero: give them values so the bias mapping is tested
-    variables = jax.tree.map(lambda a: a + 0.3 * jnp.asarray(rng.normal(size=a.shape),
-                                                            a.dtype), variables)
-    return rnn, variables, x, H
+    """(jitted nn.RNN apply, variables, x, H), built once per kind."""
+    if kind not in _FLAX_CASES:
+        rnn = _flax_rnn(kind, H)
+        rng = np.random.default_rng(6)
+        x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
+        # names and shapes from Flax itself (eval_shape: no compile), random values
+        # everywhere (Flax's own init puts biases at zero, which would hide bias mistakes)
+        shapes = jax.eval_shape(rnn.init, jax.random.key(0), x)
+        variables = jax.tree.map(
+            lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), s.dtype), shapes)
+        _FLAX_CASES[kind] = (jax.jit(rnn.apply), variables, x, H)
+    return _FLAX_CASES[kind]
 
 
 @pytest.mark.parametrize("kind", ["lstm", "optimized_lstm", "gru"])
 def test_flax_parity_full_length(kind):
-    rnn, variables, x, H = _flax_case(kind)
-    carry, want = rnn.apply(variables, x)
+    apply, variables, x, H = _flax_case(kind)
+    carry, want = apply(variables, x)
     is_lstm = kind != "gru"
     conv = interop.from_flax_lstm if is_lstm else interop.from_flax_gru
     params = conv(variables)
@@ -327,9 +334,9 @@ def test_flax_parity_seq_lengths(kind):
     there are not zero) and returns, with return_carry, the carry after step L-1 (the
     carry of step -1, i.e. the LAST, for L = 0).  rnnjax freezes the carry at t >= L.
     So valid outputs and final carries (L >= 1) are compared; padding is zero in rnnjax."""
-    rnn, variables, x, H = _flax_case(kind)
+    apply, variables, x, H = _flax_case(kind)
     lengths = jnp.array([6, 1, 3, 4])
-    carry, want = rnn.apply(variables, x, seq_lengths=lengths)
+    carry, want = apply(variables, x, seq_lengths=lengths)
     cell = cells.lstm(H) if kind == "lstm" else cells.gru(H)
     params = (interop.from_flax_lstm if kind == "lstm" else interop.from_flax_gru)(variables)
     ys, final = run(cell, params, x, lengths=lengths)
@@ -344,15 +351,21 @@ def test_flax_parity_seq_lengths(kind):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_to_flax_round_trip(kind):
-    rnn, variables, x, H = _flax_case(kind)
+    apply, variables, x, H = _flax_case(kind)
     frm, to = ((interop.from_flax_lstm, interop.to_flax_lstm) if kind == "lstm"
                else (interop.from_flax_gru, interop.to_flax_gru))
     back = to(frm(variables))
     jax.tree.map(np.testing.assert_array_equal, back, variables["params"]["cell"])
     # and rnnjax params made from scratch run identically in Flax
-    cell = cells.lstm(H) if kind == "lstm" else cells.gru(H, init="uniform")
-    p = cell.init(jax.random.key(3), x.shape[-1])
-    _, want = rnn.apply({"params": {"cell": to(p)}}, x)
+    G = 4 if kind == "lstm" else 3
+    cell = cells.lstm(H) if kind == "lstm" else cells.gru(H)
+    rng = np.random.default_rng(8)
+    p = {"W_xh": rng.normal(size=(G * H, x.shape[-1])), "W_hh": rng.normal(size=(G * H, H)),
+         "b": rng.normal(size=(G * H,))}
+    if kind == "gru":
+        p["b_hn"] = rng.normal(size=(H,))
+    p = jax.tree.map(lambda a: jnp.asarray(0.5 * a, jnp.float32), p)
+    _, want = apply({"params": {"cell": to(p)}}, x)
     np.testing.assert_allclose(np.asarray(run(cell, p, x)[0]), np.asarray(want), atol=ATOL)
 
 
