@@ -5,9 +5,11 @@ Pure-function cells (:mod:`rnnjax.cells`) scanned over time by one engine
 PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
-from rnnjax import cells, initializers, layers
+from rnnjax import cells, initializers, interop, layers
 from rnnjax.cell import Cell, HiddenState, Linear, LSTMState, recurrent_matrix
 from rnnjax.layers import Layer, bidirectional, stack, unidirectional
+from rnnjax.interop import (from_flax_gru, from_flax_lstm, from_torch, from_torch_module,
+                            to_torch)
 from rnnjax.sequence import flip_sequences, run
 
 __version__ = "0.1.0"
@@ -21,10 +23,16 @@ __all__ = [
     "bidirectional",
     "cells",
     "flip_sequences",
+    "from_flax_gru",
+    "from_flax_lstm",
+    "from_torch",
+    "from_torch_module",
     "initializers",
+    "interop",
     "layers",
     "recurrent_matrix",
     "run",
     "stack",
+    "to_torch",
     "unidirectional",
 ]
