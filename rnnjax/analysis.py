@@ -42,9 +42,11 @@ __all__ = [
     "grad_norms_by_layer",
     "hidden_grad_norms",
     "jacobian_product_svals",
+    "load_params_npz",
     "lyapunov_spectrum",
     "orthogonality_error",
     "recurrent_spectrum",
+    "save_params_npz",
     "state_trajectory",
 ]
 
@@ -480,3 +482,47 @@ def grad_norms_by_layer(grads, depth: int | None = 1):
     out = {name: jnp.sqrt(sum(sq)) for name, sq in groups.items()}
     out["global"] = jnp.sqrt(sum(jnp.sum(jnp.abs(g) ** 2) for _, g in leaves))
     return out
+
+
+# ----------------------------------------------------------- plain params files
+
+def save_params_npz(path: str, cell_name: str, hidden_size: int, params, input_size: int,
+                    **cell_kwargs) -> None:
+    """Save a cell's params to ``path`` (``.npz``) for ``rnnjax gradflow --checkpoint``.
+
+    The file holds one array per leaf (keyed by its ``keystr`` path) and a JSON entry
+    ``__meta__`` with the registry name, hidden size, input size and factory keyword
+    arguments, so :func:`load_params_npz` can rebuild the cell.
+    """
+    import json
+
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    arrays = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
+    meta = {"cell": cell_name, "hidden": int(hidden_size), "input_size": int(input_size),
+            "kwargs": cell_kwargs}
+    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+
+
+def load_params_npz(path: str):
+    """Read a file of :func:`save_params_npz`: ``(cell_name, hidden, kwargs, params)``."""
+    import json
+
+    from rnnjax import cells
+
+    with np.load(path, allow_pickle=False) as f:
+        if "__meta__" not in f:
+            raise ValueError(f"{path} is not a params file of save_params_npz "
+                             "(no __meta__ entry)")
+        meta = json.loads(str(f["__meta__"]))
+        arrays = {k: f[k] for k in f.files if k != "__meta__"}
+    cell = cells.make(meta["cell"], meta["hidden"], **meta["kwargs"])
+    like = jax.eval_shape(cell.init, jax.random.key(0), meta["input_size"])
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    leaves = []
+    for k, s in paths:
+        name = jax.tree_util.keystr(k)
+        if name not in arrays or arrays[name].shape != s.shape:
+            raise ValueError(f"{path}: params leaf {name} of shape {s.shape} is missing "
+                             "or has another shape")
+        leaves.append(jnp.asarray(arrays[name]))
+    return meta["cell"], meta["hidden"], meta["kwargs"], jax.tree.unflatten(treedef, leaves)
