@@ -516,7 +516,7 @@ def load_params_npz(path: str):
         meta = json.loads(str(f["__meta__"]))
         arrays = {k: f[k] for k in f.files if k != "__meta__"}
     cell = cells.make(meta["cell"], meta["hidden"], **meta["kwargs"])
-    like = jax.eval_shape(cell.init, jax.random.key(0), meta["input_size"])
+    like = jax.eval_shape(lambda k: cell.init(k, meta["input_size"]), jax.random.key(0))
     paths, treedef = jax.tree_util.tree_flatten_with_path(like)
     leaves = []
     for k, s in paths:
