@@ -19,7 +19,8 @@ For each cell and each length ``T`` it measures ``||dL/dh_t||`` for ``t = 1..T``
 The loss at initialisation is ``L = mean_b v . y_T[b]`` with a fixed random unit vector
 ``v`` and inputs ``x_t ~ N(0, I)`` (``--features`` of them).  With ``--checkpoint`` a
 trained run is analysed against the same cell at initialisation, with the run's task
-loss on a batch of its task (e.g. the copy task's cross-entropy).
+loss on a batch of its task (e.g. the copy task's cross-entropy) at the task's length;
+for a ``.npz`` params file, with the loss above at the first ``--T``.
 """
 
 from __future__ import annotations
@@ -80,13 +81,13 @@ def _last_output_loss(v):
     return lambda ys: jnp.mean(ys[..., -1, :] @ v)
 
 
-def _load_checkpoint(path, dtype):
+def _load_checkpoint(path, dtype, T):
     """``(label, cell, trained params, init params, xs, loss_fn)`` of a checkpoint.
 
     A directory is a run of the training runner (``rnnjax.train``: ``config.json`` and
     orbax checkpoints; the first seed is analysed, with the run's task loss).  A
     ``.npz`` file is one written by :func:`rnnjax.analysis.save_params_npz` (loss
-    ``v . y_T`` as at initialisation).
+    ``v . y_T`` as at initialisation, inputs ``N(0, I)`` of length ``T``).
     """
     if os.path.isdir(path):
         try:
@@ -122,7 +123,7 @@ def _load_checkpoint(path, dtype):
     params = jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), params)
     init = jax.tree.map(lambda a: a.astype(dtype), cell.init(jax.random.key(0), F))
     k_x, k_v = jax.random.split(jax.random.key(1))
-    xs = jax.random.normal(k_x, (4, 200, F), dtype)
+    xs = jax.random.normal(k_x, (4, T, F), dtype)
     v = jax.random.normal(k_v, (cell.output_size,), dtype)
     loss = _last_output_loss(v / jnp.linalg.norm(v))
     return name, cell, params, init, xs, loss, loss
@@ -150,7 +151,9 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     # (label, stage, cell, params, xs_for_T(T), loss)
     jobs = []
     if checkpoint is not None:
-        name, cell, trained, init, xs, loss_tr, loss_init = _load_checkpoint(checkpoint, dt)
+        check_positive_int("T", Ts[0])
+        name, cell, trained, init, xs, loss_tr, loss_init = _load_checkpoint(checkpoint, dt,
+                                                                              Ts[0])
         Ts = [xs.shape[-2]]
         jobs = [(name, "init", cell, init, lambda T, xs=xs: xs, loss_init),
                 (name, "trained", cell, trained, lambda T, xs=xs: xs, loss_tr)]
@@ -235,10 +238,10 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     return {"rows": rows, "summary": summary, "lyapunov": lyap}
 
 
-def _fmt(x):
+def _fmt(x, digits=4):
     if x is None or (isinstance(x, float) and np.isnan(x)):
         return "n/a"
-    return "0 (underflow)" if x == 0 else f"{x:.4g}"
+    return "0 (underflow)" if x == 0 else f"{x:.{digits}g}"
 
 
 def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, checkpoint):
@@ -261,7 +264,7 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
     for s in summary:
         if "ratio" in s:
             lines.append(f"| {s['cell']} | {s['stage']} | {s['T']} | {s['field']} | "
-                         f"{_fmt(s['ratio'])} | {_fmt(s['rate'])} |")
+                         f"{_fmt(s['ratio'])} | {_fmt(s['rate'], 6)} |")
     lines += ["", "## Recurrent matrix", "",
               "| cell | stage | ‖WᴴW − I‖_F (max over gate blocks) | σ_max | σ_min |",
               "|---|---|---|---|---|"]
