@@ -185,6 +185,8 @@ def _resolve_readout(cell, weights, carry, x, readout):
         raise ValueError(
             f"readout must be 'auto', 'step' or a callable carry -> y, got {readout!r}")
     c = jax.tree.map(lambda a: a[0], carry)
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((weights, c, x))):
+        return fn  # under jit: values are abstract; the check runs on eager calls only
     new, y = cell.step(weights, c, x[0])
     try:
         ok = bool(np.allclose(np.asarray(fn(new)), np.asarray(y), rtol=1e-5, atol=1e-6))
@@ -222,7 +224,8 @@ def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, carry=None,
       readout: how outputs depend on the carry.  ``"auto"``: :func:`carry_readout`
         (``y_t = h_t``, or ``[Re h_t, Im h_t]`` for complex ``h``), which every built-in
         cell satisfies; it is checked against one real step and a ``ValueError`` is
-        raised if it does not reproduce the cell's output.  A callable ``carry -> y``
+        raised if it does not reproduce the cell's output (checked on eager calls; under
+        an outer ``jax.jit`` the check is skipped).  A callable ``carry -> y``
         (one example) for other cells.  ``"step"``: keep the step's outputs, so
         ``dL/dh_t`` is the gradient through future steps only.
 

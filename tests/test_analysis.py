@@ -297,3 +297,13 @@ def test_grad_norms_by_layer():
     np.testing.assert_allclose(leaf["['cell']['b']"], 5.0)
     jitted = jax.jit(analysis.grad_norms_by_layer)(g)
     np.testing.assert_allclose(jitted["global"], np.sqrt(33))
+
+
+def test_hidden_grad_norms_under_jit_equals_eager():
+    cell = cells.elman(H)
+    p = to_f64(cell.init(jax.random.key(0), F))
+    xs = _xs(shape=(2, 6, F))
+    loss = lambda ys: jnp.sum(ys[:, -1] ** 2)
+    eager = analysis.hidden_grad_norms(cell, p, xs, loss).h
+    jitted = jax.jit(lambda p, xs: analysis.hidden_grad_norms(cell, p, xs, loss))(p, xs).h
+    np.testing.assert_allclose(jitted, eager, rtol=1e-12)
