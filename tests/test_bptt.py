@@ -1,0 +1,176 @@
+"""Hand-written BPTT (rnnjax.bptt) against jax.grad of the engine, in float64."""
+
+import contextlib
+import io
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rnnjax
+from rnnjax import bptt, cells
+from rnnjax.cli import main
+from tests.helpers import to_f64
+
+CELLS = {
+    "elman": lambda H: cells.elman(H),
+    "elman-relu": lambda H: cells.elman(H, activation="relu"),
+    "elman-identity": lambda H: cells.elman(H, activation="identity", init="orthogonal"),
+    "lstm": lambda H: cells.lstm(H, init="uniform"),
+    "gru": lambda H: cells.gru(H, init="uniform"),
+}
+
+
+def rel_err(a, b):
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    return float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-300))
+
+
+def _problem(name, seed, batch_shape, T, F, H):
+    cell = CELLS[name](H)
+    k = jax.random.split(jax.random.key(seed), 5)
+    params = to_f64(cell.init(k[0], F))
+    if name == "gru":  # non-zero b_hn so its gradient is exercised
+        params["b_hn"] = jax.random.normal(k[4], (H,), jnp.float64) * 0.3
+    xs = jax.random.normal(k[1], batch_shape + (T, F), jnp.float64)
+    carry = jax.tree.map(lambda a: 0.5 * jax.random.normal(k[2], a.shape, jnp.float64),
+                         cell.initial_carry(batch_shape, jnp.float64))
+    kd = jax.random.split(k[3], 3)
+    dys = jax.random.normal(kd[0], batch_shape + (T, H), jnp.float64)
+    dcarry = jax.tree.map(lambda a: jax.random.normal(kd[1], a.shape, jnp.float64), carry)
+    return cell, params, xs, carry, dys, dcarry
+
+
+def _autodiff(cell, params, xs, carry, dys, dcarry, **kw):
+    def loss(p, x, c):
+        ys, final = rnnjax.run(cell, p, x, carry=c, **kw)
+        return jnp.sum(ys * dys) + sum(jnp.sum(a * b) for a, b in
+                                       zip(jax.tree.leaves(final), jax.tree.leaves(dcarry)))
+    return jax.grad(loss, argnums=(0, 1, 2))(params, xs, carry)
+
+
+CASES = [  # (batch_shape, T, F, H, lengths-kind, truncate, reverse)
+    ((3,), 7, 4, 5, None, None, False),
+    ((2, 2), 9, 3, 4, "zeros", None, False),
+    ((4,), 11, 2, 3, None, 3, False),
+    ((4,), 10, 3, 6, "zeros", 4, False),
+    ((3,), 8, 3, 4, "zeros", 2, True),
+    ((), 6, 5, 2, None, 1, False),
+]
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_manual_equals_autodiff(name, case):
+    batch_shape, T, F, H, lk, truncate, reverse = CASES[case]
+    seed = 17 * case + len(name)
+    cell, params, xs, carry, dys, dcarry = _problem(name, seed, batch_shape, T, F, H)
+    lengths = None
+    if lk == "zeros":
+        lengths = jax.random.randint(jax.random.key(seed + 1), batch_shape, 0, T + 1)
+        lengths = lengths.reshape(-1).at[0].set(0).at[-1].set(T).reshape(batch_shape)
+    kw = dict(lengths=lengths, truncate=truncate, reverse=reverse)
+    got = bptt.bptt(cell, params, xs, dys, dcarry, carry=carry, **kw)
+    dp, dx, dc = _autodiff(cell, params, xs, carry, dys, dcarry, **kw)
+    ys, final = rnnjax.run(cell, params, xs, carry=carry, **kw)
+    assert rel_err(got.ys, ys) <= 1e-12
+    for k in params:
+        assert rel_err(got.d_params[k], dp[k]) <= 1e-10, k
+    assert rel_err(got.d_xs, dx) <= 1e-10
+    for a, b in zip(jax.tree.leaves(got.d_carry), jax.tree.leaves(dc)):
+        assert rel_err(a, b) <= 1e-10
+    for a, b in zip(jax.tree.leaves(got.final_carry), jax.tree.leaves(final)):
+        assert rel_err(a, b) <= 1e-12
+    # the custom_vjp path gives the same gradients through jax.grad
+    dpm, dxm, dcm = _autodiff(cell, params, xs, carry, dys, dcarry, grad="manual", **kw)
+    for a, b in zip(jax.tree.leaves((dpm, dxm, dcm)), jax.tree.leaves((dp, dx, dc))):
+        assert rel_err(a, b) <= 1e-10
+
+
+def test_truncate_cuts_carry_gradient():
+    """With truncate=1 the loss on the last output sees only the last step's input."""
+    cell, params, xs, carry, _, _ = _problem("elman", 0, (2,), 5, 3, 4)
+    dys = jnp.zeros((2, 5, 4)).at[:, -1].set(1.0)
+    g = bptt.bptt(cell, params, xs, dys, carry=carry, truncate=1)
+    assert float(jnp.max(jnp.abs(g.d_xs[:, :-1]))) == 0.0
+    assert float(jnp.max(jnp.abs(g.d_xs[:, -1]))) > 0.0
+    assert float(jnp.max(jnp.abs(g.d_carry.h))) == 0.0
+
+
+def test_length_zero_passes_carry_gradient():
+    cell, params, xs, carry, dys, dcarry = _problem("lstm", 1, (2,), 4, 3, 2)
+    g = bptt.bptt(cell, params, xs, dys, dcarry, carry=carry, lengths=jnp.array([0, 4]))
+    np.testing.assert_array_equal(g.d_carry.h[0], dcarry.h[0])
+    np.testing.assert_array_equal(g.d_carry.c[0], dcarry.c[0])
+    assert float(jnp.max(jnp.abs(g.d_xs[0]))) == 0.0
+
+
+def test_per_cell_functions_and_errors():
+    cell, params, xs, carry, dys, dcarry = _problem("gru", 2, (2,), 5, 3, 4)
+    a = bptt.gru_bptt(params, xs, dys, dcarry, carry=carry)
+    b = bptt.bptt(cell, params, xs, dys, dcarry, carry=carry)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="lstm-ln"):
+        rnnjax.run(cells.lstm(3, layer_norm=True),
+                   cells.lstm(3, layer_norm=True).init(jax.random.key(0), 2),
+                   jnp.ones((1, 4, 2)), grad="manual")
+    with pytest.raises(ValueError, match="grad must be one of"):
+        rnnjax.run(cell, params, xs, grad="by-hand")
+    with pytest.raises(ValueError, match="remat"):
+        rnnjax.run(cell, params, xs, grad="manual", remat=True)
+    with pytest.raises(ValueError, match="dys must have the shape"):
+        bptt.bptt(cell, params, xs, jnp.ones((2, 5, 3)))
+
+
+def test_float32_params_float64_inputs():
+    """Mixed dtypes: the custom_vjp returns cotangents in each primal's dtype."""
+    cell = cells.lstm(4)
+    params = cell.init(jax.random.key(0), 3)
+    xs = jax.random.normal(jax.random.key(1), (2, 6, 3), jnp.float64)
+    f = lambda p, g: jnp.sum(rnnjax.run(cell, p, xs, grad=g)[0] ** 2)  # noqa: E731
+    ga, gm = jax.grad(f)(params, "auto"), jax.grad(f)(params, "manual")
+    for k in params:
+        assert gm[k].dtype == params[k].dtype
+        np.testing.assert_allclose(gm[k], ga[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["elman", "lstm", "gru"])
+def test_manual_training_matches_autodiff(name):
+    H, F, T = 5, 3, 8
+    cell = CELLS[name](H)
+    k = jax.random.split(jax.random.key(3), 4)
+    p0 = {"cell": to_f64(cell.init(k[0], F)),
+          "w": jax.random.normal(k[1], (H,), jnp.float64)}
+    xs = jax.random.normal(k[2], (6, T, F), jnp.float64)
+    target = jax.random.normal(k[3], (6,), jnp.float64)
+    lengths = jnp.array([8, 3, 0, 5, 8, 1])
+    opt = optax.adam(1e-2)
+
+    def train(grad):
+        def loss(p):
+            ys, final = rnnjax.run(cell, p["cell"], xs, lengths=lengths, truncate=3,
+                                   grad=grad)
+            return jnp.mean((final.h @ p["w"] + ys.mean((1, 2)) - target) ** 2)
+
+        @jax.jit
+        def step(p, s):
+            g = jax.grad(loss)(p)
+            u, s = opt.update(g, s, p)
+            return optax.apply_updates(p, u), s
+
+        p, s = p0, opt.init(p0)
+        for _ in range(20):
+            p, s = step(p, s)
+        return p, loss(p)
+
+    pa, la = train("auto")
+    pm, lm = train("manual")
+    for a, b in zip(jax.tree.leaves(pm), jax.tree.leaves(pa)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # training did move the parameters and lower the loss
+    assert float(la) < float(jax.jit(lambda: 0.0)()) + 10  # finite
+    assert not np.allclose(pa["w"], p0["w"])
