@@ -174,3 +174,91 @@ def test_manual_training_matches_autodiff(name):
     # training did move the parameters and lower the loss
     assert float(la) < float(jax.jit(lambda: 0.0)()) + 10  # finite
     assert not np.allclose(pa["w"], p0["w"])
+
+
+# ----------------------------------------------------------------- worked example
+
+EXPECTED = {  # the hand-worked figures (rounded at each step: agree to 0.003)
+    "h1": [0.226, 0.309, 0.263], "h2": [0.402, 0.610, 0.572], "h6": [0.667, 0.821, 0.784],
+    "y": 0.685, "loss": 0.377, "db_o": -0.316, "dW_ho": [-0.211, -0.259, -0.248],
+    "delta6": [-0.053, -0.020, -0.049],
+}
+
+
+def _check_expected(r):
+    s = r["steps"]
+    np.testing.assert_allclose(s[0]["h"], EXPECTED["h1"], atol=3e-3)
+    np.testing.assert_allclose(s[1]["h"], EXPECTED["h2"], atol=3e-3)
+    np.testing.assert_allclose(s[5]["h"], EXPECTED["h6"], atol=3e-3)
+    np.testing.assert_allclose(r["y"], [EXPECTED["y"]], atol=3e-3)
+    np.testing.assert_allclose(r["loss"], EXPECTED["loss"], atol=3e-3)
+    np.testing.assert_allclose(r["grads"]["b_o"], [EXPECTED["db_o"]], atol=3e-3)
+    np.testing.assert_allclose(r["grads"]["W_ho"], [EXPECTED["dW_ho"]], atol=3e-3)
+    np.testing.assert_allclose(s[5]["delta"], EXPECTED["delta6"], atol=3e-3)
+
+
+def test_worked_example_library():
+    spec = bptt.example_spec()
+    r = bptt.explain(spec)
+    _check_expected(r)
+    # exact check against jax.grad of the same loss, and per-step sums equal totals
+    emb = spec["embeddings"]
+    xs = jnp.array([emb[t] for t in spec["tokens"]], jnp.float64)
+    p = {k: jnp.array(spec[k], jnp.float64) for k in ("W_xh", "W_hh", "b_h", "W_ho", "b_o")}
+
+    def loss(p):
+        ys, _ = rnnjax.run(cells.elman(3), {"W_xh": p["W_xh"], "W_hh": p["W_hh"],
+                                            "b": p["b_h"]}, xs)
+        return -jnp.log(jax.nn.sigmoid(p["W_ho"] @ ys[-1] + p["b_o"]))[0]
+
+    g = jax.grad(loss)(p)
+    assert abs(float(loss(p)) - r["loss"]) <= 1e-14
+    for k in g:
+        np.testing.assert_allclose(np.array(r["grads"][k]), g[k], rtol=1e-10, atol=1e-15)
+    for k in ("dW_xh", "dW_hh", "db_h"):
+        total = sum(np.array(s[k]) for s in r["steps"])
+        np.testing.assert_allclose(total, r["grads"][k[1:]], rtol=1e-12, atol=1e-15)
+
+
+def _cli(args):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(args)
+    return rc, buf.getvalue()
+
+
+def test_worked_example_cli():
+    rc, out = _cli(["bptt-explain"])
+    assert rc == 0
+    lines = out.splitlines()
+    row = next(l for l in lines if l.strip().startswith("6  amazing  [ 0.500"))
+    h6 = [float(v) for v in row.split("[")[-1].rstrip("]").split(",")]
+    np.testing.assert_allclose(h6, EXPECTED["h6"], atol=3e-3)
+    assert "= [ 0.685];" in out and "Loss: -[l log y + (1-l) log(1-y)] = 0.378" in out
+    delta_row = next(l for l in lines if l.strip().startswith("6  amazing  [-0.094"))
+    d6 = [float(v) for v in delta_row.split("[")[-1].rstrip("]").split(",")]
+    np.testing.assert_allclose(d6, EXPECTED["delta6"], atol=3e-3)
+    rc, out = _cli(["bptt-explain", "--json"])
+    assert rc == 0
+    _check_expected(json.loads(out))
+
+
+def test_explain_spec_errors(tmp_path):
+    spec = bptt.example_spec()
+    del spec["W_hh"]
+    with pytest.raises(ValueError, match="W_hh"):
+        bptt.explain(spec)
+    spec = bptt.example_spec()
+    spec["tokens"] = ["i", "hate"]
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(spec))
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["bptt-explain", str(path)]) == 2
+    assert "hate" in err.getvalue()
+    spec = bptt.example_spec()
+    del spec["tokens"], spec["embeddings"]
+    spec["inputs"] = [[0.1, 0.2, 0.3], [0.4, 0.1, 0.5]]
+    spec["loss"] = "mse"
+    r = bptt.explain(spec)
+    np.testing.assert_allclose(r["steps"][1]["h"], EXPECTED["h2"], atol=3e-3)
+    np.testing.assert_allclose(r["dL_dlogit"], np.array(r["y"]) - 1.0, rtol=1e-14)
