@@ -270,16 +270,18 @@ def _gru_backward(params, xs, res, live, cut, dys, dfinal, act, unroll):
         dnt = dh * (1.0 - z_t) * (1.0 - n_t * n_t)
         dar = dnt * m_t * r_t * (1.0 - r_t)
         daz = dh * (h_p - n_t) * z_t * (1.0 - z_t)
+        if live_t is not None:
+            dnt = jnp.where(live_t[:, None], dnt, 0.0)
         delta_u = jnp.concatenate([dar, daz, dnt * r_t], axis=-1)
-        delta_a = jnp.concatenate([dar, daz, dnt], axis=-1)
         if live_t is not None:
             delta_u = jnp.where(live_t[:, None], delta_u, 0.0)
-            delta_a = jnp.where(live_t[:, None], delta_a, 0.0)
         g_prev = _cut(cut_t, _keep(live_t, delta_u @ W_hh + dh * z_t, g))
-        return g_prev, (delta_a, delta_u)
+        return g_prev, (delta_u, dnt)
 
-    g0, (d_a, d_u) = lax.scan(body, dfinal.h, (hprev, r, z, n, m, dys, live, cut),
-                              reverse=True, unroll=unroll)
+    g0, (d_u, d_nt) = lax.scan(body, dfinal.h, (hprev, r, z, n, m, dys, live, cut),
+                               reverse=True, unroll=unroll)
+    # delta_a differs from delta_u only in the n block (dn~ instead of dn~ * r)
+    d_a = jnp.concatenate([d_u[..., :2 * H], d_nt], axis=-1)
     T, B = d_a.shape[:2]
     du = d_u.reshape(T * B, -1)
     da = d_a.reshape(T * B, -1)

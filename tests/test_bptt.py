@@ -262,3 +262,13 @@ def test_explain_spec_errors(tmp_path):
     r = bptt.explain(spec)
     np.testing.assert_allclose(r["steps"][1]["h"], EXPECTED["h2"], atol=3e-3)
     np.testing.assert_allclose(r["dL_dlogit"], np.array(r["y"]) - 1.0, rtol=1e-14)
+
+
+def test_benchmark_quick(capsys):
+    from benchmarks import bptt as bench
+    records = bench.main(["--quick", "--cells", "elman", "gru"])
+    assert len(records) == 2
+    for r in records:
+        assert r["manual_median_s"] > 0 and r["auto_median_s"] > 0
+        assert r["max_rel_grad_diff"] < 1e-4
+    assert capsys.readouterr().out.count('"bench": "bptt"') == 2
