@@ -5,7 +5,7 @@ Pure-function cells (:mod:`rnnjax.cells`) scanned over time by one engine
 PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
-from rnnjax import cells, initializers, layers
+from rnnjax import bptt, cells, initializers, layers
 from rnnjax.cell import Cell, HiddenState, Linear, LSTMState, recurrent_matrix
 from rnnjax.layers import Layer, bidirectional, stack, unidirectional
 from rnnjax.sequence import flip_sequences, run
@@ -19,6 +19,7 @@ __all__ = [
     "Layer",
     "Linear",
     "bidirectional",
+    "bptt",
     "cells",
     "flip_sequences",
     "initializers",
