@@ -36,12 +36,10 @@ def bench(name, T, H, batch=32, features=32, repeats=10, out=None):
     cell = CELLS[name](H)
     params = cell.init(jax.random.key(0), features)
     xs = jax.random.normal(jax.random.key(1), (batch, T, features), jnp.float32)
-    res = {}
-    for grad in ("auto", "manual"):
-        res[grad] = time_call(make_step(cell, grad), params, xs, repeats=repeats)
+    steps = {grad: make_step(cell, grad) for grad in ("auto", "manual")}
+    res = {grad: time_call(f, params, xs, repeats=repeats) for grad, f in steps.items()}
     # the two gradients agree (float32)
-    ga = make_step(cell, "auto")(params, xs)[1]
-    gm = make_step(cell, "manual")(params, xs)[1]
+    ga, gm = steps["auto"](params, xs)[1], steps["manual"](params, xs)[1]
     err = max(float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-30))
               for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gm)))
     return emit({"bench": "bptt", "cell": name, "T": T, "H": H, "batch": batch,

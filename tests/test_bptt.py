@@ -168,15 +168,15 @@ def test_manual_training_matches_autodiff(name):
         p, s = p0, opt.init(p0)
         for _ in range(20):
             p, s = step(p, s)
-        return p, loss(p)
+        return p, float(loss(p)), float(loss(p0))
 
-    pa, la = train("auto")
-    pm, lm = train("manual")
+    pa, la, l0 = train("auto")
+    pm, lm, _ = train("manual")
     for a, b in zip(jax.tree.leaves(pm), jax.tree.leaves(pa)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
-    # training did move the parameters and lower the loss
-    assert float(la) < float(jax.jit(lambda: 0.0)()) + 10  # finite
-    assert not np.allclose(pa["w"], p0["w"])
+    # training did lower the loss, and by the same amount
+    assert la < l0
+    np.testing.assert_allclose(lm, la, rtol=1e-9)
 
 
 # ----------------------------------------------------------------- worked example
