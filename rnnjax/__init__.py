@@ -5,7 +5,7 @@ Pure-function cells (:mod:`rnnjax.cells`) scanned over time by one engine
 PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
-from rnnjax import analysis, cells, initializers, interop, layers
+from rnnjax import analysis, bptt, cells, initializers, interop, layers
 from rnnjax.cell import Cell, HiddenState, Linear, LSTMState, recurrent_matrix
 from rnnjax.layers import Layer, bidirectional, stack, unidirectional
 from rnnjax.interop import (from_flax_gru, from_flax_lstm, from_torch, from_torch_module,
@@ -22,6 +22,7 @@ __all__ = [
     "Linear",
     "analysis",
     "bidirectional",
+    "bptt",
     "cells",
     "flip_sequences",
     "from_flax_gru",

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax.cell import Cell
+from rnnjax.checks import check_choice
 
 
 def _shape_dtype(x):
@@ -144,8 +145,9 @@ def scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False, unroll=1
 
 
 @partial(jax.jit, static_argnames=("cell", "reverse", "time_major", "unroll", "remat",
-                                   "truncate"))
-def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat, truncate):
+                                   "truncate", "grad"))
+def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat, truncate,
+         grad="auto"):
     if time_major:
         T, batch_shape, F = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
     else:
@@ -159,9 +161,14 @@ def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat
         carry = jax.tree.map(lambda a: a.reshape((B,) + a.shape[len(batch_shape):]), carry)
     if lengths is not None:
         lengths = lengths.reshape(B)
-    weights = cell.prepare(params)
-    ys, final = scan_cell(cell, weights, carry, xs, lengths, reverse=reverse, unroll=unroll,
-                          remat=remat, truncate=truncate)
+    if grad == "manual":  # hand-written BPTT as a custom_vjp (rnnjax.bptt)
+        from rnnjax.bptt import scan_manual
+        ys, final = scan_manual(cell, params, carry, xs, lengths, reverse=reverse,
+                                truncate=truncate, unroll=unroll)
+    else:
+        weights = cell.prepare(params)
+        ys, final = scan_cell(cell, weights, carry, xs, lengths, reverse=reverse,
+                              unroll=unroll, remat=remat, truncate=truncate)
     ys = ys.reshape((T,) + batch_shape + ys.shape[2:])
     if not time_major:
         ys = jnp.moveaxis(ys, 0, -2)
@@ -171,7 +178,7 @@ def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat
 
 def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = False,
         time_major: bool = False, unroll: int = 1, remat: bool = False,
-        truncate: int | None = None):
+        truncate: int | None = None, grad: str = "auto"):
     """Run ``cell`` over the sequences ``xs``; return ``(ys, final_carry)``.
 
     Args:
@@ -194,15 +201,25 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = Fal
         storing its intermediates.
       truncate: ``k`` for truncated backpropagation through time: the gradient through
         the carry is cut before steps ``k, 2k, ...`` (forward values unchanged).
+      grad: ``"auto"`` (autodiff through the scan) or ``"manual"``: the hand-written
+        backpropagation through time of :mod:`rnnjax.bptt` as a ``jax.custom_vjp``
+        (Elman, LSTM and GRU cells; not with ``remat``).
 
     Returns:
       ``ys`` of shape ``(*batch, time, output_size)`` (time-major if asked) and the final
       carry with leaves ``(*batch, ...)``.
     """
     _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll)
+    check_choice("grad", grad, ("auto", "manual"))
+    if grad == "manual":
+        from rnnjax.bptt import kind_of
+        kind_of(cell)
+        if remat:
+            raise ValueError("remat=True cannot be combined with grad='manual' (the "
+                             "hand-written backward stores its own residuals), got both")
     xs = jnp.asarray(xs)
     if lengths is not None:
         lengths = jnp.asarray(lengths)
     return _run(cell, params, xs, carry, lengths, reverse=bool(reverse),
                 time_major=bool(time_major), unroll=unroll, remat=bool(remat),
-                truncate=truncate)
+                truncate=truncate, grad=grad)
