@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax.associative import SCANS, associative_scan_cell, choose_scan
 from rnnjax.cell import Cell
+from rnnjax.checks import check_choice
 
 
 def _shape_dtype(x):
@@ -144,8 +146,9 @@ def scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False, unroll=1
 
 
 @partial(jax.jit, static_argnames=("cell", "reverse", "time_major", "unroll", "remat",
-                                   "truncate"))
-def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat, truncate):
+                                   "truncate", "scan"))
+def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat, truncate,
+         scan="sequential"):
     if time_major:
         T, batch_shape, F = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
     else:
@@ -160,8 +163,12 @@ def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat
     if lengths is not None:
         lengths = lengths.reshape(B)
     weights = cell.prepare(params)
-    ys, final = scan_cell(cell, weights, carry, xs, lengths, reverse=reverse, unroll=unroll,
-                          remat=remat, truncate=truncate)
+    if scan == "associative":
+        ys, final = associative_scan_cell(cell, weights, carry, xs, lengths, reverse=reverse,
+                                          remat=remat)
+    else:
+        ys, final = scan_cell(cell, weights, carry, xs, lengths, reverse=reverse,
+                              unroll=unroll, remat=remat, truncate=truncate)
     ys = ys.reshape((T,) + batch_shape + ys.shape[2:])
     if not time_major:
         ys = jnp.moveaxis(ys, 0, -2)
@@ -171,7 +178,7 @@ def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat
 
 def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = False,
         time_major: bool = False, unroll: int = 1, remat: bool = False,
-        truncate: int | None = None):
+        truncate: int | None = None, scan: str = "auto"):
     """Run ``cell`` over the sequences ``xs``; return ``(ys, final_carry)``.
 
     Args:
@@ -194,15 +201,22 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = Fal
         storing its intermediates.
       truncate: ``k`` for truncated backpropagation through time: the gradient through
         the carry is cut before steps ``k, 2k, ...`` (forward values unchanged).
+      scan: ``"sequential"`` (``lax.scan``, T steps), ``"associative"`` (parallel scan
+        in O(log T) depth, for cells that declare a linear recurrence; see
+        :mod:`rnnjax.associative`) or ``"auto"`` (associative for diagonal linear
+        recurrences, sequential otherwise: :func:`rnnjax.associative.choose_scan`).
+        Both give the same outputs, final carry and gradients up to rounding.
 
     Returns:
       ``ys`` of shape ``(*batch, time, output_size)`` (time-major if asked) and the final
       carry with leaves ``(*batch, ...)``.
     """
-    _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll)
+    T, _ = _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll)
+    check_choice("scan", scan, SCANS)
+    scan = choose_scan(cell, scan, T, truncate=truncate, unroll=unroll)
     xs = jnp.asarray(xs)
     if lengths is not None:
         lengths = jnp.asarray(lengths)
     return _run(cell, params, xs, carry, lengths, reverse=bool(reverse),
                 time_major=bool(time_major), unroll=unroll, remat=bool(remat),
-                truncate=truncate)
+                truncate=truncate, scan=scan)
