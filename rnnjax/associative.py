@@ -130,10 +130,14 @@ def choose_scan(cell, scan: str, T: int, *, truncate=None, unroll: int = 1) -> s
     """Resolve ``scan`` to ``"sequential"`` or ``"associative"`` (checked before tracing).
 
     ``"auto"`` picks the associative scan when the cell declares a *diagonal* linear
-    recurrence, its initial carry is a ``HiddenState``, ``T >= AUTO_MIN_T`` and neither
-    ``truncate`` nor ``unroll > 1`` asks for the sequential loop; dense recurrences
-    (``O(H^3)`` per combine against ``O(H^2)`` per sequential step) stay sequential.
-    The rule comes from ``benchmarks/scan.py`` (see benchmarks/README.md).
+    recurrence, its initial carry is a ``HiddenState``, neither ``truncate`` nor
+    ``unroll > 1`` asks for the sequential loop, and either the default backend is an
+    accelerator or ``T <= AUTO_CPU_MAX_T``.  Dense recurrences (``O(H^3)`` per combine
+    against ``O(H^2)`` per sequential step) stay sequential.  The CPU threshold comes
+    from ``benchmarks/scan.py`` (benchmarks/README.md): on a 2-core CPU the associative
+    LRU was 3-5x faster at T = 256 and 1.4-3.5x slower from T = 1024 on (it does more
+    memory traffic and a CPU has little parallelism to spend it on).  The accelerator
+    branch follows the S5/LRU papers' GPU results; it was not measured here.
     ``"associative"`` on a cell without a linear declaration, or with ``truncate``,
     raises ``ValueError``.
     """
@@ -156,11 +160,14 @@ def choose_scan(cell, scan: str, T: int, *, truncate=None, unroll: int = 1) -> s
                 "use unroll=1 with scan='associative'")
         return scan
     # auto
-    if lin is None or lin.kind != "diagonal" or truncate is not None or unroll != 1 \
-            or T < AUTO_MIN_T:
+    if lin is None or lin.kind != "diagonal" or truncate is not None or unroll != 1:
+        return "sequential"
+    if jax.default_backend() == "cpu" and T > AUTO_CPU_MAX_T:
         return "sequential"
     carry = jax.eval_shape(lambda: cell.initial_carry((), jnp.float32))
     return "associative" if isinstance(carry, HiddenState) else "sequential"
 
 
-AUTO_MIN_T = 1
+# Longest T for which "auto" takes the associative scan on CPU (benchmarks/scan.py:
+# faster at T = 256, slower at T = 1024 on a loaded 2-core Xeon).
+AUTO_CPU_MAX_T = 512

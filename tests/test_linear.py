@@ -222,6 +222,8 @@ def test_auto_rule_and_registry():
     assert choose_scan(lru(4), "auto", 100, truncate=5) == "sequential"
     assert choose_scan(lru(4), "auto", 100, unroll=4) == "sequential"
     assert choose_scan(lru(4), "sequential", 100) == "sequential"
+    long = "sequential" if jax.default_backend() == "cpu" else "associative"
+    assert choose_scan(lru(4), "auto", 4096) == long
     assert make("lru", 6).name == "lru" and REGISTRY["gated_linear"] is gated_linear
 
 
