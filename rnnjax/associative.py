@@ -131,13 +131,15 @@ def choose_scan(cell, scan: str, T: int, *, truncate=None, unroll: int = 1) -> s
 
     ``"auto"`` picks the associative scan when the cell declares a *diagonal* linear
     recurrence, its initial carry is a ``HiddenState``, neither ``truncate`` nor
-    ``unroll > 1`` asks for the sequential loop, and either the default backend is an
-    accelerator or ``T <= AUTO_CPU_MAX_T``.  Dense recurrences (``O(H^3)`` per combine
-    against ``O(H^2)`` per sequential step) stay sequential.  The CPU threshold comes
-    from ``benchmarks/scan.py`` (benchmarks/README.md): on a 2-core CPU the associative
-    LRU was 3-5x faster at T = 256 and 1.4-3.5x slower from T = 1024 on (it does more
-    memory traffic and a CPU has little parallelism to spend it on).  The accelerator
-    branch follows the S5/LRU papers' GPU results; it was not measured here.
+    ``unroll > 1`` asks for the sequential loop, and the default backend is an
+    accelerator (not ``"cpu"``).  Dense recurrences (``O(H^3)`` per combine against
+    ``O(H^2)`` per sequential step) stay sequential.  Measured with
+    ``benchmarks/scan.py`` (benchmarks/README.md) on a 2-core CPU: the associative LRU
+    forward pass was 2-3x slower than the sequential one at every T from 256 to 65536;
+    forward + backward it was ~3x faster at T = 256, ~1.7x at 512 and slower from
+    1024 on, and its gradient took 3-5x longer to compile (13-25 s against 3-8 s), so
+    on CPU "auto" stays sequential.  The accelerator branch follows the S5 and LRU
+    papers' GPU results; no GPU was available to measure it here.
     ``"associative"`` on a cell without a linear declaration, or with ``truncate``,
     raises ``ValueError``.
     """
@@ -162,12 +164,7 @@ def choose_scan(cell, scan: str, T: int, *, truncate=None, unroll: int = 1) -> s
     # auto
     if lin is None or lin.kind != "diagonal" or truncate is not None or unroll != 1:
         return "sequential"
-    if jax.default_backend() == "cpu" and T > AUTO_CPU_MAX_T:
+    if jax.default_backend() == "cpu":
         return "sequential"
     carry = jax.eval_shape(lambda: cell.initial_carry((), jnp.float32))
     return "associative" if isinstance(carry, HiddenState) else "sequential"
-
-
-# Longest T for which "auto" takes the associative scan on CPU (benchmarks/scan.py:
-# faster at T = 256, slower at T = 1024 on a loaded 2-core Xeon).
-AUTO_CPU_MAX_T = 512

@@ -204,7 +204,7 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = Fal
       scan: ``"sequential"`` (``lax.scan``, T steps), ``"associative"`` (parallel scan
         in O(log T) depth, for cells that declare a linear recurrence; see
         :mod:`rnnjax.associative`) or ``"auto"`` (associative for diagonal linear
-        recurrences on accelerators, and on CPU up to T = 512; sequential otherwise:
+        recurrences on accelerators; sequential otherwise, CPU included:
         :func:`rnnjax.associative.choose_scan`).
         Both give the same outputs, final carry and gradients up to rounding.
 

@@ -215,15 +215,15 @@ def test_gated_linear_equations():
 
 
 def test_auto_rule_and_registry():
-    assert choose_scan(lru(4), "auto", 100) == "associative"
-    assert choose_scan(gated_linear(4), "auto", 100) == "associative"
+    diag = "sequential" if jax.default_backend() == "cpu" else "associative"
+    assert choose_scan(lru(4), "auto", 100) == diag
+    assert choose_scan(gated_linear(4), "auto", 100) == diag
     assert choose_scan(lstm(4), "auto", 100) == "sequential"
     assert choose_scan(elman(4, activation="identity"), "auto", 100) == "sequential"
     assert choose_scan(lru(4), "auto", 100, truncate=5) == "sequential"
     assert choose_scan(lru(4), "auto", 100, unroll=4) == "sequential"
     assert choose_scan(lru(4), "sequential", 100) == "sequential"
-    long = "sequential" if jax.default_backend() == "cpu" else "associative"
-    assert choose_scan(lru(4), "auto", 4096) == long
+    assert choose_scan(lru(4), "associative", 100) == "associative"
     assert make("lru", 6).name == "lru" and REGISTRY["gated_linear"] is gated_linear
 
 
@@ -254,11 +254,13 @@ def test_recurrent_dropout_layer_keeps_sequential_semantics():
     params = cell.init(jax.random.key(0), F)
     xs = jax.random.normal(jax.random.key(1), (B, T, F))
     layer = rnnjax.unidirectional(cell, recurrent_dropout=0.5)
-    ys, _ = layer.apply(params, xs, key=jax.random.key(2))
+    ys, _ = layer.apply(params, xs, key=jax.random.key(2), scan="auto")
     ys_seq, _ = layer.apply(params, xs, key=jax.random.key(2), scan="sequential")
     np.testing.assert_allclose(ys, ys_seq, rtol=1e-6, atol=1e-6)
-    clean, _ = layer.apply(params, xs)
+    clean, _ = layer.apply(params, xs, scan="associative")  # no key: no dropout
     assert float(jnp.abs(ys - clean).max()) > 1e-3  # the mask was applied
+    with pytest.raises(ValueError, match="declares none"):  # the masked step is not linear
+        layer.apply(params, xs, key=jax.random.key(2), scan="associative")
 
 
 def test_lru_block_padded_equals_unpadded():
@@ -304,7 +306,7 @@ def test_lru_learns_the_adding_problem():
                 "out": jax.random.normal(k3, (M,)) / math.sqrt(M), "b": jnp.zeros(())}
 
     def loss(p, xs, target):
-        ys, _ = block.apply(p["block"], xs @ p["enc"])
+        ys, _ = block.apply(p["block"], xs @ p["enc"], scan="associative")
         return ((ys[:, -1] @ p["out"] + p["b"] - target) ** 2).mean()
 
     opt = optax.adam(1e-2)
