@@ -326,3 +326,21 @@ def test_lru_learns_the_adding_problem():
     test_mse = float(loss(p, *_adding_batch(jax.random.key(99), 512, steps)))
     assert losses[0] > 0.1
     assert test_mse < 0.05, test_mse  # baseline 1/6 = 0.167
+
+
+def test_analysis_sees_the_lru_spectrum():
+    """The gradient-flow tools treat the LRU like any other cell: its recurrent spectrum
+    is lambda, and its Lyapunov exponents (h in R^{2N}: each lambda twice) log|lambda|."""
+    analysis = pytest.importorskip("rnnjax.analysis")
+    cell = lru(3, 0.5, 0.9, 1.0, model_size=2)
+    p = to_f64(cell.init(jax.random.key(0), 2))
+    lam = np.asarray(jnp.diagonal(rnnjax.recurrent_matrix(cell, p)))
+    spec = analysis.recurrent_spectrum(cell, p)
+    np.testing.assert_allclose(np.abs(spec["eigenvalues"]), np.sort(np.abs(lam))[::-1],
+                               rtol=1e-10)
+    xs = jax.random.normal(jax.random.key(1), (400, 2), jnp.float64)
+    lyap = np.asarray(analysis.lyapunov_spectrum(cell, p, xs, burn_in=50))
+    expected = np.sort(np.repeat(np.log(np.abs(lam)), 2))[::-1]
+    # the sum is log|det J| every step, exactly; each rotation's pair converges as 1/T
+    np.testing.assert_allclose(lyap.sum(), expected.sum(), rtol=1e-10)
+    np.testing.assert_allclose(lyap, expected, atol=0.02)
