@@ -6,6 +6,7 @@ factories; :func:`make` builds a cell by name with a clear error for unknown nam
 
 from rnnjax.cells.elman import elman, irnn
 from rnnjax.cells.gated import gru, lstm
+from rnnjax.cells.linear import gated_linear, lru, lru_block
 from rnnjax.checks import check_choice
 
 REGISTRY = {
@@ -13,6 +14,8 @@ REGISTRY = {
     "irnn": irnn,
     "lstm": lstm,
     "gru": gru,
+    "lru": lru,
+    "gated_linear": gated_linear,
 }
 
 
@@ -22,4 +25,5 @@ def make(name: str, hidden_size: int, **kwargs):
     return REGISTRY[name](hidden_size, **kwargs)
 
 
-__all__ = ["REGISTRY", "elman", "gru", "irnn", "lstm", "make"]
+__all__ = ["REGISTRY", "elman", "gated_linear", "gru", "irnn", "lru", "lru_block", "lstm",
+           "make"]
