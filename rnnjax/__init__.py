@@ -5,7 +5,7 @@ Pure-function cells (:mod:`rnnjax.cells`) scanned over time by one engine
 PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
-from rnnjax import cells, initializers, layers
+from rnnjax import cells, initializers, layers, optim, parametrize
 from rnnjax.cell import Cell, HiddenState, Linear, LSTMState, recurrent_matrix
 from rnnjax.layers import Layer, bidirectional, stack, unidirectional
 from rnnjax.sequence import flip_sequences, run
@@ -23,6 +23,8 @@ __all__ = [
     "flip_sequences",
     "initializers",
     "layers",
+    "optim",
+    "parametrize",
     "recurrent_matrix",
     "run",
     "stack",
