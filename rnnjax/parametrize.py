@@ -277,7 +277,9 @@ def eunn_apply(angles, phases, h):
     ``[[e^{i phi} cos theta, -e^{i phi} sin theta], [sin theta, cos theta]]``;
     ``D = diag(exp(i omega))``.  ``angles (L, 2, n // 2)`` holds ``theta`` then ``phi``
     (odd layers of even ``n`` use the first ``n/2 - 1`` entries); ``phases (n,)`` holds
-    ``omega``.  ``L`` is the capacity; ``L = n`` spans ``U(n)``.  Cost ``O(n L)``.
+    ``omega``.  ``L`` is the capacity (more layers, more of ``U(n)`` reachable; with
+    this phase placement some phases of the last two layers are redundant with ``D``,
+    so ``L = n`` gives fewer than ``n^2`` independent directions).  Cost ``O(n L)``.
     """
     n = h.shape[-1]
     h = h.astype(complex_dtype(angles.dtype))

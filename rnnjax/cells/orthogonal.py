@@ -33,7 +33,8 @@ ACTIVATIONS = {"modrelu": P.modrelu, "tanh": lambda z, b: jnp.tanh(z + b),
 def _input_params(key, hidden, input_size):
     check_positive_int("input_size", input_size)
     k1, k2 = jax.random.split(key)
-    return {"V": jax.random.normal(k1, (hidden, input_size)) * math.sqrt(2.0 / input_size),
+    scale = math.sqrt(2.0 / input_size)
+    return {"V": scale * jax.random.normal(k1, (hidden, input_size), jnp.float32),
             "b": jax.random.uniform(k2, (hidden,), jnp.float32, -0.01, 0.01)}
 
 

@@ -37,8 +37,8 @@ def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense):
         k1, k2, k3 = jax.random.split(key, 3)
         s = 1.0 / math.sqrt(2.0 * input_size)
         return {**init_map(k1),
-                "V_re": s * jax.random.normal(k2, (H, input_size)),
-                "V_im": s * jax.random.normal(k3, (H, input_size)),
+                "V_re": s * jax.random.normal(k2, (H, input_size), jnp.float32),
+                "V_im": s * jax.random.normal(k3, (H, input_size), jnp.float32),
                 "b": jnp.zeros((H,), jnp.float32)}
 
     def prepare(params):
@@ -103,7 +103,7 @@ def eunn(hidden_size: int, capacity: int = 2) -> Cell:
     layers of ``2 x 2`` complex rotations on alternating neighbour pairs, then
     ``D = diag(exp(i omega))``; ``O(H L)`` per step.  ``params["angles"]
     (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)`` (``omega``), all
-    ``U[-pi, pi]``.  ``capacity = H`` reaches all of ``U(H)``.
+    ``U[-pi, pi]``.
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("capacity", capacity)
