@@ -131,6 +131,7 @@ def test_exprnn_dynamic_trivialization_in_a_cell():
     np.testing.assert_array_equal(g["base"], 0)  # base is not trained by gradients
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ORTH + UNIT)
 def test_gradients_through_the_sequence(name):
     cell = rnnjax.cells.make(name, 4)
