@@ -7,6 +7,8 @@ factories; :func:`make` builds a cell by name with a clear error for unknown nam
 from rnnjax.cells.elman import elman, irnn
 from rnnjax.cells.gated import gru, lstm
 from rnnjax.cells.linear import gated_linear, lru, lru_block
+from rnnjax.cells.orthogonal import exprnn, householder, scornn
+from rnnjax.cells.unitary import eunn, fcurnn, urnn
 from rnnjax.checks import check_choice
 
 REGISTRY = {
@@ -16,6 +18,12 @@ REGISTRY = {
     "gru": gru,
     "lru": lru,
     "gated_linear": gated_linear,
+    "exprnn": exprnn,
+    "scornn": scornn,
+    "householder": householder,
+    "urnn": urnn,
+    "eunn": eunn,
+    "fcurnn": fcurnn,
 }
 
 
@@ -27,3 +35,5 @@ def make(name: str, hidden_size: int, **kwargs):
 
 __all__ = ["REGISTRY", "elman", "gated_linear", "gru", "irnn", "lru", "lru_block", "lstm",
            "make"]
+__all__ = ["REGISTRY", "elman", "eunn", "exprnn", "fcurnn", "gru", "householder", "irnn",
+           "lstm", "make", "scornn", "urnn"]
