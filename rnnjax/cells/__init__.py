@@ -33,7 +33,5 @@ def make(name: str, hidden_size: int, **kwargs):
     return REGISTRY[name](hidden_size, **kwargs)
 
 
-__all__ = ["REGISTRY", "elman", "gated_linear", "gru", "irnn", "lru", "lru_block", "lstm",
-           "make"]
-__all__ = ["REGISTRY", "elman", "eunn", "exprnn", "fcurnn", "gru", "householder", "irnn",
-           "lstm", "make", "scornn", "urnn"]
+__all__ = ["REGISTRY", "elman", "eunn", "exprnn", "fcurnn", "gated_linear", "gru",
+           "householder", "irnn", "lru", "lru_block", "lstm", "make", "scornn", "urnn"]
