@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
-COMMANDS = ["demo", "colors"]
+COMMANDS = ["demo", "colors", "forecast"]
 
 
 def build_parser() -> argparse.ArgumentParser:
