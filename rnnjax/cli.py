@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
-COMMANDS = ["demo", "colors", "forecast"]
+COMMANDS = ["demo", "colors", "forecast", "classify"]
 
 
 def build_parser() -> argparse.ArgumentParser:
