@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
-COMMANDS = ["demo", "colors", "forecast", "classify", "seq2seq"]
+COMMANDS = ["demo", "colors", "forecast", "classify", "seq2seq", "generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
