@@ -9,7 +9,8 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
-COMMANDS = ["demo", "bptt_explain", "gradflow"]
+COMMANDS = ["demo", "gradflow", "bptt_explain", "colors", "forecast", "classify", "seq2seq",
+            "generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,334 @@
+r"""Character-level text generation: train an LSTM/GRU on a text file, then sample.
+
+Model (the cell + linear readout of the training runner, params
+``{"cell": ..., "readout": {"W": (V, H), "b": (V,)}}``), one-hot input ``x_t``::
+
+    h_t = cell(h_{t-1}, x_t)        logits_t = W h_t + b        p(c_{t+1}) = softmax(logits_t)
+
+Data, as the runner's char-LM task: the vocabulary is the sorted set of characters of
+the file; the last ``holdout`` fraction of the text is held out; a training batch is
+``batch`` windows of ``seq_len + 1`` characters at uniform positions.  Loss: mean
+cross-entropy (nats); bits per character ``bpc = loss / ln 2``.  Baseline: the unigram
+model of the training text (no context), scored on the held-out text in bits.
+
+Sampling (:func:`sample`): the prompt is read to set the state; then each character is
+``argmax(logits)`` when ``temperature == 0`` and is drawn from
+``softmax(logits / temperature)`` otherwise, with one PRNG key per step split from
+``key`` (so a sample is a pure function of the key).  As ``temperature -> 0`` the draw
+tends to the argmax (greedy decoding), which the tests check at ``1e-6``.
+
+Checkpoints: ``out/checkpoints`` holds orbax checkpoints of the params (the latest
+``keep``), with ``out/generate_config.json`` (cell, hidden, vocabulary) beside them;
+``restore=out`` skips training and samples from the latest checkpoint.  A run of the
+training runner (``rnnjax train --task charlm``) can be sampled with ``run=DIR`` (it
+reads ``DIR/config.json`` and the runner's checkpoints through
+``rnnjax.train.load_params``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnjax import cells
+from rnnjax.apps import _common
+from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.sequence import run
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "tiny_text.txt")
+CELLS = ("lstm", "gru", "elman")
+
+
+class Vocab:
+    """Characters <-> integer ids (the sorted set of characters of a text)."""
+
+    def __init__(self, chars):
+        self.chars = list(chars)
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def of(cls, text):
+        return cls(sorted(set(text)))
+
+    def encode(self, text: str) -> np.ndarray:
+        missing = sorted(set(text) - set(self.index))
+        if missing:
+            raise ValueError(f"text holds characters outside the vocabulary: {missing}")
+        return np.array([self.index[c] for c in text], np.int32)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def __len__(self):
+        return len(self.chars)
+
+
+def load_text(path) -> str:
+    _common.check_file("data", path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if len(set(text)) < 2:
+        raise ValueError(f"text file {os.fspath(path)!r} must hold at least two distinct "
+                         f"characters")
+    return text
+
+
+class CharModel:
+    """Cell + linear readout over one-hot characters, with the runner's ``Model`` API
+    (``init``, ``apply``, ``scan_prefix``, ``step_logits``, ``cell``)."""
+
+    def __init__(self, cell_name: str, hidden: int, vocab_size: int):
+        check_choice("cell", cell_name, CELLS)
+        check_positive_int("hidden", hidden)
+        self.cell = cells.make(cell_name, hidden)
+        self.V = vocab_size
+
+    def init(self, key):
+        kc, kr = jax.random.split(key)
+        H = self.cell.output_size
+        return {"cell": self.cell.init(kc, self.V),
+                "readout": {"W": jax.random.normal(kr, (self.V, H), jnp.float32) / math.sqrt(H),
+                            "b": jnp.zeros((self.V,), jnp.float32)}}
+
+    def project(self, p, y):
+        return y @ p["readout"]["W"].T + p["readout"]["b"]
+
+    def apply(self, params, xs, carry=None):
+        """Logits ``(B, T, V)`` for one-hot ``xs (B, T, V)``."""
+        ys, _ = run(self.cell, params["cell"], xs, carry=carry)
+        return self.project(params, ys)
+
+    def scan_prefix(self, params, xs):
+        """``(carry, logits (V,))`` after reading one-hot ``xs (T, V)``."""
+        w = self.cell.prepare(params["cell"])
+        carry, ys = jax.lax.scan(lambda c, x: self.cell.step(w, c, x),
+                                 self.cell.initial_carry((), xs.dtype), xs)
+        return carry, self.project(params, ys[-1])
+
+    def step_logits(self, params, carry, x):
+        carry, y = self.cell.step(self.cell.prepare(params["cell"]), carry, x)
+        return carry, self.project(params, y)
+
+
+def _xent(logits, ids):
+    lp = jax.nn.log_softmax(logits)
+    return -jnp.take_along_axis(lp, ids[..., None], -1)[..., 0]
+
+
+def split_text(ids, holdout, seq_len):
+    n_eval = int(len(ids) * holdout)
+    train_ids, eval_ids = ids[:len(ids) - n_eval], ids[len(ids) - n_eval:]
+    for name, part in (("training", train_ids), ("held-out", eval_ids)):
+        if len(part) < seq_len + 1:
+            raise ValueError(f"the {name} part of the text has {len(part)} characters; "
+                             f"seq_len={seq_len} needs at least {seq_len + 1}")
+    return train_ids, eval_ids
+
+
+def heldout_bpc(model, params, eval_ids):
+    """Bits per character of the held-out text read as one sequence (state carried)."""
+    x = jax.nn.one_hot(eval_ids[:-1], model.V, dtype=jnp.float32)
+    lg = model.apply(params, x[None])[0]
+    return float(jnp.mean(_xent(lg, jnp.asarray(eval_ids[1:]))) / math.log(2))
+
+
+def unigram_bpc(train_ids, eval_ids, V):
+    """Cross-entropy (bits) of the held-out text under the add-one-smoothed unigram
+    distribution of the training text."""
+    counts = np.bincount(train_ids, minlength=V) + 1.0
+    p = counts / counts.sum()
+    return float(-np.mean(np.log2(p[eval_ids[1:]])))
+
+
+def train(model, train_ids, *, seq_len=64, batch=32, steps=500, lr=3e-3, seed=0,
+          log_every=0, print_fn=print):
+    """Adam on the mean cross-entropy of random windows; returns ``(params, losses)``."""
+    check_positive_int("seq_len", seq_len)
+    arr = jnp.asarray(train_ids)
+
+    def batch_fn(k):
+        start = jax.random.randint(k, (batch,), 0, arr.shape[0] - seq_len)
+        win = jax.vmap(lambda s: jax.lax.dynamic_slice(arr, (s,), (seq_len + 1,)))(start)
+        return win[:, :-1], win[:, 1:]
+
+    def loss(p, b):
+        xs = jax.nn.one_hot(b[0], model.V, dtype=jnp.float32)
+        return jnp.mean(_xent(model.apply(p, xs), b[1]))
+
+    params = model.init(jax.random.key(seed))
+    return _common.fit(loss, params, batch_fn, steps=steps, lr=lr,
+                       key=jax.random.key(seed + 1), log_every=log_every, print_fn=print_fn,
+                       name="cross-entropy")
+
+
+def sample(model, params, vocab: Vocab, prompt: str, length: int, *, key=None,
+           temperature: float = 1.0) -> str:
+    """``length`` characters after ``prompt`` (see the module docstring).
+
+    ``temperature == 0`` is greedy argmax decoding and needs no ``key``.  ``model`` is
+    anything with ``scan_prefix`` and ``step_logits`` (a :class:`CharModel` or the
+    runner's ``rnnjax.models.Model``).
+    """
+    if not prompt:
+        raise ValueError("prompt must hold at least one character")
+    check_positive_int("length", length)
+    _common.check_nonneg_float("temperature", temperature)
+    if temperature > 0 and key is None:
+        raise ValueError("key must be given when temperature > 0 (sampling is random)")
+    return vocab.decode(_sample_ids(model, params, jnp.asarray(vocab.encode(prompt)),
+                                    len(vocab), length,
+                                    key if key is not None else jax.random.key(0),
+                                    float(temperature)))
+
+
+def _sample_ids(model, params, prompt_ids, V, length, key, temperature):
+    return np.asarray(_sampler(model, V, length, temperature)(params, prompt_ids, key))
+
+
+@functools.lru_cache(maxsize=32)
+def _sampler(model, V, length, temperature):
+    """The jitted sampling program, built once per (model, vocabulary size, length,
+    temperature)."""
+    @jax.jit
+    def go(params, prompt_ids, key):
+        carry, logits = model.scan_prefix(params, jax.nn.one_hot(prompt_ids, V,
+                                                                  dtype=jnp.float32))
+
+        def body(c, k):
+            carry, logits = c
+            if temperature == 0:
+                nxt = jnp.argmax(logits)
+            else:
+                nxt = jax.random.categorical(k, logits / temperature)
+            carry, logits = model.step_logits(params, carry,
+                                              jax.nn.one_hot(nxt, V, dtype=jnp.float32))
+            return (carry, logits), nxt
+
+        _, ids = jax.lax.scan(body, (carry, logits), jax.random.split(key, length))
+        return ids
+
+    return go
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+def save_checkpoint(out, step, params, config, keep=3):
+    """Save ``params`` with orbax under ``out/checkpoints/<step>`` and ``config`` (cell,
+    hidden, vocabulary) as ``out/generate_config.json``."""
+    import orbax.checkpoint as ocp
+    _common.write_json(os.path.join(out, "generate_config.json"), config)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
+    with ocp.CheckpointManager(os.path.abspath(os.path.join(out, "checkpoints")),
+                               options=options) as mngr:
+        mngr.save(step, args=ocp.args.StandardSave({"params": params}), force=True)
+
+
+def load_checkpoint(out, step=None):
+    """``(model, params, vocab, config)`` from a folder written by :func:`save_checkpoint`."""
+    import orbax.checkpoint as ocp
+    path = os.path.join(os.fspath(out), "generate_config.json")
+    _common.check_file("restore (its generate_config.json)", path)
+    with open(path) as f:
+        config = json.load(f)
+    vocab = Vocab(config["vocab"])
+    model = CharModel(config["cell"], config["hidden"], len(vocab))
+    target = jax.eval_shape(model.init, jax.random.key(0))
+    abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, target)}
+    with ocp.CheckpointManager(os.path.abspath(os.path.join(out, "checkpoints"))) as mngr:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {os.path.join(out, 'checkpoints')!r}")
+        got = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    return model, got["params"], vocab, config
+
+
+def load_runner_run(run_dir, seed_index=0):
+    """``(model, params, vocab)`` of a char-LM run of the training runner: reads
+    ``run_dir/config.json`` (task charlm, its data file, cell, hidden) and the runner's
+    checkpoints via ``rnnjax.train.load_params`` (params stacked over seeds: entry
+    ``seed_index`` is used)."""
+    try:
+        from rnnjax import train as runner
+    except ImportError as e:  # the runner ships on its own branch
+        raise ValueError(f"run needs the training runner (rnnjax.train): {e}") from None
+    path = os.path.join(os.fspath(run_dir), "config.json")
+    _common.check_file("run (its config.json)", path)
+    with open(path) as f:
+        cfg = json.load(f)
+    if cfg.get("task") != "charlm":
+        raise ValueError(f"run must be a charlm run, got task {cfg.get('task')!r}")
+    vocab = Vocab.of(load_text(cfg["data"]))
+    model = runner.build(runner.Config.from_json(cfg)).model
+    params = jax.tree.map(lambda a: a[seed_index], runner.load_params(run_dir))
+    return model, params, vocab
+
+
+# --- the pipeline -----------------------------------------------------------------------
+
+def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, batch=32,
+                 steps=800, lr=3e-3, holdout=0.1, prompt="The ", length=300,
+                 temperatures=(0.0, 0.5, 1.0), seed=0, restore=None, run_dir=None,
+                 print_fn=print):
+    """The ``rnnjax generate`` pipeline.  Trains (unless ``restore`` or ``run_dir``),
+    checkpoints, reports bits per character against the unigram baseline, and writes
+    ``samples.txt`` (one sample per temperature), ``generate.json`` and, after training,
+    ``generate.png`` (training loss in bits per character)."""
+    out = _common.out_dir(out)
+    for t in temperatures:
+        _common.check_nonneg_float("temperature", t)
+    summary = {"prompt": prompt, "length": length, "seed": seed}
+    if restore is not None or run_dir is not None:
+        if restore is not None:
+            model, params, vocab, _ = load_checkpoint(restore)
+        else:
+            model, params, vocab = load_runner_run(run_dir)
+        summary["source"] = os.fspath(restore if restore is not None else run_dir)
+        print_fn(f"loaded a model from {summary['source']}")
+    else:
+        check_positive_int("steps", steps)
+        if not 0.0 < holdout < 1.0:
+            raise ValueError(f"holdout must be in (0, 1), got {holdout!r}")
+        text = load_text(data)
+        vocab = Vocab.of(text)
+        train_ids, eval_ids = split_text(vocab.encode(text), holdout, seq_len)
+        model = CharModel(cell_name, hidden, len(vocab))
+        params, losses = train(model, train_ids, seq_len=seq_len, batch=batch, steps=steps,
+                               lr=lr, seed=seed)
+        bpc = heldout_bpc(model, params, eval_ids)
+        base = unigram_bpc(train_ids, eval_ids, len(vocab))
+        save_checkpoint(out, steps, params, {"cell": cell_name, "hidden": hidden,
+                                             "vocab": vocab.chars, "data": os.fspath(data)})
+        summary.update({"data": os.fspath(data), "cell": cell_name, "hidden": hidden,
+                        "steps": steps, "characters": len(text), "vocab": len(vocab),
+                        "heldout_bpc": bpc, "unigram_bpc": base,
+                        "train_bpc_last": losses[-1] / math.log(2)})
+        fig = _common.figure(figsize=(6, 3.5))
+        ax = fig.add_subplot()
+        ax.plot(np.asarray(losses) / math.log(2), label="training (batch)")
+        ax.axhline(bpc, color="C1", label=f"held-out {bpc:.2f}")
+        ax.axhline(base, color="C7", linestyle="--", label=f"unigram {base:.2f}")
+        ax.set(xlabel="step", ylabel="bits per character",
+               title=f"{cell_name} H={hidden} on {os.path.basename(os.fspath(data))}")
+        ax.legend()
+        _common.savefig(fig, os.path.join(out, "generate.png"))
+        print_fn(f"held-out bits per character {bpc:.3f} (unigram baseline {base:.3f})")
+    samples = {}
+    for i, t in enumerate(temperatures):
+        samples[str(t)] = sample(model, params, vocab, prompt, length,
+                                 key=jax.random.fold_in(jax.random.key(seed), i),
+                                 temperature=t)
+    summary["samples"] = samples
+    with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as f:
+        for t, s in samples.items():
+            f.write(f"--- temperature {t} ---\n{prompt}{s}\n\n")
+    _common.write_json(os.path.join(out, "generate.json"), summary)
+    for t, s in samples.items():
+        print_fn(f"[T={t}] {prompt}{s[:120]!r}")
+    print_fn(f"wrote {os.path.join(out, 'samples.txt')}")
+    return summary

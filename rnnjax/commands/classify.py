@@ -1,0 +1,30 @@
+"""``rnnjax classify``: many-to-one classification of short token sequences."""
+
+from __future__ import annotations
+
+
+def _run(a):
+    from rnnjax.apps import classify
+    classify.run_classify(a.out, data=a.data or classify.DATA, cell_name=a.cell,
+                          hidden=a.hidden, embed=a.embed, bidirectional_=a.bidirectional,
+                          steps=a.steps, batch=a.batch, lr=a.lr,
+                          test_fraction=a.test_fraction, seed=a.seed)
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("classify", help="sequence classification (sentiment of short texts) "
+                                        "against the majority class")
+    p.add_argument("--out", default="out/classify", help="output folder (default %(default)s)")
+    p.add_argument("--data", default=None,
+                   help="label<TAB>text file (default: the shipped rnnjax/data/sentiment.tsv)")
+    p.add_argument("--cell", default="gru", choices=["elman", "irnn", "lstm", "gru"])
+    p.add_argument("--bidirectional", action="store_true")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--embed", type=int, default=32)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run)

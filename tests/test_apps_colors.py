@@ -1,0 +1,101 @@
+"""rnnjax colors: determinism, range, the closed-form first step, training, the CLI."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnjax import cli
+from rnnjax.apps import colors
+
+SEEDS = np.array([[0.9, 0.2, 0.3], [0.1, 0.6, 0.5], [1.0, 1.0, 1.0]], np.float32)
+
+
+def test_default_weights_follow_the_teaching_example():
+    p = colors.init(jax.random.key(42), 16)
+    k1, k2, k3 = jax.random.split(jax.random.key(42), 3)
+    np.testing.assert_allclose(p["cell"]["W_xh"], 0.3 * jax.random.normal(k1, (16, 3), jnp.float32))
+    np.testing.assert_allclose(p["cell"]["W_hh"],
+                               0.5 * np.eye(16) + 0.1 * jax.random.normal(k2, (16, 16), jnp.float32),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(p["W_hy"], 0.4 * jax.random.normal(k3, (3, 16), jnp.float32))
+    np.testing.assert_array_equal(p["cell"]["b"], np.zeros(16))
+    np.testing.assert_array_equal(p["b_y"], np.full(3, 0.5))
+
+
+def test_deterministic_for_a_seed_and_in_unit_range():
+    a = colors.generate(colors.init(jax.random.key(42)), SEEDS, 30)
+    b = colors.generate(colors.init(jax.random.key(42)), SEEDS, 30)
+    c = colors.generate(colors.init(jax.random.key(7)), SEEDS, 30)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    for t in (0.25, 1.0, 4.0):
+        for s in (0.5, 3.0):
+            ys = np.asarray(colors.generate(colors.init(jax.random.key(42), 16, s), SEEDS, 30, t))
+            assert ys.shape == (3, 30, 3) and ys.min() >= 0.0 and ys.max() <= 1.0
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 3.0])
+def test_first_colour_is_one_step_of_the_cell_in_closed_form(temperature):
+    p = jax.tree.map(lambda a: a.astype(jnp.float64), colors.init(jax.random.key(42), 16))
+    x0 = SEEDS.astype(np.float64)
+    # numpy, independent of the library: h1 = tanh((W_xh x0 + W_hh 0 + b_h) / T)
+    W_xh, b_h = np.asarray(p["cell"]["W_xh"]), np.asarray(p["cell"]["b"])
+    h1 = np.tanh((x0 @ W_xh.T + b_h) / temperature)
+    y1 = np.clip(h1 @ np.asarray(p["W_hy"]).T + np.asarray(p["b_y"]), 0.0, 1.0)
+    ys = colors.generate(p, x0, 5, temperature)
+    np.testing.assert_allclose(ys[:, 0], y1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(colors.first_step(p, x0[0], temperature), y1[0], rtol=1e-12)
+    # and the second step feeds y1 back: h2 = tanh((W_xh y1 + W_hh h1) / T)
+    h2 = np.tanh((y1 @ W_xh.T + h1 @ np.asarray(p["cell"]["W_hh"]).T) / temperature)
+    y2 = np.clip(h2 @ np.asarray(p["W_hy"]).T + 0.5, 0.0, 1.0)
+    np.testing.assert_allclose(ys[:, 1], y2, rtol=1e-12, atol=1e-12)
+
+
+def test_parse_and_bad_input():
+    np.testing.assert_allclose(colors.parse_color("#ff8000"), [1.0, 128 / 255, 0.0])
+    np.testing.assert_allclose(colors.parse_color("0.1,0.2,0.3"), [0.1, 0.2, 0.3])
+    assert colors.to_hex([1.0, 0.0, 0.5]) == "#ff0080"
+    with pytest.raises(ValueError, match="colour"):
+        colors.parse_color("#12345")
+    p = colors.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="temperature"):
+        colors.generate(p, SEEDS, 3, 0.0)
+    with pytest.raises(ValueError, match="seeds"):
+        colors.generate(p, np.zeros((2, 4)), 3)
+    with pytest.raises(ValueError, match="hidden_size"):
+        colors.init(jax.random.key(0), 0)
+
+
+def test_training_imitates_palettes(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("# gradients\n#000000 #333333 #666666 #999999\n"
+                 "#ff0000 #cc0000 #990000 #660000\n#0000ff #3333ff #6666ff #9999ff\n")
+    data = colors.read_palettes(f)
+    assert data.shape == (3, 4, 3)
+    p = colors.init(jax.random.key(42), 16)
+    before = colors.free_running_mse(p, data)
+    p, losses = colors.train(p, data, steps=150, lr=2e-2)
+    after = colors.free_running_mse(p, data)
+    assert losses[-1] < 0.2 * losses[0]
+    assert after < 0.25 * before, (before, after)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("#000000 #111111\n#000000\n")
+    with pytest.raises(ValueError, match="same length"):
+        colors.read_palettes(bad)
+
+
+def test_cli_writes_png_and_json(tmp_path, capsys):
+    rc = cli.main(["colors", "--out", str(tmp_path), "--length", "6",
+                   "--seeds", "#ff0000", "0.2,0.4,0.6"])
+    assert rc == 0
+    assert (tmp_path / "colors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((tmp_path / "colors.json").read_text())
+    assert list(summary["palettes"]) == ["#ff0000", "#336699"]
+    p = colors.init(jax.random.key(42), 16)
+    expected = colors.generate(p, np.array([[1.0, 0, 0]], np.float32), 6)[0]
+    assert summary["palettes"]["#ff0000"] == [colors.to_hex(c) for c in expected]
+    assert "#ff0000" in capsys.readouterr().out
+    assert cli.main(["colors", "--out", str(tmp_path), "--seeds", "nonsense"]) == 2
