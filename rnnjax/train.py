@@ -99,8 +99,8 @@ class Config:
 
     ``T`` is the copy delay, the adding-problem length or the char-LM window (ignored by
     pixel MNIST, whose length is 784).  ``lr_orth=None`` trains every parameter with
-    ``lr``.  ``clip=None`` disables clipping.  ``checkpoint_every=0`` saves only at the
-    end when ``out`` is set.  ``cell_options`` are extra keyword arguments of the cell
+    ``lr``.  ``clip=None`` disables clipping.  ``checkpoint_every=0`` saves no checkpoint;
+    otherwise one is also saved at the last step.  ``cell_options`` are extra keyword arguments of the cell
     factory as ``(("init", "henaff"),)`` pairs.
     """
 
@@ -246,7 +246,7 @@ def build(config: Config) -> Experiment:
     model = make_model(config, task)
     opt = make_optimizer(config)
 
-    probe = model.init(jax.random.key(0))
+    probe = jax.eval_shape(model.init, jax.random.key(0))
     has_orth = any(is_orthogonal_param(p) for p, _ in jax.tree_util.tree_leaves_with_path(probe))
     orthogonal = (has_orth or config.cell in ORTHOGONAL_CELLS) and \
         model.cell.recurrent_matrix is not None
@@ -291,6 +291,15 @@ def build(config: Config) -> Experiment:
 
 def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def initial_state(exp: Experiment):
+    """The stacked initial states and held-out batches of the run's seeds (each seed's
+    built by the same jitted function, so a seed's state does not depend on the others)."""
+    init, data = jax.jit(exp.init), jax.jit(exp.eval_batch)
+    seeds = seed_list(exp.config)
+    return (_stack([init(jnp.asarray(s, jnp.int32)) for s in seeds]),
+            _stack([data(jnp.asarray(s, jnp.int32)) for s in seeds]))
 
 
 class Result(NamedTuple):
@@ -379,13 +388,13 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     """
     exp = build(config)
     seeds = seed_list(config)
-    state = _stack([exp.init(s) for s in seeds])
-    eval_data = _stack([exp.eval_batch(s) for s in seeds])
+    state, eval_data = initial_state(exp)
     history: list = []
     out = config.out
     mngr = None
     if out is not None:
         os.makedirs(out, exist_ok=True)
+    if out is not None and (config.checkpoint_every or resume):
         ckpt_dir = os.path.join(out, "checkpoints")
         has_ckpt = os.path.isdir(ckpt_dir) and any(
             n.isdigit() for n in os.listdir(ckpt_dir))
@@ -398,10 +407,11 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
         if resume:
             step0 = mngr.latest_step()
             state, history = _restore(mngr, step0, state)
-        with open(os.path.join(out, "config.json"), "w") as f:
-            json.dump(config.to_json(), f, indent=2)
     elif resume:
         raise ValueError("resume=True needs config.out (the run directory)")
+    if out is not None:
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(config.to_json(), f, indent=2)
 
     start = int(np.asarray(state.step)[0])
     if start > config.steps:
@@ -488,7 +498,7 @@ def load_params(out: str, step: Optional[int] = None):
     with open(os.path.join(out, "config.json")) as f:
         config = Config.from_json(json.load(f))
     exp = build(config)
-    target = _stack([exp.init(s) for s in seed_list(config)])
+    target, _ = initial_state(exp)
     mngr = _checkpoint_manager(out, config)
     try:
         state, _ = _restore(mngr, step if step is not None else mngr.latest_step(), target)
