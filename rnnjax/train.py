@@ -265,7 +265,7 @@ def build(config: Config) -> Experiment:
         key, k_batch = jax.random.split(jax.random.wrap_key_data(state.key))
         xs, ys = task.sample(k_batch, config.batch)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, xs, ys)
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, jax.random.key_data(key), state.step + 1,
