@@ -31,7 +31,7 @@ DEFAULT = Config(task="copy", T=60, hidden=64, batch=32, steps=600, lr=1e-3, lr_
 # expRNN's recipe (Lezcano-Casado & Martinez-Rubio 2019, copy task).
 PAPER = Config(task="copy", T=1000, hidden=190, batch=128, steps=4000, lr=2e-4, lr_orth=2e-5,
                optimizer="rmsprop", log_every=50, eval_batch=256, seed=0)
-PAPER_CELL_OPTIONS = {"exprnn": (("init", "henaff"),), "scornn": (("init", "henaff"),)}
+PAPER_CELL_OPTIONS = {"exprnn": (("init", "henaff"),)}  # expRNN: Henaff init
 
 
 def default_cells() -> list:
@@ -53,7 +53,6 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
         if c not in cells_lib.REGISTRY:
             raise ValueError(f"cell must be one of {sorted(cells_lib.REGISTRY)}, got {c!r}")
     out = os.path.join(runs_dir, name)
-    os.makedirs(out, exist_ok=True)
     configs = {}
     for c in cells:
         opts = tuple((cell_options or {}).get(c, ()))
@@ -62,6 +61,7 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
     from rnnjax.train import validate
     for cfg in configs.values():
         validate(cfg)
+    os.makedirs(out, exist_ok=True)
 
     summary = {"name": name, "T": base.T, "baseline": None, "cells": {},
                "command": command, "config": base.to_json()}
