@@ -25,8 +25,10 @@ from rnnjax.train import ORTHOGONAL_CELLS, Config, train
 BASE_CELLS = ("elman", "lstm", "gru")
 
 # Default recipe: sized to finish in about 3 minutes on a 2-core CPU.
-DEFAULT = Config(task="copy", T=60, hidden=64, batch=32, steps=600, lr=1e-3, lr_orth=1e-4,
-                 optimizer="rmsprop", log_every=25, eval_batch=128, seed=0)
+# Measured (loaded 2-core machine, see issue notes): orthogonal cells reach ~0.5-0.6x the
+# baseline while Elman/LSTM/GRU sit at it.  Clipping keeps Elman from blowing up.
+DEFAULT = Config(task="copy", T=40, hidden=32, batch=32, steps=400, lr=1e-3, lr_orth=1e-4,
+                 optimizer="rmsprop", clip=1.0, log_every=20, eval_batch=128, seed=0)
 
 # expRNN's recipe (Lezcano-Casado & Martinez-Rubio 2019, copy task).
 PAPER = Config(task="copy", T=1000, hidden=190, batch=128, steps=4000, lr=2e-4, lr_orth=2e-5,
@@ -117,6 +119,7 @@ def write_copy_report(out: str, summary: dict) -> None:
     recipe = (f"T={T} (sequence length {T + 20}), hidden {cfg['hidden']}, batch "
               f"{cfg['batch']}, {cfg['steps']} steps, {cfg['optimizer']} lr {cfg['lr']}"
               + (f", orthogonal lr {cfg['lr_orth']}" if cfg.get("lr_orth") else "")
+              + (f", clipping {cfg['clip']} ({cfg['clip_mode']})" if cfg.get("clip") else "")
               + (f", {seeds} seeds (mean; band: ±1 std)" if seeds > 1 else f", seed {cfg['seed']}"))
     md = [f"# Copy task report: {summary['name']}", "",
           f"Recipe: {recipe}.  Held-out batch of {cfg['eval_batch']} sequences fixed by "
