@@ -17,7 +17,8 @@ and saves as ``config.json`` beside the run).  :func:`train` then
 5. every ``log_every`` steps writes one record to ``metrics.jsonl`` and ``metrics.csv``:
    ``loss`` (mean training loss since the last record), ``grad_norm`` (mean global
    gradient norm), ``eval_*`` (the task's metrics on a held-out batch fixed by the
-   seed), ``orth_error`` (``||W^H W - I||_F`` of the recurrent matrix, for cells with
+   seed), ``grad_norm_<layer>`` (gradient norm per top-level param group on that
+   batch), ``orth_error`` (``||W^H W - I||_F`` of the recurrent matrix, for cells with
    orthogonal parameters), ``baseline`` and ``steps_per_sec``; with several seeds every
    metric is the mean over seeds, ``<name>_std`` the standard deviation and
    ``seeds`` the per-seed values;
@@ -29,8 +30,9 @@ and saves as ``config.json`` beside the run).  :func:`train` then
 
 Optimiser: ``optax`` RMSprop as PyTorch's (``decay 0.99``, ``eps`` outside the square
 root; the expRNN recipe), Adam or SGD; optional clipping by global norm or per
-element before it; parameters for which :func:`is_orthogonal_param` holds (the
-unconstrained coordinates of orthogonal/unitary parametrisations) get ``lr_orth``.
+element before it; the parameters that :func:`rnnjax.optim.label_params` labels
+orthogonal (the unconstrained coordinates of orthogonal/unitary parametrisations) get
+``lr_orth``.
 """
 
 from __future__ import annotations
@@ -50,48 +52,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnjax import analysis, baselines, optim
 from rnnjax import cells as cells_lib
 from rnnjax import tasks as tasks_lib
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.models import Model, cell_with_readout
 
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
+OPTIMIZERS = optim.OPTIMIZERS
 CLIP_MODES = ("global_norm", "element")
 
 # Names of the orthogonal / unitary cells (``rnnjax.cells.orthogonal`` and
 # ``rnnjax.cells.unitary``); those present in ``rnnjax.cells.REGISTRY`` join the copy job.
 ORTHOGONAL_CELLS = ("exprnn", "scornn", "householder", "urnn", "eunn", "fcurnn")
-
-# Leaf names of the unconstrained coordinates of orthogonal/unitary parametrisations
-# (rnnjax.parametrize): skew-symmetric generators (expRNN, scoRNN), Householder
-# reflection vectors, uRNN phases and reflections, EUNN rotation angles and phases.
-ORTHOGONAL_PARAM_NAMES = frozenset({
-    "skew", "skew_re", "skew_im", "A", "householder", "reflections", "phases", "angles",
-    "theta", "phi", "omega", "U_re", "U_im",
-})
-
-
-def is_orthogonal_param(path) -> bool:
-    """True for a parameter of an orthogonal/unitary parametrisation, which trains with
-    ``lr_orth``.  ``path`` is a sequence of dict keys (or ``jax.tree_util`` path entries)
-    from the model's params root, e.g. ``("cell", "skew")``; the rule: under ``"cell"``
-    and the last key is in :data:`ORTHOGONAL_PARAM_NAMES`."""
-    keys = [_key_name(k) for k in path]
-    return len(keys) >= 2 and keys[0] == "cell" and keys[-1] in ORTHOGONAL_PARAM_NAMES
-
-
-def _key_name(k):
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def orthogonal_labels(params):
-    """``"orth"`` / ``"other"`` label pytree of ``params`` (for ``optax.multi_transform``)."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, _: "orth" if is_orthogonal_param(p) else "other", params)
-
 
 @dataclass(frozen=True)
 class Config:
@@ -150,7 +122,7 @@ def validate(config: Config) -> None:
     if not isinstance(config, Config):
         raise TypeError(f"config must be an rnnjax.train.Config, got {type(config).__name__}")
     check_choice("task", config.task, tasks_lib.TASKS)
-    check_choice("cell", config.cell, cells_lib.REGISTRY)
+    check_choice("cell", config.cell, {**cells_lib.REGISTRY, **baselines.MODELS})
     for name in ("T", "hidden", "batch", "seeds", "log_every", "eval_batch", "keep"):
         check_positive_int(name, getattr(config, name))
     for name in ("steps", "checkpoint_every", "seed"):
@@ -175,31 +147,25 @@ def make_task(config: Config):
 
 
 def make_model(config: Config, task) -> Model:
+    """Cell + linear readout, or a non-recurrent baseline (:mod:`rnnjax.baselines`:
+    ``wavenet``, ``attention``) of width ``hidden``."""
+    if config.cell in baselines.MODELS:
+        return baselines.make(config.cell, task.input_size, task.output_size, task.readout,
+                              hidden=config.hidden, **dict(config.cell_options))
     cell = cells_lib.make(config.cell, config.hidden, **dict(config.cell_options))
     return cell_with_readout(cell, task.input_size, task.output_size, task.readout)
 
 
-def make_optimizer(config: Config, params=None) -> optax.GradientTransformation:
-    """The optax chain of ``config``: clipping, then the optimiser; ``lr_orth`` for
-    orthogonal parameters (``optax.multi_transform`` over :func:`orthogonal_labels`)."""
-
-    def base(lr):
-        if config.optimizer == "rmsprop":
-            return optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False)
-        if config.optimizer == "adam":
-            return optax.adam(lr)
-        return optax.sgd(lr)
-
-    parts = []
-    if config.clip is not None:
-        parts.append(optax.clip_by_global_norm(config.clip) if config.clip_mode == "global_norm"
-                     else optax.clip(config.clip))
-    if config.lr_orth is None:
-        parts.append(base(config.lr))
-    else:
-        parts.append(optax.multi_transform({"other": base(config.lr), "orth": base(config.lr_orth)},
-                                           orthogonal_labels))
-    return optax.chain(*parts)
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
+    parameters get ``lr_orth``, or ``lr`` when it is None), after per-element clipping
+    when ``clip_mode="element"``."""
+    global_clip = config.clip if config.clip_mode == "global_norm" else None
+    tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth or config.lr,
+                      clip=global_clip)
+    if config.clip is not None and config.clip_mode == "element":
+        tx = optax.chain(optax.clip(config.clip), tx)
+    return tx
 
 
 class TrainState(NamedTuple):
@@ -216,13 +182,6 @@ class TrainState(NamedTuple):
     loss_sum: jax.Array
     gnorm_sum: jax.Array
     count: jax.Array
-
-
-def orthogonality_error(w) -> jax.Array:
-    """``||W^H W - I||_F`` (real or complex square ``W``)."""
-    w = jnp.asarray(w)
-    g = jnp.conj(w).T @ w
-    return jnp.linalg.norm(g - jnp.eye(w.shape[-1], dtype=g.dtype))
 
 
 class Experiment(NamedTuple):
@@ -247,9 +206,9 @@ def build(config: Config) -> Experiment:
     opt = make_optimizer(config)
 
     probe = jax.eval_shape(model.init, jax.random.key(0))
-    has_orth = any(is_orthogonal_param(p) for p, _ in jax.tree_util.tree_leaves_with_path(probe))
+    has_orth = "orthogonal" in jax.tree.leaves(optim.label_params(probe))
     orthogonal = (has_orth or config.cell in ORTHOGONAL_CELLS) and \
-        model.cell.recurrent_matrix is not None
+        model.cell is not None and model.cell.recurrent_matrix is not None
 
     def init(seed):
         k_init, k_data = jax.random.split(jax.random.key(seed))
@@ -286,8 +245,11 @@ def build(config: Config) -> Experiment:
         out = {f"eval_{k}": v for k, v in
                task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
         if orthogonal:
-            out["orth_error"] = orthogonality_error(
-                model.cell.recurrent_matrix(state.params["cell"]))
+            out["orth_error"] = analysis.orthogonality_error(model.cell, state.params["cell"])
+        grads = jax.grad(loss_fn)(state.params, xs, ys)
+        for name, norm in analysis.grad_norms_by_layer(grads).items():
+            if name != "global":  # e.g. grad_norm_cell, grad_norm_readout on held-out data
+                out["grad_norm_" + name.strip("[]'")] = norm
         return out
 
     return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal)
@@ -511,7 +473,6 @@ def load_params(out: str, step: Optional[int] = None):
     return state.params
 
 
-__all__ = ["CLIP_MODES", "Config", "Experiment", "OPTIMIZERS", "ORTHOGONAL_CELLS",
-           "ORTHOGONAL_PARAM_NAMES", "Result", "TrainState", "build", "is_orthogonal_param",
-           "load_history", "load_params", "make_optimizer", "orthogonal_labels",
-           "orthogonality_error", "train", "validate", "write_metrics"]
+__all__ = ["CLIP_MODES", "Config", "Experiment", "OPTIMIZERS", "ORTHOGONAL_CELLS", "Result",
+           "TrainState", "build", "load_history", "load_params", "make_optimizer", "train",
+           "validate", "write_metrics"]

@@ -14,20 +14,15 @@ import pytest
 
 from rnnjax import cells
 from rnnjax.cli import main
-from rnnjax.train import (TIMING_KEYS, Config, build, initial_state, is_orthogonal_param,
-                          load_history, load_params, orthogonal_labels, train)
+from rnnjax.optim import label_params
+from rnnjax.train import (TIMING_KEYS, Config, build, initial_state, load_history, load_params,
+                          train)
 
 sys.path.insert(0, os.path.dirname(__file__))
-from orth_cell import test_exprnn as _test_exprnn  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(task="copy", cell="elman", T=5, hidden=8, batch=8, steps=12, log_every=4,
             eval_batch=16, lr=1e-2)
-
-
-@pytest.fixture
-def with_test_exprnn(monkeypatch):
-    monkeypatch.setitem(cells.REGISTRY, "test-exprnn", _test_exprnn)
 
 
 def _deterministic(history):
@@ -68,19 +63,10 @@ def test_missing_mnist_and_cli_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_small_exprnn_learns_copy_T20():
-    if "exprnn" not in cells.REGISTRY:
-        pytest.skip("the exprnn cell is not registered on this branch")
-    r = train(Config(task="copy", cell="exprnn", T=20, hidden=64, batch=32, steps=300,
-                     log_every=100, lr=1e-3, lr_orth=1e-4, eval_batch=128), progress=False)
-    assert r.history[-1]["eval_loss_over_baseline"] < 0.5
-
-
-@pytest.mark.slow
-def test_runner_learns_copy_T20_with_an_orthogonal_cell(with_test_exprnn):
-    """An expRNN-style cell (tests/orth_cell.py) on copy T=20 drops below half the
+def test_runner_learns_copy_T20_with_an_orthogonal_cell():
+    """expRNN on copy T=20 drops below half the
     memoryless baseline in 200 steps; Elman tanh stays at the baseline."""
-    cfg = Config(task="copy", cell="test-exprnn", T=20, hidden=64, batch=32, steps=200,
+    cfg = Config(task="copy", cell="exprnn", T=20, hidden=64, batch=32, steps=200,
                  log_every=100, lr=1e-3, lr_orth=1e-4, eval_batch=128)
     r = train(cfg, progress=False)
     last = r.history[-1]
@@ -92,14 +78,12 @@ def test_runner_learns_copy_T20_with_an_orthogonal_cell(with_test_exprnn):
     assert 0.9 < e.history[-1]["eval_loss_over_baseline"] < 1.3
 
 
-def test_orthogonal_labels_and_learning_rate(with_test_exprnn):
-    assert is_orthogonal_param(("cell", "skew"))
-    assert not is_orthogonal_param(("cell", "U")) and not is_orthogonal_param(("readout", "W"))
-    cfg = Config(task="copy", cell="test-exprnn", T=3, hidden=4, batch=4, steps=1,
+def test_orthogonal_labels_and_learning_rate():
+    cfg = Config(task="copy", cell="exprnn", T=3, hidden=4, batch=4, steps=1,
                  optimizer="sgd", lr=0.5, lr_orth=0.01)
     exp = build(cfg)
-    labels = orthogonal_labels(exp.model.init(jax.random.key(0)))
-    assert labels == {"cell": {"skew": "orth", "U": "other", "b": "other"},
+    labels = label_params(exp.model.init(jax.random.key(0)))
+    assert labels == {"cell": {"skew": "orthogonal", "V": "other", "b": "other"},
                       "readout": {"W": "other", "b": "other"}}
     # One SGD step: skew moves by -lr_orth * g, everything else by -lr * g.
     s0 = exp.init(jnp.int32(0))
@@ -109,8 +93,8 @@ def test_orthogonal_labels_and_learning_rate(with_test_exprnn):
     s1 = jax.jit(exp.step)(s0)
     np.testing.assert_allclose(s1.params["cell"]["skew"],
                                s0.params["cell"]["skew"] - 0.01 * g["cell"]["skew"], atol=1e-7)
-    np.testing.assert_allclose(s1.params["cell"]["U"],
-                               s0.params["cell"]["U"] - 0.5 * g["cell"]["U"], atol=1e-7)
+    np.testing.assert_allclose(s1.params["cell"]["V"],
+                               s0.params["cell"]["V"] - 0.5 * g["cell"]["V"], atol=1e-7)
     np.testing.assert_allclose(s1.params["readout"]["W"],
                                s0.params["readout"]["W"] - 0.5 * g["readout"]["W"], atol=1e-7)
     assert float(s1.gnorm_sum) == pytest.approx(float(optax.tree.norm(g)), rel=1e-5)
@@ -197,3 +181,16 @@ def test_resume_in_a_fresh_process_is_bitwise(tmp_path):
         train(Config(task="copy", cell="gru", T=10, hidden=9, batch=8, steps=30,
                      log_every=5, optimizer="adam", lr=1e-2, checkpoint_every=10, out=b),
               resume=True, progress=False)
+
+
+def test_lru_and_wavenet_train_through_the_runner():
+    """The LRU (copy, T=10) and the dilated-convolution baseline (adding, T=16) beat their
+    memoryless baselines through the same runner as the recurrent cells."""
+    lru = train(Config(task="copy", cell="lru", cell_options=(("model_size", 10),), T=10,
+                       hidden=64, batch=32, steps=200, log_every=200, lr=3e-3,
+                       eval_batch=128), progress=False).history[-1]
+    assert lru["eval_loss_over_baseline"] < 0.5
+    net = train(Config(task="adding", cell="wavenet", T=16, hidden=16, batch=32, steps=200,
+                       log_every=200, lr=3e-3, optimizer="adam", eval_batch=256), progress=False).history[-1]
+    assert net["eval_loss"] < 0.5 * net["baseline"]
+    assert net["grad_norm_layers"] > 0 and "grad_norm_cell" not in net  # per-layer norms
