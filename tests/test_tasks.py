@@ -198,11 +198,11 @@ def test_charlm_windows_vocab_bpc_and_generation(tmp_path):
     from rnnjax.models import cell_with_readout
     model = cell_with_readout(cells.elman(8), task.input_size, task.output_size)
     params = model.init(jax.random.key(0))
-    a = charlm.generate(model, params, vocab, "hel", 20, key=jax.random.key(1), temperature=1.0)
-    b = charlm.generate(model, params, vocab, "hel", 20, key=jax.random.key(1), temperature=1.0)
+    a = charlm.sample(model, params, vocab, "hel", 20, key=jax.random.key(1), temperature=1.0)
+    b = charlm.sample(model, params, vocab, "hel", 20, key=jax.random.key(1), temperature=1.0)
     assert a == b and len(a) == 20 and set(a) <= set(vocab.chars)
     # Temperature -> 0 is greedy: the argmax of the model's logits at each step.
-    g = charlm.generate(model, params, vocab, "hel", 5, key=jax.random.key(2), temperature=1e-6)
+    g = charlm.sample(model, params, vocab, "hel", 5, key=jax.random.key(2), temperature=1e-6)
     ids = list(vocab.encode("hel"))
     for ch in g:
         onehot = jax.nn.one_hot(jnp.asarray(ids), len(vocab))
@@ -211,8 +211,9 @@ def test_charlm_windows_vocab_bpc_and_generation(tmp_path):
         ids.append(vocab.index[ch])
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         tasks.charlm_task(str(tmp_path / "nope.txt"))
-    with pytest.raises(ValueError, match="temperature"):
-        charlm.generate(model, params, vocab, "h", 2, key=jax.random.key(0), temperature=0)
+    assert charlm.sample(model, params, vocab, "hel", 5, temperature=0) == g  # exact argmax
+    with pytest.raises(ValueError, match="temperature must be a number >= 0, got -1"):
+        charlm.sample(model, params, vocab, "h", 2, key=jax.random.key(0), temperature=-1)
 
 
 def test_task_registry_lists_names():

@@ -27,7 +27,6 @@ reads ``DIR/config.json`` and the runner's checkpoints through
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -40,43 +39,10 @@ from rnnjax import cells
 from rnnjax.apps import _common
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.sequence import run
+from rnnjax.tasks.charlm import Vocab, load_text, sample
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "tiny_text.txt")
 CELLS = ("lstm", "gru", "elman")
-
-
-class Vocab:
-    """Characters <-> integer ids (the sorted set of characters of a text)."""
-
-    def __init__(self, chars):
-        self.chars = list(chars)
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def of(cls, text):
-        return cls(sorted(set(text)))
-
-    def encode(self, text: str) -> np.ndarray:
-        missing = sorted(set(text) - set(self.index))
-        if missing:
-            raise ValueError(f"text holds characters outside the vocabulary: {missing}")
-        return np.array([self.index[c] for c in text], np.int32)
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
-
-    def __len__(self):
-        return len(self.chars)
-
-
-def load_text(path) -> str:
-    _common.check_file("data", path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if len(set(text)) < 2:
-        raise ValueError(f"text file {os.fspath(path)!r} must hold at least two distinct "
-                         f"characters")
-    return text
 
 
 class CharModel:
@@ -165,55 +131,6 @@ def train(model, train_ids, *, seq_len=64, batch=32, steps=500, lr=3e-3, seed=0,
     return _common.fit(loss, params, batch_fn, steps=steps, lr=lr,
                        key=jax.random.key(seed + 1), log_every=log_every, print_fn=print_fn,
                        name="cross-entropy")
-
-
-def sample(model, params, vocab: Vocab, prompt: str, length: int, *, key=None,
-           temperature: float = 1.0) -> str:
-    """``length`` characters after ``prompt`` (see the module docstring).
-
-    ``temperature == 0`` is greedy argmax decoding and needs no ``key``.  ``model`` is
-    anything with ``scan_prefix`` and ``step_logits`` (a :class:`CharModel` or the
-    runner's ``rnnjax.models.Model``).
-    """
-    if not prompt:
-        raise ValueError("prompt must hold at least one character")
-    check_positive_int("length", length)
-    _common.check_nonneg_float("temperature", temperature)
-    if temperature > 0 and key is None:
-        raise ValueError("key must be given when temperature > 0 (sampling is random)")
-    return vocab.decode(_sample_ids(model, params, jnp.asarray(vocab.encode(prompt)),
-                                    len(vocab), length,
-                                    key if key is not None else jax.random.key(0),
-                                    float(temperature)))
-
-
-def _sample_ids(model, params, prompt_ids, V, length, key, temperature):
-    return np.asarray(_sampler(model, V, length, temperature)(params, prompt_ids, key))
-
-
-@functools.lru_cache(maxsize=32)
-def _sampler(model, V, length, temperature):
-    """The jitted sampling program, built once per (model, vocabulary size, length,
-    temperature)."""
-    @jax.jit
-    def go(params, prompt_ids, key):
-        carry, logits = model.scan_prefix(params, jax.nn.one_hot(prompt_ids, V,
-                                                                  dtype=jnp.float32))
-
-        def body(c, k):
-            carry, logits = c
-            if temperature == 0:
-                nxt = jnp.argmax(logits)
-            else:
-                nxt = jax.random.categorical(k, logits / temperature)
-            carry, logits = model.step_logits(params, carry,
-                                              jax.nn.one_hot(nxt, V, dtype=jnp.float32))
-            return (carry, logits), nxt
-
-        _, ids = jax.lax.scan(body, (carry, logits), jax.random.split(key, length))
-        return ids
-
-    return go
 
 
 # --- checkpoints ------------------------------------------------------------------------

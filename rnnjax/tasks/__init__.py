@@ -8,7 +8,7 @@ builds one by name from the runner's options.
 from rnnjax.checks import check_choice
 from rnnjax.tasks.adding import adding_batch, adding_task
 from rnnjax.tasks.base import Task, accuracy, cross_entropy
-from rnnjax.tasks.charlm import charlm_task, generate
+from rnnjax.tasks.charlm import charlm_task, sample
 from rnnjax.tasks.copy import baseline as copy_baseline
 from rnnjax.tasks.copy import copy_batch, copy_task
 from rnnjax.tasks.mnist import load_mnist, mnist_task
@@ -32,5 +32,5 @@ def make(name: str, **options) -> Task:
 
 
 __all__ = ["TASKS", "Task", "accuracy", "adding_batch", "adding_task", "charlm_task",
-           "copy_baseline", "copy_batch", "copy_task", "cross_entropy", "generate",
+           "copy_baseline", "copy_batch", "copy_task", "cross_entropy", "sample",
            "load_mnist", "make", "mnist_task"]

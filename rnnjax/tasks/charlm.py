@@ -5,7 +5,10 @@ held out.  A batch is ``batch`` windows of ``seq_len + 1`` characters at uniform
 positions: inputs are the first ``seq_len``, targets the next character at each step.
 Loss: mean cross-entropy in nats; the metric ``bpc = loss / ln 2`` (bits per
 character).  Baseline: the unigram entropy of the training text (a model with no
-context).  :func:`generate` samples text with a temperature.
+context).  :func:`sample` draws text after a prompt: each next character is ``argmax(logits)``
+when ``temperature == 0`` and is drawn from ``softmax(logits / temperature)``
+otherwise, with one PRNG key per step split from ``key``; as ``temperature -> 0`` the
+draw tends to greedy decoding.
 """
 
 from __future__ import annotations
@@ -17,18 +20,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import functools
+
 from rnnjax.checks import check_positive_int
 from rnnjax.tasks.base import Task, accuracy, cross_entropy, one_hot_encoder
 
 
 class Vocab:
-    """Characters <-> integer ids."""
+    """Characters <-> integer ids (the sorted set of characters of a text)."""
 
     def __init__(self, chars):
         self.chars = list(chars)
         self.index = {c: i for i, c in enumerate(self.chars)}
 
+    @classmethod
+    def of(cls, text):
+        return cls(sorted(set(text)))
+
     def encode(self, text: str) -> np.ndarray:
+        missing = sorted(set(text) - set(self.index))
+        if missing:
+            raise ValueError(f"text holds characters outside the vocabulary: {missing}")
         return np.array([self.index[c] for c in text], np.int32)
 
     def decode(self, ids) -> str:
@@ -45,7 +57,11 @@ def load_text(path) -> str:
         raise FileNotFoundError(f"text file not found at {os.fspath(path)!r}: expected a "
                                 f"UTF-8 text file")
     with open(path, encoding="utf-8") as f:
-        return f.read()
+        text = f.read()
+    if len(set(text)) < 2:
+        raise ValueError(f"text file {os.fspath(path)!r} must hold at least two distinct "
+                         f"characters")
+    return text
 
 
 def charlm_task(path, seq_len: int = 100, holdout: float = 0.1) -> Task:
@@ -97,23 +113,53 @@ def vocab_of(task: Task) -> Vocab:
     return _VOCABS[id(task.encode)]
 
 
-def generate(model, params, vocab: Vocab, prompt: str, length: int, *, key,
-             temperature: float = 1.0) -> str:
-    """Sample ``length`` characters after ``prompt`` from a trained model.
+def sample(model, params, vocab: Vocab, prompt: str, length: int, *, key=None,
+           temperature: float = 1.0) -> str:
+    """``length`` characters after ``prompt`` (see the module docstring).
 
-    Each next character is drawn from ``softmax(logits / temperature)``; ``temperature``
-    -> 0 approaches greedy decoding.  ``model`` is a :class:`rnnjax.models.Model`.
+    ``temperature == 0`` is greedy argmax decoding and needs no ``key``.  ``model`` is
+    anything with ``scan_prefix`` and ``step_logits`` (a :class:`CharModel` or the
+    runner's ``rnnjax.models.Model``).
     """
     if not prompt:
         raise ValueError("prompt must hold at least one character")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    xs = one_hot_encoder(len(vocab))(jnp.asarray(vocab.encode(prompt)))
-    carry, logits = model.scan_prefix(params, xs)
-    out = []
-    step = jax.jit(model.step_logits)
-    for k in jax.random.split(key, length):
-        c = jax.random.categorical(k, logits / temperature)
-        out.append(int(c))
-        carry, logits = step(params, carry, jax.nn.one_hot(c, len(vocab), dtype=jnp.float32))
-    return vocab.decode(out)
+    check_positive_int("length", length)
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    if temperature > 0 and key is None:
+        raise ValueError("key must be given when temperature > 0 (sampling is random)")
+    return vocab.decode(_sample_ids(model, params, jnp.asarray(vocab.encode(prompt)),
+                                    len(vocab), length,
+                                    key if key is not None else jax.random.key(0),
+                                    float(temperature)))
+
+
+def _sample_ids(model, params, prompt_ids, V, length, key, temperature):
+    return np.asarray(_sampler(model, V, length, temperature)(params, prompt_ids, key))
+
+
+@functools.lru_cache(maxsize=32)
+def _sampler(model, V, length, temperature):
+    """The jitted sampling program, built once per (model, vocabulary size, length,
+    temperature)."""
+    @jax.jit
+    def go(params, prompt_ids, key):
+        carry, logits = model.scan_prefix(params, jax.nn.one_hot(prompt_ids, V,
+                                                                  dtype=jnp.float32))
+
+        def body(c, k):
+            carry, logits = c
+            if temperature == 0:
+                nxt = jnp.argmax(logits)
+            else:
+                nxt = jax.random.categorical(k, logits / temperature)
+            carry, logits = model.step_logits(params, carry,
+                                              jax.nn.one_hot(nxt, V, dtype=jnp.float32))
+            return (carry, logits), nxt
+
+        _, ids = jax.lax.scan(body, (carry, logits), jax.random.split(key, length))
+        return ids
+
+    return go
+
+
