@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
-COMMANDS = ["demo"]
+COMMANDS = ["copy", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

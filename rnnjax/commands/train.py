@@ -1,0 +1,92 @@
+"""``rnnjax train``: train one cell on one task (see :mod:`rnnjax.train`).
+
+Example::
+
+    rnnjax train --task copy --cell exprnn --T 1000 --hidden 190 --batch 128 \\
+        --steps 4000 --lr 2e-4 --lr-orth 2e-5 --seed 0 --checkpoint-every 500 \\
+        --keep 3 --out runs/NAME [--resume]
+"""
+
+from __future__ import annotations
+
+from rnnjax.train import CLIP_MODES, OPTIMIZERS, Config, train
+
+
+def _cell_option(text):
+    if "=" not in text:
+        raise ValueError(f"--cell-opt must be KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    for conv in (int, float):
+        try:
+            return k, conv(v)
+        except ValueError:
+            pass
+    if v in ("true", "false"):
+        return k, v == "true"
+    return k, v
+
+
+def add_run_arguments(p, *, task=True, cell=True, defaults=None):
+    """The options shared by ``rnnjax train`` and ``rnnjax copy``."""
+    d = Config() if defaults is None else defaults
+    if task:
+        p.add_argument("--task", default=d.task,
+                       help="copy, adding, smnist, pmnist or charlm (default %(default)s)")
+    if cell:
+        p.add_argument("--cell", default=d.cell, help="a name in rnnjax.cells.REGISTRY")
+    p.add_argument("--T", type=int, default=d.T,
+                   help="copy delay / adding length / char-LM window (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-orth", type=float, default=d.lr_orth,
+                   help="learning rate of orthogonal/unitary parameters (default: --lr)")
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    p.add_argument("--clip", type=float, default=d.clip, help="clipping threshold (off)")
+    p.add_argument("--clip-mode", default=d.clip_mode, choices=CLIP_MODES)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seeds", type=int, default=d.seeds,
+                   help="train seeds seed..seed+K-1 in one program (jax.vmap)")
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--eval-batch", type=int, default=d.eval_batch)
+    p.add_argument("--data", default=d.data,
+                   help="MNIST directory/.npz (smnist, pmnist) or UTF-8 text file (charlm)")
+    p.add_argument("--variant", default=d.variant, choices=("arjovsky", "exprnn"),
+                   help="copy-task timing (default %(default)s)")
+    p.add_argument("--permutation-seed", type=int, default=d.permutation_seed)
+    p.add_argument("--cell-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra keyword argument of the cell factory (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def config_kwargs(a) -> dict:
+    return dict(T=a.T, hidden=a.hidden, batch=a.batch, steps=a.steps, lr=a.lr,
+                lr_orth=a.lr_orth, optimizer=a.optimizer, clip=a.clip, clip_mode=a.clip_mode,
+                seed=a.seed, seeds=a.seeds, log_every=a.log_every, eval_batch=a.eval_batch,
+                data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
+                cell_options=tuple(_cell_option(o) for o in a.cell_opt))
+
+
+def run(a) -> int:
+    config = Config(task=a.task, cell=a.cell,
+                    checkpoint_every=a.checkpoint_every if a.out else 0,
+                    keep=a.keep, out=a.out, **config_kwargs(a))
+    result = train(config, resume=a.resume, progress=not a.no_progress, print_fn=print)
+    last = result.history[-1] if result.history else None
+    if last is not None and a.out:
+        print(f"wrote {a.out}/metrics.jsonl, metrics.csv, config.json, checkpoints/")
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train one cell on one task",
+                       description=__doc__.split("\n\n")[0])
+    add_run_arguments(p)
+    p.add_argument("--checkpoint-every", type=int, default=500,
+                   help="save a checkpoint every N steps and at the end when --out is "
+                        "given (0: never; default %(default)s)")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--out", default=None, help="run directory (metrics, config, checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.set_defaults(func=run)

@@ -1,0 +1,79 @@
+r"""A sequence model: one recurrent cell followed by a linear readout.
+
+    h_t = cell(h_{t-1}, x_t),        o_t = W_o h_t + b_o
+
+with ``o_t`` read at every step (``readout="all"``: copy, char LM) or at the last step
+only (``readout="last"``: adding, pixel MNIST).  For complex-valued (unitary) cells the
+cell's real output is used as is: each cell decides what it emits (e.g. ``[Re h, Im h]``).
+Params: ``{"cell": cell params, "readout": {"W": (C, H_out), "b": (C,)}}``;
+``W`` is drawn ``N(0, 1/H_out)`` and ``b = 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cell import Cell
+from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.sequence import run
+
+
+class Model(NamedTuple):
+    """Pure functions of a cell + readout model.
+
+    Attributes:
+      init: ``key -> params``.
+      apply: ``(params, xs (batch, time, input_size)) -> outputs`` of shape
+        ``(batch, time, C)`` or ``(batch, C)``.
+      scan_prefix: ``(params, xs (time, input_size)) -> (carry, logits (C,))`` for one
+        example: the state and output after reading a prefix (used for generation).
+      step_logits: ``(params, carry, x (input_size,)) -> (carry, logits (C,))``.
+      cell: the :class:`rnnjax.Cell`.
+    """
+
+    init: Callable
+    apply: Callable
+    scan_prefix: Callable
+    step_logits: Callable
+    cell: Cell
+
+
+def cell_with_readout(cell: Cell, input_size: int, output_size: int,
+                      readout: str = "all") -> Model:
+    """Build the :class:`Model` of ``cell`` reading ``input_size`` features and emitting
+    ``output_size`` outputs at every step (``"all"``) or the last step (``"last"``)."""
+    check_positive_int("input_size", input_size)
+    check_positive_int("output_size", output_size)
+    check_choice("readout", readout, ("all", "last"))
+    H = cell.output_size
+
+    def init(key):
+        kc, kr = jax.random.split(key)
+        W = jax.random.normal(kr, (output_size, H), jnp.float32) / jnp.sqrt(H)
+        return {"cell": cell.init(kc, input_size),
+                "readout": {"W": W, "b": jnp.zeros((output_size,), jnp.float32)}}
+
+    def project(p, y):
+        return y @ p["readout"]["W"].T + p["readout"]["b"]
+
+    def apply(params, xs):
+        ys, _ = run(cell, params["cell"], xs)
+        if readout == "last":
+            ys = ys[..., -1, :]
+        return project(params, ys)
+
+    def scan_prefix(params, xs):
+        w = cell.prepare(params["cell"])
+        carry = cell.initial_carry((), xs.dtype)
+        carry, ys = jax.lax.scan(lambda c, x: cell.step(w, c, x), carry, xs)
+        return carry, project(params, ys[-1])
+
+    def step_logits(params, carry, x):
+        carry, y = cell.step(cell.prepare(params["cell"]), carry, x)
+        return carry, project(params, y)
+
+    return Model(init=init, apply=apply, scan_prefix=scan_prefix, step_logits=step_logits,
+                 cell=cell)

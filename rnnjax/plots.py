@@ -1,0 +1,48 @@
+"""Matplotlib figures for reports: small functions, each drawing one figure.
+
+Every function takes plain numbers (lists / arrays), draws with the non-interactive
+Agg backend and either saves to ``path`` or returns the figure.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def loss_curves(curves: dict, *, baseline: float | None = None, path: str | None = None,
+                title: str = "", ylabel: str = "cross-entropy (nats)",
+                baseline_label: str = "memoryless baseline", bands: dict | None = None,
+                dpi: int = 100):
+    """Loss against training step on a log y-axis, one line per entry of ``curves``.
+
+    Args:
+      curves: ``{label: (steps, losses)}``.
+      baseline: drawn as a dashed horizontal line when given.
+      bands: optional ``{label: (low, high)}`` arrays shaded around a curve (seed spread).
+      path: save the figure there (PNG by extension) and close it; else return it.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, (steps, losses) in curves.items():
+        (line,) = ax.plot(steps, losses, label=label, lw=1.5)
+        if bands and label in bands:
+            lo, hi = bands[label]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+    if baseline is not None:
+        ax.axhline(baseline, color="k", ls="--", lw=1, label=f"{baseline_label} ({baseline:.4f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is None:
+        return fig
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

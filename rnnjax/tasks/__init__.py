@@ -1,0 +1,36 @@
+"""Tasks: each a pure function of a PRNG key returning a batch, with its loss, metrics and
+a stated baseline (see :class:`rnnjax.tasks.Task`).
+
+``TASKS`` maps the names used by ``rnnjax train --task`` to factories; :func:`make`
+builds one by name from the runner's options.
+"""
+
+from rnnjax.checks import check_choice
+from rnnjax.tasks.adding import adding_batch, adding_task
+from rnnjax.tasks.base import Task, accuracy, cross_entropy
+from rnnjax.tasks.charlm import charlm_task, generate
+from rnnjax.tasks.copy import baseline as copy_baseline
+from rnnjax.tasks.copy import copy_batch, copy_task
+from rnnjax.tasks.mnist import load_mnist, mnist_task
+
+TASKS = {
+    "copy": lambda T, data=None, variant="arjovsky", **_: copy_task(T, variant),
+    "adding": lambda T, data=None, **_: adding_task(T),
+    "smnist": lambda T=None, data=None, permutation_seed=0, **_: mnist_task(data, False),
+    "pmnist": lambda T=None, data=None, permutation_seed=0, **_: mnist_task(
+        data, True, permutation_seed),
+    "charlm": lambda T, data=None, **_: charlm_task(data, seq_len=T),
+}
+
+
+def make(name: str, **options) -> Task:
+    """Build the task called ``name`` (a key of ``TASKS``).  Options: ``T`` (delay for
+    copy, length for adding, window for charlm; ignored by MNIST), ``data`` (path),
+    ``variant`` (copy), ``permutation_seed`` (pmnist)."""
+    check_choice("task", name, TASKS)
+    return TASKS[name](**options)
+
+
+__all__ = ["TASKS", "Task", "accuracy", "adding_batch", "adding_task", "charlm_task",
+           "copy_baseline", "copy_batch", "copy_task", "cross_entropy", "generate",
+           "load_mnist", "make", "mnist_task"]

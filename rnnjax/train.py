@@ -1,0 +1,513 @@
+r"""The training runner: one jitted train step, many seeds in one program, metrics,
+checkpoints and resumption.
+
+A run is described by a frozen :class:`Config` (what the ``rnnjax train`` command fills
+and saves as ``config.json`` beside the run).  :func:`train` then
+
+1. checks the configuration before anything is built (:func:`validate`: unknown task or
+   cell names list the valid ones; ``T < 1``, ``hidden <= 0``, a missing data file are
+   named);
+2. builds the task (:mod:`rnnjax.tasks`) and the model (cell + linear readout,
+   :mod:`rnnjax.models`);
+3. initialises one :class:`TrainState` per seed ``seed, seed+1, ..., seed+seeds-1``
+   and stacks them: every array has a leading ``(seeds,)`` axis and the whole train step
+   is ``jax.vmap``-ed over it (so ``--seeds 4`` is four independent runs in one program);
+4. runs the jitted step ``steps`` times.  Each step draws a fresh batch from the run's
+   PRNG key (``key, k = split(key)``), so the data stream is a pure function of the seed;
+5. every ``log_every`` steps writes one record to ``metrics.jsonl`` and ``metrics.csv``:
+   ``loss`` (mean training loss since the last record), ``grad_norm`` (mean global
+   gradient norm), ``eval_*`` (the task's metrics on a held-out batch fixed by the
+   seed), ``orth_error`` (``||W^H W - I||_F`` of the recurrent matrix, for cells with
+   orthogonal parameters), ``baseline`` and ``steps_per_sec``; with several seeds every
+   metric is the mean over seeds, ``<name>_std`` the standard deviation and
+   ``seeds`` the per-seed values;
+6. saves ``(params, optimizer state, PRNG key, step, metric accumulators)`` and the
+   metric history with an orbax ``CheckpointManager`` every ``checkpoint_every`` steps
+   (keeping the last ``keep``) and at the end; ``resume=True`` restores the latest and
+   continues, which gives bitwise the same parameters and metrics as an uninterrupted
+   run on CPU.
+
+Optimiser: ``optax`` RMSprop as PyTorch's (``decay 0.99``, ``eps`` outside the square
+root; the expRNN recipe), Adam or SGD; optional clipping by global norm or per
+element before it; parameters for which :func:`is_orthogonal_param` holds (the
+unconstrained coordinates of orthogonal/unitary parametrisations) get ``lr_orth``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnjax import cells as cells_lib
+from rnnjax import tasks as tasks_lib
+from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.models import Model, cell_with_readout
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+CLIP_MODES = ("global_norm", "element")
+
+# Names of the orthogonal / unitary cells (``rnnjax.cells.orthogonal`` and
+# ``rnnjax.cells.unitary``); those present in ``rnnjax.cells.REGISTRY`` join the copy job.
+ORTHOGONAL_CELLS = ("exprnn", "scornn", "householder", "urnn", "eunn", "fcurnn")
+
+# Leaf names of the unconstrained coordinates of orthogonal/unitary parametrisations
+# (rnnjax.parametrize): skew-symmetric generators (expRNN, scoRNN), Householder
+# reflection vectors, uRNN phases and reflections, EUNN rotation angles and phases.
+ORTHOGONAL_PARAM_NAMES = frozenset({
+    "skew", "skew_re", "skew_im", "A", "householder", "reflections", "phases", "angles",
+    "theta", "phi", "omega", "U_re", "U_im",
+})
+
+
+def is_orthogonal_param(path) -> bool:
+    """True for a parameter of an orthogonal/unitary parametrisation, which trains with
+    ``lr_orth``.  ``path`` is a sequence of dict keys (or ``jax.tree_util`` path entries)
+    from the model's params root, e.g. ``("cell", "skew")``; the rule: under ``"cell"``
+    and the last key is in :data:`ORTHOGONAL_PARAM_NAMES`."""
+    keys = [_key_name(k) for k in path]
+    return len(keys) >= 2 and keys[0] == "cell" and keys[-1] in ORTHOGONAL_PARAM_NAMES
+
+
+def _key_name(k):
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def orthogonal_labels(params):
+    """``"orth"`` / ``"other"`` label pytree of ``params`` (for ``optax.multi_transform``)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: "orth" if is_orthogonal_param(p) else "other", params)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run (saved as ``config.json``).
+
+    ``T`` is the copy delay, the adding-problem length or the char-LM window (ignored by
+    pixel MNIST, whose length is 784).  ``lr_orth=None`` trains every parameter with
+    ``lr``.  ``clip=None`` disables clipping.  ``checkpoint_every=0`` saves no checkpoint;
+    otherwise one is also saved at the last step.  ``cell_options`` are extra keyword arguments of the cell
+    factory as ``(("init", "henaff"),)`` pairs.
+    """
+
+    task: str = "copy"
+    cell: str = "lstm"
+    T: int = 100
+    hidden: int = 64
+    batch: int = 64
+    steps: int = 1000
+    lr: float = 1e-3
+    lr_orth: Optional[float] = None
+    optimizer: str = "rmsprop"
+    clip: Optional[float] = None
+    clip_mode: str = "global_norm"
+    seed: int = 0
+    seeds: int = 1
+    log_every: int = 50
+    eval_batch: int = 256
+    checkpoint_every: int = 0
+    keep: int = 3
+    out: Optional[str] = None
+    data: Optional[str] = None
+    variant: str = "arjovsky"
+    permutation_seed: int = 0
+    cell_options: tuple = field(default_factory=tuple)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["cell_options"] = [list(kv) for kv in self.cell_options]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Config":
+        d = dict(d)
+        d["cell_options"] = tuple(tuple(kv) for kv in d.get("cell_options", ()))
+        return cls(**d)
+
+
+# Fields that must agree between a run and the checkpoint it resumes.
+_RESUME_FIELDS = ("task", "cell", "T", "hidden", "batch", "lr", "lr_orth", "optimizer",
+                  "clip", "clip_mode", "seed", "seeds", "log_every", "eval_batch",
+                  "variant", "permutation_seed", "cell_options")
+
+
+def validate(config: Config) -> None:
+    """Check ``config`` before anything is built; raise ``ValueError`` naming the field."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be an rnnjax.train.Config, got {type(config).__name__}")
+    check_choice("task", config.task, tasks_lib.TASKS)
+    check_choice("cell", config.cell, cells_lib.REGISTRY)
+    for name in ("T", "hidden", "batch", "seeds", "log_every", "eval_batch", "keep"):
+        check_positive_int(name, getattr(config, name))
+    for name in ("steps", "checkpoint_every", "seed"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if not (isinstance(config.lr, (int, float)) and config.lr > 0):
+        raise ValueError(f"lr must be a positive number, got {config.lr!r}")
+    if config.lr_orth is not None and not config.lr_orth > 0:
+        raise ValueError(f"lr_orth must be a positive number or None, got {config.lr_orth!r}")
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("clip_mode", config.clip_mode, CLIP_MODES)
+    if config.clip is not None and not config.clip > 0:
+        raise ValueError(f"clip must be a positive number or None, got {config.clip!r}")
+    if config.task == "adding" and config.T < 2:
+        raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
+
+
+def make_task(config: Config):
+    return tasks_lib.make(config.task, T=config.T, data=config.data, variant=config.variant,
+                          permutation_seed=config.permutation_seed)
+
+
+def make_model(config: Config, task) -> Model:
+    cell = cells_lib.make(config.cell, config.hidden, **dict(config.cell_options))
+    return cell_with_readout(cell, task.input_size, task.output_size, task.readout)
+
+
+def make_optimizer(config: Config, params=None) -> optax.GradientTransformation:
+    """The optax chain of ``config``: clipping, then the optimiser; ``lr_orth`` for
+    orthogonal parameters (``optax.multi_transform`` over :func:`orthogonal_labels`)."""
+
+    def base(lr):
+        if config.optimizer == "rmsprop":
+            return optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False)
+        if config.optimizer == "adam":
+            return optax.adam(lr)
+        return optax.sgd(lr)
+
+    parts = []
+    if config.clip is not None:
+        parts.append(optax.clip_by_global_norm(config.clip) if config.clip_mode == "global_norm"
+                     else optax.clip(config.clip))
+    if config.lr_orth is None:
+        parts.append(base(config.lr))
+    else:
+        parts.append(optax.multi_transform({"other": base(config.lr), "orth": base(config.lr_orth)},
+                                           orthogonal_labels))
+    return optax.chain(*parts)
+
+
+class TrainState(NamedTuple):
+    """State of one seed's run (leaves gain a leading ``(seeds,)`` axis when stacked).
+
+    ``key`` is raw key data (``jax.random.key_data``) so it checkpoints as an array;
+    ``loss_sum``/``gnorm_sum``/``count`` accumulate the current logging window.
+    """
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    step: jax.Array
+    loss_sum: jax.Array
+    gnorm_sum: jax.Array
+    count: jax.Array
+
+
+def orthogonality_error(w) -> jax.Array:
+    """``||W^H W - I||_F`` (real or complex square ``W``)."""
+    w = jnp.asarray(w)
+    g = jnp.conj(w).T @ w
+    return jnp.linalg.norm(g - jnp.eye(w.shape[-1], dtype=g.dtype))
+
+
+class Experiment(NamedTuple):
+    """The built pieces of a run: pure functions over one seed's state."""
+
+    config: Config
+    task: Any
+    model: Model
+    optimizer: optax.GradientTransformation
+    init: Any  # seed -> TrainState
+    step: Any  # TrainState -> TrainState
+    evaluate: Any  # (TrainState, eval batch) -> dict of metrics
+    eval_batch: Any  # seed -> held-out (xs, ys)
+    orthogonal: bool
+
+
+def build(config: Config) -> Experiment:
+    """Validate ``config`` and build the task, model, optimiser and pure step functions."""
+    validate(config)
+    task = make_task(config)
+    model = make_model(config, task)
+    opt = make_optimizer(config)
+
+    probe = jax.eval_shape(model.init, jax.random.key(0))
+    has_orth = any(is_orthogonal_param(p) for p, _ in jax.tree_util.tree_leaves_with_path(probe))
+    orthogonal = (has_orth or config.cell in ORTHOGONAL_CELLS) and \
+        model.cell.recurrent_matrix is not None
+
+    def init(seed):
+        k_init, k_data = jax.random.split(jax.random.key(seed))
+        params = model.init(k_init)
+        z = jnp.zeros((), jnp.float32)
+        return TrainState(params, opt.init(params), jax.random.key_data(k_data),
+                          jnp.zeros((), jnp.int32), z, z, jnp.zeros((), jnp.int32))
+
+    def loss_fn(params, xs, ys):
+        return task.loss(model.apply(params, task.encode(xs)), ys)
+
+    def step(state: TrainState) -> TrainState:
+        key, k_batch = jax.random.split(jax.random.wrap_key_data(state.key))
+        xs, ys = task.sample(k_batch, config.batch)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, xs, ys)
+        gnorm = optax.tree.norm(grads)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, jax.random.key_data(key), state.step + 1,
+                          state.loss_sum + loss.astype(jnp.float32),
+                          state.gnorm_sum + gnorm.astype(jnp.float32), state.count + 1)
+
+    def eval_batch(seed):
+        # A held-out batch fixed by the seed, from a key the training stream never uses.
+        return task.eval_sample(jax.random.fold_in(jax.random.key(seed), 1 << 20),
+                                config.eval_batch)
+
+    def evaluate(state: TrainState, batch):
+        xs, ys = batch
+        out = {f"eval_{k}": v for k, v in
+               task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
+        if orthogonal:
+            out["orth_error"] = orthogonality_error(
+                model.cell.recurrent_matrix(state.params["cell"]))
+        return out
+
+    return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def initial_state(exp: Experiment):
+    """The stacked initial states and held-out batches of the run's seeds (each seed's
+    built by the same jitted function, so a seed's state does not depend on the others)."""
+    init, data = jax.jit(exp.init), jax.jit(exp.eval_batch)
+    seeds = seed_list(exp.config)
+    return (_stack([init(jnp.asarray(s, jnp.int32)) for s in seeds]),
+            _stack([data(jnp.asarray(s, jnp.int32)) for s in seeds]))
+
+
+class Result(NamedTuple):
+    """What :func:`train` returns: the final stacked state (leading ``(seeds,)`` axis),
+    the list of metric records and the experiment."""
+
+    state: TrainState
+    history: list
+    experiment: Experiment
+
+
+def seed_list(config: Config) -> list:
+    return [config.seed + i for i in range(config.seeds)]
+
+
+def _record(step, window, evals, baseline, rate, elapsed, n_seeds):
+    """One metrics record: means over seeds, ``_std`` spreads, per-seed lists."""
+    values = {"loss": window[0], "grad_norm": window[1], **evals}
+    rec = {"step": int(step)}
+    per_seed = {}
+    for k, v in values.items():
+        v = np.asarray(v, np.float64).reshape(n_seeds)
+        rec[k] = float(v.mean())
+        rec[f"{k}_std"] = float(v.std())
+        per_seed[k] = [float(x) for x in v]
+    if baseline is not None:
+        rec["baseline"] = float(baseline)
+        rec["eval_loss_over_baseline"] = rec["eval_loss"] / float(baseline)
+    rec["steps_per_sec"] = float(rate)
+    rec["time"] = float(elapsed)
+    if n_seeds > 1:
+        rec["seeds"] = per_seed
+    return rec
+
+
+# Keys of a record that are not deterministic (timings).
+TIMING_KEYS = ("steps_per_sec", "time")
+
+
+def write_metrics(out: str, history: list) -> None:
+    """(Re)write ``metrics.jsonl`` and ``metrics.csv`` in ``out`` from ``history``."""
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+        for rec in history:
+            f.write(json.dumps(rec) + "\n")
+    cols = []
+    for rec in history:
+        cols += [k for k in rec if k != "seeds" and k not in cols]
+    with open(os.path.join(out, "metrics.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for rec in history:
+            w.writerow({k: v for k, v in rec.items() if k != "seeds"})
+
+
+def _checkpoint_manager(out, config):
+    import orbax.checkpoint as ocp
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=config.keep,
+        save_interval_steps=config.checkpoint_every or max(config.steps, 1),
+        enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(out, "checkpoints")),
+                                 options=options, item_names=("state", "history"))
+
+
+def _save(mngr, step, state, history, force=False):
+    import orbax.checkpoint as ocp
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            history=ocp.args.JsonSave(history)), force=force)
+
+
+def _restore(mngr, step, target):
+    import orbax.checkpoint as ocp
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                     history=ocp.args.JsonRestore()))
+    return got["state"], list(got["history"])
+
+
+def train(config: Config, *, resume: bool = False, progress: bool = True,
+          print_fn=None) -> Result:
+    """Run ``config``; see the module docstring.  Returns a :class:`Result`.
+
+    With ``config.out`` set, writes ``config.json``, ``metrics.jsonl``, ``metrics.csv``
+    and ``checkpoints/`` there.  ``resume=True`` continues from the latest checkpoint in
+    ``out`` (an error if there is none or the saved config disagrees).
+    """
+    exp = build(config)
+    seeds = seed_list(config)
+    state, eval_data = initial_state(exp)
+    history: list = []
+    out = config.out
+    mngr = None
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+    if out is not None and (config.checkpoint_every or resume):
+        ckpt_dir = os.path.join(out, "checkpoints")
+        has_ckpt = os.path.isdir(ckpt_dir) and any(
+            n.isdigit() for n in os.listdir(ckpt_dir))
+        if resume:
+            _check_resume(config, out, has_ckpt)
+        elif has_ckpt:
+            raise ValueError(f"out {out!r} already holds checkpoints; pass --resume to "
+                             f"continue that run or choose another --out")
+        mngr = _checkpoint_manager(out, config)
+        if resume:
+            step0 = mngr.latest_step()
+            state, history = _restore(mngr, step0, state)
+    elif resume:
+        raise ValueError("resume=True needs config.out (the run directory)")
+    if out is not None:
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(config.to_json(), f, indent=2)
+
+    start = int(np.asarray(state.step)[0])
+    if start > config.steps:
+        raise ValueError(f"the checkpoint is at step {start}, beyond steps={config.steps}")
+
+    step_fn = jax.jit(jax.vmap(exp.step), donate_argnums=0)
+    eval_fn = jax.jit(jax.vmap(exp.evaluate))
+    baseline = exp.task.baseline
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=config.steps, initial=start, disable=not progress, file=sys.stderr,
+               desc=f"{config.task}/{config.cell}", dynamic_ncols=True, leave=False)
+    t_window, t_start = time.perf_counter(), time.perf_counter()
+    n_window = 0
+    try:
+        for i in range(start + 1, config.steps + 1):
+            state = step_fn(state)
+            n_window += 1
+            bar.update(1)
+            if i % config.log_every == 0 or i == config.steps:
+                count = np.asarray(state.count, np.float64)
+                window = (np.asarray(state.loss_sum) / count, np.asarray(state.gnorm_sum) / count)
+                evals = jax.device_get(eval_fn(state, eval_data))
+                now = time.perf_counter()
+                rate = n_window / max(now - t_window, 1e-9)
+                rec = _record(i, window, evals, baseline, rate, now - t_start, len(seeds))
+                history.append(rec)
+                state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
+                                       gnorm_sum=jnp.zeros_like(state.gnorm_sum),
+                                       count=jnp.zeros_like(state.count))
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
+                if print_fn is not None:
+                    print_fn(_format(rec))
+                if out is not None:
+                    write_metrics(out, history)
+                t_window, n_window = time.perf_counter(), 0
+            if mngr is not None and config.checkpoint_every and i % config.checkpoint_every == 0:
+                _save(mngr, i, state, history)
+        if mngr is not None and (mngr.latest_step() or 0) < config.steps:
+            _save(mngr, config.steps, state, history, force=True)
+    finally:
+        bar.close()
+        if mngr is not None:
+            mngr.wait_until_finished()
+            mngr.close()
+    if out is not None:
+        write_metrics(out, history)
+    return Result(state, history, exp)
+
+
+def _format(rec):
+    parts = [f"step {rec['step']:6d}", f"loss {rec['loss']:.4f}",
+             f"eval {rec['eval_loss']:.4f}"]
+    if "baseline" in rec:
+        parts.append(f"(baseline {rec['baseline']:.4f})")
+    if "eval_accuracy" in rec:
+        parts.append(f"acc {rec['eval_accuracy']:.3f}")
+    parts.append(f"{rec['steps_per_sec']:.1f} steps/s")
+    return "  ".join(parts)
+
+
+def _check_resume(config, out, has_ckpt):
+    if not has_ckpt:
+        raise ValueError(f"resume: no checkpoint in {os.path.join(out, 'checkpoints')!r}")
+    path = os.path.join(out, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = Config.from_json(json.load(f))
+        diff = [k for k in _RESUME_FIELDS if getattr(saved, k) != getattr(config, k)]
+        if diff:
+            raise ValueError("resume: the run in " + repr(out) + " was made with " + ", ".join(
+                f"{k}={getattr(saved, k)!r}" for k in diff) + "; this call has " + ", ".join(
+                f"{k}={getattr(config, k)!r}" for k in diff))
+
+
+def load_history(out: str) -> list:
+    """Read ``metrics.jsonl`` of a run directory."""
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_params(out: str, step: Optional[int] = None):
+    """The stacked params ``(seeds, ...)`` saved in ``out`` at ``step`` (latest if None)."""
+    with open(os.path.join(out, "config.json")) as f:
+        config = Config.from_json(json.load(f))
+    exp = build(config)
+    target, _ = initial_state(exp)
+    mngr = _checkpoint_manager(out, config)
+    try:
+        state, _ = _restore(mngr, step if step is not None else mngr.latest_step(), target)
+    finally:
+        mngr.close()
+    return state.params
+
+
+__all__ = ["CLIP_MODES", "Config", "Experiment", "OPTIMIZERS", "ORTHOGONAL_CELLS",
+           "ORTHOGONAL_PARAM_NAMES", "Result", "TrainState", "build", "is_orthogonal_param",
+           "load_history", "load_params", "make_optimizer", "orthogonal_labels",
+           "orthogonality_error", "train", "validate", "write_metrics"]
