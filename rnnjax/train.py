@@ -269,7 +269,11 @@ def build(config: Config) -> Experiment:
 
     def init(seed):
         k_init, k_data = jax.random.split(jax.random.key(seed))
-        params = model.init(k_init)
+        # The runner trains in float32 whatever jax_enable_x64 says (a cell drawing an
+        # array without a dtype would otherwise get float64 params under x64).
+        params = jax.tree.map(
+            lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+            model.init(k_init))
         z = jnp.zeros((), jnp.float32)
         i0 = jnp.zeros((), jnp.int32)
         return TrainState(params, opt.init(params), jax.random.key_data(k_data),

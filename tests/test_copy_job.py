@@ -27,6 +27,7 @@ def test_presets():
     assert DEFAULT.task == PAPER.task == "copy"
 
 
+@pytest.mark.slow
 def test_copy_job_writes_report(tmp_path, capsys):
     argv = ["copy", "--name", "tiny", "--runs-dir", str(tmp_path), "--T", "5", "--hidden", "8",
             "--batch", "8", "--steps", "6", "--log-every", "3", "--eval-batch", "16",

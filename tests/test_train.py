@@ -67,6 +67,7 @@ def test_missing_mnist_and_cli_errors(tmp_path, capsys):
         assert message in err, err
 
 
+@pytest.mark.slow
 def test_small_exprnn_learns_copy_T20():
     if "exprnn" not in cells.REGISTRY:
         pytest.skip("the exprnn cell is not registered on this branch")
@@ -75,6 +76,7 @@ def test_small_exprnn_learns_copy_T20():
     assert r.history[-1]["eval_loss_over_baseline"] < 0.5
 
 
+@pytest.mark.slow
 def test_runner_learns_copy_T20_with_an_orthogonal_cell(with_test_exprnn):
     """An expRNN-style cell (tests/orth_cell.py) on copy T=20 drops below half the
     memoryless baseline in 200 steps; Elman tanh stays at the baseline."""
@@ -148,6 +150,7 @@ def test_same_seed_same_metrics_and_files(tmp_path):
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_seeds_vmap_equals_separate_runs():
     cfg = Config(**{**TINY, "seed": 3, "seeds": 4})
     many = train(cfg, progress=False)
@@ -174,6 +177,7 @@ def _cli(*args):
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_resume_in_a_fresh_process_is_bitwise(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     _cli("--steps", "20", "--out", a)
