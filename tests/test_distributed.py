@@ -118,14 +118,15 @@ def test_two_processes_match_one_process(tmp_path):
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0, e[-3000:]
     assert "step      2" in outs[0][0] and "step" not in outs[1][0]  # only process 0 logs
-    ref = train(Config(**SMALL, devices=1), progress=False)
+    with jax.enable_x64(False):  # as in the subprocesses (the test session enables x64)
+        ref = train(Config(**SMALL, devices=1), progress=False)
+        params = load_params(out)  # the checkpoint both processes wrote
     got = load_history(out)
     assert [h["step"] for h in got] == [h["step"] for h in ref.history]
     for g, r in zip(got, ref.history):
         for k in ("loss", "grad_norm", "eval_loss"):
             np.testing.assert_allclose(g[k], r[k], rtol=1e-5)
         assert set(g) - set(TIMING_KEYS) == set(r) - set(TIMING_KEYS)
-    params = load_params(out)  # the checkpoint both processes wrote
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  params, ref.state.params)
 
