@@ -491,7 +491,9 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
             bar.update(1)
             if i % config.log_every == 0 or i == config.steps:
                 count = np.asarray(state.count, np.float64)
-                window = (np.asarray(state.loss_sum) / count, np.asarray(state.gnorm_sum) / count)
+                with np.errstate(invalid="ignore"):  # NaN: every step of the window skipped
+                    window = (np.asarray(state.loss_sum) / count,
+                              np.asarray(state.gnorm_sum) / count)
                 evals = jax.device_get(eval_fn(state, eval_data))
                 now = time.perf_counter()
                 rate = n_window / max(now - t_window, 1e-9)
