@@ -134,7 +134,7 @@ def test_two_processes_match_one_process(tmp_path):
 def test_mesh_and_batch_errors():
     n = jax.device_count() + 8
     with pytest.raises(ValueError, match=rf"devices={n} but only {jax.device_count()} "
-                                         r"devices are visible .*device_count={n}"):
+                                         rf"devices are visible .*device_count={n}"):
         dist.make_mesh(n)
     mesh = dist.make_mesh(1)
     assert mesh.axis_names == ("data",) and mesh.devices.size == 1
