@@ -27,6 +27,14 @@ and saves as ``config.json`` beside the run).  :func:`train` then
    continues, which gives bitwise the same parameters and metrics as an uninterrupted
    run on CPU.
 
+Scale-out and faults (:mod:`rnnjax.distributed`, :mod:`rnnjax.checkpointing`): with
+several devices (``Config.devices``, default all local ones) or processes the step runs
+data-parallel over a ``("data",)`` mesh; checkpoints are verified on resume (a damaged
+newest one is reported and the previous one used); a step with a non-finite loss or
+gradient is skipped and counted (``nonfinite_skipped``), ``max_nonfinite`` consecutive
+ones stop the run (:class:`NonFiniteError`); SIGTERM saves a checkpoint and raises
+:class:`rnnjax.checkpointing.Preempted`.
+
 Optimiser: ``optax`` RMSprop as PyTorch's (``decay 0.99``, ``eps`` outside the square
 root; the expRNN recipe), Adam or SGD; optional clipping by global norm or per
 element before it; parameters for which :func:`is_orthogonal_param` holds (the
