@@ -612,7 +612,7 @@ def load_params(out: str, step: Optional[int] = None):
     return state.params
 
 
-__all__ = ["CLIP_MODES", "Config", "Experiment", "OPTIMIZERS", "ORTHOGONAL_CELLS",
+__all__ = ["CLIP_MODES", "Config", "Experiment", "NonFiniteError", "OPTIMIZERS", "ORTHOGONAL_CELLS",
            "ORTHOGONAL_PARAM_NAMES", "Result", "TrainState", "build", "is_orthogonal_param",
            "load_history", "load_params", "make_optimizer", "orthogonal_labels",
            "orthogonality_error", "train", "validate", "write_metrics"]
