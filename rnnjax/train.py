@@ -28,6 +28,14 @@ and saves as ``config.json`` beside the run).  :func:`train` then
    continues, which gives bitwise the same parameters and metrics as an uninterrupted
    run on CPU.
 
+Scale-out and faults (:mod:`rnnjax.distributed`, :mod:`rnnjax.checkpointing`): with
+several devices (``Config.devices``, default all local ones) or processes the step runs
+data-parallel over a ``("data",)`` mesh; checkpoints are verified on resume (a damaged
+newest one is reported and the previous one used); a step with a non-finite loss or
+gradient is skipped and counted (``nonfinite_skipped``), ``max_nonfinite`` consecutive
+ones stop the run (:class:`NonFiniteError`); SIGTERM saves a checkpoint and raises
+:class:`rnnjax.checkpointing.Preempted`.
+
 Optimiser: ``optax`` RMSprop as PyTorch's (``decay 0.99``, ``eps`` outside the square
 root; the expRNN recipe), Adam or SGD; optional clipping by global norm or per
 element before it; the parameters that :func:`rnnjax.optim.label_params` labels
@@ -54,6 +62,8 @@ import optax
 
 from rnnjax import analysis, baselines, optim
 from rnnjax import cells as cells_lib
+from rnnjax import checkpointing
+from rnnjax import distributed as dist
 from rnnjax import tasks as tasks_lib
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.models import Model, cell_with_readout
@@ -98,6 +108,8 @@ class Config:
     variant: str = "arjovsky"
     permutation_seed: int = 0
     cell_options: tuple = field(default_factory=tuple)
+    devices: Optional[int] = None
+    max_nonfinite: int = 10
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -137,6 +149,12 @@ def validate(config: Config) -> None:
     check_choice("clip_mode", config.clip_mode, CLIP_MODES)
     if config.clip is not None and not config.clip > 0:
         raise ValueError(f"clip must be a positive number or None, got {config.clip!r}")
+    if config.devices is not None:
+        check_positive_int("devices", config.devices)
+    if isinstance(config.max_nonfinite, bool) or not isinstance(config.max_nonfinite, int) \
+            or config.max_nonfinite < 0:
+        raise ValueError(f"max_nonfinite must be a non-negative integer, got "
+                         f"{config.max_nonfinite!r}")
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
 
@@ -172,7 +190,9 @@ class TrainState(NamedTuple):
     """State of one seed's run (leaves gain a leading ``(seeds,)`` axis when stacked).
 
     ``key`` is raw key data (``jax.random.key_data``) so it checkpoints as an array;
-    ``loss_sum``/``gnorm_sum``/``count`` accumulate the current logging window.
+    ``loss_sum``/``gnorm_sum``/``count`` accumulate the current logging window (finite
+    steps only); ``nonfinite`` counts the current run of consecutive steps whose loss or
+    gradient was not finite (their updates are skipped) and ``skipped`` all of them.
     """
 
     params: Any
@@ -182,6 +202,8 @@ class TrainState(NamedTuple):
     loss_sum: jax.Array
     gnorm_sum: jax.Array
     count: jax.Array
+    nonfinite: jax.Array
+    skipped: jax.Array
 
 
 class Experiment(NamedTuple):
@@ -196,6 +218,8 @@ class Experiment(NamedTuple):
     evaluate: Any  # (TrainState, eval batch) -> dict of metrics
     eval_batch: Any  # seed -> held-out (xs, ys)
     orthogonal: bool
+    batch: Any = None  # key data -> the training batch (xs, ys) step draws from it
+    update: Any = None  # (TrainState, (xs, ys)) -> TrainState; step = update(s, batch(s.key))
 
 
 def build(config: Config) -> Experiment:
@@ -218,22 +242,39 @@ def build(config: Config) -> Experiment:
             lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
             model.init(k_init))
         z = jnp.zeros((), jnp.float32)
+        i0 = jnp.zeros((), jnp.int32)
         return TrainState(params, opt.init(params), jax.random.key_data(k_data),
-                          jnp.zeros((), jnp.int32), z, z, jnp.zeros((), jnp.int32))
+                          i0, z, z, i0, i0, i0)
 
     def loss_fn(params, xs, ys):
         return task.loss(model.apply(params, task.encode(xs)), ys)
 
-    def step(state: TrainState) -> TrainState:
-        key, k_batch = jax.random.split(jax.random.wrap_key_data(state.key))
-        xs, ys = task.sample(k_batch, config.batch)
+    def batch(key_data):
+        _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
+        return task.sample(k_batch, config.batch)
+
+    def update(state: TrainState, data) -> TrainState:
+        key, _ = jax.random.split(jax.random.wrap_key_data(state.key))
+        xs, ys = data
         loss, grads = jax.value_and_grad(loss_fn)(state.params, xs, ys)
         gnorm = optax.tree.norm(grads)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        # A non-finite loss or gradient norm skips the update (params and optimiser
+        # state stay as they were) and is counted.
+        ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        params, opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                                         (params, opt_state), (state.params, state.opt_state))
+        zero = jnp.zeros((), jnp.float32)
         return TrainState(params, opt_state, jax.random.key_data(key), state.step + 1,
-                          state.loss_sum + loss.astype(jnp.float32),
-                          state.gnorm_sum + gnorm.astype(jnp.float32), state.count + 1)
+                          state.loss_sum + jnp.where(ok, loss.astype(jnp.float32), zero),
+                          state.gnorm_sum + jnp.where(ok, gnorm.astype(jnp.float32), zero),
+                          state.count + ok.astype(jnp.int32),
+                          jnp.where(ok, 0, state.nonfinite + 1).astype(jnp.int32),
+                          state.skipped + (~ok).astype(jnp.int32))
+
+    def step(state: TrainState) -> TrainState:
+        return update(state, batch(state.key))
 
     def eval_batch(seed):
         # A held-out batch fixed by the seed, from a key the training stream never uses.
@@ -252,7 +293,8 @@ def build(config: Config) -> Experiment:
                 out["grad_norm_" + name.strip("[]'")] = norm
         return out
 
-    return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal)
+    return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
+                      batch, update)
 
 
 def _stack(trees):
@@ -332,8 +374,12 @@ def _checkpoint_manager(out, config):
 
 def _save(mngr, step, state, history, force=False):
     import orbax.checkpoint as ocp
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            history=ocp.args.JsonSave(history)), force=force)
+    checkpointing.check_finite(state.params)  # never checkpoint non-finite params
+    if mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               history=ocp.args.JsonSave(history)),
+                 force=force):
+        mngr.wait_until_finished()
+        checkpointing.write_manifest(mngr.directory, step)  # marks the save complete
 
 
 def _restore(mngr, step, target):
@@ -355,6 +401,10 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     exp = build(config)
     seeds = seed_list(config)
     state, eval_data = initial_state(exp)
+    mesh = _mesh(config)  # data parallelism over devices and processes (None: one device)
+    if mesh is not None:
+        state, eval_data = dist.replicate((state, eval_data), mesh)
+    main = dist.is_main()  # only process 0 logs and writes files other than checkpoints
     history: list = []
     out = config.out
     mngr = None
@@ -370,12 +420,13 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
             raise ValueError(f"out {out!r} already holds checkpoints; pass --resume to "
                              f"continue that run or choose another --out")
         mngr = _checkpoint_manager(out, config)
-        if resume:
-            step0 = mngr.latest_step()
+        if resume:  # the newest verified step; damaged newer ones are reported, set aside
+            step0 = checkpointing.latest_good_step(mngr.directory)
+            mngr.reload()
             state, history = _restore(mngr, step0, state)
     elif resume:
         raise ValueError("resume=True needs config.out (the run directory)")
-    if out is not None:
+    if out is not None and main:
         with open(os.path.join(out, "config.json"), "w") as f:
             json.dump(config.to_json(), f, indent=2)
 
@@ -383,35 +434,49 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     if start > config.steps:
         raise ValueError(f"the checkpoint is at step {start}, beyond steps={config.steps}")
 
-    step_fn = jax.jit(jax.vmap(exp.step), donate_argnums=0)
-    eval_fn = jax.jit(jax.vmap(exp.evaluate))
+    if mesh is None:
+        step_fn = jax.jit(jax.vmap(exp.step), donate_argnums=0)
+        eval_fn = jax.jit(jax.vmap(exp.evaluate))
+    else:
+        step_fn, eval_fn = dist.data_parallel(exp, mesh)
     baseline = exp.task.baseline
 
     from tqdm.auto import tqdm
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, file=sys.stderr,
+    bar = tqdm(total=config.steps, initial=start, disable=not (progress and main),
+               file=sys.stderr,
                desc=f"{config.task}/{config.cell}", dynamic_ncols=True, leave=False)
     t_window, t_start = time.perf_counter(), time.perf_counter()
     n_window = 0
+    sigterm = checkpointing.SigtermFlag()
     try:
         for i in range(start + 1, config.steps + 1):
             state = step_fn(state)
+            _check_nonfinite(config, state, i, out, history if main else None)
+            if sigterm.is_set():  # preemption: save, then stop
+                mngr = mngr or (_checkpoint_manager(out, config) if out is not None else None)
+                if mngr is not None:
+                    _save(mngr, i, state, history, force=True)
+                raise checkpointing.Preempted(i, out if mngr is not None else None)
             n_window += 1
             bar.update(1)
             if i % config.log_every == 0 or i == config.steps:
                 count = np.asarray(state.count, np.float64)
-                window = (np.asarray(state.loss_sum) / count, np.asarray(state.gnorm_sum) / count)
+                with np.errstate(invalid="ignore"):  # NaN: every step of the window skipped
+                    window = (np.asarray(state.loss_sum) / count,
+                              np.asarray(state.gnorm_sum) / count)
                 evals = jax.device_get(eval_fn(state, eval_data))
                 now = time.perf_counter()
                 rate = n_window / max(now - t_window, 1e-9)
+                evals = {**evals, "nonfinite_skipped": np.asarray(state.skipped)}
                 rec = _record(i, window, evals, baseline, rate, now - t_start, len(seeds))
                 history.append(rec)
                 state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
                                        gnorm_sum=jnp.zeros_like(state.gnorm_sum),
                                        count=jnp.zeros_like(state.count))
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
-                if print_fn is not None:
+                if print_fn is not None and main:
                     print_fn(_format(rec))
-                if out is not None:
+                if out is not None and main:
                     write_metrics(out, history)
                 t_window, n_window = time.perf_counter(), 0
             if mngr is not None and config.checkpoint_every and i % config.checkpoint_every == 0:
@@ -419,13 +484,46 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
         if mngr is not None and (mngr.latest_step() or 0) < config.steps:
             _save(mngr, config.steps, state, history, force=True)
     finally:
+        sigterm.restore()
         bar.close()
         if mngr is not None:
             mngr.wait_until_finished()
             mngr.close()
-    if out is not None:
+    if out is not None and main:
         write_metrics(out, history)
     return Result(state, history, exp)
+
+
+def _mesh(config):
+    """The data-parallel mesh, or None for one device in one process."""
+    n = config.devices if config.devices is not None else jax.local_device_count() \
+        if jax.process_count() == 1 else jax.device_count()
+    if n == 1 and jax.process_count() == 1:
+        return None
+    mesh = dist.make_mesh(n)
+    dist.check_batch(config.batch, mesh)
+    return mesh
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or gradient was non-finite for ``max_nonfinite`` consecutive steps."""
+
+
+def _check_nonfinite(config, state, step, out, history):
+    if not config.max_nonfinite:
+        return
+    run = np.asarray(state.nonfinite).reshape(-1)
+    if run.max() < config.max_nonfinite:
+        return
+    if out is not None and history is not None:
+        write_metrics(out, history)
+    bad = [config.seed + i for i in np.flatnonzero(run >= config.max_nonfinite)]
+    raise NonFiniteError(
+        f"step {step}: the loss or gradient was non-finite for {config.max_nonfinite} "
+        f"consecutive steps (steps {step - config.max_nonfinite + 1}..{step}, seed "
+        f"{', '.join(map(str, bad))}); their updates were skipped and the run stops here "
+        f"(max_nonfinite={config.max_nonfinite}). Lower the learning rate, clip the "
+        f"gradients (--clip) or raise --max-nonfinite")
 
 
 def _format(rec):
@@ -467,12 +565,15 @@ def load_params(out: str, step: Optional[int] = None):
     target, _ = initial_state(exp)
     mngr = _checkpoint_manager(out, config)
     try:
-        state, _ = _restore(mngr, step if step is not None else mngr.latest_step(), target)
+        if step is None:
+            step = checkpointing.latest_good_step(mngr.directory)
+            mngr.reload()
+        state, _ = _restore(mngr, step, target)
     finally:
         mngr.close()
     return state.params
 
 
-__all__ = ["CLIP_MODES", "Config", "Experiment", "OPTIMIZERS", "ORTHOGONAL_CELLS", "Result",
-           "TrainState", "build", "load_history", "load_params", "make_optimizer", "train",
-           "validate", "write_metrics"]
+__all__ = ["CLIP_MODES", "Config", "Experiment", "NonFiniteError", "OPTIMIZERS",
+           "ORTHOGONAL_CELLS", "Result", "TrainState", "build", "load_history", "load_params",
+           "make_optimizer", "train", "validate", "write_metrics"]

@@ -9,6 +9,8 @@ Example::
 
 from __future__ import annotations
 
+import sys
+
 from rnnjax.train import CLIP_MODES, OPTIMIZERS, Config, train
 
 
@@ -58,6 +60,11 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     p.add_argument("--cell-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="extra keyword argument of the cell factory (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--devices", type=int, default=d.devices,
+                   help="data-parallel over the first N devices (default: all local ones)")
+    p.add_argument("--max-nonfinite", type=int, default=d.max_nonfinite,
+                   help="stop after N consecutive non-finite losses/gradients, whose "
+                        "updates are skipped (0: never stop; default %(default)s)")
 
 
 def config_kwargs(a) -> dict:
@@ -65,16 +72,30 @@ def config_kwargs(a) -> dict:
                 lr_orth=a.lr_orth, optimizer=a.optimizer, clip=a.clip, clip_mode=a.clip_mode,
                 seed=a.seed, seeds=a.seeds, log_every=a.log_every, eval_batch=a.eval_batch,
                 data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
-                cell_options=tuple(_cell_option(o) for o in a.cell_opt))
+                cell_options=tuple(_cell_option(o) for o in a.cell_opt),
+                devices=a.devices, max_nonfinite=a.max_nonfinite)
 
 
 def run(a) -> int:
+    if a.distributed:  # before any other JAX call
+        from rnnjax.distributed import initialize
+        initialize(a.coordinator, a.num_processes, a.process_id)
     config = Config(task=a.task, cell=a.cell,
                     checkpoint_every=a.checkpoint_every if a.out else 0,
                     keep=a.keep, out=a.out, **config_kwargs(a))
-    result = train(config, resume=a.resume, progress=not a.no_progress, print_fn=print)
+    from rnnjax.checkpointing import Preempted
+    from rnnjax.distributed import is_main
+    from rnnjax.train import NonFiniteError
+    try:
+        result = train(config, resume=a.resume, progress=not a.no_progress, print_fn=print)
+    except Preempted as e:
+        print(f"rnnjax train: {e}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM
+    except NonFiniteError as e:
+        print(f"rnnjax train: error: {e}", file=sys.stderr)
+        return 3
     last = result.history[-1] if result.history else None
-    if last is not None and a.out:
+    if last is not None and a.out and is_main():
         print(f"wrote {a.out}/metrics.jsonl, metrics.csv, config.json, checkpoints/")
     return 0
 
@@ -89,4 +110,12 @@ def register(sub):
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     p.add_argument("--out", default=None, help="run directory (metrics, config, checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    g = p.add_argument_group("several processes (jax.distributed)")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize(); the three options below, when "
+                        "left out, are detected from the cluster environment (e.g. SLURM)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordinator service")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
     p.set_defaults(func=run)

@@ -1,0 +1,210 @@
+r"""Checkpoints that are verified before they are trusted.
+
+Orbax writes a step into a temporary directory and renames it when complete, so a save
+killed midway leaves no step directory.  What it cannot see is a step directory damaged
+afterwards (a truncated or corrupted file) or a process killed after orbax finished
+but before the run recorded the save as complete.  So, after each save, process 0
+writes ``<checkpoints>/<step>/rnnjax_manifest.json``: the size and SHA-256 of every file
+of the step, written to a temporary file, flushed and renamed (atomic).  A step is good
+only if its manifest exists and every file matches it.
+
+:func:`latest_good_step` walks the steps from the newest down; a step that fails is
+reported with ``warnings.warn`` (naming the step, the directory and what is wrong),
+moved aside to ``<checkpoints>/bad-<step>-<n>`` (so orbax ignores it and the step can be
+saved again), and the previous step is tried.  If none is good the error says so and
+names the directory.  Nothing is restored from a file that failed the check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+
+import jax
+import numpy as np
+
+MANIFEST = "rnnjax_manifest.json"
+
+
+def _step_dir(directory, step):
+    return os.path.join(os.fspath(directory), str(int(step)))
+
+
+def _files(step_dir):
+    out = {}
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, step_dir)
+            if rel == MANIFEST or name.endswith(".tmp-manifest"):
+                continue
+            out[rel] = path
+    return out
+
+
+def _digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(directory, step) -> str:
+    """Record the size and SHA-256 of every file of checkpoint ``step`` (process 0
+    only; call after the save has completed).  Returns the manifest's path."""
+    step_dir = _step_dir(directory, step)
+    path = os.path.join(step_dir, MANIFEST)
+    if jax.process_index() != 0:
+        return path
+    files = {rel: {"size": os.path.getsize(p), "sha256": _digest(p)}
+             for rel, p in sorted(_files(step_dir).items())}
+    tmp = path + ".tmp-manifest"
+    with open(tmp, "w") as f:
+        json.dump({"step": int(step), "files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def verify(directory, step):
+    """``None`` if checkpoint ``step`` matches its manifest, else what is wrong."""
+    step_dir = _step_dir(directory, step)
+    path = os.path.join(step_dir, MANIFEST)
+    if not os.path.isfile(path):
+        return ("no manifest: the save did not complete (interrupted after orbax wrote it, "
+                "or written by a runner that does not verify checkpoints)")
+    try:
+        with open(path) as f:
+            recorded = json.load(f)["files"]
+    except (OSError, ValueError, KeyError) as e:
+        return f"unreadable manifest ({e})"
+    present = _files(step_dir)
+    missing = sorted(set(recorded) - set(present))
+    if missing:
+        return f"missing files {missing[:3]}"
+    for rel, meta in recorded.items():
+        size = os.path.getsize(present[rel])
+        if size != meta["size"]:
+            return f"{rel} has {size} bytes, {meta['size']} were written"
+        if _digest(present[rel]) != meta["sha256"]:
+            return f"{rel} does not match its SHA-256"
+    return None
+
+
+def steps(directory) -> list:
+    """Step numbers of the checkpoint directories in ``directory``, newest first."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return []
+    return sorted((int(n) for n in os.listdir(directory)
+                   if n.isdigit() and os.path.isdir(os.path.join(directory, n))),
+                  reverse=True)
+
+
+def _set_aside(directory, step):
+    src = _step_dir(directory, step)
+    n = 0
+    while os.path.exists(os.path.join(directory, f"bad-{step}-{n}")):
+        n += 1
+    dst = os.path.join(directory, f"bad-{step}-{n}")
+    os.replace(src, dst)
+    return dst
+
+
+def _barrier(name):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def latest_good_step(directory) -> int:
+    """The newest step of ``directory`` that passes :func:`verify`.
+
+    Each newer step that fails is reported (``warnings.warn``) and moved aside.  Raises
+    ``FileNotFoundError`` naming ``directory`` when no step is good.  With several
+    processes, process 0 checks and the others wait for it and read its verdict from
+    the file system.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    found = steps(directory)
+    bad = []
+    if jax.process_index() == 0:
+        for step in found:
+            reason = verify(directory, step)
+            if reason is None:
+                break
+            moved = _set_aside(directory, step)
+            warnings.warn(f"checkpoint step {step} in {directory} is not usable: {reason}; "
+                          f"moved it to {moved} and falling back to the previous checkpoint",
+                          RuntimeWarning, stacklevel=2)
+            bad.append(f"step {step}: {reason}")
+    _barrier("rnnjax-latest-good-step")
+    good = steps(directory)
+    if not good:
+        detail = ("; ".join(bad) if bad else
+                  "it holds no checkpoint" if not found else "none passed verification")
+        raise FileNotFoundError(f"no good checkpoint in {directory} ({detail})")
+    return good[0]
+
+
+def check_finite(tree, what="params") -> None:
+    """Raise ``FloatingPointError`` if any floating leaf of ``tree`` holds NaN or inf
+    (so non-finite params are never checkpointed)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            raise FloatingPointError(
+                f"{what}{jax.tree_util.keystr(path)} holds non-finite values; "
+                "refusing to checkpoint it")
+
+
+class Preempted(Exception):
+    """The run received SIGTERM, saved a checkpoint at ``step`` (when it has a run
+    directory) and stopped; ``--resume`` continues it."""
+
+    def __init__(self, step, out=None):
+        self.step, self.out = step, out
+        where = (f"saved a checkpoint of step {step} in {out}; continue with --resume"
+                 if out is not None else f"no run directory (--out), nothing saved")
+        super().__init__(f"SIGTERM at step {step}: {where}")
+
+
+class SigtermFlag:
+    """Catch SIGTERM (preemption) by setting a flag the training loop polls.
+
+    Installed only from the main thread (Python's rule for signal handlers);
+    :meth:`restore` puts the previous handler back.  With several processes the flag is
+    agreed on with an all-gather, so every process saves the same step.
+    """
+
+    def __init__(self):
+        import signal
+        import threading
+        self._set = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame):
+        self._set = True
+
+    def is_set(self) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            flags = multihost_utils.process_allgather(np.int32(self._set))
+            return bool(np.max(flags))
+        return self._set
+
+    def restore(self):
+        import signal
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+__all__ = ["MANIFEST", "Preempted", "SigtermFlag", "check_finite", "latest_good_step", "steps", "verify",
+           "write_manifest"]

@@ -1,0 +1,163 @@
+"""Data parallelism: 8 virtual CPU devices and two jax.distributed processes give the
+single-device run's numbers; the state is replicated and the batch split as stated.
+
+The device count of a CPU backend is fixed when JAX starts, so the multi-device runs
+happen in fresh interpreters (subprocesses)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from rnnjax import distributed as dist
+from rnnjax.train import TIMING_KEYS, Config, load_history, load_params, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = dict(task="adding", cell="gru", T=5, hidden=4, batch=16, steps=6, log_every=2,
+             eval_batch=16, lr=1e-2)
+
+EIGHT_DEVICES = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 8)
+    import numpy as np
+    from jax.sharding import PartitionSpec as P
+    from rnnjax import distributed as dist
+    from rnnjax.train import Config, build, initial_state, train
+
+    small = json.loads(sys.argv[1])
+    out = {"device_count": jax.device_count()}
+    for n in (1, 8):
+        r = train(Config(**small, seeds=2, devices=n), progress=False)
+        out[n] = {"loss": [h["loss"] for h in r.history],
+                  "eval": [h["eval_loss"] for h in r.history],
+                  "params": [np.asarray(x).tolist() for x in jax.tree.leaves(r.state.params)]}
+        if n == 8:
+            leaves = jax.tree.leaves(r.state)
+            out["state_specs"] = sorted({str(x.sharding.spec) for x in leaves})
+            out["state_devices"] = sorted({len(x.sharding.device_set) for x in leaves})
+            out["state_replicated"] = all(x.sharding.is_fully_replicated for x in leaves)
+    # the global batch as the step receives it
+    mesh = dist.make_mesh(8)
+    exp = build(Config(**small, seeds=2, devices=8))
+    state, _ = initial_state(exp)
+    xs, ys = jax.device_get(jax.jit(jax.vmap(exp.batch))(state.key))
+    data = dist.batch_sharding(mesh, 1)
+    gx = dist.global_batch(dist.process_slice(xs, data), data)
+    out["batch_spec"] = str(gx.sharding.spec)
+    out["shard_shapes"] = sorted({tuple(s.data.shape) for s in gx.addressable_shards})
+    out["batch_equal"] = bool(np.array_equal(np.asarray(gx), xs))
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def _run(args, timeout=240, env=None):
+    env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_eight_virtual_devices_match_one_device():
+    p = _run([sys.executable, "-c", EIGHT_DEVICES, json.dumps(SMALL)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    out = json.loads(line[len("RESULT "):])
+    assert out["device_count"] == 8
+    one, eight = out["1"], out["8"]
+    np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(eight["eval"], one["eval"], rtol=1e-5)
+    for a, b in zip(eight["params"], one["params"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert one["loss"][0] != one["loss"][-1]  # it trained
+    # params, optimizer state, keys, counters: replicated on all 8 devices
+    assert out["state_replicated"] and out["state_specs"] == ["P()"]
+    assert out["state_devices"] == [8]
+    # the batch (seeds=2, batch=16, T, 2) is split over its batch axis, 2 rows a device
+    assert out["batch_spec"] == "P(None, 'data')"
+    assert out["shard_shapes"] == [[2, 2, SMALL["T"], 2]]
+    assert out["batch_equal"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli_args(config):
+    return ["--task", config["task"], "--cell", config["cell"], "--T", str(config["T"]),
+            "--hidden", str(config["hidden"]), "--batch", str(config["batch"]),
+            "--steps", str(config["steps"]), "--log-every", str(config["log_every"]),
+            "--eval-batch", str(config["eval_batch"]), "--lr", str(config["lr"]),
+            "--no-progress"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    """Two jax.distributed processes on localhost (one CPU device each, gloo
+    collectives) train on the same global batch as one process with one device."""
+    out = str(tmp_path / "two")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "rnnjax.cli", "train", *_cli_args(SMALL), "--out", out,
+         "--checkpoint-every", "3", "--distributed", "--coordinator", f"127.0.0.1:{port}",
+         "--num-processes", "2", "--process-id", str(i)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    assert "step      2" in outs[0][0] and "step" not in outs[1][0]  # only process 0 logs
+    with jax.enable_x64(False):  # as in the subprocesses (the test session enables x64)
+        ref = train(Config(**SMALL, devices=1), progress=False)
+        params = load_params(out)  # the checkpoint both processes wrote
+    got = load_history(out)
+    assert [h["step"] for h in got] == [h["step"] for h in ref.history]
+    for g, r in zip(got, ref.history):
+        for k in ("loss", "grad_norm", "eval_loss"):
+            np.testing.assert_allclose(g[k], r[k], rtol=1e-5)
+        assert set(g) - set(TIMING_KEYS) == set(r) - set(TIMING_KEYS)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 params, ref.state.params)
+
+
+def test_mesh_and_batch_errors():
+    n = jax.device_count() + 8
+    with pytest.raises(ValueError, match=rf"devices={n} but only {jax.device_count()} "
+                                         rf"devices are visible .*device_count={n}"):
+        dist.make_mesh(n)
+    mesh = dist.make_mesh(1)
+    assert mesh.axis_names == ("data",) and mesh.devices.size == 1
+    with pytest.raises(ValueError, match="devices must be a positive integer"):
+        dist.make_mesh(0)
+    with pytest.raises(ValueError, match="batch=6 must be divisible by the 4 devices"):
+        dist.check_batch(6, type("M", (), {"devices": np.zeros(4)})())
+    with pytest.raises(ValueError, match="coordinator must be HOST:PORT"):
+        dist.initialize("localhost", 2, 0)
+    with pytest.raises(ValueError, match="process_id must be < num_processes=2, got 2"):
+        dist.initialize("localhost:1234", 2, 2)
+    with pytest.raises(ValueError, match="devices must be a positive integer, got 0"):
+        train(Config(**SMALL, devices=0), progress=False)
+
+
+def test_single_process_helpers_are_identities():
+    mesh = dist.make_mesh(1)
+    data = dist.batch_sharding(mesh, 1)
+    x = np.arange(24.0).reshape(2, 4, 3)
+    assert dist.local_rows(data, x.shape, 1) == slice(0, 4)
+    np.testing.assert_array_equal(dist.process_slice(x, data), x)
+    g = dist.global_batch(x, data)
+    np.testing.assert_array_equal(np.asarray(g), x)
+    assert g.sharding == data
+    r = dist.replicate({"a": x}, mesh)["a"]
+    assert r.sharding.is_fully_replicated and dist.is_main()
