@@ -25,8 +25,9 @@ def _data(seed=0, dtype=jnp.float64):
 @pytest.mark.parametrize("name", sorted(cells.REGISTRY))
 def test_rnn_holds_cell_init_and_matches_run(name):
     """RNN draws cell.init(rngs.params(), F) and its call equals rnnjax.run."""
-    cell = cells.make(name, H)
-    m = rnn.RNN.from_name(name, F, H, rngs=nnx.Rngs(params=3))
+    options = {"model_size": F} if name == "lru" else {}  # the LRU reads and emits F features
+    cell = cells.make(name, H, **options)
+    m = rnn.RNN.from_name(name, F, H, rngs=nnx.Rngs(params=3), cell_options=options)
     expected = cell.init(nnx.Rngs(params=3).params(), F)
     jax.tree.map(np.testing.assert_array_equal, m.to_params(), expected)
     # the leaves are nnx.Params, one per array of the cell's dict
