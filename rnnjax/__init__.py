@@ -5,7 +5,7 @@ Pure-function cells (:mod:`rnnjax.cells`) scanned over time by one engine
 PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
-from rnnjax import analysis, bptt, cells, initializers, interop, layers
+from rnnjax import analysis, bptt, cells, initializers, interop, layers, optim, parametrize
 from rnnjax.cell import Cell, HiddenState, Linear, LSTMState, recurrent_matrix
 from rnnjax.layers import Layer, bidirectional, stack, unidirectional
 from rnnjax.interop import (from_flax_gru, from_flax_lstm, from_torch, from_torch_module,
@@ -32,6 +32,8 @@ __all__ = [
     "initializers",
     "interop",
     "layers",
+    "optim",
+    "parametrize",
     "recurrent_matrix",
     "run",
     "stack",

@@ -54,7 +54,8 @@ def _masked_cell(cell: Cell) -> Cell:
         state = cell.initial_carry(batch_shape, dtype)
         return state, jnp.ones_like(state.h)
 
-    return cell._replace(step=step, initial_carry=initial_carry, name=cell.name)
+    # linear=None: the masked step is no longer the cell's declared linear recurrence.
+    return cell._replace(step=step, initial_carry=initial_carry, name=cell.name, linear=None)
 
 
 def _run_cell(cell, params, xs, carry, lengths, key, recurrent_dropout, reverse, options):

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax.associative import SCANS, associative_scan_cell, choose_scan
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
 
@@ -145,9 +146,9 @@ def scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False, unroll=1
 
 
 @partial(jax.jit, static_argnames=("cell", "reverse", "time_major", "unroll", "remat",
-                                   "truncate", "grad"))
+                                   "truncate", "grad", "scan"))
 def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat, truncate,
-         grad="auto"):
+         grad="auto", scan="sequential"):
     if time_major:
         T, batch_shape, F = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
     else:
@@ -165,6 +166,9 @@ def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat
         from rnnjax.bptt import scan_manual
         ys, final = scan_manual(cell, params, carry, xs, lengths, reverse=reverse,
                                 truncate=truncate, unroll=unroll)
+    elif scan == "associative":
+        ys, final = associative_scan_cell(cell, cell.prepare(params), carry, xs, lengths,
+                                          reverse=reverse, remat=remat)
     else:
         weights = cell.prepare(params)
         ys, final = scan_cell(cell, weights, carry, xs, lengths, reverse=reverse,
@@ -178,7 +182,7 @@ def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat
 
 def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = False,
         time_major: bool = False, unroll: int = 1, remat: bool = False,
-        truncate: int | None = None, grad: str = "auto"):
+        truncate: int | None = None, grad: str = "auto", scan: str = "auto"):
     """Run ``cell`` over the sequences ``xs``; return ``(ys, final_carry)``.
 
     Args:
@@ -203,23 +207,36 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = Fal
         the carry is cut before steps ``k, 2k, ...`` (forward values unchanged).
       grad: ``"auto"`` (autodiff through the scan) or ``"manual"``: the hand-written
         backpropagation through time of :mod:`rnnjax.bptt` as a ``jax.custom_vjp``
-        (Elman, LSTM and GRU cells; not with ``remat``).
+        (Elman, LSTM and GRU cells; not with ``remat``; always a sequential scan).
+      scan: ``"sequential"`` (``lax.scan``, T steps), ``"associative"`` (parallel scan
+        in O(log T) depth, for cells that declare a linear recurrence; see
+        :mod:`rnnjax.associative`) or ``"auto"`` (associative for diagonal linear
+        recurrences on accelerators; sequential otherwise, CPU included:
+        :func:`rnnjax.associative.choose_scan`).
+        Both give the same outputs, final carry and gradients up to rounding.
 
     Returns:
       ``ys`` of shape ``(*batch, time, output_size)`` (time-major if asked) and the final
       carry with leaves ``(*batch, ...)``.
     """
-    _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll)
+    T, _ = _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll)
     check_choice("grad", grad, ("auto", "manual"))
+    check_choice("scan", scan, SCANS)
     if grad == "manual":
         from rnnjax.bptt import kind_of
         kind_of(cell)
         if remat:
             raise ValueError("remat=True cannot be combined with grad='manual' (the "
                              "hand-written backward stores its own residuals), got both")
+        if scan == "associative":
+            raise ValueError("scan='associative' cannot be combined with grad='manual' "
+                             "(the hand-written backward is a sequential scan), got both")
+        scan = "sequential"
+    else:
+        scan = choose_scan(cell, scan, T, truncate=truncate, unroll=unroll)
     xs = jnp.asarray(xs)
     if lengths is not None:
         lengths = jnp.asarray(lengths)
     return _run(cell, params, xs, carry, lengths, reverse=bool(reverse),
                 time_major=bool(time_major), unroll=unroll, remat=bool(remat),
-                truncate=truncate, grad=grad)
+                truncate=truncate, grad=grad, scan=scan)

@@ -6,6 +6,9 @@ factories; :func:`make` builds a cell by name with a clear error for unknown nam
 
 from rnnjax.cells.elman import elman, irnn
 from rnnjax.cells.gated import gru, lstm
+from rnnjax.cells.linear import gated_linear, lru, lru_block
+from rnnjax.cells.orthogonal import exprnn, householder, scornn
+from rnnjax.cells.unitary import eunn, fcurnn, urnn
 from rnnjax.checks import check_choice
 
 REGISTRY = {
@@ -13,6 +16,14 @@ REGISTRY = {
     "irnn": irnn,
     "lstm": lstm,
     "gru": gru,
+    "lru": lru,
+    "gated_linear": gated_linear,
+    "exprnn": exprnn,
+    "scornn": scornn,
+    "householder": householder,
+    "urnn": urnn,
+    "eunn": eunn,
+    "fcurnn": fcurnn,
 }
 
 
@@ -22,4 +33,5 @@ def make(name: str, hidden_size: int, **kwargs):
     return REGISTRY[name](hidden_size, **kwargs)
 
 
-__all__ = ["REGISTRY", "elman", "gru", "irnn", "lstm", "make"]
+__all__ = ["REGISTRY", "elman", "eunn", "exprnn", "fcurnn", "gated_linear", "gru",
+           "householder", "irnn", "lru", "lru_block", "lstm", "make", "scornn", "urnn"]

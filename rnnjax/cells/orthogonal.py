@@ -1,0 +1,195 @@
+r"""Orthogonal recurrent cells: expRNN, scoRNN and the Householder oRNN.
+
+All three share one state equation (one example, column vectors)::
+
+    h_t = modrelu(W h_{t-1} + V x_t, b),        y_t = h_t,
+
+with ``W`` orthogonal, built from unconstrained params by a map of
+:mod:`rnnjax.parametrize` in ``prepare`` -- once per sequence, never inside the time
+loop -- and ``modrelu(z, b) = sign(z) relu(|z| + b)`` (``activation`` may instead be
+``"tanh"``, ``"relu"`` or ``"identity"``).  Params (real arrays): the parameter of the
+map (``"skew"`` or ``"reflections"``, the keys :mod:`rnnjax.optim` gives the
+orthogonal learning rate), ``V (H, F)`` and ``b (H,)``.
+
+``V`` is He-normal (``N(0, 2/F)``) and ``b ~ U[-0.01, 0.01]``, as in the expRNN
+reference code (Lezcano-Casado, ``github.com/Lezcano/expRNN``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import parametrize as P
+from rnnjax.cell import Cell, HiddenState, zeros_carry
+from rnnjax.checks import check_choice, check_positive_int
+
+ACTIVATIONS = {"modrelu": P.modrelu, "tanh": lambda z, b: jnp.tanh(z + b),
+               "relu": lambda z, b: jax.nn.relu(z + b), "identity": lambda z, b: z + b}
+
+
+def _input_params(key, hidden, input_size):
+    check_positive_int("input_size", input_size)
+    k1, k2 = jax.random.split(key)
+    scale = math.sqrt(2.0 / input_size)
+    return {"V": scale * jax.random.normal(k1, (hidden, input_size), jnp.float32),
+            "b": jax.random.uniform(k2, (hidden,), jnp.float32, -0.01, 0.01)}
+
+
+def _dense_cell(name, hidden, activation, init_map, matrix):
+    """A cell ``h_t = f(W h_{t-1} + V x_t, b)`` whose ``W = matrix(params)`` is dense."""
+    f = ACTIVATIONS[activation]
+
+    def init(key, input_size):
+        k1, k2 = jax.random.split(key)
+        return {**init_map(k1), **_input_params(k2, hidden, input_size)}
+
+    def prepare(params):
+        return {"W": matrix(params), "V": params["V"], "b": params["b"]}
+
+    def step(w, carry, x):
+        h = f(w["W"] @ carry.h + w["V"] @ x, w["b"])
+        return HiddenState(h), h
+
+    return Cell(init=init, prepare=prepare, initial_carry=zeros_carry(HiddenState, hidden),
+                step=step, input_size=lambda p: p["V"].shape[-1], output_size=hidden,
+                name=name, recurrent_matrix=matrix)
+
+
+def exprnn(hidden_size: int, init: str = "henaff", dynamic: bool = False,
+           activation: str = "modrelu") -> Cell:
+    r"""expRNN (Lezcano-Casado & Martinez-Rubio 2019, "Cheap orthogonal constraints in
+    neural networks: a simple parametrization of the orthogonal and unitary group").
+
+    ``h_t = modrelu(W h_{t-1} + V x_t, b)`` with ``W = B expm(A - A^T)``
+    (:func:`rnnjax.parametrize.expm_orthogonal`, ``A = triu(params["skew"], 1)``).
+
+    Args:
+      init: ``"henaff"`` (rotations by ``U[-pi, pi]`` angles, the paper's copy-task
+        init), ``"cayley"`` (skew blocks of scoRNN's Cayley init, as the reference
+        code's ``cayley_init_``), ``"haar"`` (``W`` Haar on ``SO(n)``) or ``"identity"``.
+      dynamic: add a ``"base"`` matrix ``B`` (identity at init, gradient stopped) for the
+        dynamic trivialization; call :func:`rnnjax.parametrize.retrivialize` on the
+        params every ``K`` optimizer steps.  Without it ``B = I`` (static).
+    """
+    check_positive_int("hidden_size", hidden_size)
+    check_choice("init", init, ("henaff", "cayley", "haar", "identity"))
+    check_choice("activation", activation, ACTIVATIONS)
+    H = hidden_size
+    inits = {"henaff": P.henaff, "cayley": P.cayley_init, "haar": P.haar_skew,
+             "identity": lambda k, n: jnp.zeros((n, n), jnp.float32)}
+
+    def init_map(key):
+        out = {"skew": inits[init](key, H)}
+        if dynamic:
+            out["base"] = jnp.eye(H, dtype=jnp.float32)
+        return out
+
+    def matrix(params):
+        return P.expm_orthogonal(params["skew"], params.get("base"))
+
+    return _dense_cell("exprnn", H, activation, init_map, matrix)
+
+
+def scornn(hidden_size: int, rho: int | None = None, init: str = "cayley",
+           activation: str = "modrelu") -> Cell:
+    r"""scoRNN (Helfrich, Willmott & Ye 2018, "Orthogonal recurrent neural networks with
+    scaled Cayley transform").
+
+    ``h_t = modrelu(W h_{t-1} + V x_t, b)`` with ``W = (I + A)^{-1} (I - A) D``
+    (:func:`rnnjax.parametrize.cayley`), ``A`` skew from ``params["skew"]`` and ``D``
+    fixed: ``rho`` entries -1, the rest +1 (default ``rho = H // 2``; a hyper-parameter,
+    not trained).
+
+    Args:
+      init: ``"cayley"`` (the paper's: rotation angles ``U[0, pi/2]``), ``"haar"``
+        (``W`` Haar among orthogonal matrices of determinant ``det D``) or
+        ``"identity"`` (``A = 0``, so ``W = D``).
+    """
+    check_positive_int("hidden_size", hidden_size)
+    check_choice("init", init, ("cayley", "haar", "identity"))
+    check_choice("activation", activation, ACTIVATIONS)
+    H = hidden_size
+    rho = H // 2 if rho is None else rho
+    d = P.scaling_diagonal(H, rho)
+    inits = {"cayley": lambda k: P.cayley_init(k, H),
+             "haar": lambda k: P.cayley_haar(k, H, d),
+             "identity": lambda k: jnp.zeros((H, H), jnp.float32)}
+
+    def matrix(params):
+        a = params["skew"]
+        return P.cayley(a, d.astype(a.dtype))
+
+    return _dense_cell("scornn", H, activation, lambda k: {"skew": inits[init](k)}, matrix)
+
+
+def householder(hidden_size: int, reflections: int | None = None, init: str = "random",
+                mode: str = "auto", activation: str = "modrelu") -> Cell:
+    r"""oRNN (Mhammedi, Hellicar, Rahman & Bailey 2017, "Efficient orthogonal
+    parametrisation of recurrent neural networks using Householder reflections").
+
+    ``h_t = modrelu(W h_{t-1} + V x_t, b)`` with ``W = H_1 ... H_m``,
+    ``H_k = I - 2 u_k u_k^T / ||u_k||^2``, ``u = params["reflections"] (m, H)``.
+
+    Args:
+      reflections: ``m`` (default ``H``: all of ``O(H)`` is reachable).
+      init: ``"random"`` (Gaussian vectors), ``"identity"`` (pairs of equal
+        reflections, ``m`` even) or ``"henaff"`` (rotations by ``U[-pi, pi]``, needs
+        ``m = H`` even).
+      mode: ``"reflect"`` applies the ``m`` reflections to ``h`` every step
+        (``O(H m)``, no ``H x H`` matrix); ``"dense"`` forms ``W`` once per sequence in
+        ``prepare`` (``O(H^2 m)``) and does one matrix-vector product per step;
+        ``"auto"`` reflects when ``m <= 8`` (then the ``m`` sequential rank-one steps are
+        cheaper than a matrix product), else forms ``W``.
+    """
+    check_positive_int("hidden_size", hidden_size)
+    H = hidden_size
+    m = H if reflections is None else reflections
+    check_positive_int("reflections", m)
+    check_choice("init", init, ("random", "identity", "henaff"))
+    check_choice("mode", mode, ("auto", "dense", "reflect"))
+    check_choice("activation", activation, ACTIVATIONS)
+    if init == "identity" and m % 2:
+        raise ValueError(f"reflections must be even for init='identity', got {m}")
+    if init == "henaff" and (m != H or H % 2):
+        raise ValueError(
+            f"init='henaff' needs reflections == hidden_size (even), got {m} and {H}")
+    reflect = mode == "reflect" or (mode == "auto" and m <= 8)
+    f = ACTIVATIONS[activation]
+
+    def init_fn(key, input_size):
+        k1, k2 = jax.random.split(key)
+        if init == "random":
+            u = P.householder_random(k1, m, H)
+        elif init == "identity":
+            u = P.householder_identity(m, H)
+        else:
+            u = P.householder_henaff(k1, H)
+        return {"reflections": u, **_input_params(k2, H, input_size)}
+
+    def matrix(params):
+        return P.householder_dense(params["reflections"])
+
+    def prepare(params):
+        u = params["reflections"]
+        if reflect:
+            q = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+            return {"q": q, "V": params["V"], "b": params["b"]}
+        return {"W": matrix(params), "V": params["V"], "b": params["b"]}
+
+    def step(w, carry, x):
+        if reflect:
+            h = carry.h
+            for k in range(m - 1, -1, -1):  # H_m acts first
+                h = h - 2.0 * jnp.dot(w["q"][k], h) * w["q"][k]
+            z = h + w["V"] @ x
+        else:
+            z = w["W"] @ carry.h + w["V"] @ x
+        h = f(z, w["b"])
+        return HiddenState(h), h
+
+    return Cell(init=init_fn, prepare=prepare, initial_carry=zeros_carry(HiddenState, H),
+                step=step, input_size=lambda p: p["V"].shape[-1], output_size=H,
+                name="householder", recurrent_matrix=matrix)

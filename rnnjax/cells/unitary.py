@@ -1,0 +1,160 @@
+r"""Unitary recurrent cells: uRNN (Arjovsky), EUNN and the full-capacity uRNN.
+
+All three share one state equation (one example, complex hidden state ``h``)::
+
+    h_t = modrelu(W h_{t-1} + V x_t, b),        y_t = [Re h_t, Im h_t]   (2H features)
+
+with ``W`` unitary, ``V = V_re + i V_im`` the complex input matrix stored as two real
+arrays, ``b (H,)`` the real modReLU bias and the complex modReLU
+``z / |z| * relu(|z| + b)`` (:func:`rnnjax.parametrize.modrelu`), as in Arjovsky, Shah &
+Bengio (2016).  Params are real arrays only; complex numbers live in ``prepare`` and
+``step``.  The carry is a :class:`~rnnjax.HiddenState` of complex dtype
+(``initial_carry(batch_shape, float32)`` gives complex64 zeros); readouts see the real
+``y``.  Init: ``V_re, V_im ~ N(0, 1/(2F))`` (so ``E|V x|^2 = |x|^2 H/F``), ``b = 0``.
+``recurrent_matrix`` returns the complex dense ``W``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnjax import parametrize as P
+from rnnjax.cell import Cell, HiddenState
+from rnnjax.checks import check_choice, check_positive_int
+
+
+def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense):
+    """Cell ``h_t = modrelu(W h_{t-1} + V x_t, b)``; ``W`` given by ``apply_map(m, h)``
+    with ``m = prepare_map(params)`` computed once per sequence."""
+    H = hidden
+
+    def init(key, input_size):
+        check_positive_int("input_size", input_size)
+        k1, k2, k3 = jax.random.split(key, 3)
+        s = 1.0 / math.sqrt(2.0 * input_size)
+        return {**init_map(k1),
+                "V_re": s * jax.random.normal(k2, (H, input_size), jnp.float32),
+                "V_im": s * jax.random.normal(k3, (H, input_size), jnp.float32),
+                "b": jnp.zeros((H,), jnp.float32)}
+
+    def prepare(params):
+        return {"W": prepare_map(params), "V": jax.lax.complex(params["V_re"], params["V_im"]),
+                "b": params["b"]}
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        return HiddenState(jnp.zeros(tuple(batch_shape) + (H,), P.complex_dtype(dtype)))
+
+    def step(w, carry, x):
+        h = P.modrelu(apply_map(w["W"], carry.h) + w["V"] @ x.astype(w["V"].dtype), w["b"])
+        return HiddenState(h), jnp.concatenate([h.real, h.imag])
+
+    return Cell(init=init, prepare=prepare, initial_carry=initial_carry, step=step,
+                input_size=lambda p: p["V_re"].shape[-1], output_size=2 * H, name=name,
+                recurrent_matrix=dense)
+
+
+def urnn(hidden_size: int, permutation_seed: int = 0) -> Cell:
+    r"""uRNN (Arjovsky, Shah & Bengio 2016, "Unitary evolution recurrent neural networks").
+
+    ``W = D3 R2 F^{-1} D2 Pi R1 F D1`` (:func:`rnnjax.parametrize.urnn_apply`), applied in
+    ``O(H log H)`` per step with FFTs; ``7H`` real parameters: ``params["phases"] (3, H)``
+    (``U[-pi, pi]``) and ``params["reflections"] (2, 2, H)`` (``U[-1, 1]``, real and
+    imaginary parts of ``v_1, v_2``).  The permutation ``Pi`` is fixed, drawn from
+    ``permutation_seed`` when the cell is built (not a parameter).
+    """
+    check_positive_int("hidden_size", hidden_size)
+    H = hidden_size
+    perm = np.random.default_rng(permutation_seed).permutation(H)
+
+    def init_map(key):
+        phases, refl = P.urnn_init(key, H)
+        return {"phases": phases, "reflections": refl}
+
+    def prepare_map(p):
+        ph, r = p["phases"], p["reflections"]
+        v = jax.lax.complex(r[:, 0], r[:, 1])
+        v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+        return {"d": jnp.exp(1j * ph), "v": v}
+
+    def apply_map(m, h):
+        d, v = m["d"], m["v"]
+        x = jnp.fft.fft(d[0] * h, norm="ortho")
+        x = x - 2.0 * jnp.vdot(v[0], x) * v[0]
+        x = jnp.fft.ifft(d[1] * x[perm], norm="ortho")
+        x = x - 2.0 * jnp.vdot(v[1], x) * v[1]
+        return d[2] * x
+
+    def dense(p):
+        return P.urnn_dense(p["phases"], p["reflections"], perm,
+                            P.complex_dtype(p["phases"].dtype))
+
+    return _unitary_cell("urnn", H, init_map, prepare_map, apply_map, dense)
+
+
+def eunn(hidden_size: int, capacity: int = 2) -> Cell:
+    r"""EUNN (Jing, Shen, Dubcek, Peurifoy, Skirlo, LeCun, Tegmark & Soljacic 2017,
+    "Tunable efficient unitary neural networks (EUNN) and their application to RNNs").
+
+    ``W = D R_L ... R_1`` (:func:`rnnjax.parametrize.eunn_apply`): ``L = capacity``
+    layers of ``2 x 2`` complex rotations on alternating neighbour pairs, then
+    ``D = diag(exp(i omega))``; ``O(H L)`` per step.  ``params["angles"]
+    (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)`` (``omega``), all
+    ``U[-pi, pi]``.
+    """
+    check_positive_int("hidden_size", hidden_size)
+    check_positive_int("capacity", capacity)
+    H = hidden_size
+    if H < 2:
+        raise ValueError(f"hidden_size must be >= 2 for the EUNN, got {H}")
+
+    def init_map(key):
+        k1, k2 = jax.random.split(key)
+        return {"angles": jax.random.uniform(k1, (capacity, 2, H // 2), jnp.float32,
+                                             -math.pi, math.pi),
+                "phases": jax.random.uniform(k2, (H,), jnp.float32, -math.pi, math.pi)}
+
+    def prepare_map(p):
+        coeffs = P.eunn_coefficients(p["angles"], H)
+        return {"c1": jnp.stack([c[0] for c in coeffs]),
+                "c2": jnp.stack([c[1] for c in coeffs]),
+                "d": jnp.exp(1j * p["phases"])}
+
+    perms = [c[2] for c in P.eunn_coefficients(np.zeros((capacity, 2, H // 2)), H)]
+
+    def apply_map(m, h):
+        for layer, perm in enumerate(perms):
+            h = m["c1"][layer] * h + m["c2"][layer] * h[perm]
+        return m["d"] * h
+
+    return _unitary_cell("eunn", H, init_map, prepare_map, apply_map,
+                         lambda p: P.eunn_dense(p["angles"], p["phases"]))
+
+
+def fcurnn(hidden_size: int, init: str = "haar") -> Cell:
+    r"""Full-capacity uRNN (Wisdom, Powers, Hershey, Le Roux & Atlas 2016).
+
+    ``W = expm(K)`` with ``K`` skew-Hermitian from the ``H^2`` real entries of
+    ``params["skew"]`` (:func:`rnnjax.parametrize.expm_unitary`), formed once per
+    sequence; one complex matrix-vector product per step.
+
+    Args:
+      init: ``"haar"`` (``W`` Haar on ``U(H)``), ``"henaff"`` (real rotations by
+        ``U[-pi, pi]`` angles) or ``"identity"``.
+    """
+    check_positive_int("hidden_size", hidden_size)
+    check_choice("init", init, ("haar", "henaff", "identity"))
+    H = hidden_size
+    inits = {"haar": P.haar_unitary_skew, "henaff": P.henaff,
+             "identity": lambda k, n: jnp.zeros((n, n), jnp.float32)}
+
+    def init_map(key):
+        return {"skew": inits[init](key, H)}
+
+    def matrix(p):
+        return P.expm_unitary(p["skew"])
+
+    return _unitary_cell("fcurnn", H, init_map, matrix, lambda w, h: w @ h, matrix)
