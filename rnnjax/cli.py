@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
-COMMANDS = ["demo", "bptt_explain", "gradflow"]
+COMMANDS = ["demo", "bptt_explain", "gradflow", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
