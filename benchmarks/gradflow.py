@@ -24,7 +24,11 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--features", type=int, default=8)
     ap.add_argument("--cells", default="elman,lstm,gru")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     a = ap.parse_args(argv)
+    if a.quick:
+        a.T, a.hidden, a.batch, a.features, a.cells = 5, 4, 2, 3, "elman"
     k_p, k_x, k_v = jax.random.split(jax.random.key(0), 3)
     xs = jax.random.normal(k_x, (a.batch, a.T, a.features), jnp.float32)
     for name in a.cells.split(","):
@@ -39,7 +43,7 @@ def main(argv=None):
         emit({"bench": "gradflow", "cell": name, "T": a.T, "hidden": a.hidden,
               "batch": a.batch, "hidden_grad_norms_s": t_norms["median"],
               "param_grad_s": t_grad["median"],
-              "ratio": t_norms["median"] / t_grad["median"]})
+              "ratio": t_norms["median"] / t_grad["median"]}, a.out)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
-COMMANDS = ["copy", "train", "gradflow", "bptt_explain", "colors", "forecast", "classify",
-            "seq2seq", "generate"]
+COMMANDS = ["copy", "train", "gradflow", "bptt_explain", "bench", "colors", "forecast",
+            "classify", "seq2seq", "generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -138,11 +138,45 @@ def scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False, unroll=1
         return new, y
 
     if remat:
-        body = jax.checkpoint(body)
-    final, ys = jax.lax.scan(body, carry, (jnp.arange(T), xs), unroll=unroll)
+        final, ys = _chunked_remat_scan(body, carry, xs, unroll)
+    else:
+        final, ys = jax.lax.scan(body, carry, (jnp.arange(T), xs), unroll=unroll)
     if reverse:
         ys = flip_sequences(ys, lengths)
     return ys, final
+
+
+def _chunked_remat_scan(body, carry, xs, unroll):
+    """``lax.scan(body)`` over ``(t, xs)`` with sqrt(T) checkpointing (Chen et al. 2016).
+
+    Time is cut into ``n`` chunks of ``k = ceil(sqrt(T))`` steps; the outer scan runs
+    one ``jax.checkpoint``-ed chunk per iteration, so the backward pass stores only the
+    ``n`` carries at chunk boundaries and, while it works on one chunk, that chunk's
+    ``k`` steps of intermediates (recomputed by one extra forward of the chunk): memory
+    ``O((n + k) B H)`` instead of ``O(T B H)``, time about one forward more.  Steps
+    padded onto the end (``t >= T``) leave the carry unchanged.
+    """
+    T = xs.shape[0]
+    k = math.isqrt(T - 1) + 1 if T > 1 else 1
+    n = -(-T // k)
+    pad = n * k - T
+    ts = jnp.arange(n * k)
+    if pad:
+        xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+
+        def padded_body(c, inp):
+            new, y = body(c, inp)
+            return jax.tree.map(lambda a, b: jnp.where(inp[0] < T, a, b), new, c), y
+    else:
+        padded_body = body
+
+    @jax.checkpoint
+    def chunk(c, inp):
+        return jax.lax.scan(padded_body, c, inp, unroll=min(unroll, k))
+
+    split = lambda a: a.reshape((n, k) + a.shape[1:])
+    final, ys = jax.lax.scan(chunk, carry, (split(ts), split(xs)))
+    return final, ys.reshape((n * k,) + ys.shape[2:])[:T]
 
 
 @partial(jax.jit, static_argnames=("cell", "reverse", "time_major", "unroll", "remat",
@@ -201,8 +235,10 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = Fal
         RNN needs).
       time_major: layout of ``xs`` and ``ys``.
       unroll: steps unrolled per ``lax.scan`` iteration.
-      remat: recompute each step in the backward pass (``jax.checkpoint``) instead of
-        storing its intermediates.
+      remat: checkpoint the scan: the backward pass keeps only the carry every
+        ``ceil(sqrt(T))`` steps and recomputes the steps in between (memory
+        ``O(sqrt(T))`` carries instead of ``O(T)`` steps of intermediates, for about one
+        extra forward pass).
       truncate: ``k`` for truncated backpropagation through time: the gradient through
         the carry is cut before steps ``k, 2k, ...`` (forward values unchanged).
       grad: ``"auto"`` (autodiff through the scan) or ``"manual"``: the hand-written

@@ -56,7 +56,7 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> 
         return {"W_xh": w_xh, "W_hh": w_hh, "b": jnp.zeros((H,), jnp.float32)}
 
     def step(w, carry, x):
-        h = f(w["W_xh"] @ x + w["W_hh"] @ carry.h + w["b"])
+        h = f(x @ w["W_xh"].T + carry.h @ w["W_hh"].T + w["b"])
         return HiddenState(h), h
 
     linear = None

@@ -74,7 +74,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
         return p
 
     def step(w, carry, x):
-        zx, zh = w["W_xh"] @ x, w["W_hh"] @ carry.h
+        zx, zh = x @ w["W_xh"].T, carry.h @ w["W_hh"].T
         if layer_norm:
             zx = _layer_norm(zx, w["ln_x_gain"], w["ln_x_bias"])
             zh = _layer_norm(zh, w["ln_h_gain"], w["ln_h_bias"])
@@ -126,7 +126,7 @@ def gru(hidden_size: int, init: str = "orthogonal") -> Cell:
         return {"W_xh": w_xh, "W_hh": w_hh, "b": b, "b_hn": b_hn}
 
     def step(w, carry, x):
-        a, u = w["W_xh"] @ x + w["b"], w["W_hh"] @ carry.h
+        a, u = x @ w["W_xh"].T + w["b"], carry.h @ w["W_hh"].T
         a_r, a_z, a_n = jnp.split(a, 3)
         u_r, u_z, u_n = jnp.split(u, 3)
         r = jax.nn.sigmoid(a_r + u_r)
