@@ -124,11 +124,11 @@ class _SequenceModule(nnx.Module):
         return self.layer.apply(self.to_params(), xs, carry=carry, lengths=lengths,
                                 key=key, **{**self.run_options, **options})
 
-    def to_params(self):
-        raise NotImplementedError
+    def to_params(self):  # defined by each subclass: its pure params pytree
+        raise NotImplementedError(f"{type(self).__name__} must define to_params")
 
     def from_params(self, params):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define from_params")
 
 
 class RNN(_SequenceModule):
