@@ -39,7 +39,7 @@ from rnnjax import cells
 from rnnjax.apps import _common
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.sequence import run
-from rnnjax.tasks.charlm import Vocab, load_text, sample
+from rnnjax.tasks.charlm import Vocab, load_text, sample, split_text
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "tiny_text.txt")
 CELLS = ("lstm", "gru", "elman")
@@ -85,16 +85,6 @@ class CharModel:
 def _xent(logits, ids):
     lp = jax.nn.log_softmax(logits)
     return -jnp.take_along_axis(lp, ids[..., None], -1)[..., 0]
-
-
-def split_text(ids, holdout, seq_len):
-    n_eval = int(len(ids) * holdout)
-    train_ids, eval_ids = ids[:len(ids) - n_eval], ids[len(ids) - n_eval:]
-    for name, part in (("training", train_ids), ("held-out", eval_ids)):
-        if len(part) < seq_len + 1:
-            raise ValueError(f"the {name} part of the text has {len(part)} characters; "
-                             f"seq_len={seq_len} needs at least {seq_len + 1}")
-    return train_ids, eval_ids
 
 
 def heldout_bpc(model, params, eval_ids):

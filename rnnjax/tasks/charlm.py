@@ -64,18 +64,25 @@ def load_text(path) -> str:
     return text
 
 
+def split_text(ids, holdout: float, seq_len: int):
+    """Split token ids into training text and the last ``holdout`` fraction, each long
+    enough for one window of ``seq_len + 1`` characters."""
+    n_eval = int(len(ids) * holdout)
+    train_ids, eval_ids = ids[:len(ids) - n_eval], ids[len(ids) - n_eval:]
+    for name, part in (("training", train_ids), ("held-out", eval_ids)):
+        if len(part) < seq_len + 1:
+            raise ValueError(f"the {name} part of the text has {len(part)} characters; "
+                             f"seq_len={seq_len} needs at least {seq_len + 1}")
+    return train_ids, eval_ids
+
+
 def charlm_task(path, seq_len: int = 100, holdout: float = 0.1) -> Task:
     """Character LM as a :class:`Task`; ``task.vocab`` is reachable as ``vocab_of(task)``."""
     check_positive_int("seq_len", seq_len)
     text = load_text(path)
     vocab = Vocab(sorted(set(text)))
     ids = vocab.encode(text)
-    n_eval = int(len(ids) * holdout)
-    train_ids, eval_ids = ids[:len(ids) - n_eval], ids[len(ids) - n_eval:]
-    for name, part in (("training", train_ids), ("held-out", eval_ids)):
-        if len(part) < seq_len + 1:
-            raise ValueError(f"the {name} part of {path!r} has {len(part)} characters; "
-                             f"seq_len={seq_len} needs at least {seq_len + 1}")
+    train_ids, eval_ids = split_text(ids, holdout, seq_len)
     counts = np.bincount(train_ids, minlength=len(vocab)).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     unigram = float(-(p * np.log(p)).sum())
