@@ -50,7 +50,7 @@ def _dense_cell(name, hidden, activation, init_map, matrix):
         return {"W": matrix(params), "V": params["V"], "b": params["b"]}
 
     def step(w, carry, x):
-        h = f(w["W"] @ carry.h + w["V"] @ x, w["b"])
+        h = f(carry.h @ w["W"].T + x @ w["V"].T, w["b"])
         return HiddenState(h), h
 
     return Cell(init=init, prepare=prepare, initial_carry=zeros_carry(HiddenState, hidden),
@@ -184,9 +184,9 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
             h = carry.h
             for k in range(m - 1, -1, -1):  # H_m acts first
                 h = h - 2.0 * jnp.dot(w["q"][k], h) * w["q"][k]
-            z = h + w["V"] @ x
+            z = h + x @ w["V"].T
         else:
-            z = w["W"] @ carry.h + w["V"] @ x
+            z = carry.h @ w["W"].T + x @ w["V"].T
         h = f(z, w["b"])
         return HiddenState(h), h
 

@@ -49,7 +49,7 @@ def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense):
         return HiddenState(jnp.zeros(tuple(batch_shape) + (H,), P.complex_dtype(dtype)))
 
     def step(w, carry, x):
-        h = P.modrelu(apply_map(w["W"], carry.h) + w["V"] @ x.astype(w["V"].dtype), w["b"])
+        h = P.modrelu(apply_map(w["W"], carry.h) + x.astype(w["V"].dtype) @ w["V"].T, w["b"])
         return HiddenState(h), jnp.concatenate([h.real, h.imag])
 
     return Cell(init=init, prepare=prepare, initial_carry=initial_carry, step=step,
@@ -157,4 +157,4 @@ def fcurnn(hidden_size: int, init: str = "haar") -> Cell:
     def matrix(p):
         return P.expm_unitary(p["skew"])
 
-    return _unitary_cell("fcurnn", H, init_map, matrix, lambda w, h: w @ h, matrix)
+    return _unitary_cell("fcurnn", H, init_map, matrix, lambda w, h: h @ w.T, matrix)
