@@ -15,7 +15,9 @@ hits all of them alike.  Peers:
 A peer that is not installed is skipped with a printed note.  One JSON line per
 (config, library) with median/min seconds, compile (first call) seconds apart, the
 FLOP count of the matmuls and the achieved GFLOP/s, and ``over_best_peer`` on the
-rnnjax rows (rnnjax median / fastest peer median).
+rnnjax rows (rnnjax median / fastest peer median).  In ``fwdbwd`` mode rnnjax is timed
+twice: autodiff through the scan (``rnnjax``) and the hand-written BPTT
+(``rnnjax-manual``, ``grad="manual"``).
 
     python -m benchmarks peers                      # the aim configuration
     python -m benchmarks peers --grid               # the whole grid (long)
@@ -147,6 +149,9 @@ def torch_fns(cell, B, T, F, H, mode, key):
 
 
 PEERS = (flax_fns, equinox_fns, torch_fns)
+# rnnjax's ways to train (fwdbwd rows): autodiff through the scan, and the hand-written
+# BPTT of rnnjax.bptt (the same gradient; Elman, LSTM and GRU)
+VARIANTS = {"rnnjax": {}, "rnnjax-manual": {"grad": "manual"}}
 
 
 def time_interleaved(fns: dict, repeats: int = 10, warmup: int = 2,
@@ -230,7 +235,8 @@ def main(argv=None):
             a.cells = ["lstm"]
     notes, records = set(), []
     for cell, mode, B, T, H in itertools.product(a.cells, a.modes, a.batch, a.T, a.H):
-        records += bench(cell, B, T, a.features, H, mode, a.repeats, a.out, notes=notes)
+        variants = VARIANTS if mode == "fwdbwd" else None
+        records += bench(cell, B, T, a.features, H, mode, a.repeats, a.out, variants, notes)
     return records
 
 

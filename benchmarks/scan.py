@@ -54,12 +54,12 @@ def bench(name, cell, features, T, repeats, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="T in {256, 1024, 4096} (LRU) and {256} (dense), 3 repeats")
+                        help="tiny sizes (smoke test): T = 16, 2 repeats")
     parser.add_argument("--out", default=None, help="also append the JSON lines here")
     args = parser.parse_args(argv)
     if args.quick:
-        lengths = {"lru": [256, 1024, 4096], "elman-identity": [256]}
-        repeats = 3
+        lengths = {"lru": [16], "elman-identity": [16]}
+        repeats = 2
     else:
         lengths = {"lru": [256, 1024, 4096, 16384, 65536],
                    "elman-identity": [256, 1024, 4096]}
