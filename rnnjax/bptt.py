@@ -11,20 +11,24 @@ for every ``t`` and ``dL/d(final carry)``.  ``g_t`` is the gradient arriving at 
 carry *after* step ``t`` from the future (``g_{T-1}`` = dL/d(final carry)), and
 ``dh_t = g_t + dy_t`` the total gradient of ``h_t``.
 
-How every backward is organised:
+How every backward is organised (it stores as little as it can: on CPU, writing a
+fresh residual buffer costs about as much as the arithmetic that fills it):
 
-1. forward ``lax.scan``: the input half ``W_xh x_t + b`` of every pre-activation is one
-   matmul over all ``T*B`` rows before the scan; the scan does only ``W_hh h_{t-1}`` and
-   stores what the backward needs (``h_{t-1}`` and the gate values);
-2. reverse ``lax.scan``: propagates ``g`` (and the memory gradient for the LSTM) one step
-   at a time with the cell's Jacobian written out, and emits the pre-activation deltas
-   ``delta_t = dL/dz_t``;
-3. after the scan, ONE matmul per parameter over all ``T*B`` rows::
+1. forward ``lax.scan``: ``[x_t, h_{t-1}] @ [W_xh W_hh]^T`` in one matmul per step (the
+   GRU keeps two, its ``n`` gate needs ``W_hn h`` apart); it stores only the carries
+   ``h_t`` (and ``c_t``), which are the outputs anyway;
+2. reverse sweep in chunks of ``K = CHUNK`` steps (the last ``T % K`` steps first): per
+   chunk, the gate values are recomputed from the stored states in ONE matmul over its
+   ``K*B`` rows; a reverse ``lax.scan`` propagates ``g`` (and the memory gradient for the
+   LSTM) one step at a time through the cell's Jacobian written out, emitting the
+   pre-activation deltas ``delta_t = dL/dz_t``; then one matmul per parameter over the
+   chunk's rows accumulates::
 
-       dW_xh = sum_t delta_t x_t^T      dW_hh = sum_t delta_t h_{t-1}^T
-       db    = sum_t delta_t            dx_t  = W_xh^T delta_t
+       dW_xh += sum_t delta_t x_t^T      dW_hh += sum_t delta_t h_{t-1}^T
+       db    += sum_t delta_t            dx_t   = W_xh^T delta_t
 
-   (accumulating these inside the reverse scan would cost a rank-B update per step).
+   (accumulating these per step would cost a rank-B update each; over all ``T`` at
+   once, a ``(T, B, G*H)`` buffer of deltas).
 
 Engine semantics are honoured exactly (see :func:`rnnjax.sequence.scan_cell`):
 
@@ -115,80 +119,83 @@ def _cut(cut_t, g):
     return g if cut_t is None else jnp.where(cut_t, jnp.zeros_like(g), g)
 
 
-def _param_grads(deltas, xs, hprev):
-    """``sum_t delta_t x_t^T``, ``sum_t delta_t h_{t-1}^T``, ``sum_t delta_t``: one matmul each."""
-    T, B = deltas.shape[:2]
-    d = deltas.reshape(T * B, -1)
-    return (d.T @ xs.reshape(T * B, -1), d.T @ hprev.reshape(T * B, -1), d.sum(0))
+def _fused(params):
+    """``[W_xh W_hh]^T (F+H, G*H)``: ``[x_t, h_{t-1}] @`` it is ``W_xh x_t + W_hh h_{t-1}``
+    in one matmul (on a 2-core CPU the LSTM forward took 0.78x the time of two)."""
+    return jnp.concatenate([params["W_xh"], params["W_hh"]], axis=1).T
+
+
+def _xh_grads(d, xs, hprev):
+    """``dW_xh = sum_t d_t x_t^T``, ``dW_hh = sum_t d_t h_{t-1}^T`` over a chunk
+    ``(K, B, .)``: one matmul ``d^T [x, h_{t-1}]`` over its ``K*B`` rows."""
+    F = xs.shape[-1]
+    xh = jnp.concatenate([xs, hprev], -1)
+    dW = d.reshape(-1, d.shape[-1]).T @ xh.reshape(-1, xh.shape[-1])
+    return dW[:, :F], dW[:, F:]
 
 
 # --------------------------------------------------------------------------- Elman
 
-def _elman_forward(params, carry, xs, live, act, unroll):
+def _elman_step(params, act):
     f, _ = _ACT[act]
-    W_hh = params["W_hh"]
-    a = xs @ params["W_xh"].T + params["b"]  # (T, B, H): W_xh x_t + b, all t at once
-
-    def body(h, inp):
-        a_t, live_t = inp
-        h_new = f(a_t + h @ W_hh.T)
-        return _keep(live_t, h_new, h), (h, h_new)
-
-    h_T, (hprev, hs) = lax.scan(body, carry.h, (a, live), unroll=unroll)
-    ys = hs if live is None else jnp.where(live[..., None], hs, 0.0)
-    return ys, HiddenState(h_T), (hprev, hs)
+    W, b = _fused(params), params["b"]
+    return lambda state, x: (f(jnp.concatenate([x, state[0]], -1) @ W + b),)
 
 
-def _elman_backward(params, xs, res, live, cut, dys, dfinal, act, unroll):
-    r"""Elman BPTT.  Forward ``z_t = W_xh x_t + W_hh h_{t-1} + b``, ``h_t = f(z_t)``::
+def _elman_recompute(params, xs, prev, cur, act):
+    return cur  # (h_t,): f'(z_t) is written in terms of h_t
+
+
+def _elman_body(params, act, g, inp):
+    r"""One step of Elman BPTT.  Forward ``z_t = W_xh x_t + W_hh h_{t-1} + b``,
+    ``h_t = f(z_t)``::
 
         dh_t    = g_t + dy_t
         delta_t = dh_t * f'(z_t)      f' = 1 - h_t^2 (tanh), [h_t > 0] (relu), 1 (identity)
         g_{t-1} = W_hh^T delta_t
     """
     _, fprime = _ACT[act]
-    W_hh = params["W_hh"]
-    hprev, hs = res
+    (gh,) = g
+    h_t, dy_t, live_t, cut_t = inp
+    delta = (gh + dy_t) * fprime(h_t)
+    if live_t is not None:
+        delta = jnp.where(live_t[:, None], delta, 0.0)
+    return (_cut(cut_t, _keep(live_t, delta @ params["W_hh"], gh)),), delta
 
-    def body(g, inp):
-        h_t, dy_t, live_t, cut_t = inp
-        delta = (g + dy_t) * fprime(h_t)
-        if live_t is not None:
-            delta = jnp.where(live_t[:, None], delta, 0.0)
-        g_prev = _cut(cut_t, _keep(live_t, delta @ W_hh, g))
-        return g_prev, delta
 
-    g0, deltas = lax.scan(body, dfinal.h, (hs, dys, live, cut), reverse=True, unroll=unroll)
-    dW_xh, dW_hh, db = _param_grads(deltas, xs, hprev)
-    grads = {"W_xh": dW_xh, "W_hh": dW_hh, "b": db}
-    return grads, deltas @ params["W_xh"], HiddenState(g0), deltas
+def _elman_grads(params, d, xs, prev):
+    dW_xh, dW_hh = _xh_grads(d, xs, prev[0])
+    return {"W_xh": dW_xh, "W_hh": dW_hh, "b": d.sum((0, 1))}, d @ params["W_xh"]
 
 
 # --------------------------------------------------------------------------- LSTM
 
-def _lstm_forward(params, carry, xs, live, act, unroll):
-    W_hh = params["W_hh"]
-    a = xs @ params["W_xh"].T + params["b"]  # (T, B, 4H)
+def _lstm_gates(z):
+    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+    return jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
 
-    def body(state, inp):
-        a_t, live_t = inp
+
+def _lstm_step(params, act):
+    W, b = _fused(params), params["b"]
+
+    def step(state, x):
         h, c = state
-        z = a_t + h @ W_hh.T
-        zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
-        i, f, g, o = jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
+        i, f, g, o = _lstm_gates(jnp.concatenate([x, h], -1) @ W + b)
         c_new = f * c + i * g
-        tc = jnp.tanh(c_new)
-        h_new = o * tc
-        new = LSTMState(_keep(live_t, h_new, h), _keep(live_t, c_new, c))
-        return new, (h, c, i, f, g, o, tc, h_new)
+        return o * jnp.tanh(c_new), c_new
 
-    final, (hprev, cprev, i, f, g, o, tc, hs) = lax.scan(body, carry, (a, live), unroll=unroll)
-    ys = hs if live is None else jnp.where(live[..., None], hs, 0.0)
-    return ys, LSTMState(*final), (hprev, cprev, i, f, g, o, tc)
+    return step
 
 
-def _lstm_backward(params, xs, res, live, cut, dys, dfinal, act, unroll):
-    r"""LSTM BPTT.  With ``g_t, gc_t`` the gradients of ``h_t, c_t`` from the future::
+def _lstm_recompute(params, xs, prev, cur, act):
+    """The gates of a chunk from its inputs and stored states: one matmul over ``K*B`` rows."""
+    i, f, g, o = _lstm_gates(jnp.concatenate([xs, prev[0]], -1) @ _fused(params) + params["b"])
+    return prev[1], i, f, g, o, jnp.tanh(cur[1])
+
+
+def _lstm_body(params, act, carry, inp):
+    r"""One step of LSTM BPTT.  With ``g_t, gc_t`` the gradients of ``h_t, c_t`` from the
+    future::
 
         dh_t  = g_t + dy_t
         do    = dh_t * tanh(c_t)
@@ -197,59 +204,57 @@ def _lstm_backward(params, xs, res, live, cut, dys, dfinal, act, unroll):
         delta_t = [di * i(1-i), df * f(1-f), dg * (1-g^2), do * o(1-o)]    (4H,)
         g_{t-1}  = W_hh^T delta_t          gc_{t-1} = dc_t * f
     """
-    W_hh = params["W_hh"]
-    hprev, cprev, i, f, g, o, tc = res
+    gh, gc = carry
+    c_prev, i_t, f_t, g_t, o_t, tc_t, dy_t, live_t, cut_t = inp
+    dh = gh + dy_t
+    do = dh * tc_t
+    dc = gc + dh * o_t * (1.0 - tc_t * tc_t)
+    delta = jnp.concatenate([
+        dc * g_t * i_t * (1.0 - i_t),
+        dc * c_prev * f_t * (1.0 - f_t),
+        dc * i_t * (1.0 - g_t * g_t),
+        do * o_t * (1.0 - o_t),
+    ], axis=-1)
+    if live_t is not None:
+        delta = jnp.where(live_t[:, None], delta, 0.0)
+    gh_prev = _cut(cut_t, _keep(live_t, delta @ params["W_hh"], gh))
+    gc_prev = _cut(cut_t, _keep(live_t, dc * f_t, gc))
+    return (gh_prev, gc_prev), delta
 
-    def body(carry, inp):
-        gh, gc = carry
-        c_prev, i_t, f_t, g_t, o_t, tc_t, dy_t, live_t, cut_t = inp
-        dh = gh + dy_t
-        do = dh * tc_t
-        dc = gc + dh * o_t * (1.0 - tc_t * tc_t)
-        delta = jnp.concatenate([
-            dc * g_t * i_t * (1.0 - i_t),
-            dc * c_prev * f_t * (1.0 - f_t),
-            dc * i_t * (1.0 - g_t * g_t),
-            do * o_t * (1.0 - o_t),
-        ], axis=-1)
-        if live_t is not None:
-            delta = jnp.where(live_t[:, None], delta, 0.0)
-        gh_prev = _cut(cut_t, _keep(live_t, delta @ W_hh, gh))
-        gc_prev = _cut(cut_t, _keep(live_t, dc * f_t, gc))
-        return (gh_prev, gc_prev), delta
 
-    (gh0, gc0), deltas = lax.scan(
-        body, (dfinal.h, dfinal.c), (cprev, i, f, g, o, tc, dys, live, cut),
-        reverse=True, unroll=unroll)
-    dW_xh, dW_hh, db = _param_grads(deltas, xs, hprev)
-    grads = {"W_xh": dW_xh, "W_hh": dW_hh, "b": db}
-    return grads, deltas @ params["W_xh"], LSTMState(gh0, gc0), deltas
+_lstm_grads = _elman_grads  # same parameter layout: dW = delta^T [x, h_{t-1}], db = sum delta
 
 
 # --------------------------------------------------------------------------- GRU
 
-def _gru_forward(params, carry, xs, live, act, unroll):
-    W_hh, b_hn = params["W_hh"], params["b_hn"]
-    a = xs @ params["W_xh"].T + params["b"]  # (T, B, 3H)
+def _gru_step(params, act):
+    W_xhT, W_hhT, b, b_hn = params["W_xh"].T, params["W_hh"].T, params["b"], params["b_hn"]
 
-    def body(h, inp):
-        a_t, live_t = inp
-        a_r, a_z, a_n = jnp.split(a_t, 3, axis=-1)
-        u_r, u_z, u_n = jnp.split(h @ W_hh.T, 3, axis=-1)
+    def step(state, x):
+        (h,) = state
+        a_r, a_z, a_n = jnp.split(x @ W_xhT + b, 3, axis=-1)
+        u_r, u_z, u_n = jnp.split(h @ W_hhT, 3, axis=-1)
         r = jax.nn.sigmoid(a_r + u_r)
         z = jax.nn.sigmoid(a_z + u_z)
-        m = u_n + b_hn
-        n = jnp.tanh(a_n + r * m)
-        h_new = (1.0 - z) * n + z * h
-        return _keep(live_t, h_new, h), (h, r, z, n, m, h_new)
+        n = jnp.tanh(a_n + r * (u_n + b_hn))
+        return ((1.0 - z) * n + z * h,)
 
-    h_T, (hprev, r, z, n, m, hs) = lax.scan(body, carry.h, (a, live), unroll=unroll)
-    ys = hs if live is None else jnp.where(live[..., None], hs, 0.0)
-    return ys, HiddenState(h_T), (hprev, r, z, n, m)
+    return step
 
 
-def _gru_backward(params, xs, res, live, cut, dys, dfinal, act, unroll):
-    r"""GRU BPTT.  With ``m = u_n + b_hn`` (``u = W_hh h_{t-1}``)::
+def _gru_recompute(params, xs, prev, cur, act):
+    """``r, z, n, m = u_n + b_hn`` of a chunk: one matmul each for ``a`` and ``u``."""
+    hp = prev[0]
+    a_r, a_z, a_n = jnp.split(xs @ params["W_xh"].T + params["b"], 3, axis=-1)
+    u_r, u_z, u_n = jnp.split(hp @ params["W_hh"].T, 3, axis=-1)
+    r = jax.nn.sigmoid(a_r + u_r)
+    z = jax.nn.sigmoid(a_z + u_z)
+    m = u_n + params["b_hn"]
+    return hp, r, z, jnp.tanh(a_n + r * m), m
+
+
+def _gru_body(params, act, g, inp):
+    r"""One step of GRU BPTT.  With ``m = u_n + b_hn`` (``u = W_hh h_{t-1}``)::
 
         dh_t = g_t + dy_t
         dn = dh_t * (1 - z)        dz = dh_t * (h_{t-1} - n)
@@ -260,41 +265,46 @@ def _gru_backward(params, xs, res, live, cut, dys, dfinal, act, unroll):
         dW_xh = sum delta_a x^T   db = sum delta_a   dW_hh = sum delta_u h_{t-1}^T
         db_hn = sum (dn~ * r)
     """
-    W_hh = params["W_hh"]
-    hprev, r, z, n, m = res
-    H = hprev.shape[-1]
-
-    def body(g, inp):
-        h_p, r_t, z_t, n_t, m_t, dy_t, live_t, cut_t = inp
-        dh = g + dy_t
-        dnt = dh * (1.0 - z_t) * (1.0 - n_t * n_t)
-        dar = dnt * m_t * r_t * (1.0 - r_t)
-        daz = dh * (h_p - n_t) * z_t * (1.0 - z_t)
-        if live_t is not None:
-            dnt = jnp.where(live_t[:, None], dnt, 0.0)
-        delta_u = jnp.concatenate([dar, daz, dnt * r_t], axis=-1)
-        if live_t is not None:
-            delta_u = jnp.where(live_t[:, None], delta_u, 0.0)
-        g_prev = _cut(cut_t, _keep(live_t, delta_u @ W_hh + dh * z_t, g))
-        return g_prev, (delta_u, dnt)
-
-    g0, (d_u, d_nt) = lax.scan(body, dfinal.h, (hprev, r, z, n, m, dys, live, cut),
-                               reverse=True, unroll=unroll)
+    (gh,) = g
+    h_p, r_t, z_t, n_t, m_t, dy_t, live_t, cut_t = inp
+    dh = gh + dy_t
+    dnt = dh * (1.0 - z_t) * (1.0 - n_t * n_t)
+    dar = dnt * m_t * r_t * (1.0 - r_t)
+    daz = dh * (h_p - n_t) * z_t * (1.0 - z_t)
     # delta_a differs from delta_u only in the n block (dn~ instead of dn~ * r)
-    d_a = jnp.concatenate([d_u[..., :2 * H], d_nt], axis=-1)
-    T, B = d_a.shape[:2]
-    du = d_u.reshape(T * B, -1)
-    da = d_a.reshape(T * B, -1)
-    grads = {"W_xh": da.T @ xs.reshape(T * B, -1), "W_hh": du.T @ hprev.reshape(T * B, -1),
-             "b": da.sum(0), "b_hn": du[:, 2 * H:].sum(0)}
-    return grads, d_a @ params["W_xh"], HiddenState(g0), d_a
+    delta_a = jnp.concatenate([dar, daz, dnt], axis=-1)
+    delta_u = jnp.concatenate([dar, daz, dnt * r_t], axis=-1)
+    if live_t is not None:
+        delta_a = jnp.where(live_t[:, None], delta_a, 0.0)
+        delta_u = jnp.where(live_t[:, None], delta_u, 0.0)
+    g_prev = _cut(cut_t, _keep(live_t, delta_u @ params["W_hh"] + dh * z_t, gh))
+    return (g_prev,), (delta_a, delta_u)
+
+
+def _gru_grads(params, d, xs, prev):
+    d_a, d_u = d
+    H = prev[0].shape[-1]
+    flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    grads = {"W_xh": flat(d_a).T @ flat(xs), "W_hh": flat(d_u).T @ flat(prev[0]),
+             "b": d_a.sum((0, 1)), "b_hn": d_u[..., 2 * H:].sum((0, 1))}
+    return grads, d_a @ params["W_xh"]
+
+
+class _Family(NamedTuple):
+    step: Any       # (params, act) -> (state tuple, x_t) -> new state tuple
+    recompute: Any  # (params, xs, prev, cur, act) -> the body's per-step residuals, a chunk
+    body: Any       # (params, act, g, inp) -> (g_{t-1}, delta_t): one backward step
+    grads: Any      # (params, deltas, xs, prev) -> (param grads of the chunk, dxs)
 
 
 _FAMILIES = {
-    "elman": (_elman_forward, _elman_backward),
-    "lstm": (_lstm_forward, _lstm_backward),
-    "gru": (_gru_forward, _gru_backward),
+    "elman": _Family(_elman_step, _elman_recompute, _elman_body, _elman_grads),
+    "lstm": _Family(_lstm_step, _lstm_recompute, _lstm_body, _lstm_grads),
+    "gru": _Family(_gru_step, _gru_recompute, _gru_body, _gru_grads),
 }
+
+# steps per chunk of the backward pass (see the module docstring)
+CHUNK = 16
 
 
 # --------------------------------------------------------------------------- drivers
@@ -305,35 +315,75 @@ def _flip(a, lengths):
 
 
 def _forward(kind, params, carry, xs, lengths, reverse, unroll):
-    """Time-major forward: ``xs (T, B, F)``; returns ``(ys, final, saved)``."""
+    """Time-major forward: ``xs (T, B, F)``; returns ``(ys, final, saved)`` where
+    ``saved = (xs, initial carry, states)`` and ``states`` stacks every carry ``(T, B, H)``
+    (frozen past each length)."""
     family, act = KINDS[kind]
     if reverse:
         xs = _flip(xs, lengths)
     T = xs.shape[0]
     live = None if lengths is None else jnp.arange(T)[:, None] < lengths[None, :]
-    ys, final, res = _FAMILIES[family][0](params, carry, xs, live, act, unroll)
+    step = _FAMILIES[family].step(params, act)
+
+    def body(state, inp):
+        x_t, live_t = inp
+        new = tuple(_keep(live_t, n, o) for n, o in zip(step(state, x_t), state))
+        return new, new
+
+    final, states = lax.scan(body, tuple(carry), (xs, live), unroll=unroll)
+    ys = states[0] if live is None else jnp.where(live[..., None], states[0], 0.0)
     if reverse:
         ys = _flip(ys, lengths)
-    return ys, final, (xs, res)
+    return ys, type(carry)(*final), (xs, tuple(carry), states)
 
 
-def _backward(kind, params, saved, lengths, reverse, truncate, unroll, dys, dfinal):
-    """Time-major backward; returns ``(d_params, d_xs, d_carry, deltas)``."""
+def _backward(kind, params, saved, lengths, reverse, truncate, unroll, dys, dfinal,
+              chunk=CHUNK, with_deltas=False):
+    """Time-major backward; returns ``(d_params, d_xs, d_carry, deltas)`` (``deltas``
+    stacked over time only if ``with_deltas``, else None)."""
     family, act = KINDS[kind]
-    xs, res = saved
+    fam = _FAMILIES[family]
+    xs, carry0, states = saved
     T = xs.shape[0]
-    live = None if lengths is None else jnp.arange(T)[:, None] < lengths[None, :]
-    cut = None
-    if truncate is not None:
-        t = jnp.arange(T)
-        cut = (t % truncate == 0) & (t > 0)
+    t = jnp.arange(T)
+    live = None if lengths is None else t[:, None] < lengths[None, :]
+    cut = None if truncate is None else (t % truncate == 0) & (t > 0)
     if reverse:
         dys = _flip(dys, lengths)
-    grads, dxs, dcarry, deltas = _FAMILIES[family][1](
-        params, xs, res, live, cut, dys, dfinal, act, unroll)
+    body = partial(fam.body, params, act)
+
+    def one_chunk(acc, inp):
+        g, grads = acc
+        xs_c, cur, before, dys_c, live_c, cut_c = inp
+        prev = tuple(jnp.concatenate([b[None], s[:-1]]) for b, s in zip(before, cur))
+        res = fam.recompute(params, xs_c, prev, cur, act)
+        g, deltas = lax.scan(body, g, res + (dys_c, live_c, cut_c), reverse=True,
+                             unroll=min(unroll, xs_c.shape[0]))
+        d_grads, dxs = fam.grads(params, deltas, xs_c, prev)
+        return (g, jax.tree.map(jnp.add, grads, d_grads)), (dxs, deltas if with_deltas else None)
+
+    K = min(chunk, T)
+    n, r = divmod(T, K)
+    seqs = (xs, states, dys, live, cut)
+    acc = (tuple(dfinal), jax.tree.map(jnp.zeros_like, params))
+    outs = []
+    if r:  # the last T % K steps first, as one shorter chunk
+        tail = jax.tree.map(lambda a: a[n * K:], seqs)
+        before = tuple(s[n * K - 1] for s in states) if n else carry0
+        acc, out = one_chunk(acc, tail[:2] + (before,) + tail[2:])
+        outs.append(out)
+    if n:
+        head = jax.tree.map(lambda a: a[:n * K].reshape((n, K) + a.shape[1:]), seqs)
+        before = tuple(jnp.concatenate([c[None], s[K - 1:(n - 1) * K:K]])
+                       for c, s in zip(carry0, states))
+        acc, out = lax.scan(one_chunk, acc, head[:2] + (before,) + head[2:], reverse=True)
+        outs.insert(0, jax.tree.map(lambda a: a.reshape((n * K,) + a.shape[2:]), out))
+    (g0, grads) = acc
+    dxs, deltas = (jax.tree.map(lambda *a: jnp.concatenate(a), *outs) if len(outs) > 1
+                   else outs[0])
     if reverse:
         dxs = _flip(dxs, lengths)
-    return grads, dxs, dcarry, deltas
+    return grads, dxs, type(dfinal)(*g0), deltas
 
 
 def _like(tree, ref):
@@ -375,16 +425,16 @@ def scan_manual(cell, params, carry, xs, lengths=None, *, reverse=False, truncat
     return _manual_scan(kind, bool(reverse), truncate, unroll, params, carry, xs, lengths)
 
 
-@partial(jax.jit, static_argnames=("kind", "reverse", "truncate"))
-def _bptt_flat(kind, params, carry, xs, lengths, dys, dfinal, *, reverse, truncate):
+@partial(jax.jit, static_argnames=("kind", "reverse", "truncate", "chunk"))
+def _bptt_flat(kind, params, carry, xs, lengths, dys, dfinal, *, reverse, truncate, chunk):
     ys, final, saved = _forward(kind, params, carry, xs, lengths, reverse, 1)
     grads, dxs, dcarry, _ = _backward(kind, params, saved, lengths, reverse, truncate, 1,
-                                      dys, dfinal)
+                                      dys, dfinal, chunk)
     return ys, final, grads, dxs, dcarry
 
 
 def bptt(cell: Cell, params, xs, dys=None, dcarry=None, *, carry=None, lengths=None,
-         truncate: int | None = None, reverse: bool = False) -> BPTT:
+         truncate: int | None = None, reverse: bool = False, chunk: int = CHUNK) -> BPTT:
     """Run ``cell`` forward over ``xs`` and backpropagate by hand.
 
     Args:
@@ -394,6 +444,8 @@ def bptt(cell: Cell, params, xs, dys=None, dcarry=None, *, carry=None, lengths=N
       dys: ``dL/dy_t`` of shape ``(*batch, T, H)``; zeros when None.
       dcarry: ``dL/d(final carry)`` with the structure of the carry; zeros when None.
       carry, lengths, truncate, reverse: as for :func:`rnnjax.run`.
+      chunk: steps per chunk of the backward sweep (its gates are recomputed and its
+        weight gradients accumulated in one matmul each); the result does not depend on it.
 
     Returns:
       :class:`BPTT` ``(ys, final_carry, d_params, d_xs, d_carry)``: the gradients of
@@ -404,6 +456,8 @@ def bptt(cell: Cell, params, xs, dys=None, dcarry=None, *, carry=None, lengths=N
 
     _check_inputs(cell, params, xs, carry, lengths, False, truncate, 1)
     kind = kind_of(cell)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     xs = jnp.asarray(xs)
     batch_shape, (T, F) = xs.shape[:-2], xs.shape[-2:]
     B = math.prod(batch_shape)
@@ -432,7 +486,7 @@ def bptt(cell: Cell, params, xs, dys=None, dcarry=None, *, carry=None, lengths=N
         lengths = jnp.asarray(lengths).reshape(B)
     ys, final, grads, dxs, dcarry0 = _bptt_flat(
         kind, params, carry, xs_t, lengths, dys_t, dcarry, reverse=bool(reverse),
-        truncate=truncate)
+        truncate=truncate, chunk=chunk)
     ys = jnp.moveaxis(ys.reshape((T,) + batch_shape + (H,)), 0, -2)
     dxs = jnp.moveaxis(dxs.reshape((T,) + batch_shape + (F,)), 0, -2)
     return BPTT(ys, jax.tree.map(unflat, final), grads, dxs, jax.tree.map(unflat, dcarry0))
@@ -524,8 +578,10 @@ def explain(spec: dict) -> dict:
         label = f64(spec["label"]).reshape(-1)
         h0 = f64(spec.get("h0", np.zeros(H))).reshape(1, H)
 
-        ys, final, (hprev, hs) = _elman_forward(params, HiddenState(h0), xs[:, None],
-                                                None, act, 1)
+        kind = "elman" if act == "tanh" else f"elman-{act}"
+        ys, final, saved = _forward(kind, params, HiddenState(h0), xs[:, None], None, False, 1)
+        hs = saved[2][0]
+        hprev = jnp.concatenate([h0[None], hs[:-1]])
         h_T = final.h[0]
         logit = W_ho @ h_T + b_o
         if loss_kind == "bce":
@@ -537,9 +593,8 @@ def explain(spec: dict) -> dict:
         dlogit = y - label
         dh_T = W_ho.T @ dlogit
         dys = jnp.zeros((T, 1, H))
-        grads, dxs, dh0, deltas = _elman_backward(
-            params, xs[:, None], (hprev, hs), None, None, dys,
-            HiddenState(dh_T[None]), act, 1)
+        grads, dxs, dh0, deltas = _backward(kind, params, saved, None, False, None, 1, dys,
+                                            HiddenState(dh_T[None]), with_deltas=True)
         hp, d, hh = hprev[:, 0], deltas[:, 0], hs[:, 0]
         z = xs @ params["W_xh"].T + hp @ params["W_hh"].T + params["b"]
         # dh_t (total gradient of h_t): dh_T at the last step, W_hh^T delta_{t+1} before

@@ -86,7 +86,9 @@ def test_manual_equals_autodiff(name, case):
         lengths = jax.random.randint(jax.random.key(seed + 1), batch_shape, 0, T + 1)
         lengths = lengths.reshape(-1).at[0].set(0).at[-1].set(T).reshape(batch_shape)
     kw = dict(lengths=lengths, truncate=truncate, reverse=reverse)
-    got = bptt.bptt(cell, params, xs, dys, dcarry, carry=carry, **kw)
+    # chunks of 3 steps: several chunks and a shorter last one (T = 6..11); the
+    # custom_vjp path below runs with the default chunk (one chunk at these T)
+    got = bptt.bptt(cell, params, xs, dys, dcarry, carry=carry, chunk=3, **kw)
     (ys, final), (dp, dx, dc) = _autodiff(cell, params, xs, carry, dys, dcarry, **kw)
     assert rel_err(got.ys, ys) <= 1e-12
     for k in params:
@@ -137,6 +139,8 @@ def test_per_cell_functions_and_errors():
         rnnjax.run(cell, params, xs, grad="manual", remat=True)
     with pytest.raises(ValueError, match="dys must have the shape"):
         bptt.bptt(cell, params, xs, jnp.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match="chunk must be a positive integer, got 0"):
+        bptt.bptt(cell, params, xs, chunk=0)
 
 
 def test_float32_params_float64_inputs():
