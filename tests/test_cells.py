@@ -32,7 +32,7 @@ def inputs(cell, F=3, seed=0):
 def test_elman_step(activation, f):
     cell = cells.elman(4, activation=activation)
     p, x, carry = inputs(cell)
-    new, y = cell.step(p, carry, x)
+    new, y = cell.step(cell.prepare(p), carry, x)
     h = f(p["W_xh"] @ x + p["W_hh"] @ np.asarray(carry.h) + p["b"])
     np.testing.assert_allclose(new.h, h, rtol=1e-13)
     np.testing.assert_allclose(y, h, rtol=1e-13)
@@ -43,7 +43,7 @@ def test_lstm_step(layer_norm_on):
     H = 4
     cell = cells.lstm(H, layer_norm=layer_norm_on)
     p, x, carry = inputs(cell)
-    new, y = cell.step(p, carry, x)
+    new, y = cell.step(cell.prepare(p), carry, x)
     h0, c0 = np.asarray(carry.h), np.asarray(carry.c)
     zx, zh = p["W_xh"] @ x, p["W_hh"] @ h0
     if layer_norm_on:
@@ -63,7 +63,7 @@ def test_gru_step_resets_the_hidden_projection():
     H = 4
     cell = cells.gru(H)
     p, x, carry = inputs(cell)
-    new, y = cell.step(p, carry, x)
+    new, y = cell.step(cell.prepare(p), carry, x)
     h0 = np.asarray(carry.h)
     a, u = p["W_xh"] @ x + p["b"], p["W_hh"] @ h0
     r = sigmoid(a[:H] + u[:H])

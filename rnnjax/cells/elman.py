@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from rnnjax import initializers
 from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.cell import Cell, HiddenState, Linear, identity, zeros_carry
+from rnnjax.cell import Cell, HiddenState, Linear, fuse_input_hidden, zeros_carry
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda z: z}
 INITS = ("uniform", "orthogonal", "irnn")
@@ -56,7 +56,7 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> 
         return {"W_xh": w_xh, "W_hh": w_hh, "b": jnp.zeros((H,), jnp.float32)}
 
     def step(w, carry, x):
-        h = f(x @ w["W_xh"].T + carry.h @ w["W_hh"].T + w["b"])
+        h = f(jnp.concatenate([x, carry.h]) @ w["W"] + w["b"])
         return HiddenState(h), h
 
     linear = None
@@ -69,7 +69,7 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> 
 
     return Cell(
         init=init_fn,
-        prepare=identity,
+        prepare=fuse_input_hidden,
         initial_carry=zeros_carry(HiddenState, H),
         step=step,
         input_size=lambda p: p["W_xh"].shape[-1],

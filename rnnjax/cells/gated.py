@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import initializers
-from rnnjax.cell import Cell, HiddenState, LSTMState, identity, zeros_carry
+from rnnjax.cell import Cell, HiddenState, LSTMState, fuse_input_hidden, identity, zeros_carry
 from rnnjax.checks import check_choice, check_positive_int
 
 INITS = ("orthogonal", "uniform")
@@ -74,11 +74,11 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
         return p
 
     def step(w, carry, x):
-        zx, zh = x @ w["W_xh"].T, carry.h @ w["W_hh"].T
         if layer_norm:
-            zx = _layer_norm(zx, w["ln_x_gain"], w["ln_x_bias"])
-            zh = _layer_norm(zh, w["ln_h_gain"], w["ln_h_bias"])
-        z = zx + zh + w["b"]
+            z = (_layer_norm(x @ w["W_xh"].T, w["ln_x_gain"], w["ln_x_bias"])
+                 + _layer_norm(carry.h @ w["W_hh"].T, w["ln_h_gain"], w["ln_h_bias"]) + w["b"])
+        else:
+            z = jnp.concatenate([x, carry.h]) @ w["W"] + w["b"]
         i, f, g, o = jnp.split(z, 4)
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         c_out = _layer_norm(c, w["ln_c_gain"], w["ln_c_bias"]) if layer_norm else c
@@ -87,7 +87,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
 
     return Cell(
         init=init_fn,
-        prepare=identity,
+        prepare=identity if layer_norm else fuse_input_hidden,
         initial_carry=zeros_carry(LSTMState, H),
         step=step,
         input_size=lambda p: p["W_xh"].shape[-1],
