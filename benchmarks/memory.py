@@ -3,7 +3,8 @@
 The figure is XLA's own accounting of the compiled program
 (``jax.jit(f).lower(...).compile().memory_analysis()``): temporaries plus arguments
 plus outputs, in bytes, for the value and gradient of ``sum(ys)`` w.r.t. the params of
-an LSTM (batch 64, input 32, hidden 256 by default).  Nothing is run for that; the time
+an LSTM (batch 64, input 32, hidden 256 by default), for autodiff through the scan
+(``plain``), ``remat=True`` and the hand-written BPTT (``grad="manual"``).  Nothing is run for that; the time
 ratio ``remat / plain`` is measured by running both at ``--time-T`` (a shorter length,
 since one step at T = 10000 takes minutes on a small CPU).
 
@@ -22,18 +23,18 @@ from benchmarks.common import emit, time_call
 from rnnjax import cells
 
 
-def _step(c, remat):
+def _step(c, remat, grad="auto"):
     def loss(p, x):
-        return jnp.sum(rnnjax.run(c, p, x, remat=remat)[0])
+        return jnp.sum(rnnjax.run(c, p, x, remat=remat, grad=grad)[0])
 
     return jax.jit(jax.value_and_grad(loss))
 
 
-def compiled_bytes(cell, B, T, F, H, remat):
+def compiled_bytes(cell, B, T, F, H, remat, grad="auto"):
     c = cells.make(cell, H)
     params = jax.eval_shape(lambda: c.init(jax.random.key(0), F))
     xs = jax.ShapeDtypeStruct((B, T, F), jnp.float32)
-    m = _step(c, remat).lower(params, xs).compile().memory_analysis()
+    m = _step(c, remat, grad).lower(params, xs).compile().memory_analysis()
     return {"temp_bytes": int(m.temp_size_in_bytes),
             "argument_bytes": int(m.argument_size_in_bytes),
             "output_bytes": int(m.output_size_in_bytes),
@@ -41,11 +42,11 @@ def compiled_bytes(cell, B, T, F, H, remat):
                                + m.output_size_in_bytes)}
 
 
-def run_seconds(cell, B, T, F, H, remat, repeats):
+def run_seconds(cell, B, T, F, H, remat, repeats, grad="auto"):
     c = cells.make(cell, H)
     params = c.init(jax.random.key(0), F)
     xs = jax.random.normal(jax.random.key(1), (B, T, F), jnp.float32)
-    return time_call(_step(c, remat), params, xs, repeats=repeats, warmup=1)
+    return time_call(_step(c, remat, grad), params, xs, repeats=repeats, warmup=1)
 
 
 def main(argv=None):
@@ -68,18 +69,25 @@ def main(argv=None):
     for T in a.T:
         plain = compiled_bytes(a.cell, a.batch, T, a.features, a.H, False)
         remat = compiled_bytes(a.cell, a.batch, T, a.features, a.H, True)
+        manual = compiled_bytes(a.cell, a.batch, T, a.features, a.H, False, "manual")
         records.append(emit({"bench": "memory", **base, "T": T,
                              "plain_bytes": plain["total_bytes"],
                              "remat_bytes": remat["total_bytes"],
                              "plain_temp_bytes": plain["temp_bytes"],
                              "remat_temp_bytes": remat["temp_bytes"],
-                             "remat_over_plain": remat["total_bytes"] / plain["total_bytes"]},
+                             "manual_bytes": manual["total_bytes"],
+                             "manual_temp_bytes": manual["temp_bytes"],
+                             "remat_over_plain": remat["total_bytes"] / plain["total_bytes"],
+                             "manual_over_plain": manual["total_bytes"] / plain["total_bytes"]},
                             a.out))
     tp = run_seconds(a.cell, a.batch, a.time_T, a.features, a.H, False, a.repeats)
     tr = run_seconds(a.cell, a.batch, a.time_T, a.features, a.H, True, a.repeats)
+    tm = run_seconds(a.cell, a.batch, a.time_T, a.features, a.H, False, a.repeats, "manual")
     records.append(emit({"bench": "memory_time", **base, "T": a.time_T,
                          "plain_median_s": tp["median"], "remat_median_s": tr["median"],
-                         "remat_time_over_plain": tr["median"] / tp["median"]}, a.out))
+                         "manual_median_s": tm["median"],
+                         "remat_time_over_plain": tr["median"] / tp["median"],
+                         "manual_time_over_plain": tm["median"] / tp["median"]}, a.out))
     return records
 
 

@@ -143,8 +143,10 @@ def test_seeds_vmap_equals_separate_runs():
         for rec_many, rec_one in zip(many.history, one.history):
             for k in ("loss", "grad_norm", "eval_loss", "eval_accuracy"):
                 np.testing.assert_allclose(rec_many["seeds"][k][i], rec_one[k], rtol=1e-5)
+        # float32: the vmapped matmuls round differently from the single run's (params
+        # of size ~0.3 differ by ~1e-6 after 12 RMSprop steps; another seed's by ~0.1)
         for x, y in zip(jax.tree.leaves(many.state.params), jax.tree.leaves(one.state.params)):
-            np.testing.assert_allclose(x[i], y[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(x[i], y[0], rtol=1e-5, atol=1e-5)
     last = many.history[-1]
     vals = np.array(last["seeds"]["eval_loss"])
     assert last["eval_loss"] == pytest.approx(vals.mean())
