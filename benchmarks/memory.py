@@ -14,6 +14,7 @@ since one step at T = 10000 takes minutes on a small CPU).
 from __future__ import annotations
 
 import argparse
+import resource
 
 import jax
 import jax.numpy as jnp
@@ -43,10 +44,19 @@ def compiled_bytes(cell, B, T, F, H, remat, grad="auto"):
 
 
 def run_seconds(cell, B, T, F, H, remat, repeats, grad="auto"):
+    """``time_call`` of one forward+backward, plus the page faults and kernel (system)
+    seconds per call: each call's temporaries are fresh memory, first touched by it."""
     c = cells.make(cell, H)
     params = c.init(jax.random.key(0), F)
     xs = jax.random.normal(jax.random.key(1), (B, T, F), jnp.float32)
-    return time_call(_step(c, remat, grad), params, xs, repeats=repeats, warmup=1)
+    step = _step(c, remat, grad)
+    res = time_call(step, params, xs, repeats=repeats, warmup=1)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(repeats):
+        jax.block_until_ready(step(params, xs))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {**res, "minor_faults": (r1.ru_minflt - r0.ru_minflt) / repeats,
+            "system_s": (r1.ru_stime - r0.ru_stime) / repeats}
 
 
 def main(argv=None):
@@ -86,6 +96,9 @@ def main(argv=None):
     records.append(emit({"bench": "memory_time", **base, "T": a.time_T,
                          "plain_median_s": tp["median"], "remat_median_s": tr["median"],
                          "manual_median_s": tm["median"],
+                         **{f"{name}_{k}": r[k] for name, r in
+                            (("plain", tp), ("remat", tr), ("manual", tm))
+                            for k in ("minor_faults", "system_s")},
                          "remat_time_over_plain": tr["median"] / tp["median"],
                          "manual_time_over_plain": tm["median"] / tp["median"]}, a.out))
     return records
