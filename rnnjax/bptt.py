@@ -44,8 +44,9 @@ Engine semantics are honoured exactly (see :func:`rnnjax.sequence.scan_cell`):
 Which backward belongs to a cell is looked up by ``cell.name`` in :data:`KINDS`
 (``"elman"``, ``"elman-relu"``, ``"elman-identity"``, ``"lstm"``, ``"gru"``): these are
 the names the factories of :mod:`rnnjax.cells` give, the Elman activation is recovered
-from the name, and no field is added to :class:`rnnjax.Cell`.  Those cells' ``prepare``
-is the identity, so the gradient with respect to ``params`` is that of the weights.
+from the name, and no field is added to :class:`rnnjax.Cell`.  The backward works on
+``params`` themselves (those cells' ``prepare`` only stacks ``W_xh`` and ``W_hh``, which
+the forward here does too), so it returns the gradient with respect to ``params``.
 The layer-normalised LSTM (``"lstm-ln"``) has no hand-written backward yet.
 """
 

@@ -12,7 +12,8 @@ A cell is built by a factory that closes over its hyper-parameters, in the style
 ``step`` is written for a single example; the sequence engine (:func:`rnnjax.run`)
 ``vmap``s it over batch axes and ``lax.scan``s it over time. ``prepare`` runs once per
 sequence, outside the scan: it is where an orthogonal cell builds ``W = expm(A - A^T)``;
-for plain cells it is the identity.
+for the Elman cell and the LSTM it stacks ``[W_xh W_hh]^T`` so a step is one matmul
+(:func:`fuse_input_hidden`); for the GRU it is the identity.
 """
 
 from __future__ import annotations
