@@ -42,9 +42,10 @@ class Model(NamedTuple):
 
 
 def cell_with_readout(cell: Cell, input_size: int, output_size: int,
-                      readout: str = "all") -> Model:
+                      readout: str = "all", grad: str = "auto") -> Model:
     """Build the :class:`Model` of ``cell`` reading ``input_size`` features and emitting
-    ``output_size`` outputs at every step (``"all"``) or the last step (``"last"``)."""
+    ``output_size`` outputs at every step (``"all"``) or the last step (``"last"``);
+    ``grad`` as for :func:`rnnjax.run`."""
     check_positive_int("input_size", input_size)
     check_positive_int("output_size", output_size)
     check_choice("readout", readout, ("all", "last"))
@@ -60,7 +61,7 @@ def cell_with_readout(cell: Cell, input_size: int, output_size: int,
         return y @ p["readout"]["W"].T + p["readout"]["b"]
 
     def apply(params, xs):
-        ys, _ = run(cell, params["cell"], xs)
+        ys, _ = run(cell, params["cell"], xs, grad=grad)
         if readout == "last":
             ys = ys[..., -1, :]
         return project(params, ys)

@@ -37,6 +37,9 @@ def _deterministic(history):
     (dict(hidden=-4), "hidden must be a positive integer, got -4"),
     (dict(lr=0.0), "lr must be a positive number"),
     (dict(optimizer="adagrad"), "optimizer must be one of"),
+    (dict(grad="by-hand"), r"grad must be one of \['auto', 'manual'\], got 'by-hand'"),
+    (dict(grad="manual", cell="exprnn"), "hand-written BPTT exists for the cells named"),
+    (dict(grad="manual", cell="wavenet"), "got the baseline 'wavenet'"),
 ])
 def test_bad_config_fails_before_training(tmp_path, change, message):
     out = tmp_path / "run"
@@ -132,6 +135,18 @@ def test_same_seed_same_metrics_and_files(tmp_path):
     np.testing.assert_allclose([r["loss"] for r in a.history],
                                np.mean(np.reshape([r["loss"] for r in c.history], (3, 4)), 1),
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm"])
+def test_manual_bptt_trains_like_autodiff(cell):
+    """grad='manual' (the hand-written BPTT) gives the autodiff run's metrics and params."""
+    auto = train(Config(**{**TINY, "cell": cell}), progress=False)
+    manual = train(Config(**{**TINY, "cell": cell, "grad": "manual"}), progress=False)
+    for a, m in zip(auto.history, manual.history):
+        for k in ("loss", "grad_norm", "eval_loss"):
+            np.testing.assert_allclose(m[k], a[k], rtol=1e-4)
+    for a, m in zip(jax.tree.leaves(auto.state.params), jax.tree.leaves(manual.state.params)):
+        np.testing.assert_allclose(m, a, rtol=1e-4, atol=1e-5)
 
 
 def test_seeds_vmap_equals_separate_runs():

@@ -65,6 +65,9 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     p.add_argument("--max-nonfinite", type=int, default=d.max_nonfinite,
                    help="stop after N consecutive non-finite losses/gradients, whose "
                         "updates are skipped (0: never stop; default %(default)s)")
+    p.add_argument("--grad", default=d.grad, choices=("auto", "manual"),
+                   help="autodiff through the scan, or the hand-written BPTT (Elman, LSTM, "
+                        "GRU; the same gradient, faster on CPU)")
 
 
 def config_kwargs(a) -> dict:
@@ -73,7 +76,7 @@ def config_kwargs(a) -> dict:
                 seed=a.seed, seeds=a.seeds, log_every=a.log_every, eval_batch=a.eval_batch,
                 data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
                 cell_options=tuple(_cell_option(o) for o in a.cell_opt),
-                devices=a.devices, max_nonfinite=a.max_nonfinite)
+                devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad)
 
 
 def run(a) -> int:
