@@ -4,9 +4,9 @@ The figure is XLA's own accounting of the compiled program
 (``jax.jit(f).lower(...).compile().memory_analysis()``): temporaries plus arguments
 plus outputs, in bytes, for the value and gradient of ``sum(ys)`` w.r.t. the params of
 an LSTM (batch 64, input 32, hidden 256 by default), for autodiff through the scan
-(``plain``), ``remat=True`` and the hand-written BPTT (``grad="manual"``).  Nothing is run for that; the time
-ratio ``remat / plain`` is measured by running both at ``--time-T`` (a shorter length,
-since one step at T = 10000 takes minutes on a small CPU).
+(``plain``), ``remat=True`` and the hand-written BPTT (``grad="manual"``).  Nothing is
+run for that; the time ratios to ``plain`` are measured by running each at ``--time-T``
+(a shorter length, since one step at T = 10000 takes minutes on a small CPU).
 
     python -m benchmarks memory [--quick] [--out results.jsonl]
 """
@@ -22,6 +22,10 @@ import jax.numpy as jnp
 import rnnjax
 from benchmarks.common import emit, time_call
 from rnnjax import cells
+
+
+# name -> (remat, grad) of rnnjax.run
+VARIANTS = {"plain": (False, "auto"), "remat": (True, "auto"), "manual": (False, "manual")}
 
 
 def _step(c, remat, grad="auto"):
@@ -77,30 +81,22 @@ def main(argv=None):
     base = dict(cell=a.cell, batch=a.batch, features=a.features, H=a.H)
     records = []
     for T in a.T:
-        plain = compiled_bytes(a.cell, a.batch, T, a.features, a.H, False)
-        remat = compiled_bytes(a.cell, a.batch, T, a.features, a.H, True)
-        manual = compiled_bytes(a.cell, a.batch, T, a.features, a.H, False, "manual")
-        records.append(emit({"bench": "memory", **base, "T": T,
-                             "plain_bytes": plain["total_bytes"],
-                             "remat_bytes": remat["total_bytes"],
-                             "plain_temp_bytes": plain["temp_bytes"],
-                             "remat_temp_bytes": remat["temp_bytes"],
-                             "manual_bytes": manual["total_bytes"],
-                             "manual_temp_bytes": manual["temp_bytes"],
-                             "remat_over_plain": remat["total_bytes"] / plain["total_bytes"],
-                             "manual_over_plain": manual["total_bytes"] / plain["total_bytes"]},
-                            a.out))
-    tp = run_seconds(a.cell, a.batch, a.time_T, a.features, a.H, False, a.repeats)
-    tr = run_seconds(a.cell, a.batch, a.time_T, a.features, a.H, True, a.repeats)
-    tm = run_seconds(a.cell, a.batch, a.time_T, a.features, a.H, False, a.repeats, "manual")
-    records.append(emit({"bench": "memory_time", **base, "T": a.time_T,
-                         "plain_median_s": tp["median"], "remat_median_s": tr["median"],
-                         "manual_median_s": tm["median"],
-                         **{f"{name}_{k}": r[k] for name, r in
-                            (("plain", tp), ("remat", tr), ("manual", tm))
-                            for k in ("minor_faults", "system_s")},
-                         "remat_time_over_plain": tr["median"] / tp["median"],
-                         "manual_time_over_plain": tm["median"] / tp["median"]}, a.out))
+        got = {v: compiled_bytes(a.cell, a.batch, T, a.features, a.H, *VARIANTS[v])
+               for v in VARIANTS}
+        rec = {"bench": "memory", **base, "T": T}
+        for v, m in got.items():
+            rec[f"{v}_bytes"], rec[f"{v}_temp_bytes"] = m["total_bytes"], m["temp_bytes"]
+            if v != "plain":
+                rec[f"{v}_over_plain"] = m["total_bytes"] / got["plain"]["total_bytes"]
+        records.append(emit(rec, a.out))
+    rec = {"bench": "memory_time", **base, "T": a.time_T}
+    for v, (remat, grad) in VARIANTS.items():
+        r = run_seconds(a.cell, a.batch, a.time_T, a.features, a.H, remat, a.repeats, grad)
+        rec.update({f"{v}_median_s": r["median"], f"{v}_minor_faults": r["minor_faults"],
+                    f"{v}_system_s": r["system_s"]})
+        if v != "plain":
+            rec[f"{v}_time_over_plain"] = r["median"] / rec["plain_median_s"]
+    records.append(emit(rec, a.out))
     return records
 
 

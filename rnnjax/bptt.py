@@ -142,8 +142,8 @@ def _elman_step(params, act):
     return lambda state, x: (f(jnp.concatenate([x, state[0]], -1) @ W + b),)
 
 
-def _elman_recompute(params, xs, prev, cur, act):
-    return cur  # (h_t,): f'(z_t) is written in terms of h_t
+def _elman_recompute(params):
+    return lambda xs, prev, cur: cur  # (h_t,): f'(z_t) is written in terms of h_t
 
 
 def _elman_body(params, act, g, inp):
@@ -187,10 +187,15 @@ def _lstm_step(params, act):
     return step
 
 
-def _lstm_recompute(params, xs, prev, cur, act):
+def _lstm_recompute(params):
     """The gates of a chunk from its inputs and stored states: one matmul over ``K*B`` rows."""
-    i, f, g, o = _lstm_gates(jnp.concatenate([xs, prev[0]], -1) @ _fused(params) + params["b"])
-    return prev[1], i, f, g, o, jnp.tanh(cur[1])
+    W, b = _fused(params), params["b"]
+
+    def recompute(xs, prev, cur):
+        i, f, g, o = _lstm_gates(jnp.concatenate([xs, prev[0]], -1) @ W + b)
+        return prev[1], i, f, g, o, jnp.tanh(cur[1])
+
+    return recompute
 
 
 def _lstm_body(params, act, carry, inp):
@@ -227,30 +232,35 @@ _lstm_grads = _elman_grads  # same parameter layout: dW = delta^T [x, h_{t-1}], 
 
 # --------------------------------------------------------------------------- GRU
 
-def _gru_step(params, act):
+def _gru_gates(params):
+    """``(x, h_{t-1}) -> (r, z, n, m = u_n + b_hn)`` for one step or a whole chunk."""
     W_xhT, W_hhT, b, b_hn = params["W_xh"].T, params["W_hh"].T, params["b"], params["b_hn"]
 
-    def step(state, x):
-        (h,) = state
+    def gates(x, h):
         a_r, a_z, a_n = jnp.split(x @ W_xhT + b, 3, axis=-1)
         u_r, u_z, u_n = jnp.split(h @ W_hhT, 3, axis=-1)
         r = jax.nn.sigmoid(a_r + u_r)
-        z = jax.nn.sigmoid(a_z + u_z)
-        n = jnp.tanh(a_n + r * (u_n + b_hn))
+        m = u_n + b_hn
+        return r, jax.nn.sigmoid(a_z + u_z), jnp.tanh(a_n + r * m), m
+
+    return gates
+
+
+def _gru_step(params, act):
+    gates = _gru_gates(params)
+
+    def step(state, x):
+        (h,) = state
+        _, z, n, _ = gates(x, h)
         return ((1.0 - z) * n + z * h,)
 
     return step
 
 
-def _gru_recompute(params, xs, prev, cur, act):
-    """``r, z, n, m = u_n + b_hn`` of a chunk: one matmul each for ``a`` and ``u``."""
-    hp = prev[0]
-    a_r, a_z, a_n = jnp.split(xs @ params["W_xh"].T + params["b"], 3, axis=-1)
-    u_r, u_z, u_n = jnp.split(hp @ params["W_hh"].T, 3, axis=-1)
-    r = jax.nn.sigmoid(a_r + u_r)
-    z = jax.nn.sigmoid(a_z + u_z)
-    m = u_n + params["b_hn"]
-    return hp, r, z, jnp.tanh(a_n + r * m), m
+def _gru_recompute(params):
+    """The gates of a chunk: one matmul each for ``a`` and ``u`` over its ``K*B`` rows."""
+    gates = _gru_gates(params)
+    return lambda xs, prev, cur: (prev[0],) + gates(xs, prev[0])
 
 
 def _gru_body(params, act, g, inp):
@@ -292,7 +302,7 @@ def _gru_grads(params, d, xs, prev):
 
 class _Family(NamedTuple):
     step: Any       # (params, act) -> (state tuple, x_t) -> new state tuple
-    recompute: Any  # (params, xs, prev, cur, act) -> the body's per-step residuals, a chunk
+    recompute: Any  # params -> (xs, prev, cur) -> the body's per-step residuals, a chunk
     body: Any       # (params, act, g, inp) -> (g_{t-1}, delta_t): one backward step
     grads: Any      # (params, deltas, xs, prev) -> (param grads of the chunk, dxs)
 
@@ -351,12 +361,13 @@ def _backward(kind, params, saved, lengths, reverse, truncate, unroll, dys, dfin
     if reverse:
         dys = _flip(dys, lengths)
     body = partial(fam.body, params, act)
+    recompute = fam.recompute(params)  # weights stacked once, outside the chunk loop
 
     def one_chunk(acc, inp):
         g, grads = acc
         xs_c, cur, before, dys_c, live_c, cut_c = inp
         prev = tuple(jnp.concatenate([b[None], s[:-1]]) for b, s in zip(before, cur))
-        res = fam.recompute(params, xs_c, prev, cur, act)
+        res = recompute(xs_c, prev, cur)
         g, deltas = lax.scan(body, g, res + (dys_c, live_c, cut_c), reverse=True,
                              unroll=min(unroll, xs_c.shape[0]))
         d_grads, dxs = fam.grads(params, deltas, xs_c, prev)
