@@ -139,12 +139,20 @@ def has_orthogonal_params(params) -> bool:
 
 def orthogonal_cells(hidden: int = 4) -> list:
     """Names in ``rnnjax.cells.REGISTRY`` whose cells have orthogonal params and a
-    recurrent matrix (registry order), found by building each at ``hidden`` units."""
+    recurrent matrix (registry order).  Each cell is built and initialised at ``hidden``
+    units under ``jax.eval_shape``: no array is made, so this is safe before
+    ``jax.distributed.initialize``."""
     out = []
     for name, factory in cells_lib.REGISTRY.items():
-        cell = factory(hidden)
-        params = jax.eval_shape(lambda k, c=cell: c.init(k, hidden), jax.random.key(0))
-        if cell.recurrent_matrix is not None and has_orthogonal_params(params):
+        has_matrix = []
+
+        def params(factory=factory, has_matrix=has_matrix):
+            cell = factory(hidden)
+            has_matrix.append(cell.recurrent_matrix is not None)
+            return cell.init(jax.random.key(0), hidden)
+
+        shapes = jax.eval_shape(params)
+        if has_matrix[0] and has_orthogonal_params(shapes):
             out.append(name)
     return out
 
