@@ -53,6 +53,7 @@ from jax import lax
 
 from rnnjax.cell import Cell, where_live
 from rnnjax.cells import elman, gru, lstm
+from rnnjax.checks import check_cell
 from rnnjax.masking import check_run_inputs, flip_sequences, reset_to, segment_starts
 
 __all__ = ["BPTT", "CHUNK", "backward_sweep", "bptt", "check_manual", "elman_bptt",
@@ -79,8 +80,7 @@ class BPTT(NamedTuple):
 
 def check_manual(cell) -> None:
     """Raise unless ``cell`` is a :class:`rnnjax.Cell` with a hand-written backward."""
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
+    check_cell(cell)
     if cell.backward is None:
         raise ValueError(
             f"grad='manual' needs a hand-written backward (cell.backward), and the "

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.cell import Cell
+from rnnjax.checks import check_cell
 
 __all__ = ["check_run_inputs", "flip_sequences", "reset_to", "segment_starts", "shape_dtype"]
 
@@ -33,8 +33,7 @@ def shape_dtype(x):
 def check_run_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll,
                      resets=None):
     """Check every argument of :func:`run` before tracing; return (T, batch_shape)."""
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
+    check_cell(cell)
     shape, dtype = shape_dtype(xs)
     if len(shape) < 2:
         layout = "(time, *batch, features)" if time_major else "(*batch, time, features)"

@@ -1,16 +1,13 @@
 """Matplotlib figures for reports: small functions, each drawing one figure.
 
-Every function takes plain numbers (lists / arrays), draws with the non-interactive
-Agg backend and either saves to ``path`` or returns the figure.
+Every function takes plain numbers (lists / arrays), draws a
+``matplotlib.figure.Figure`` (:mod:`rnnjax.figures`: no pyplot, no backend chosen)
+and either saves it to ``path`` or returns it.
 """
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
+from rnnjax import figures
 
 
 def loss_curves(curves: dict, *, baseline: float | None = None, path: str | None = None,
@@ -25,7 +22,7 @@ def loss_curves(curves: dict, *, baseline: float | None = None, path: str | None
       bands: optional ``{label: (low, high)}`` arrays shaded around a curve (seed spread).
       path: save the figure there (PNG by extension) and close it; else return it.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = figures.axes(figsize=(6.4, 4.0))
     for label, (steps, losses) in curves.items():
         (line,) = ax.plot(steps, losses, label=label, lw=1.5)
         if bands and label in bands:
@@ -40,9 +37,10 @@ def loss_curves(curves: dict, *, baseline: float | None = None, path: str | None
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     if path is None:
+        fig.tight_layout()
         return fig
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path, dpi=dpi, tight="layout")
+
+
+__all__ = ["loss_curves"]

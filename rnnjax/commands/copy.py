@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rnnjax.commands.train import _cell_option
+from rnnjax.commands.train import cell_option as _cell_option
 from rnnjax.report import DEFAULT, PAPER, PAPER_CELL_OPTIONS, default_cells, \
     reproduce_command, run_copy_job
 
