@@ -366,3 +366,17 @@ def test_bad_arguments_are_named():
         make("lipschitz", 4, beta=1.5)
     with pytest.raises(ValueError, match="dt"):
         make("cornn", 4, dt=0.0)
+
+
+def test_nnx_wrappers_run_the_pure_cell():
+    from flax import nnx
+
+    import rnnjax.nn as rnn_nn
+    cell, params, xs = _setup("mingru")
+    module = rnn_nn.MinGRU(F, H, rngs=nnx.Rngs(params=0), params=params)
+    ys, _ = module(xs)
+    np.testing.assert_allclose(ys, rnnjax.run(cell, params, xs)[0], rtol=1e-12)
+    for name in ("CoRNN", "S5", "RGLRU", "IndRNN"):
+        m = getattr(rnn_nn, name)(F, H, rngs=nnx.Rngs(params=0))
+        assert m.cell.name == {"CoRNN": "cornn", "S5": "s5", "RGLRU": "rglru",
+                               "IndRNN": "indrnn"}[name]
