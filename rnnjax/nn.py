@@ -215,6 +215,18 @@ def _cell_module(factory, doc_name):
 LSTM = _cell_module(_lstm, "LSTM")
 GRU = _cell_module(_gru, "GRU")
 Elman = _cell_module(_elman, "Elman")
+# the long-memory cells (rnnjax.cells.oscillator, .minimal, .ssm)
+CoRNN = _cell_module(REGISTRY["cornn"], "CoRNN")
+UnICORNN = _cell_module(REGISTRY["unicornn"], "UnICORNN")
+LipschitzRNN = _cell_module(REGISTRY["lipschitz"], "LipschitzRNN")
+AntisymmetricRNN = _cell_module(REGISTRY["antisymmetric"], "AntisymmetricRNN")
+IndRNN = _cell_module(REGISTRY["indrnn"], "IndRNN")
+MGU = _cell_module(REGISTRY["mgu"], "MGU")
+MinGRU = _cell_module(REGISTRY["mingru"], "MinGRU")
+MinLSTM = _cell_module(REGISTRY["minlstm"], "MinLSTM")
+RGLRU = _cell_module(REGISTRY["rglru"], "RGLRU")
+S4D = _cell_module(REGISTRY["s4d"], "S4D")
+S5 = _cell_module(REGISTRY["s5"], "S5")
 
 
 class Bidirectional(_SequenceModule):
@@ -329,4 +341,5 @@ def from_params(module: _SequenceModule, params):
 
 
 __all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Elman", "Stack", "from_params",
-           "to_params"]
+           "to_params", "AntisymmetricRNN", "CoRNN", "IndRNN", "LipschitzRNN", "MGU",
+           "MinGRU", "MinLSTM", "RGLRU", "S4D", "S5", "UnICORNN"]

@@ -7,7 +7,10 @@ factories; :func:`make` builds a cell by name with a clear error for unknown nam
 from rnnjax.cells.elman import elman, irnn
 from rnnjax.cells.gated import gru, lstm
 from rnnjax.cells.linear import gated_linear, lru
+from rnnjax.cells.minimal import indrnn, mgu, mingru, minlstm
+from rnnjax.cells.oscillator import antisymmetric, cornn, lipschitz, unicornn
 from rnnjax.cells.orthogonal import exprnn, householder, scornn
+from rnnjax.cells.ssm import rglru, s4d, s5
 from rnnjax.cells.unitary import eunn, fcurnn, urnn
 from rnnjax.checks import check_choice
 
@@ -24,6 +27,17 @@ REGISTRY = {
     "urnn": urnn,
     "eunn": eunn,
     "fcurnn": fcurnn,
+    "cornn": cornn,
+    "unicornn": unicornn,
+    "lipschitz": lipschitz,
+    "antisymmetric": antisymmetric,
+    "indrnn": indrnn,
+    "mgu": mgu,
+    "mingru": mingru,
+    "minlstm": minlstm,
+    "rglru": rglru,
+    "s4d": s4d,
+    "s5": s5,
 }
 
 
@@ -33,5 +47,7 @@ def make(name: str, hidden_size: int, **kwargs):
     return REGISTRY[name](hidden_size, **kwargs)
 
 
-__all__ = ["REGISTRY", "elman", "eunn", "exprnn", "fcurnn", "gated_linear", "gru",
-           "householder", "irnn", "lru", "lstm", "make", "scornn", "urnn"]
+__all__ = ["REGISTRY", "antisymmetric", "cornn", "elman", "eunn", "exprnn", "fcurnn",
+           "gated_linear", "gru", "householder", "indrnn", "irnn", "lipschitz", "lru",
+           "lstm", "make", "mgu", "mingru", "minlstm", "rglru", "s4d", "s5",
+           "scornn", "unicornn", "urnn"]

@@ -13,12 +13,12 @@ from rnnjax.cell import (Backward, Cell, HiddenState, LSTMState, chunk_outer, cu
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.ops import layer_norm as _layer_norm
 
-__all__ = ["INITS", "gru", "gru_backward", "lstm", "lstm_backward"]
+__all__ = ["INITS", "gate_params", "gru", "gru_backward", "lstm", "lstm_backward"]
 
 INITS = ("orthogonal", "uniform")
 
 
-def _gate_params(key, input_size, H, blocks, init):
+def gate_params(key, input_size, H, blocks, init):
     """Fused ``W_xh (G*H, F)``, ``W_hh (G*H, H)`` and bias ``b (G*H,)``, per gate block."""
     check_positive_int("input_size", input_size)
     k1, k2, k3 = jax.random.split(key, 3)
@@ -168,7 +168,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
     H = hidden_size
 
     def init_fn(key, input_size):
-        w_xh, w_hh, b = _gate_params(key, input_size, H, 4, init)
+        w_xh, w_hh, b = gate_params(key, input_size, H, 4, init)
         b = b.at[H:2 * H].set(jnp.asarray(forget_bias, b.dtype))
         p = {"W_xh": w_xh, "W_hh": w_hh, "b": b}
         if layer_norm:
@@ -223,7 +223,7 @@ def gru(hidden_size: int, init: str = "orthogonal") -> Cell:
 
     def init_fn(key, input_size):
         k1, k2 = jax.random.split(key)
-        w_xh, w_hh, b = _gate_params(k1, input_size, H, 3, init)
+        w_xh, w_hh, b = gate_params(k1, input_size, H, 3, init)
         if init == "uniform":
             b_hn = initializers.uniform(1.0 / math.sqrt(H))(k2, (H,))
         else:
