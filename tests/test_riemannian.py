@@ -156,9 +156,14 @@ def test_fcurnn_trains_with_wisdom_cayley_update():
         lambda p: {k: "unitary" if k == "unitary" else "other" for k in p})
     state = tx.init(params)
     l0 = float(loss(params))
-    for _ in range(30):
+
+    @jax.jit
+    def step(params, state):
         u, state = tx.update(jax.grad(loss)(params), state, params)
-        params = optax.apply_updates(params, u)
+        return optax.apply_updates(params, u), state
+
+    for _ in range(30):
+        params, state = step(params, state)
     assert float(loss(params)) < 0.9 * l0
     W = np.asarray(cell.recurrent_matrix(params))
     np.testing.assert_allclose(W.conj().T @ W, np.eye(4), atol=1e-12)

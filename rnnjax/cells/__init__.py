@@ -7,6 +7,7 @@ factories; :func:`make` builds a cell by name with a clear error for unknown nam
 from rnnjax.cells.elman import elman, irnn
 from rnnjax.cells.gated import gru, lstm
 from rnnjax.cells.linear import gated_linear, lru, lru_block
+from rnnjax.cells.nonnormal import nnrnn, spectral
 from rnnjax.cells.orthogonal import exprnn, householder, scornn
 from rnnjax.cells.unitary import eunn, fcurnn, urnn
 from rnnjax.checks import check_choice
@@ -24,6 +25,8 @@ REGISTRY = {
     "urnn": urnn,
     "eunn": eunn,
     "fcurnn": fcurnn,
+    "nnrnn": nnrnn,
+    "spectral": spectral,
 }
 
 
@@ -34,4 +37,5 @@ def make(name: str, hidden_size: int, **kwargs):
 
 
 __all__ = ["REGISTRY", "elman", "eunn", "exprnn", "fcurnn", "gated_linear", "gru",
-           "householder", "irnn", "lru", "lru_block", "lstm", "make", "scornn", "urnn"]
+           "householder", "irnn", "lru", "lru_block", "lstm", "make", "nnrnn", "scornn",
+           "spectral", "urnn"]
