@@ -150,3 +150,22 @@ def test_spectral_margin_singular_values_stay_in_range(margin):
         assert sv.min() < 1 - margin / 2  # the loss pushed them towards the lower margin
     with pytest.raises(ValueError, match="margin"):
         cells.spectral(4, margin=-0.1)
+
+
+def test_orthogonality_command_refuses_existing_results_and_bad_names(tmp_path):
+    from rnnjax import cli, orthogonality
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "summary.json").write_text("{}")
+    with pytest.raises(ValueError, match="not an empty directory"):
+        orthogonality.run_orthogonality(str(tmp_path / "old"))
+    assert cli.main(["orthogonality", "--quick", "--out", str(tmp_path / "old")]) == 2
+    assert (tmp_path / "old" / "summary.json").read_text() == "{}"
+    with pytest.raises(ValueError, match="method must be one of"):
+        orthogonality.run_orthogonality(str(tmp_path / "new"), names=["elman", "sgd"])
+    with pytest.raises(ValueError, match="tasks"):
+        orthogonality.run_orthogonality(
+            str(tmp_path / "new"), orthogonality.QUICK._replace(tasks=("mnist",)))
+    assert not (tmp_path / "new").exists()  # nothing written before the checks pass
+    assert set(orthogonality.methods(4)) == {
+        "elman", "penalty_0.01", "penalty_1", "spectral_0.1", "spectral_1", "riemannian",
+        "exprnn", "scornn", "nnrnn", "floss_elman", "floss_lstm"}
