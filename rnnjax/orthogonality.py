@@ -241,13 +241,14 @@ def write_report(out: str, summary: dict) -> None:
                   "| method | final loss | loss / baseline | recall | ortho err start | "
                   "ortho err end | ortho err max | ms / step |",
                   "|---|---|---|---|---|---|---|---|"]
-        for n, m in r["methods"].items():
+        for j, (n, m) in enumerate(r["methods"].items()):
             acc = "" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
             e = m["ortho_error"]
             lines.append(f"| {n} | {m['loss']:.4f} | {m['ratio']:.3f} | {acc} | {e[0]:.2e} | "
                          f"{e[-1]:.2e} | {max(e):.2e} | {1e3 * m['sec_per_step']:.1f} |")
             h = m["history"]
-            ax.plot([x["step"] for x in h], [x["loss"] / r["baseline"] for x in h], label=n)
+            ax.plot([x["step"] for x in h], [x["loss"] / r["baseline"] for x in h], label=n,
+                    ls="-" if j < 10 else "--")  # the colour cycle has 10 colours
         lines.append("")
         ax.axhline(1.0, color="k", ls="--", lw=1)
         ax.set_yscale("log")
