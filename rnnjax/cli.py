@@ -10,7 +10,7 @@ import sys
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
 COMMANDS = ["copy", "train", "gradflow", "bptt_explain", "bench", "colors", "forecast",
-            "classify", "seq2seq", "generate"]
+            "classify", "seq2seq", "generate", "orthogonality"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -99,3 +99,8 @@ def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None
     if clip is not None:
         tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
     return tx
+
+
+from rnnjax.riemannian import riemannian  # noqa: E402  (re-export)
+
+__all__ = ["FROZEN_KEYS", "OPTIMIZERS", "ORTHOGONAL_KEYS", "label_params", "recipe", "riemannian"]

@@ -9,6 +9,7 @@ from rnnjax.cells.gated import gru, lstm
 from rnnjax.cells.linear import gated_linear, lru
 from rnnjax.cells.minimal import indrnn, mgu, mingru, minlstm
 from rnnjax.cells.oscillator import antisymmetric, cornn, lipschitz, unicornn
+from rnnjax.cells.nonnormal import nnrnn, spectral
 from rnnjax.cells.orthogonal import exprnn, householder, scornn
 from rnnjax.cells.ssm import rglru, s4d, s5
 from rnnjax.cells.unitary import eunn, fcurnn, urnn
@@ -38,6 +39,8 @@ REGISTRY = {
     "rglru": rglru,
     "s4d": s4d,
     "s5": s5,
+    "nnrnn": nnrnn,
+    "spectral": spectral,
 }
 
 
@@ -49,5 +52,5 @@ def make(name: str, hidden_size: int, **kwargs):
 
 __all__ = ["REGISTRY", "antisymmetric", "cornn", "elman", "eunn", "exprnn", "fcurnn",
            "gated_linear", "gru", "householder", "indrnn", "irnn", "lipschitz", "lru",
-           "lstm", "make", "mgu", "mingru", "minlstm", "rglru", "s4d", "s5",
-           "scornn", "unicornn", "urnn"]
+           "lstm", "make", "mgu", "mingru", "minlstm", "nnrnn", "rglru", "s4d", "s5",
+           "scornn", "spectral", "unicornn", "urnn"]

@@ -134,27 +134,44 @@ def eunn(hidden_size: int, capacity: int = 2) -> Cell:
                          lambda p: P.eunn_dense(p["angles"], p["phases"]))
 
 
-def fcurnn(hidden_size: int, init: str = "haar") -> Cell:
+def fcurnn(hidden_size: int, init: str = "haar", param: str = "expm") -> Cell:
     r"""Full-capacity uRNN (Wisdom, Powers, Hershey, Le Roux & Atlas 2016).
 
-    ``W = expm(K)`` with ``K`` skew-Hermitian from the ``H^2`` real entries of
-    ``params["skew"]`` (:func:`rnnjax.parametrize.expm_unitary`), formed once per
-    sequence; one complex matrix-vector product per step.
+    ``param="expm"``: ``W = expm(K)`` with ``K`` skew-Hermitian from the ``H^2`` real
+    entries of ``params["skew"]`` (:func:`rnnjax.parametrize.expm_unitary`), formed once
+    per sequence; one complex matrix-vector product per step.
+
+    ``param="cayley"``: the paper's own form: ``W`` itself is the parameter, stored as
+    the real pair ``params["unitary"] (2, H, H)`` (``W = X[0] + i X[1]``), and kept
+    unitary by the optimiser: train that leaf with
+    ``rnnjax.optim.riemannian(inner, "unitary", "cayley")``, whose SGD step is the
+    paper's multiplicative Cayley update ``W <- (I + lr/2 A)^{-1} (I - lr/2 A) W``,
+    ``A = G W^H - W G^H`` (eq. 9; the reference code applies RMSprop to ``G`` first).
 
     Args:
       init: ``"haar"`` (``W`` Haar on ``U(H)``), ``"henaff"`` (real rotations by
         ``U[-pi, pi]`` angles) or ``"identity"``.
+      param: ``"expm"`` or ``"cayley"``.
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("haar", "henaff", "identity"))
+    check_choice("param", param, ("expm", "cayley"))
     H = hidden_size
     inits = {"haar": P.haar_unitary_skew, "henaff": P.henaff,
              "identity": lambda k, n: jnp.zeros((n, n), jnp.float32)}
 
-    def init_map(key):
-        return {"skew": inits[init](key, H)}
+    if param == "cayley":
+        def init_map(key):
+            w = P.expm_unitary(inits[init](key, H))
+            return {"unitary": jnp.stack([w.real, w.imag])}
 
-    def matrix(p):
-        return P.expm_unitary(p["skew"])
+        def matrix(p):
+            return jax.lax.complex(p["unitary"][0], p["unitary"][1])
+    else:
+        def init_map(key):
+            return {"skew": inits[init](key, H)}
+
+        def matrix(p):
+            return P.expm_unitary(p["skew"])
 
     return _unitary_cell("fcurnn", H, init_map, matrix, lambda w, h: h @ w.T, matrix)
