@@ -2,6 +2,8 @@
 hand-written backward chosen by what a cell carries (``cell.backward``), never its name."""
 
 import ast
+import doctest
+import importlib
 import pathlib
 
 import jax
@@ -146,3 +148,12 @@ def test_recurrent_dropout_with_manual_grad_is_refused_before_tracing():
     # without dropout the same layer trains through the manual backward
     ys, _ = layer.apply(params, xs, grad="manual")
     np.testing.assert_allclose(ys, layer.apply(params, xs)[0], rtol=1e-6)
+
+
+# --------------------------------------------------------------- runnable docstrings
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("rnnjax.cells.")))
+def test_cell_docstring_examples_run(module):
+    with jax.enable_x64(False):  # the examples are written for the default float32
+        result = doctest.testmod(importlib.import_module(module), verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"

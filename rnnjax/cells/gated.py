@@ -162,6 +162,19 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
     is PyTorch's ``U(-1/sqrt(H), 1/sqrt(H))``.  Either way the forget block of ``b``
     starts at ``forget_bias`` (Jozefowicz et al. 2015) and the rest of ``b`` at 0 (for
     ``"orthogonal"``).
+
+    Example (run as a doctest by the test suite)::
+
+        >>> import jax, jax.numpy as jnp, rnnjax
+        >>> cell = rnnjax.cells.lstm(8)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> ys, final = rnnjax.run(cell, params, xs)
+        >>> ys.shape
+        (2, 5, 8)
+        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
+        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
+        True
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, INITS)
@@ -216,6 +229,19 @@ def gru(hidden_size: int, init: str = "orthogonal") -> Cell:
     Params: ``W_xh (3H, F)``, ``W_hh (3H, H)``, ``b (3H,)`` (PyTorch's ``b_ih`` plus
     ``b_hh`` on the r and z blocks) and ``b_hn (H,)``.  Initialisation as
     :func:`lstm` (``b_hn = 0`` for ``"orthogonal"``).
+
+    Example (run as a doctest by the test suite)::
+
+        >>> import jax, jax.numpy as jnp, rnnjax
+        >>> cell = rnnjax.cells.gru(8)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> ys, final = rnnjax.run(cell, params, xs)
+        >>> ys.shape
+        (2, 5, 8)
+        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
+        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
+        True
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, INITS)

@@ -58,6 +58,19 @@ def cornn(hidden_size: int, dt: float = 0.042, gamma: float = 2.7,
     ``dt=0.06, gamma=66, epsilon=15`` and psMNIST ``dt=0.076, gamma=0.4, epsilon=8``.
     Carry :class:`OscillatorState` ``(h, z)``.  ``recurrent_matrix`` is the stacked
     ``[W_h; W_z]`` ``(2H, H)``.
+
+    Example (run as a doctest by the test suite)::
+
+        >>> import jax, jax.numpy as jnp, rnnjax
+        >>> cell = rnnjax.cells.cornn(8)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> ys, final = rnnjax.run(cell, params, xs)
+        >>> ys.shape
+        (2, 5, 8)
+        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
+        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
+        True
     """
     check_positive_int("hidden_size", hidden_size)
     _check_positive("dt", dt)
@@ -103,6 +116,19 @@ def unicornn(hidden_size: int, dt: float = 0.19, alpha: float = 30.65) -> Cell:
     ``c (H,)`` ``U(-0.1, 0.1)``.  Defaults: the reference psMNIST values (``dt=0.19``,
     ``alpha=30.65``).  Carry :class:`OscillatorState` ``(h, z)``;
     ``recurrent_matrix`` is ``diag(w)``.
+
+    Example (run as a doctest by the test suite)::
+
+        >>> import jax, jax.numpy as jnp, rnnjax
+        >>> cell = rnnjax.cells.unicornn(8)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> ys, final = rnnjax.run(cell, params, xs)
+        >>> ys.shape
+        (2, 5, 8)
+        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
+        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
+        True
     """
     check_positive_int("hidden_size", hidden_size)
     _check_positive("dt", dt)
@@ -166,6 +192,19 @@ def lipschitz(hidden_size: int, beta: float = 0.65, gamma: float = 0.001, eps: f
     init_std=32``; permuted MNIST uses ``beta=0.8``).  The reference code multiplies
     row vectors (``h @ A``); here ``A h``, i.e. its ``A^T``, which has the same
     distribution at initialisation.  ``recurrent_matrix`` is ``[A; W]`` ``(2H, H)``.
+
+    Example (run as a doctest by the test suite)::
+
+        >>> import jax, jax.numpy as jnp, rnnjax
+        >>> cell = rnnjax.cells.lipschitz(8)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> ys, final = rnnjax.run(cell, params, xs)
+        >>> ys.shape
+        (2, 5, 8)
+        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
+        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
+        True
     """
     check_positive_int("hidden_size", hidden_size)
     if not 0.0 <= float(beta) <= 1.0:
@@ -215,6 +254,19 @@ def antisymmetric(hidden_size: int, eps: float = 0.01, gamma: float = 0.01,
     ``b = 0`` (as ``asymRNN`` in erichson/LipschitzRNN, the paper having no public
     code).  Defaults: ``eps=0.01, gamma=0.01`` (the paper's pixel-MNIST settings).
     ``recurrent_matrix`` is ``W``.
+
+    Example (run as a doctest by the test suite)::
+
+        >>> import jax, jax.numpy as jnp, rnnjax
+        >>> cell = rnnjax.cells.antisymmetric(8)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> xs = jnp.ones((2, 5, 8))
+        >>> ys, final = rnnjax.run(cell, params, xs)
+        >>> ys.shape
+        (2, 5, 8)
+        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
+        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
+        True
     """
     check_positive_int("hidden_size", hidden_size)
     _check_positive("eps", eps)
