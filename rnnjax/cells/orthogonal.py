@@ -173,18 +173,14 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
         return P.householder_dense(params["reflections"])
 
     def prepare(params):
-        u = params["reflections"]
         if reflect:
-            q = u / jnp.linalg.norm(u, axis=1, keepdims=True)
-            return {"q": q, "V": params["V"], "b": params["b"]}
+            return {"q": P.householder_unit(params["reflections"]), "V": params["V"],
+                    "b": params["b"]}
         return {"W": matrix(params), "V": params["V"], "b": params["b"]}
 
     def step(w, carry, x):
         if reflect:
-            h = carry.h
-            for k in range(m - 1, -1, -1):  # H_m acts first
-                h = h - 2.0 * jnp.dot(w["q"][k], h) * w["q"][k]
-            z = h + x @ w["V"].T
+            z = P.householder_reflect(w["q"], carry.h) + x @ w["V"].T
         else:
             z = carry.h @ w["W"].T + x @ w["V"].T
         h = f(z, w["b"])

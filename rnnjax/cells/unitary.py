@@ -75,18 +75,11 @@ def urnn(hidden_size: int, permutation_seed: int = 0) -> Cell:
         return {"phases": phases, "reflections": refl}
 
     def prepare_map(p):
-        ph, r = p["phases"], p["reflections"]
-        v = jax.lax.complex(r[:, 0], r[:, 1])
-        v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
-        return {"d": jnp.exp(1j * ph), "v": v}
+        d, v = P.urnn_factors(p["phases"], p["reflections"])
+        return {"d": d, "v": v}
 
     def apply_map(m, h):
-        d, v = m["d"], m["v"]
-        x = jnp.fft.fft(d[0] * h, norm="ortho")
-        x = x - 2.0 * jnp.vdot(v[0], x) * v[0]
-        x = jnp.fft.ifft(d[1] * x[perm], norm="ortho")
-        x = x - 2.0 * jnp.vdot(v[1], x) * v[1]
-        return d[2] * x
+        return P.urnn_apply_factors(m["d"], m["v"], perm, h)
 
     def dense(p):
         return P.urnn_dense(p["phases"], p["reflections"], perm,
@@ -118,17 +111,13 @@ def eunn(hidden_size: int, capacity: int = 2) -> Cell:
                 "phases": jax.random.uniform(k2, (H,), jnp.float32, -math.pi, math.pi)}
 
     def prepare_map(p):
-        coeffs = P.eunn_coefficients(p["angles"], H)
-        return {"c1": jnp.stack([c[0] for c in coeffs]),
-                "c2": jnp.stack([c[1] for c in coeffs]),
-                "d": jnp.exp(1j * p["phases"])}
+        c1, c2 = P.eunn_coefficients(p["angles"], H)
+        return {"c1": c1, "c2": c2, "d": jnp.exp(1j * p["phases"])}
 
-    perms = [c[2] for c in P.eunn_coefficients(np.zeros((capacity, 2, H // 2)), H)]
+    perms = P.eunn_permutations(H, capacity)
 
     def apply_map(m, h):
-        for layer, perm in enumerate(perms):
-            h = m["c1"][layer] * h + m["c2"][layer] * h[perm]
-        return m["d"] * h
+        return P.eunn_apply_factors(m["c1"], m["c2"], m["d"], perms, h)
 
     return _unitary_cell("eunn", H, init_map, prepare_map, apply_map,
                          lambda p: P.eunn_dense(p["angles"], p["phases"]))
