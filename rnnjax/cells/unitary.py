@@ -11,7 +11,9 @@ Bengio (2016).  Params are real arrays only; complex numbers live in ``prepare``
 ``step``.  The carry is a :class:`~rnnjax.HiddenState` of complex dtype
 (``initial_carry(batch_shape, float32)`` gives complex64 zeros); readouts see the real
 ``y``.  Init: ``V_re, V_im ~ N(0, 1/(2F))`` (so ``E|V x|^2 = |x|^2 H/F``), ``b = 0``.
-``recurrent_matrix`` returns the complex dense ``W``.
+``input_init`` (:func:`rnnjax.initializers.input_layer`) gives the papers' own:
+``"uniform"`` (EUNN), ``"glorot"`` (Arjovsky's uRNN).  ``recurrent_matrix`` returns the
+complex dense ``W``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import initializers as I
 from rnnjax import parametrize as P
 from rnnjax.cell import Cell, HiddenState
 from rnnjax.checks import check_choice, check_positive_int
 
+__all__ = ["eunn", "fcurnn", "urnn"]
 
-def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense):
+
+def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense, input_init):
     """Cell ``h_t = modrelu(W h_{t-1} + V x_t, b)``; ``W`` given by ``apply_map(m, h)``
     with ``m = prepare_map(params)`` computed once per sequence."""
     H = hidden
@@ -35,11 +40,8 @@ def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense):
     def init(key, input_size):
         check_positive_int("input_size", input_size)
         k1, k2, k3 = jax.random.split(key, 3)
-        s = 1.0 / math.sqrt(2.0 * input_size)
-        return {**init_map(k1),
-                "V_re": s * jax.random.normal(k2, (H, input_size), jnp.float32),
-                "V_im": s * jax.random.normal(k3, (H, input_size), jnp.float32),
-                "b": jnp.zeros((H,), jnp.float32)}
+        return {**init_map(k1), **I.input_layer(
+            (k2, k3, jax.random.fold_in(k3, 1)), input_init, H, input_size, ("V_re", "V_im"))}
 
     def prepare(params):
         return {"W": prepare_map(params), "V": jax.lax.complex(params["V_re"], params["V_im"]),
@@ -57,21 +59,28 @@ def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense):
                 recurrent_matrix=dense)
 
 
-def urnn(hidden_size: int, permutation_seed: int = 0) -> Cell:
+def urnn(hidden_size: int, permutation_seed: int = 0, init: str = "uniform",
+         input_init: str = "normal") -> Cell:
     r"""uRNN (Arjovsky, Shah & Bengio 2016, "Unitary evolution recurrent neural networks").
 
     ``W = D3 R2 F^{-1} D2 Pi R1 F D1`` (:func:`rnnjax.parametrize.urnn_apply`), applied in
     ``O(H log H)`` per step with FFTs; ``7H`` real parameters: ``params["phases"] (3, H)``
     (``U[-pi, pi]``) and ``params["reflections"] (2, 2, H)`` (``U[-1, 1]``, real and
     imaginary parts of ``v_1, v_2``).  The permutation ``Pi`` is fixed, drawn from
-    ``permutation_seed`` when the cell is built (not a parameter).
+    ``permutation_seed`` when the cell is built (not a parameter).  ``init="arjovsky"``
+    draws the reflections as the reference code does (Glorot ``U[-a, a]``,
+    ``a = sqrt(6 / (2 + 2H))``, ``amarshah/complex_RNN: models.py``).
     """
     check_positive_int("hidden_size", hidden_size)
+    check_choice("init", init, ("uniform", "arjovsky"))
+    check_choice("input_init", input_init, I.INPUT_INITS)
     H = hidden_size
     perm = np.random.default_rng(permutation_seed).permutation(H)
 
     def init_map(key):
         phases, refl = P.urnn_init(key, H)
+        if init == "arjovsky":
+            refl = refl * math.sqrt(6.0 / (2 + 2 * H))
         return {"phases": phases, "reflections": refl}
 
     def prepare_map(p):
@@ -85,10 +94,10 @@ def urnn(hidden_size: int, permutation_seed: int = 0) -> Cell:
         return P.urnn_dense(p["phases"], p["reflections"], perm,
                             P.complex_dtype(p["phases"].dtype))
 
-    return _unitary_cell("urnn", H, init_map, prepare_map, apply_map, dense)
+    return _unitary_cell("urnn", H, init_map, prepare_map, apply_map, dense, input_init)
 
 
-def eunn(hidden_size: int, capacity: int = 2) -> Cell:
+def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal") -> Cell:
     r"""EUNN (Jing, Shen, Dubcek, Peurifoy, Skirlo, LeCun, Tegmark & Soljacic 2017,
     "Tunable efficient unitary neural networks (EUNN) and their application to RNNs").
 
@@ -100,6 +109,7 @@ def eunn(hidden_size: int, capacity: int = 2) -> Cell:
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("capacity", capacity)
+    check_choice("input_init", input_init, I.INPUT_INITS)
     H = hidden_size
     if H < 2:
         raise ValueError(f"hidden_size must be >= 2 for the EUNN, got {H}")
@@ -120,10 +130,10 @@ def eunn(hidden_size: int, capacity: int = 2) -> Cell:
         return P.eunn_apply_factors(m["c1"], m["c2"], m["d"], perms, h)
 
     return _unitary_cell("eunn", H, init_map, prepare_map, apply_map,
-                         lambda p: P.eunn_dense(p["angles"], p["phases"]))
+                         lambda p: P.eunn_dense(p["angles"], p["phases"]), input_init)
 
 
-def fcurnn(hidden_size: int, init: str = "haar") -> Cell:
+def fcurnn(hidden_size: int, init: str = "haar", input_init: str = "normal") -> Cell:
     r"""Full-capacity uRNN (Wisdom, Powers, Hershey, Le Roux & Atlas 2016).
 
     ``W = expm(K)`` with ``K`` skew-Hermitian from the ``H^2`` real entries of
@@ -136,6 +146,7 @@ def fcurnn(hidden_size: int, init: str = "haar") -> Cell:
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("haar", "henaff", "identity"))
+    check_choice("input_init", input_init, I.INPUT_INITS)
     H = hidden_size
     inits = {"haar": P.haar_unitary_skew, "henaff": P.henaff,
              "identity": lambda k, n: jnp.zeros((n, n), jnp.float32)}
@@ -146,4 +157,5 @@ def fcurnn(hidden_size: int, init: str = "haar") -> Cell:
     def matrix(p):
         return P.expm_unitary(p["skew"])
 
-    return _unitary_cell("fcurnn", H, init_map, matrix, lambda w, h: h @ w.T, matrix)
+    return _unitary_cell("fcurnn", H, init_map, matrix, lambda w, h: h @ w.T, matrix,
+                         input_init)
