@@ -126,25 +126,32 @@ def expm_unitary(a):
     return expm(skew_hermitian(a))
 
 
-def retrivialize(params, key: str = "skew", base_key: str = "base"):
+def retrivialize(params, key: str = "skew", base_key: str = "base", project: bool = True):
     r"""Dynamic trivialization (Lezcano-Casado 2019, Sec. 5): fold ``A`` into the base.
 
     For every dict in ``params`` holding both ``key`` and ``base_key``:
     ``B <- B expm(A - A^T)``, ``A <- 0``.  The represented matrix ``B expm(A - A^T)``
     is unchanged, and the next optimizer steps move on the group around the new base.
     Call it from the training loop every ``K`` steps (``K = inf`` gives the static
-    trivialization).  The params stay a plain pytree of the same structure, so the
-    optimizer state stays valid (as in the reference code, it is not reset).
+    trivialization; the runner does it with ``Config.retrivialize_every``).  With
+    ``project`` the new base is re-projected onto the orthogonal group (``U V^T`` of its
+    SVD, the nearest orthogonal matrix), so rounding errors of the repeated products do
+    not accumulate in float32.  The params stay a plain pytree of the same structure, so
+    the optimizer state stays valid (as in the reference code, it is not reset).
     """
     if isinstance(params, dict):
-        out = {k: retrivialize(v, key, base_key) for k, v in params.items()}
+        out = {k: retrivialize(v, key, base_key, project) for k, v in params.items()}
         if key in params and base_key in params and not isinstance(params[key], dict):
             a, b = params[key], params[base_key]
-            out[base_key] = (b @ expm(skew(a))).astype(b.dtype)
+            nb = b @ expm(skew(a))
+            if project:
+                u, _, vt = jnp.linalg.svd(nb)
+                nb = u @ vt
+            out[base_key] = nb.astype(b.dtype)
             out[key] = jnp.zeros_like(a)
         return out
     if isinstance(params, (list, tuple)) and not hasattr(params, "_fields"):
-        return type(params)(retrivialize(v, key, base_key) for v in params)
+        return type(params)(retrivialize(v, key, base_key, project) for v in params)
     return params
 
 

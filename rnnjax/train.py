@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnjax import analysis, baselines, bptt, optim
+from rnnjax import analysis, baselines, bptt, optim, parametrize
 from rnnjax import cells as cells_lib
 from rnnjax import checkpointing
 from rnnjax import distributed as dist
@@ -113,6 +113,9 @@ class Config:
     devices: Optional[int] = None
     max_nonfinite: int = 10
     grad: str = "auto"
+    # Dynamic trivialization: fold the skew params into the base every K steps (None:
+    # K=100, expRNN's dtriv default, for cells with a "base" param; 0: never).
+    retrivialize_every: Optional[int] = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -159,6 +162,9 @@ def validate(config: Config) -> None:
         raise ValueError(f"max_nonfinite must be a non-negative integer, got "
                          f"{config.max_nonfinite!r}")
     check_choice("grad", config.grad, ("auto", "manual"))
+    k = config.retrivialize_every
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+        raise ValueError(f"retrivialize_every must be None or a non-negative integer, got {k!r}")
     if config.grad == "manual":
         if config.cell in baselines.MODELS:
             raise ValueError(f"grad='manual' needs a recurrent cell with a hand-written BPTT "
@@ -450,6 +456,7 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     else:
         step_fn, eval_fn = dist.data_parallel(exp, mesh)
     baseline = exp.task.baseline
+    retrivialize_every, retrivialize = _retrivializer(config, state.params)
 
     from tqdm.auto import tqdm
     bar = tqdm(total=config.steps, initial=start, disable=not (progress and main),
@@ -461,6 +468,8 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     try:
         for i in range(start + 1, config.steps + 1):
             state = step_fn(state)
+            if retrivialize_every and i % retrivialize_every == 0:
+                state = state._replace(params=retrivialize(state.params))
             _check_nonfinite(config, state, i, out, history if main else None)
             if sigterm.is_set():  # preemption: save, then stop
                 mngr = mngr or (_checkpoint_manager(out, config) if out is not None else None)
@@ -502,6 +511,17 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     if out is not None and main:
         write_metrics(out, history)
     return Result(state, history, exp)
+
+
+def _retrivializer(config, params):
+    """``(K, fn)``: every ``K`` steps ``params <- fn(params)``, the dynamic trivialization
+    of :func:`rnnjax.parametrize.retrivialize` per seed; ``K = 0`` when the params hold
+    no ``"base"`` or ``config.retrivialize_every == 0``."""
+    has_base = "frozen" in jax.tree.leaves(optim.label_params(params))
+    k = 100 if config.retrivialize_every is None else config.retrivialize_every
+    if not (has_base and k):
+        return 0, None
+    return k, jax.jit(jax.vmap(parametrize.retrivialize))
 
 
 def _mesh(config):

@@ -130,3 +130,38 @@ def test_every_recipe_builds_its_optimizer():
 def test_bad_input_init_is_named():
     with pytest.raises(ValueError, match="input_init"):
         rnnjax.cells.exprnn(4, input_init="xavier")
+
+
+def _dtriv_run(k, steps=7):
+    from rnnjax.train import Config, train
+    cfg = Config(task="copy", cell="exprnn", T=4, hidden=6, batch=4, steps=steps, lr=1e-2,
+                 lr_orth=1e-2, log_every=steps, eval_batch=4,
+                 cell_options=(("dynamic", True), ("init", "haar")), retrivialize_every=k)
+    return train(cfg, progress=False).state.params["cell"]
+
+
+def test_runner_retrivializes_every_k_steps_and_w_stays_orthogonal():
+    p = _dtriv_run(3)  # re-trivialised after steps 3 and 6, step 7 moves the skew again
+    base, skew = np.asarray(p["base"][0]), np.asarray(p["skew"][0])
+    assert np.abs(base - np.eye(6)).max() > 1e-3  # the base changed
+    np.testing.assert_allclose(base.T @ base, np.eye(6), atol=1e-5)
+    assert np.abs(np.triu(skew, 1)).max() > 0  # one step since the last fold
+    w = np.asarray(rnnjax.cells.exprnn(6, dynamic=True).recurrent_matrix(
+        jax.tree.map(lambda a: a[0], p)))
+    np.testing.assert_allclose(w.T @ w, np.eye(6), atol=1e-5)
+    q = _dtriv_run(0)  # K = 0: static trivialization, the base never moves
+    np.testing.assert_array_equal(q["base"][0], np.eye(6))
+    r = _dtriv_run(3, steps=6)  # right after a fold the skew is zero
+    np.testing.assert_array_equal(r["skew"][0], 0.0)
+
+
+def test_retrivialize_keeps_w_and_projects_the_base():
+    cell = rnnjax.cells.exprnn(5, dynamic=True, init="haar")
+    p = cell.init(jax.random.key(0), 2)
+    p = {**p, "base": p["base"] * (1 + 1e-4)}  # a slightly non-orthogonal base
+    q = rnnjax.parametrize.retrivialize(p)
+    w0 = np.asarray(cell.recurrent_matrix(p))
+    w1 = np.asarray(cell.recurrent_matrix(q))
+    np.testing.assert_allclose(w1, w0 / (1 + 1e-4), atol=1e-5)
+    np.testing.assert_allclose(w1.T @ w1, np.eye(5), atol=1e-5)
+    np.testing.assert_array_equal(q["skew"], 0.0)
