@@ -407,12 +407,13 @@ def _restore(mngr, step, target):
 
 
 def train(config: Config, *, resume: bool = False, progress: bool = True,
-          print_fn=None) -> Result:
+          print_fn=None, on_record=None) -> Result:
     """Run ``config``; see the module docstring.  Returns a :class:`Result`.
 
     With ``config.out`` set, writes ``config.json``, ``metrics.jsonl``, ``metrics.csv``
     and ``checkpoints/`` there.  ``resume=True`` continues from the latest checkpoint in
-    ``out`` (an error if there is none or the saved config disagrees).
+    ``out`` (an error if there is none or the saved config disagrees).  ``on_record``,
+    if given, is called with each metrics record (a dict) as it is logged.
     """
     exp = build(config)
     seeds = seed_list(config)
@@ -495,6 +496,8 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
                 if print_fn is not None and main:
                     print_fn(_format(rec))
+                if on_record is not None and main:
+                    on_record(rec)
                 if out is not None and main:
                     write_metrics(out, history)
                 t_window, n_window = time.perf_counter(), 0

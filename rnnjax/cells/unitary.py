@@ -32,10 +32,22 @@ from rnnjax.checks import check_choice, check_positive_int
 __all__ = ["eunn", "fcurnn", "urnn"]
 
 
-def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense, input_init):
+APPLY = ("auto", "dense", "structured")
+
+
+def _matmul(w, h):
+    return h @ w.T
+
+
+def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense, input_init,
+                  apply="dense"):
     """Cell ``h_t = modrelu(W h_{t-1} + V x_t, b)``; ``W`` given by ``apply_map(m, h)``
-    with ``m = prepare_map(params)`` computed once per sequence."""
+    with ``m = prepare_map(params)`` computed once per sequence, or (``apply="dense"``)
+    the dense ``W = dense(params)`` formed once per sequence and one matrix product per
+    step."""
     H = hidden
+    if apply == "dense":
+        prepare_map, apply_map = dense, _matmul
 
     def init(key, input_size):
         check_positive_int("input_size", input_size)
@@ -60,7 +72,7 @@ def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense, input_i
 
 
 def urnn(hidden_size: int, permutation_seed: int = 0, init: str = "uniform",
-         input_init: str = "normal") -> Cell:
+         input_init: str = "normal", apply: str = "auto") -> Cell:
     r"""uRNN (Arjovsky, Shah & Bengio 2016, "Unitary evolution recurrent neural networks").
 
     ``W = D3 R2 F^{-1} D2 Pi R1 F D1`` (:func:`rnnjax.parametrize.urnn_apply`), applied in
@@ -74,6 +86,7 @@ def urnn(hidden_size: int, permutation_seed: int = 0, init: str = "uniform",
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("uniform", "arjovsky"))
     check_choice("input_init", input_init, I.INPUT_INITS)
+    check_choice("apply", apply, APPLY)
     H = hidden_size
     perm = np.random.default_rng(permutation_seed).permutation(H)
 
@@ -94,22 +107,26 @@ def urnn(hidden_size: int, permutation_seed: int = 0, init: str = "uniform",
         return P.urnn_dense(p["phases"], p["reflections"], perm,
                             P.complex_dtype(p["phases"].dtype))
 
-    return _unitary_cell("urnn", H, init_map, prepare_map, apply_map, dense, input_init)
+    return _unitary_cell("urnn", H, init_map, prepare_map, apply_map, dense, input_init,
+                         "structured" if apply == "structured" else "dense")
 
 
-def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal") -> Cell:
+def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal",
+         apply: str = "auto") -> Cell:
     r"""EUNN (Jing, Shen, Dubcek, Peurifoy, Skirlo, LeCun, Tegmark & Soljacic 2017,
     "Tunable efficient unitary neural networks (EUNN) and their application to RNNs").
 
     ``W = D R_L ... R_1`` (:func:`rnnjax.parametrize.eunn_apply`): ``L = capacity``
     layers of ``2 x 2`` complex rotations on alternating neighbour pairs, then
-    ``D = diag(exp(i omega))``; ``O(H L)`` per step.  ``params["angles"]
-    (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)`` (``omega``), all
+    ``D = diag(exp(i omega))``; ``O(H L)`` per step with ``apply="structured"``;
+    ``"dense"`` and ``"auto"`` form ``W`` once per sequence (see :func:`urnn`).
+    ``params["angles"] (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)`` (``omega``), all
     ``U[-pi, pi]``.
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("capacity", capacity)
     check_choice("input_init", input_init, I.INPUT_INITS)
+    check_choice("apply", apply, APPLY)
     H = hidden_size
     if H < 2:
         raise ValueError(f"hidden_size must be >= 2 for the EUNN, got {H}")
@@ -130,7 +147,8 @@ def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal") -> Cel
         return P.eunn_apply_factors(m["c1"], m["c2"], m["d"], perms, h)
 
     return _unitary_cell("eunn", H, init_map, prepare_map, apply_map,
-                         lambda p: P.eunn_dense(p["angles"], p["phases"]), input_init)
+                         lambda p: P.eunn_dense(p["angles"], p["phases"]), input_init,
+                         "structured" if apply == "structured" else "dense")
 
 
 def fcurnn(hidden_size: int, init: str = "haar", input_init: str = "normal") -> Cell:
@@ -157,5 +175,4 @@ def fcurnn(hidden_size: int, init: str = "haar", input_init: str = "normal") -> 
     def matrix(p):
         return P.expm_unitary(p["skew"])
 
-    return _unitary_cell("fcurnn", H, init_map, matrix, lambda w, h: h @ w.T, matrix,
-                         input_init)
+    return _unitary_cell("fcurnn", H, init_map, matrix, _matmul, matrix, input_init)
