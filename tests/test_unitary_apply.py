@@ -13,7 +13,7 @@ import rnnjax
 def test_dense_and_structured_agree(name):
     dense = rnnjax.cells.make(name, 6, apply="dense")
     structured = rnnjax.cells.make(name, 6, apply="structured")
-    auto = rnnjax.cells.make(name, 6)
+    auto = rnnjax.cells.make(name, 6)  # dense for the uRNN, structured for EUNN L=2
     params = jax.tree.map(lambda a: a.astype(jnp.float64),
                           dense.init(jax.random.key(0), 3))
     xs = jax.random.normal(jax.random.key(1), (2, 7, 3), jnp.float64)
