@@ -208,6 +208,10 @@ PAPER_RECIPES = {
     "urnn": PaperRecipe((("init", "arjovsky"), ("input_init", "glorot")), "rmsprop_theano",
                         1e-3, 1e-3, None, "global_norm",
                         "amarshah/complex_RNN: models.py, optimizations.py, memory_problem.py"),
+    # memory_problem.py: the tanh RNN baseline clips every gradient entry to [-1, 1]
+    # (T.clip) and trains with the same Theano RMSprop, lr 1e-3 (its init is not copied).
+    "elman": PaperRecipe((), "rmsprop_theano", 1e-3, 1e-3, 1.0, "element",
+                         "amarshah/complex_RNN: memory_problem.py, optimizations.py"),
     # RNN_models.py: reflection vectors lower-triangular N(0, 0.01), unit-normalised.
     "householder": PaperRecipe((("init", "mhammedi"),), "rmsprop", 1e-3, 1e-3, None,
                                "global_norm", "zmhammedi/Orthogonal_RNN: RNN_models.py"),

@@ -133,3 +133,35 @@ def test_quick_copy_job_gradient_norms_resume_and_gradflow(tmp_path, capsys):
     # gradflow reads the job's own cell
     assert main(["gradflow", "--checkpoint", str(out / "exprnn"), "--T", "4",
                  "--out", str(tmp_path / "gf")]) == 0
+
+
+def test_paper_preset_takes_each_cells_recipe():
+    from rnnjax.optim import PAPER_RECIPES
+    from rnnjax.report import paper_configs
+    cfgs = paper_configs(PAPER, ["exprnn", "scornn", "urnn", "elman", "gru"])
+    assert PAPER.variant == "exprnn"  # expRNN's copy layout
+    assert cfgs["gru"] == PAPER  # no recipe: the preset's own
+    assert (cfgs["scornn"].optimizer, cfgs["scornn"].lr, cfgs["scornn"].lr_orth) == \
+        ("rmsprop_tf1", 1e-3, 1e-4)
+    assert cfgs["urnn"].optimizer == "rmsprop_theano" and cfgs["urnn"].clip is None
+    assert (cfgs["elman"].clip, cfgs["elman"].clip_mode) == (1.0, "element")  # Arjovsky's
+    assert cfgs["exprnn"].clip is None and cfgs["exprnn"].lr_orth == 2e-5
+    assert dict(cfgs["urnn"].cell_options) == dict(PAPER_RECIPES["urnn"].cell_options)
+
+
+def test_progress_prints_the_estimate_and_warns_once_on_divergence():
+    from rnnjax.report import _Progress
+    lines = []
+    p = _Progress(3, lines.append)
+    p.start(0, "scornn", 100)
+    rec = {"step": 10, "time": 2.0, "eval_loss": 67.0, "baseline": 0.02, "grad_norm": 6000.0,
+           "nonfinite_skipped": 0}
+    p(rec)
+    p(dict(rec, step=20))
+    assert lines[0] == "[1/3] scornn"
+    assert "200 ms/step" in lines[1] and "estimated total" in lines[1]
+    assert sum("diverging" in s for s in lines) == 1 and "step 10" in lines[2]
+    p.start(1, "urnn", 100)
+    p({"step": 10, "time": 1.0, "eval_loss": 0.01, "baseline": 0.02, "grad_norm": 1.0,
+       "nonfinite_skipped": 0})
+    assert not any("diverging" in s for s in lines[4:])
