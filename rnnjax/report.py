@@ -102,32 +102,36 @@ def _first_seed(tree):
 
 
 class _Progress:
-    """Prints the estimated total time from the first timed steps, and a warning when a
-    cell diverges (held-out loss above 3x the baseline, mean gradient norm above 1e3, or
-    skipped non-finite steps)."""
+    """Prints the estimated total time from the first timed steps (the second logging
+    window, so that compilation, timed apart, does not count as step time), and a
+    warning when a cell diverges: non-finite steps skipped, mean gradient norm above
+    1e3, or held-out loss above 1.5x its first logged value."""
 
     def __init__(self, n_cells, print_fn):
         self.n, self.print_fn, self.t0 = n_cells, print_fn, time.perf_counter()
-        self.done, self.cell, self.warned = 0, None, False
+        self.cell, self.warned, self.records = None, False, []
 
     def start(self, i, cell, steps):
-        self.i, self.cell, self.steps, self.first, self.warned = i, cell, steps, True, False
+        self.i, self.cell, self.steps, self.warned, self.records = i, cell, steps, False, []
         if self.print_fn:
             self.print_fn(f"[{i + 1}/{self.n}] {cell}")
 
     def __call__(self, rec):
-        if self.first and self.print_fn:
-            self.first = False
-            per_step = rec["time"] / max(rec["step"], 1)  # includes compilation: an upper bound
-            left = per_step * (self.steps - rec["step"])
+        self.records.append(rec)
+        if len(self.records) == 2 and self.print_fn:
+            r0, r1 = self.records
+            per_step = (r1["time"] - r0["time"]) / max(r1["step"] - r0["step"], 1)
+            first = r0["time"] - per_step * r0["step"]  # compilation and the first eval
+            left = per_step * (self.steps - r1["step"])
             elapsed = time.perf_counter() - self.t0
-            rest = (elapsed + left) / (self.i + 1) * (self.n - self.i - 1)
-            self.print_fn(f"  {self.cell}: {per_step * 1e3:.0f} ms/step over the first "
-                          f"{rec['step']} steps; estimated total {(elapsed + left + rest) / 60:.1f} "
-                          f"min (about {(left + rest) / 60:.1f} min left)")
+            rest = (self.n - self.i - 1) * (first + per_step * self.steps)
+            self.print_fn(f"  {self.cell}: {per_step * 1e3:.0f} ms/step ({first:.0f} s to "
+                          f"compile); estimated total {(elapsed + left + rest) / 60:.1f} min "
+                          f"(about {(left + rest) / 60:.1f} min left, if the other cells "
+                          f"cost as much)")
+        first_loss = self.records[0]["eval_loss"]
         bad = (rec.get("nonfinite_skipped", 0) > 0 or not np.isfinite(rec["eval_loss"])
-               or rec["grad_norm"] > 1e3
-               or (rec.get("baseline") and rec["eval_loss"] > 3 * rec["baseline"]))
+               or rec["grad_norm"] > 1e3 or rec["eval_loss"] > 1.5 * first_loss)
         if bad and not self.warned and self.print_fn:
             self.warned = True
             self.print_fn(f"  warning: {self.cell} is diverging at step {rec['step']}: held-out "

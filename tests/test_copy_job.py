@@ -157,11 +157,15 @@ def test_progress_prints_the_estimate_and_warns_once_on_divergence():
     rec = {"step": 10, "time": 2.0, "eval_loss": 67.0, "baseline": 0.02, "grad_norm": 6000.0,
            "nonfinite_skipped": 0}
     p(rec)
-    p(dict(rec, step=20))
-    assert lines[0] == "[1/3] scornn"
-    assert "200 ms/step" in lines[1] and "estimated total" in lines[1]
-    assert sum("diverging" in s for s in lines) == 1 and "step 10" in lines[2]
+    assert lines[0] == "[1/3] scornn" and "diverging" in lines[1] and "step 10" in lines[1]
+    p(dict(rec, step=20, time=3.0))  # 100 ms/step after the first window
+    assert "100 ms/step" in lines[2] and "estimated total" in lines[2]
+    assert sum("diverging" in s for s in lines) == 1
     p.start(1, "urnn", 100)
-    p({"step": 10, "time": 1.0, "eval_loss": 0.01, "baseline": 0.02, "grad_norm": 1.0,
-       "nonfinite_skipped": 0})
+    ok = {"step": 10, "time": 1.0, "eval_loss": 2.3, "baseline": 0.02, "grad_norm": 1.0,
+          "nonfinite_skipped": 0}
+    p(ok)
+    p(dict(ok, step=20, time=2.0, eval_loss=0.5))  # far above the baseline, but falling
     assert not any("diverging" in s for s in lines[4:])
+    p(dict(ok, step=30, time=3.0, eval_loss=3.6))  # above 1.5x its first value
+    assert "diverging" in lines[-1]
