@@ -17,6 +17,7 @@ import dataclasses
 import os
 
 from rnnjax.commands.train import _cell_option
+from rnnjax.optim import OPTIMIZERS
 from rnnjax.report import ARJOVSKY_TS, DEFAULT, PAPER, default_cells, paper_configs, \
     reproduce_command, run_copy_job, write_sweep_report
 
@@ -76,8 +77,7 @@ def register(sub):
     p.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-orth", type=float)
-    p.add_argument("--optimizer", choices=("rmsprop", "rmsprop_tf1", "rmsprop_theano",
-                                           "adam", "sgd"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--clip", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--seeds", type=int, help="seeds per cell, trained with jax.vmap")
