@@ -217,6 +217,7 @@ PAPER_RECIPES = {
                                "global_norm", "zmhammedi/Orthogonal_RNN: RNN_models.py"),
     # expRNN's LSTM baseline: torch nn.LSTMCell defaults (U[-1/sqrt(H), 1/sqrt(H)], no
     # forget bias), same RMSprop as the expRNN run.
-    "lstm": PaperRecipe((("init", "uniform"), ("forget_bias", 0.0)), "rmsprop", 2e-4, 2e-4, None, "global_norm",
+    "lstm": PaperRecipe((("init", "uniform"), ("forget_bias", 0.0)), "rmsprop", 2e-4, 2e-4,
+                        None, "global_norm",
                         "lezcano/expRNN: 1_copying.py (nn.LSTMCell)"),
 }

@@ -301,7 +301,8 @@ def write_copy_report(out: str, summary: dict) -> None:
               f"{cfg['optimizer']} lr {cfg['lr']}"
               + (f", orthogonal lr {cfg['lr_orth']}" if cfg.get("lr_orth") else "")
               + (f", clipping {cfg['clip']} ({cfg['clip_mode']})" if cfg.get("clip") else "")
-              + (f", {seeds} seeds (mean; band: ±1 std)" if seeds > 1 else f", seed {cfg['seed']}"))
+              + (f", {seeds} seeds (mean; band: ±1 std)" if seeds > 1
+                 else f", seed {cfg['seed']}"))
     per_cell = [f"- {c}: {json.dumps(r)}" for c, r in summary.get("recipes", {}).items()
                 if (r.get("optimizer"), r.get("lr"), r.get("lr_orth"), r.get("clip"))
                 != (cfg["optimizer"], cfg["lr"], cfg["lr_orth"], cfg["clip"])

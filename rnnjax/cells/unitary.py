@@ -122,7 +122,8 @@ def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal",
     ``"dense"`` forms ``W`` once per sequence (see :func:`urnn`); ``"auto"`` is
     ``"structured"`` for ``capacity <= 8`` (measured faster at ``L = 2``: ``2L``
     element-wise products beat an ``H x H`` complex product), else ``"dense"``.
-    ``params["angles"] (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)`` (``omega``), all
+    ``params["angles"] (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)``
+    (``omega``), all
     ``U[-pi, pi]``.
     """
     check_positive_int("hidden_size", hidden_size)
