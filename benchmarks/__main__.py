@@ -9,10 +9,9 @@ the markdown tables of ``benchmarks/README.md`` and plots.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 
-# suite name -> one-line description; suites from other branches run when present
+# suite name -> one-line description
 SUITES = {
     "peers": "throughput against Flax, Equinox and PyTorch (fwd, fwd+bwd)",
     "roofline": "achieved GFLOP/s beside the measured matmul peak",
@@ -27,28 +26,19 @@ SUITES = {
 UTILITIES = {"summary": "JSON lines -> markdown tables and plots"}
 
 
-def available() -> list[str]:
-    return [s for s in SUITES if importlib.util.find_spec(f"benchmarks.{s}") is not None]
-
-
 def usage() -> str:
     lines = ["usage: python -m benchmarks SUITE [--quick] [--out FILE] [suite options]",
              "       python -m benchmarks all [--quick] [--out FILE]", "", "suites:"]
-    have = available()
     for name, text in {**SUITES, **UTILITIES}.items():
-        mark = "" if name in have or name in UTILITIES else "  (not present)"
-        lines.append(f"  {name:<11} {text}{mark}")
+        lines.append(f"  {name:<11} {text}")
     return "\n".join(lines)
 
 
 def run_suite(name: str, argv: list[str]):
+    """Run suite ``name`` with ``argv``; returns what its ``main`` returns."""
     if name not in SUITES and name not in UTILITIES:
         raise ValueError(f"suite must be one of {sorted({**SUITES, **UTILITIES})} or "
                          f"'all', got {name!r}")
-    if importlib.util.find_spec(f"benchmarks.{name}") is None:
-        print(f"# note: suite {name!r} is not present in this checkout; skipped",
-              flush=True)
-        return None
     return importlib.import_module(f"benchmarks.{name}").main(argv)
 
 
@@ -62,12 +52,15 @@ def main(argv=None) -> int:
         common = [a for a in rest if a == "--quick"]
         if "--out" in rest:
             common += rest[rest.index("--out"):rest.index("--out") + 2]
-        for suite in available():
+        for suite in SUITES:
             print(f"# suite {suite}", flush=True)
             run_suite(suite, list(common))
         return 0
     run_suite(name, rest)
     return 0
+
+
+__all__ = ["SUITES", "UTILITIES", "main", "run_suite", "usage"]
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax.cell import Cell
+from rnnjax.checks import check_cell
+from rnnjax.paramfile import load_params_npz, save_params_npz
 
 __all__ = [
     "carry_readout",
@@ -52,11 +54,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- checks
-
-def _check_cell(cell):
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
-
 
 def _check_xs(cell, params, xs, *, batched_ok=True):
     """Return xs as an array after checking rank, dtype and features."""
@@ -237,7 +234,7 @@ def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, carry=None,
       and ``.c`` with respect to ``c_t`` holding ``h_t`` fixed (partial derivatives of
       ``L`` as a function of the state after step ``t``).
     """
-    _check_cell(cell)
+    check_cell(cell)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable ys -> scalar, got {type(loss_fn).__name__}")
     xs = _check_xs(cell, params, xs)
@@ -286,7 +283,7 @@ def state_trajectory(cell: Cell, params, xs, *, carry=None):
 
     ``n`` is the size of the whole carry (``2H`` for an LSTM or a complex ``h``).
     """
-    _check_cell(cell)
+    check_cell(cell)
     xs = _check_xs(cell, params, xs, batched_ok=False)
     weights, z0, like = _setup_single(cell, params, xs, carry)
     f = _real_step(cell, weights, like)
@@ -321,7 +318,7 @@ def jacobian_product_svals(cell: Cell, params, xs, span, *, k: int = 1,
 
     Returns ``(k,)`` singular values, largest first; the spectral norm is element 0.
     """
-    _check_cell(cell)
+    check_cell(cell)
     xs = _check_xs(cell, params, xs, batched_ok=False)
     s, t = _check_span(span, xs.shape[0])
     if method not in ("iterative", "dense"):
@@ -378,7 +375,7 @@ def recurrent_spectrum(cell: Cell, params):
     For gated cells the fused ``(G*H, H)`` matrix is split into its ``G`` gate blocks and
     each entry gains a leading ``(G,)`` axis.  Adds ``"orthogonality_error"``.
     """
-    _check_cell(cell)
+    check_cell(cell)
     if cell.recurrent_matrix is None:
         raise ValueError(f"the {cell.name} cell exposes no recurrent matrix")
     B = np.asarray(_blocks(cell.recurrent_matrix(params)))
@@ -398,7 +395,7 @@ def orthogonality_error(cell: Cell, params) -> float:
     gated matrices ``(G*H, H)`` each ``(H, H)`` block is measured and the maximum is
     returned.  Usable as a training metric (pure; traceable under ``jit``).
     """
-    _check_cell(cell)
+    check_cell(cell)
     if cell.recurrent_matrix is None:
         raise ValueError(f"the {cell.name} cell exposes no recurrent matrix")
     B = _blocks(cell.recurrent_matrix(params))
@@ -427,7 +424,7 @@ def lyapunov_spectrum(cell: Cell, params, xs, *, k: int | None = None, burn_in: 
 
     Returns ``(k,)`` exponents, in the order of the QR basis (normally descending).
     """
-    _check_cell(cell)
+    check_cell(cell)
     xs = _check_xs(cell, params, xs, batched_ok=False)
     T = xs.shape[0]
     weights, z0, like = _setup_single(cell, params, xs, carry)
@@ -485,47 +482,3 @@ def grad_norms_by_layer(grads, depth: int | None = 1):
     out = {name: jnp.sqrt(sum(sq)) for name, sq in groups.items()}
     out["global"] = jnp.sqrt(sum(jnp.sum(jnp.abs(g) ** 2) for _, g in leaves))
     return out
-
-
-# ----------------------------------------------------------- plain params files
-
-def save_params_npz(path: str, cell_name: str, hidden_size: int, params, input_size: int,
-                    **cell_kwargs) -> None:
-    """Save a cell's params to ``path`` (``.npz``) for ``rnnjax gradflow --checkpoint``.
-
-    The file holds one array per leaf (keyed by its ``keystr`` path) and a JSON entry
-    ``__meta__`` with the registry name, hidden size, input size and factory keyword
-    arguments, so :func:`load_params_npz` can rebuild the cell.
-    """
-    import json
-
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    arrays = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
-    meta = {"cell": cell_name, "hidden": int(hidden_size), "input_size": int(input_size),
-            "kwargs": cell_kwargs}
-    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
-
-
-def load_params_npz(path: str):
-    """Read a file of :func:`save_params_npz`: ``(cell_name, hidden, kwargs, params)``."""
-    import json
-
-    from rnnjax import cells
-
-    with np.load(path, allow_pickle=False) as f:
-        if "__meta__" not in f:
-            raise ValueError(f"{path} is not a params file of save_params_npz "
-                             "(no __meta__ entry)")
-        meta = json.loads(str(f["__meta__"]))
-        arrays = {k: f[k] for k in f.files if k != "__meta__"}
-    cell = cells.make(meta["cell"], meta["hidden"], **meta["kwargs"])
-    like = jax.eval_shape(lambda k: cell.init(k, meta["input_size"]), jax.random.key(0))
-    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
-    leaves = []
-    for k, s in paths:
-        name = jax.tree_util.keystr(k)
-        if name not in arrays or arrays[name].shape != s.shape:
-            raise ValueError(f"{path}: params leaf {name} of shape {s.shape} is missing "
-                             "or has another shape")
-        leaves.append(jnp.asarray(arrays[name]))
-    return meta["cell"], meta["hidden"], meta["kwargs"], jax.tree.unflatten(treedef, leaves)

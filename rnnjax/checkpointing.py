@@ -13,6 +13,14 @@ reported with ``warnings.warn`` (naming the step, the directory and what is wron
 moved aside to ``<checkpoints>/bad-<step>-<n>`` (so orbax ignores it and the step can be
 saved again), and the previous step is tried.  If none is good the error says so and
 names the directory.  Nothing is restored from a file that failed the check.
+
+The one way rnnjax saves and restores parameters is here: :func:`manager` (an orbax
+``CheckpointManager`` over ``<out>/checkpoints`` with the items ``state`` and
+``history``), :func:`save` (refuses non-finite params, then writes the manifest) and
+:func:`restore`; :func:`save_params` / :func:`restore_params` wrap them for a plain
+params pytree (the applications).  The training runner (:mod:`rnnjax.train`) saves its
+whole ``TrainState`` with the same functions.  orbax is imported on first use (it
+takes seconds to import).
 """
 
 from __future__ import annotations
@@ -20,12 +28,78 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import threading
 import warnings
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 MANIFEST = "rnnjax_manifest.json"
+ITEMS = ("state", "history")
+
+
+def _ocp():
+    import orbax.checkpoint as ocp
+    return ocp
+
+
+def manager(out, *, keep: int = 3, every: int = 1):
+    """The orbax ``CheckpointManager`` of the run directory ``out`` (its
+    ``checkpoints/`` folder): keeps the last ``keep`` steps, saves every ``every``
+    steps (or when forced), synchronously.  Close it (or use it in ``with``)."""
+    ocp = _ocp()
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,
+                                           enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(os.fspath(out), "checkpoints")),
+                                 options=options, item_names=ITEMS)
+
+
+def save(mngr, step: int, state, history=(), *, force: bool = False) -> bool:
+    """Save ``state`` (any pytree of arrays holding ``params``) and ``history`` (a
+    JSON list) as ``step`` if the manager's interval (or ``force``) says so; then write
+    the manifest that marks the save complete.  Raises ``FloatingPointError`` before
+    writing anything if the params hold NaN or inf.  Returns whether it saved."""
+    ocp = _ocp()
+    params = state.params if hasattr(state, "params") else state["params"]
+    check_finite(params)  # never checkpoint non-finite params
+    saved = mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    history=ocp.args.JsonSave(list(history))),
+                      force=force)
+    if saved:
+        mngr.wait_until_finished()
+        write_manifest(mngr.directory, step)
+    return saved
+
+
+def restore(mngr, step, like):
+    """``(state, history)`` saved at ``step``; ``like`` is a pytree of the state's
+    structure (arrays or ``jax.ShapeDtypeStruct``).  ``step=None``: the newest step
+    that passes :func:`verify` (:func:`latest_good_step`)."""
+    ocp = _ocp()
+    if step is None:
+        step = latest_good_step(mngr.directory)
+        mngr.reload()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                     history=ocp.args.JsonRestore()))
+    return got["state"], list(got["history"])
+
+
+def save_params(out, step: int, params, *, keep: int = 3) -> None:
+    """Save a params pytree as checkpoint ``step`` of ``out/checkpoints``."""
+    with manager(out, keep=keep) as mngr:
+        save(mngr, step, {"params": params}, force=True)
+
+
+def restore_params(out, like, step=None):
+    """The params saved by :func:`save_params` in ``out`` (``like``: their structure,
+    e.g. ``jax.eval_shape(model.init, key)``); the newest good step when ``step`` is
+    None."""
+    with manager(out) as mngr:
+        state, _ = restore(mngr, step, {"params": like})
+    return state["params"]
 
 
 def _step_dir(directory, step):
@@ -117,7 +191,6 @@ def _set_aside(directory, step):
 
 def _barrier(name):
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
 
 
@@ -182,8 +255,6 @@ class SigtermFlag:
     """
 
     def __init__(self):
-        import signal
-        import threading
         self._set = False
         self._previous = None
         if threading.current_thread() is threading.main_thread():
@@ -194,17 +265,16 @@ class SigtermFlag:
 
     def is_set(self) -> bool:
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
             flags = multihost_utils.process_allgather(np.int32(self._set))
             return bool(np.max(flags))
         return self._set
 
     def restore(self):
-        import signal
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
 
 
-__all__ = ["MANIFEST", "Preempted", "SigtermFlag", "check_finite", "latest_good_step", "steps", "verify",
-           "write_manifest"]
+__all__ = ["ITEMS", "MANIFEST", "Preempted", "SigtermFlag", "check_finite",
+           "latest_good_step", "manager", "restore", "restore_params", "save", "save_params",
+           "steps", "verify", "write_manifest"]

@@ -1,7 +1,18 @@
 """Argument checks shared by the public functions: each error names the argument,
-what was expected and what came."""
+what was expected and what came.  Every public function checks its inputs with these
+before any work is done (no error message is written twice)."""
 
 from __future__ import annotations
+
+import os
+
+from rnnjax.cell import Cell
+
+
+def check_cell(cell, name: str = "cell"):
+    """Raise ``TypeError`` unless ``cell`` is an :class:`rnnjax.Cell`."""
+    if not isinstance(cell, Cell):
+        raise TypeError(f"{name} must be an rnnjax.Cell, got {type(cell).__name__}")
 
 
 def check_choice(name, value, valid):
@@ -15,6 +26,48 @@ def check_positive_int(name, value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_nonneg_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def check_positive_float(name, value):
+    if not _is_number(value) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def check_nonneg_float(name, value):
+    if not _is_number(value) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+
+def check_optional_positive(name, value):
+    """``None`` or a positive number (e.g. a clipping threshold that may be off)."""
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+
+
 def check_rate(name, value):
     if not (0.0 <= float(value) < 1.0):
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
+def check_fraction(name, value):
+    """A number strictly between 0 and 1 (a held-out or test fraction)."""
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+
+
+def check_file(name, path):
+    """Raise ``FileNotFoundError`` unless ``path`` is an existing file."""
+    if not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(f"{name} must be an existing file, got {os.fspath(path)!r}")
+
+
+__all__ = ["check_cell", "check_choice", "check_file", "check_fraction",
+           "check_nonneg_float", "check_nonneg_int", "check_optional_positive",
+           "check_positive_float", "check_positive_int", "check_rate"]

@@ -1,31 +1,19 @@
 """Matplotlib figures for gradient-flow analyses (written by ``rnnjax gradflow``).
 
-Each function takes plain dictionaries ``label -> numbers`` and writes one PNG (Agg
-backend, no display needed); it returns the path written.
+Each function takes plain dictionaries ``label -> numbers`` and writes one PNG
+(:mod:`rnnjax.figures`: no pyplot, no backend chosen, no display needed); it returns
+the path written.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from rnnjax import figures
 
 
 def _save(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
+    return figures.save(fig, path, dpi=110, tight="layout")
 
 
 def plot_grad_norms(curves: dict, path: str, *, title: str = "") -> str:
@@ -36,8 +24,7 @@ def plot_grad_norms(curves: dict, path: str, *, title: str = "") -> str:
     """
     if not curves:
         raise ValueError("curves must hold at least one curve, got none")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = figures.axes(figsize=(7, 4.2))
     for label, c in curves.items():
         t, n = c if isinstance(c, tuple) else (np.arange(1, len(c) + 1), c)
         t, n = np.asarray(t), np.asarray(n, dtype=float)
@@ -57,8 +44,7 @@ def plot_singular_values(spectra: dict, path: str, *, title: str = "") -> str:
     """Singular values (descending) of each label's recurrent matrix, against index."""
     if not spectra:
         raise ValueError("spectra must hold at least one spectrum, got none")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = figures.axes(figsize=(7, 4.2))
     for label, sv in spectra.items():
         sv = np.sort(np.asarray(sv, dtype=float).ravel())[::-1]
         ax.plot(np.arange(1, len(sv) + 1), sv, marker=".", ms=3, lw=1, label=label)
@@ -76,8 +62,7 @@ def plot_lyapunov(spectra: dict, path: str, *, title: str = "") -> str:
     """Top Lyapunov exponents (per step) of each label, against index."""
     if not spectra:
         raise ValueError("spectra must hold at least one spectrum, got none")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = figures.axes(figsize=(7, 4.2))
     for label, lam in spectra.items():
         lam = np.asarray(lam, dtype=float).ravel()
         ax.plot(np.arange(1, len(lam) + 1), lam, marker="o", ms=3, lw=1, label=label)

@@ -11,7 +11,7 @@ Params: ``{"cell": cell params, "readout": {"W": (C, H_out), "b": (C,)}}``;
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,31 @@ import jax.numpy as jnp
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.sequence import run
+
+
+class Decoding(NamedTuple):
+    """The carry of step-by-step generation: the cell's ``weights``
+    (``cell.prepare(params)``, computed once per sequence) and its ``carry``."""
+
+    weights: Any
+    carry: Any
+
+
+def decoder(cell: Cell, project: Callable):
+    """``(scan_prefix, step_logits)`` of ``cell`` followed by ``project(params, y)``
+    (see :class:`Model`)."""
+
+    def scan_prefix(params, xs):
+        w = cell.prepare(params["cell"])
+        carry, ys = jax.lax.scan(lambda c, x: cell.step(w, c, x),
+                                 cell.initial_carry((), xs.dtype), xs)
+        return Decoding(w, carry), project(params, ys[-1])
+
+    def step_logits(params, state: Decoding, x):
+        carry, y = cell.step(state.weights, state.carry, x)
+        return Decoding(state.weights, carry), project(params, y)
+
+    return scan_prefix, step_logits
 
 
 class Model(NamedTuple):
@@ -30,7 +55,10 @@ class Model(NamedTuple):
         ``(batch, time, C)`` or ``(batch, C)``.
       scan_prefix: ``(params, xs (time, input_size)) -> (carry, logits (C,))`` for one
         example: the state and output after reading a prefix (used for generation).
-      step_logits: ``(params, carry, x (input_size,)) -> (carry, logits (C,))``.
+        The carry is a :class:`Decoding`: the cell's carry and its weights, prepared
+        here once per sequence.
+      step_logits: ``(params, carry, x (input_size,)) -> (carry, logits (C,))``: one
+        more step from a :class:`Decoding`; it never calls ``cell.prepare`` again.
       cell: the :class:`rnnjax.Cell`.
     """
 
@@ -66,15 +94,9 @@ def cell_with_readout(cell: Cell, input_size: int, output_size: int,
             ys = ys[..., -1, :]
         return project(params, ys)
 
-    def scan_prefix(params, xs):
-        w = cell.prepare(params["cell"])
-        carry = cell.initial_carry((), xs.dtype)
-        carry, ys = jax.lax.scan(lambda c, x: cell.step(w, c, x), carry, xs)
-        return carry, project(params, ys[-1])
-
-    def step_logits(params, carry, x):
-        carry, y = cell.step(cell.prepare(params["cell"]), carry, x)
-        return carry, project(params, y)
-
+    scan_prefix, step_logits = decoder(cell, project)
     return Model(init=init, apply=apply, scan_prefix=scan_prefix, step_logits=step_logits,
                  cell=cell)
+
+
+__all__ = ["Decoding", "Model", "cell_with_readout", "decoder"]

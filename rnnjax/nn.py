@@ -40,9 +40,9 @@ from flax import nnx
 from rnnjax import layers as _layers
 from rnnjax.cell import Cell
 from rnnjax.cells import REGISTRY, elman as _elman, gru as _gru, lstm as _lstm, make
-from rnnjax.checks import check_choice, check_positive_int, check_rate
+from rnnjax.checks import check_cell, check_choice, check_positive_int, check_rate
 
-_RUN_OPTIONS = ("time_major", "unroll", "remat", "truncate")
+_RUN_OPTIONS = ("time_major", "unroll", "remat", "truncate", "grad", "scan")
 
 
 def _is_var(x):
@@ -116,8 +116,8 @@ class _SequenceModule(nnx.Module):
         """Run the layer: ``xs (*batch, time, features) -> (ys, final_carry)``.
 
         ``carry``, ``lengths`` and the run options (``time_major``, ``unroll``,
-        ``remat``, ``truncate``; defaults from the constructor) mean what they mean in
-        :func:`rnnjax.run`.
+        ``remat``, ``truncate``, ``grad``, ``scan``; defaults from the constructor)
+        mean what they mean in :func:`rnnjax.run`.
         """
         _check_options(options)
         key = self._key(deterministic, rngs)
@@ -148,14 +148,13 @@ class RNN(_SequenceModule):
       recurrent_dropout: rate of the variational dropout mask on ``h_{t-1}``.
       param_dtype: cast floating params to this dtype (default: as ``init`` returns).
       **options: default run options (``time_major``, ``unroll``, ``remat``,
-        ``truncate``).
+        ``truncate``, ``grad``, ``scan``).
     """
 
     def __init__(self, cell: Cell, input_size: int | None = None, *,
                  rngs: nnx.Rngs | None = None, params: Any = None, reverse: bool = False,
                  recurrent_dropout: float = 0.0, param_dtype=None, **options):
-        if not isinstance(cell, Cell):
-            raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
+        check_cell(cell)
         check_rate("recurrent_dropout", recurrent_dropout)
         if params is None:
             if input_size is None or rngs is None:

@@ -1,16 +1,13 @@
 """Matplotlib figures for reports: small functions, each drawing one figure.
 
-Every function takes plain numbers (lists / arrays), draws with the non-interactive
-Agg backend and either saves to ``path`` or returns the figure.
+Every function takes plain numbers (lists / arrays), draws a
+``matplotlib.figure.Figure`` (:mod:`rnnjax.figures`: no pyplot, no backend chosen)
+and either saves it to ``path`` or returns it.
 """
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
+from rnnjax import figures
 
 
 def loss_curves(curves: dict, *, baseline: float | None = None, path: str | None = None,
@@ -25,7 +22,7 @@ def loss_curves(curves: dict, *, baseline: float | None = None, path: str | None
       bands: optional ``{label: (low, high)}`` arrays shaded around a curve (seed spread).
       path: save the figure there (PNG by extension) and close it; else return it.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = figures.axes(figsize=(6.4, 4.0))
     for label, (steps, losses) in curves.items():
         (line,) = ax.plot(steps, losses, label=label, lw=1.5)
         if bands and label in bands:
@@ -40,12 +37,10 @@ def loss_curves(curves: dict, *, baseline: float | None = None, path: str | None
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     if path is None:
+        fig.tight_layout()
         return fig
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path, dpi=dpi, tight="layout")
 
 
 def grad_norm_curves(curves: dict, *, path: str | None = None, title: str = "",
@@ -56,7 +51,7 @@ def grad_norm_curves(curves: dict, *, path: str | None = None, title: str = "",
       curves: ``{label: (norms_at_init, norms_at_end)}``, each ``(T,)``; the end is drawn
         solid, the initialisation dashed in the same colour.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = figures.axes(figsize=(6.4, 4.0))
     for label, (init, end) in curves.items():
         t = range(1, len(end) + 1)
         (line,) = ax.plot(t, [max(v, 1e-30) for v in end], lw=1.5, label=f"{label} (trained)")
@@ -69,12 +64,10 @@ def grad_norm_curves(curves: dict, *, path: str | None = None, title: str = "",
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
     if path is None:
+        fig.tight_layout()
         return fig
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path, dpi=dpi, tight="layout")
 
 
 def loss_panels(panels: dict, *, path: str, ylabel: str = "cross-entropy (nats)",
@@ -82,8 +75,9 @@ def loss_panels(panels: dict, *, path: str, ylabel: str = "cross-entropy (nats)"
     """One panel per entry of ``panels = {title: (curves, baseline)}`` (``curves`` as in
     :func:`loss_curves`), side by side with a log y-axis; saved to ``path``."""
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(4.0 * n, 3.6), squeeze=False)
-    for ax, (title, (curves, baseline)) in zip(axes[0], panels.items()):
+    fig = figures.figure(figsize=(4.0 * n, 3.6))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (title, (curves, baseline)) in zip(axes, panels.items()):
         for label, (steps, losses) in curves.items():
             ax.plot(steps, losses, label=label, lw=1.2)
         ax.axhline(baseline, color="k", ls="--", lw=1)
@@ -91,9 +85,9 @@ def loss_panels(panels: dict, *, path: str, ylabel: str = "cross-entropy (nats)"
         ax.set_title(title)
         ax.set_xlabel("training step")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=6)
+    return figures.save(fig, path, dpi=dpi, tight="layout")
+
+
+__all__ = ["grad_norm_curves", "loss_curves", "loss_panels"]

@@ -27,7 +27,8 @@ import numpy as np
 
 from rnnjax import analysis, optim, plots
 from rnnjax import cells as cells_lib
-from rnnjax.train import ORTHOGONAL_CELLS, Config, build, initial_state, train, validate
+from rnnjax.train import Config, build, initial_state, train
+from rnnjax.train_config import orthogonal_cells, validate
 
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "default_cells",
            "gradient_profile", "paper_configs", "per_step_factor", "reproduce_command",
@@ -58,7 +59,7 @@ ARJOVSKY_TS = (100, 200, 300, 500)
 
 def default_cells() -> list:
     """``elman, lstm, gru`` and every orthogonal/unitary cell present in the registry."""
-    return list(BASE_CELLS) + [c for c in ORTHOGONAL_CELLS if c in cells_lib.REGISTRY]
+    return list(BASE_CELLS) + orthogonal_cells()
 
 
 def paper_configs(base: Config, cells) -> dict:

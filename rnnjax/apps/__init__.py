@@ -10,3 +10,5 @@ subcommand:
 Modules are imported on use (``from rnnjax.apps import colors``) so that importing
 :mod:`rnnjax` stays light.
 """
+
+__all__ = ["classify", "colors", "forecast", "generate", "seq2seq"]

@@ -27,10 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import cells
+from rnnjax import cells, figures
 from rnnjax.apps import _common
-from rnnjax.checks import check_positive_int
+from rnnjax.checks import check_file, check_fraction, check_positive_int
 from rnnjax.layers import bidirectional, unidirectional
+from rnnjax.training import fit
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "sentiment.tsv")
 PAD, UNK = 0, 1
@@ -43,7 +44,7 @@ def tokenize(text: str):
 
 def read_labelled(path):
     """``(texts, labels)`` from a ``label<TAB>text`` file (blank lines skipped)."""
-    _common.check_file("data", path)
+    check_file("data", path)
     texts, labels = [], []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -124,7 +125,7 @@ def train(layer, params, ids, lengths, y, *, steps=300, batch=32, lr=3e-3, seed=
         lg = jax.nn.log_softmax(logits(layer, p, b[0], b[1]))
         return -jnp.mean(jnp.take_along_axis(lg, b[2][:, None], -1))
 
-    return _common.fit(loss, params, batch_fn, steps=steps, lr=lr, key=jax.random.key(seed))
+    return fit(loss, params, batch_fn, steps=steps, lr=lr, key=jax.random.key(seed))
 
 
 def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
@@ -134,8 +135,7 @@ def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
     accuracies), ``classify.md`` (accuracies and the test predictions) and
     ``classify.json``; returns the summary dict."""
     check_positive_int("steps", steps)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    check_fraction("test_fraction", test_fraction)
     out = _common.out_dir(out)
     texts, labels = read_labelled(data)
     classes = sorted(set(labels))
@@ -164,14 +164,14 @@ def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
     md = os.path.join(out, "classify.md")
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
-    fig = _common.figure(figsize=(9, 3))
+    fig = figures.figure(figsize=(9, 3))
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(losses)
     ax1.set(xlabel="step", ylabel="cross-entropy", title="training loss")
     ax2.barh(list(acc), list(acc.values()), color=["C0", "C2", "C7"])
     ax2.set(xlim=(0, 1), xlabel="accuracy", title=f"{name} on {os.path.basename(data)}")
     png = os.path.join(out, "classify.png")
-    _common.savefig(fig, png)
+    figures.save(fig, png)
     summary = {"data": os.fspath(data), "classes": classes, "cell": cell_name,
                "bidirectional": bidirectional_, "hidden": hidden, "steps": steps,
                "vocab": len(vocab), "train": len(tr), "test": len(te), "accuracy": acc,
@@ -180,3 +180,7 @@ def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
     print_fn("\n".join(lines[2:4 + len(acc)]))
     print_fn(f"wrote {png} and {md}")
     return summary
+
+
+__all__ = ["DATA", "accuracy", "build_vocab", "encode", "init", "logits", "make_model",
+           "read_labelled", "run_classify", "tokenize", "train"]

@@ -31,10 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.cell import HiddenState
-from rnnjax.cells import elman
-from rnnjax.checks import check_positive_int
+from rnnjax import figures
 from rnnjax.apps import _common
+from rnnjax.cells import elman
+from rnnjax.checks import (check_file, check_nonneg_float, check_positive_float,
+                           check_positive_int)
+from rnnjax.sequence import run
+from rnnjax.training import fit
 
 DEFAULT_SEEDS = ("#e63946", "#2a9d8f", "#f4a261", "#264653", "#ffffff")
 
@@ -42,7 +45,7 @@ DEFAULT_SEEDS = ("#e63946", "#2a9d8f", "#f4a261", "#264653", "#ffffff")
 def init(key, hidden_size: int = 16, scale: float = 1.0):
     """Default weights of the teaching example (see the module docstring)."""
     check_positive_int("hidden_size", hidden_size)
-    _common.check_nonneg_float("scale", scale)
+    check_nonneg_float("scale", scale)
     H = hidden_size
     k1, k2, k3 = jax.random.split(key, 3)
     return {
@@ -76,7 +79,7 @@ def generate(params, seeds, length: int, temperature: float = 1.0):
     if seeds.shape[-1:] != (3,) or seeds.ndim not in (1, 2):
         raise ValueError(f"seeds must have shape (S, 3) or (3,), got {seeds.shape}")
     check_positive_int("length", length)
-    _common.check_positive_float("temperature", temperature)
+    check_positive_float("temperature", temperature)
     single = seeds.ndim == 1
     seeds = jnp.atleast_2d(seeds).astype(params["b_y"].dtype)
     H = params["cell"]["W_hh"].shape[0]
@@ -136,7 +139,7 @@ def read_palettes(path):
     """One palette per line: colours (``#rrggbb``) separated by spaces; ``#`` followed by
     a space starts a comment line.  All palettes must have the same length (>= 2).
     Returns ``(P, L, 3)``."""
-    _common.check_file("palettes", path)
+    check_file("palettes", path)
     rows = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -161,7 +164,6 @@ def read_palettes(path):
 def _teacher_forced(params, palettes):
     """Predictions of colours ``1..L-1`` from colours ``0..L-2`` (unclipped readout)."""
     H = params["cell"]["W_hh"].shape[0]
-    from rnnjax.sequence import run
     hs, _ = run(elman(H), params["cell"], palettes[:, :-1])
     return hs @ params["W_hy"].T + params["b_y"]
 
@@ -180,7 +182,7 @@ def train(params, palettes, *, steps: int = 500, lr: float = 1e-2, seed: int = 0
     def loss(p, _):
         return jnp.mean((_teacher_forced(p, palettes) - palettes[:, 1:]) ** 2)
 
-    return _common.fit(loss, params, lambda k: None, steps=steps, lr=lr,
+    return fit(loss, params, lambda k: None, steps=steps, lr=lr,
                        key=jax.random.key(seed), clip=10.0)
 
 
@@ -198,7 +200,7 @@ def plot_stripes(seeds, colors, path, title=None):
     seeds, colors = np.asarray(seeds), np.asarray(colors)
     img = np.concatenate([seeds[:, None, :], colors], axis=1)  # (S, 1 + L, 3)
     S, L = img.shape[:2]
-    fig = _common.figure(figsize=(max(3.0, 0.35 * L), 0.5 * S + 0.6))
+    fig = figures.figure(figsize=(max(3.0, 0.35 * L), 0.5 * S + 0.6))
     ax = fig.add_subplot()
     ax.imshow(img, aspect="auto", interpolation="nearest")
     ax.axvline(0.5, color="black", linewidth=2)
@@ -207,7 +209,7 @@ def plot_stripes(seeds, colors, path, title=None):
     ax.set_xlabel("step (0 = seed)")
     if title:
         ax.set_title(title)
-    _common.savefig(fig, path)
+    figures.save(fig, path)
 
 
 def run_colors(out, *, seeds=DEFAULT_SEEDS, hidden: int = 16, scale: float = 1.0,
@@ -246,3 +248,8 @@ def run_colors(out, *, seeds=DEFAULT_SEEDS, hidden: int = 16, scale: float = 1.0
         print_fn(f"{s}: {' '.join(row[:8])}{' ...' if len(row) > 8 else ''}")
     print_fn(f"wrote {png}")
     return summary
+
+
+__all__ = ["DEFAULT_SEEDS", "first_step", "free_running_mse", "generate", "init",
+           "parse_color", "plot_stripes", "read_palettes", "run_colors", "to_hex",
+           "train"]

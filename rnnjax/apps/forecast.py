@@ -32,10 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import cells
+from rnnjax import cells, figures
 from rnnjax.apps import _common
-from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.checks import check_choice, check_file, check_fraction, check_positive_int
 from rnnjax.sequence import run
+from rnnjax.training import fit
 
 SERIES = ("sines", "walk")
 MODES = ("vector", "seq")
@@ -62,7 +63,7 @@ def seasonal_walk(n: int, *, period: float = 24.0, amplitude: float = 2.0,
 
 def read_csv_column(path, column):
     """The values of ``column`` (a header name or a 0-based index) of a CSV file."""
-    _common.check_file("csv", path)
+    check_file("csv", path)
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
@@ -203,7 +204,7 @@ def train_rnn(xtr, ytr, *, mode="vector", cell_name="gru", hidden=32, steps=400,
             return jnp.mean((pred[:, -1] - y) ** 2)
         return jnp.mean((pred - ys) ** 2)
 
-    params, losses = _common.fit(loss, params, batch_fn, steps=steps, lr=lr,
+    params, losses = fit(loss, params, batch_fn, steps=steps, lr=lr,
                                  key=jax.random.key(seed + 1), log_every=log_every,
                                  print_fn=print_fn, name="mse")
     return cell, params, losses
@@ -212,7 +213,7 @@ def train_rnn(xtr, ytr, *, mode="vector", cell_name="gru", hidden=32, steps=400,
 # --- the pipeline ---------------------------------------------------------------------
 
 def _plot(path, truth, preds, title, horizon):
-    fig = _common.figure(figsize=(9, 3.5))
+    fig = figures.figure(figsize=(9, 3.5))
     ax = fig.add_subplot()
     t = np.arange(len(truth))
     ax.plot(t, truth, color="black", linewidth=2, label="truth")
@@ -222,7 +223,7 @@ def _plot(path, truth, preds, title, horizon):
     ax.set_ylabel(f"value ({horizon} step{'s' if horizon > 1 else ''} ahead)")
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=len(preds) + 1)
-    _common.savefig(fig, path)
+    figures.save(fig, path)
 
 
 def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, window=48,
@@ -234,8 +235,7 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
     for name, v in (("n", n), ("window", window), ("horizon", horizon),
                     ("ar_order", ar_order), ("steps", steps), ("hidden", hidden)):
         check_positive_int(name, v)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    check_fraction("test_fraction", test_fraction)
     if ar_order > window:
         raise ValueError(f"ar_order must be <= window ({window}), got {ar_order}")
     for m in modes:
@@ -294,3 +294,8 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
     print_fn("\n".join(lines[4:]))
     print_fn(f"wrote {png} and {md}")
     return summary
+
+
+__all__ = ["MODES", "SERIES", "ar_forecast", "arma_forecast", "fit_ar", "init_model",
+           "naive_forecast", "predict", "predict_all", "read_csv_column", "run_forecast",
+           "seasonal_walk", "sines", "split", "train_rnn", "windows"]

@@ -17,8 +17,9 @@ Sampling (:func:`sample`): the prompt is read to set the state; then each charac
 ``key`` (so a sample is a pure function of the key).  As ``temperature -> 0`` the draw
 tends to the argmax (greedy decoding), which the tests check at ``1e-6``.
 
-Checkpoints: ``out/checkpoints`` holds orbax checkpoints of the params (the latest
-``keep``), with ``out/generate_config.json`` (cell, hidden, vocabulary) beside them;
+Checkpoints: ``out/checkpoints`` holds verified orbax checkpoints of the params
+(:func:`rnnjax.checkpointing.save_params`, the latest ``keep``), with
+``out/generate_config.json`` (cell, hidden, vocabulary) beside them;
 ``restore=out`` skips training and samples from the latest checkpoint.  A run of the
 training runner (``rnnjax train --task charlm``) can be sampled with ``run=DIR`` (it
 reads ``DIR/config.json`` and the runner's checkpoints through
@@ -35,51 +36,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import cells
+from rnnjax import cells, checkpointing, figures
+from rnnjax import train as runner
 from rnnjax.apps import _common
-from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.sequence import run
+from rnnjax.checks import (check_choice, check_file, check_fraction, check_nonneg_float,
+                           check_positive_int)
+from rnnjax.models import cell_with_readout
 from rnnjax.tasks.charlm import Vocab, load_text, sample, split_text
+from rnnjax.training import fit
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "tiny_text.txt")
 CELLS = ("lstm", "gru", "elman")
 
 
 class CharModel:
-    """Cell + linear readout over one-hot characters, with the runner's ``Model`` API
-    (``init``, ``apply``, ``scan_prefix``, ``step_logits``, ``cell``)."""
+    """Cell + linear readout over one-hot characters: the runner's
+    :func:`rnnjax.models.cell_with_readout` (``init``, ``apply``, ``scan_prefix``,
+    ``step_logits``, ``cell``) with the vocabulary size ``V``."""
 
     def __init__(self, cell_name: str, hidden: int, vocab_size: int):
         check_choice("cell", cell_name, CELLS)
         check_positive_int("hidden", hidden)
         self.cell = cells.make(cell_name, hidden)
         self.V = vocab_size
-
-    def init(self, key):
-        kc, kr = jax.random.split(key)
-        H = self.cell.output_size
-        return {"cell": self.cell.init(kc, self.V),
-                "readout": {"W": jax.random.normal(kr, (self.V, H), jnp.float32) / math.sqrt(H),
-                            "b": jnp.zeros((self.V,), jnp.float32)}}
-
-    def project(self, p, y):
-        return y @ p["readout"]["W"].T + p["readout"]["b"]
-
-    def apply(self, params, xs, carry=None):
-        """Logits ``(B, T, V)`` for one-hot ``xs (B, T, V)``."""
-        ys, _ = run(self.cell, params["cell"], xs, carry=carry)
-        return self.project(params, ys)
-
-    def scan_prefix(self, params, xs):
-        """``(carry, logits (V,))`` after reading one-hot ``xs (T, V)``."""
-        w = self.cell.prepare(params["cell"])
-        carry, ys = jax.lax.scan(lambda c, x: self.cell.step(w, c, x),
-                                 self.cell.initial_carry((), xs.dtype), xs)
-        return carry, self.project(params, ys[-1])
-
-    def step_logits(self, params, carry, x):
-        carry, y = self.cell.step(self.cell.prepare(params["cell"]), carry, x)
-        return carry, self.project(params, y)
+        model = cell_with_readout(self.cell, vocab_size, vocab_size, "all")
+        self.init, self.apply = model.init, model.apply
+        self.scan_prefix, self.step_logits = model.scan_prefix, model.step_logits
 
 
 def _xent(logits, ids):
@@ -118,7 +100,7 @@ def train(model, train_ids, *, seq_len=64, batch=32, steps=500, lr=3e-3, seed=0,
         return jnp.mean(_xent(model.apply(p, xs), b[1]))
 
     params = model.init(jax.random.key(seed))
-    return _common.fit(loss, params, batch_fn, steps=steps, lr=lr,
+    return fit(loss, params, batch_fn, steps=steps, lr=lr,
                        key=jax.random.key(seed + 1), log_every=log_every, print_fn=print_fn,
                        name="cross-entropy")
 
@@ -126,52 +108,37 @@ def train(model, train_ids, *, seq_len=64, batch=32, steps=500, lr=3e-3, seed=0,
 # --- checkpoints ------------------------------------------------------------------------
 
 def save_checkpoint(out, step, params, config, keep=3):
-    """Save ``params`` with orbax under ``out/checkpoints/<step>`` and ``config`` (cell,
-    hidden, vocabulary) as ``out/generate_config.json``."""
-    import orbax.checkpoint as ocp
+    """Save ``params`` as checkpoint ``step`` of ``out/checkpoints``
+    (:func:`rnnjax.checkpointing.save_params`) and ``config`` (cell, hidden, vocabulary)
+    as ``out/generate_config.json``."""
     _common.write_json(os.path.join(out, "generate_config.json"), config)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
-    with ocp.CheckpointManager(os.path.abspath(os.path.join(out, "checkpoints")),
-                               options=options) as mngr:
-        mngr.save(step, args=ocp.args.StandardSave({"params": params}), force=True)
+    checkpointing.save_params(out, step, params, keep=keep)
 
 
 def load_checkpoint(out, step=None):
-    """``(model, params, vocab, config)`` from a folder written by :func:`save_checkpoint`."""
-    import orbax.checkpoint as ocp
+    """``(model, params, vocab, config)`` from a folder written by :func:`save_checkpoint`
+    (the newest verified checkpoint when ``step`` is None)."""
     path = os.path.join(os.fspath(out), "generate_config.json")
-    _common.check_file("restore (its generate_config.json)", path)
+    check_file("restore (its generate_config.json)", path)
     with open(path) as f:
         config = json.load(f)
     vocab = Vocab(config["vocab"])
     model = CharModel(config["cell"], config["hidden"], len(vocab))
-    target = jax.eval_shape(model.init, jax.random.key(0))
-    abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, target)}
-    with ocp.CheckpointManager(os.path.abspath(os.path.join(out, "checkpoints"))) as mngr:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {os.path.join(out, 'checkpoints')!r}")
-        got = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-    return model, got["params"], vocab, config
+    like = jax.eval_shape(model.init, jax.random.key(0))
+    return model, checkpointing.restore_params(out, like, step), vocab, config
 
 
 def load_runner_run(run_dir, seed_index=0):
     """``(model, params, vocab)`` of a char-LM run of the training runner: reads
     ``run_dir/config.json`` (task charlm, its data file, cell, hidden) and the runner's
-    checkpoints via ``rnnjax.train.load_params`` (params stacked over seeds: entry
+    checkpoints via :func:`rnnjax.train.load_params` (params stacked over seeds: entry
     ``seed_index`` is used)."""
-    try:
-        from rnnjax import train as runner
-    except ImportError as e:  # the runner ships on its own branch
-        raise ValueError(f"run needs the training runner (rnnjax.train): {e}") from None
-    path = os.path.join(os.fspath(run_dir), "config.json")
-    _common.check_file("run (its config.json)", path)
-    with open(path) as f:
-        cfg = json.load(f)
-    if cfg.get("task") != "charlm":
-        raise ValueError(f"run must be a charlm run, got task {cfg.get('task')!r}")
-    vocab = Vocab.of(load_text(cfg["data"]))
-    model = runner.build(runner.Config.from_json(cfg)).model
+    check_file("run (its config.json)", os.path.join(os.fspath(run_dir), "config.json"))
+    config = runner.Config.load(run_dir)
+    if config.task != "charlm":
+        raise ValueError(f"run must be a charlm run, got task {config.task!r}")
+    vocab = Vocab.of(load_text(config.data))
+    model = runner.build(config).model
     params = jax.tree.map(lambda a: a[seed_index], runner.load_params(run_dir))
     return model, params, vocab
 
@@ -188,7 +155,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
     ``generate.png`` (training loss in bits per character)."""
     out = _common.out_dir(out)
     for t in temperatures:
-        _common.check_nonneg_float("temperature", t)
+        check_nonneg_float("temperature", t)
     summary = {"prompt": prompt, "length": length, "seed": seed}
     if restore is not None or run_dir is not None:
         if restore is not None:
@@ -199,8 +166,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
         print_fn(f"loaded a model from {summary['source']}")
     else:
         check_positive_int("steps", steps)
-        if not 0.0 < holdout < 1.0:
-            raise ValueError(f"holdout must be in (0, 1), got {holdout!r}")
+        check_fraction("holdout", holdout)
         text = load_text(data)
         vocab = Vocab.of(text)
         train_ids, eval_ids = split_text(vocab.encode(text), holdout, seq_len)
@@ -215,7 +181,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
                         "steps": steps, "characters": len(text), "vocab": len(vocab),
                         "heldout_bpc": bpc, "unigram_bpc": base,
                         "train_bpc_last": losses[-1] / math.log(2)})
-        fig = _common.figure(figsize=(6, 3.5))
+        fig = figures.figure(figsize=(6, 3.5))
         ax = fig.add_subplot()
         ax.plot(np.asarray(losses) / math.log(2), label="training (batch)")
         ax.axhline(bpc, color="C1", label=f"held-out {bpc:.2f}")
@@ -223,7 +189,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
         ax.set(xlabel="step", ylabel="bits per character",
                title=f"{cell_name} H={hidden} on {os.path.basename(os.fspath(data))}")
         ax.legend()
-        _common.savefig(fig, os.path.join(out, "generate.png"))
+        figures.save(fig, os.path.join(out, "generate.png"))
         print_fn(f"held-out bits per character {bpc:.3f} (unigram baseline {base:.3f})")
     samples = {}
     for i, t in enumerate(temperatures):
@@ -239,3 +205,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
         print_fn(f"[T={t}] {prompt}{s[:120]!r}")
     print_fn(f"wrote {os.path.join(out, 'samples.txt')}")
     return summary
+
+
+__all__ = ["CELLS", "CharModel", "DATA", "heldout_bpc", "load_checkpoint",
+           "load_runner_run", "run_generate", "save_checkpoint", "train", "unigram_bpc"]

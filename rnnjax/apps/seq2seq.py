@@ -29,11 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import cells
-from rnnjax.cell import HiddenState
+from rnnjax import cells, figures
 from rnnjax.apps import _common
+from rnnjax.cell import HiddenState
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.layers import bidirectional
+from rnnjax.training import fit
 
 TASKS = ("reverse", "sort")
 ATTENTION = ("additive", "dot")
@@ -149,7 +150,7 @@ def train(task="reverse", *, attention="additive", hidden=64, embed=32, min_len=
     if max_len < min_len:
         raise ValueError(f"max_len must be >= min_len ({min_len}), got {max_len}")
     params = init(jax.random.key(seed), n_symbols, hidden, embed, attention)
-    return _common.fit(lambda p, b: loss_fn(p, b, attention), params,
+    return fit(lambda p, b: loss_fn(p, b, attention), params,
                        lambda k: make_batch(k, task, batch, min_len, max_len, n_symbols),
                        steps=steps, lr=lr, key=jax.random.key(seed + 1),
                        log_every=log_every, print_fn=print_fn, name="cross-entropy")
@@ -175,7 +176,7 @@ def _plots(out, params, task, attention, acc, train_range, seed):
     src, tgt, lens = make_batch(jax.random.key(seed + 999), task, 1, L, L, V)
     lg, a = decode(params, src, lens, attention=attention)
     pred = np.asarray(jnp.argmax(lg, -1))[0]
-    fig = _common.figure(figsize=(10, 4), layout="constrained")
+    fig = figures.figure(figsize=(10, 4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     im = ax1.imshow(np.asarray(a[0]), cmap="viridis", vmin=0, vmax=1)
     ax1.set_xticks(range(L), [str(int(v)) for v in np.asarray(src[0])])
@@ -190,7 +191,7 @@ def _plots(out, params, task, attention, acc, train_range, seed):
     ax2.set(xlabel="sequence length", ylabel="accuracy (greedy)", ylim=(0, 1.02),
             title="accuracy against length")
     ax2.legend(fontsize=8)
-    _common.savefig(fig, os.path.join(out, "seq2seq.png"))
+    figures.save(fig, os.path.join(out, "seq2seq.png"))
     return [int(v) for v in np.asarray(src[0])], [int(v) for v in pred]
 
 
@@ -227,3 +228,7 @@ def run_seq2seq(out, *, task="reverse", attention="additive", hidden=64, embed=3
     print_fn(f"example: {example[0]} -> {example[1]}")
     print_fn(f"wrote {os.path.join(out, 'seq2seq.png')}")
     return summary
+
+
+__all__ = ["ATTENTION", "TASKS", "decode", "evaluate", "init", "loss_fn", "make_batch",
+           "run_seq2seq", "train"]

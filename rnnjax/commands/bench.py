@@ -1,30 +1,44 @@
 """``rnnjax bench SUITE [options]``: the benchmark suites of ``benchmarks/``.
 
-The suites live in the source checkout's ``benchmarks/`` package, not in the installed
-library: run this from the repository root (the current directory is searched).  Same
-as ``python -m benchmarks SUITE [options]``; ``rnnjax bench --help`` lists the suites.
+The suites live in the ``benchmarks/`` folder of an rnnjax source checkout, beside the
+``rnnjax`` package (an editable install, ``pip install -e .``, or running from the
+checkout); they are not installed with the package, and the command says so when it
+cannot find them.  The current directory is not searched.  Same as
+``python -m benchmarks SUITE [options]``; ``rnnjax bench --help`` lists the suites.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
+import rnnjax
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(rnnjax.__file__)))
+
 
 def load_benchmarks():
-    """Import ``benchmarks.__main__`` from the current directory (a source checkout)."""
-    cwd = os.getcwd()
-    if os.path.isfile(os.path.join(cwd, "benchmarks", "__main__.py")) and cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    """Import ``benchmarks.__main__`` from the source checkout holding this rnnjax
+    (``CHECKOUT/benchmarks``), without touching ``sys.path``."""
+    pkg = os.path.join(CHECKOUT, "benchmarks")
+    init = os.path.join(pkg, "__init__.py")
+    if "benchmarks" not in sys.modules and os.path.isfile(init):
+        spec = importlib.util.spec_from_file_location("benchmarks", init,
+                                                      submodule_search_locations=[pkg])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = module
+        spec.loader.exec_module(module)
     try:
         return importlib.import_module("benchmarks.__main__")
     except ImportError:
         raise FileNotFoundError(
-            "the benchmark suites are not installed with rnnjax: run `rnnjax bench` from "
-            "the root of an rnnjax source checkout (the directory holding benchmarks/), "
-            f"got current directory {cwd}") from None
+            "rnnjax bench needs a source checkout of rnnjax: the benchmark suites live "
+            f"in its benchmarks/ folder, which is not installed with the package (looked "
+            f"for {pkg}); clone the repository and `pip install -e .` there, or run "
+            "`python -m benchmarks` from its root") from None
 
 
 def run(args) -> int:
@@ -42,3 +56,6 @@ def register(subparsers) -> None:
     p.add_argument("suite_args", nargs=argparse.REMAINDER,
                    help="the suite's options: --quick, --out FILE, ...")
     p.set_defaults(func=run)
+
+
+__all__ = ["CHECKOUT", "load_benchmarks", "register", "run"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rnnjax.apps import classify
+
 
 def _run(a):
-    from rnnjax.apps import classify
     classify.run_classify(a.out, data=a.data or classify.DATA, cell_name=a.cell,
                           hidden=a.hidden, embed=a.embed, bidirectional_=a.bidirectional,
                           steps=a.steps, batch=a.batch, lr=a.lr,
@@ -28,3 +29,6 @@ def register(sub):
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run)
+
+
+__all__ = ["register"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rnnjax.apps import colors
+
 
 def _run(a):
-    from rnnjax.apps import colors
     colors.run_colors(a.out, seeds=a.seeds, hidden=a.hidden, scale=a.scale,
                       temperature=a.temperature, length=a.length, seed=a.seed,
                       palettes=a.palettes, train_steps=a.train_steps, lr=a.lr)
@@ -12,11 +13,10 @@ def _run(a):
 
 
 def register(sub):
-    from rnnjax.apps.colors import DEFAULT_SEEDS
     p = sub.add_parser("colors", help="generate colour palettes with an autoregressive "
                                       "Elman RNN (PNG of stripes)")
     p.add_argument("--out", default="out/colors", help="output folder (default %(default)s)")
-    p.add_argument("--seeds", nargs="+", default=list(DEFAULT_SEEDS),
+    p.add_argument("--seeds", nargs="+", default=list(colors.DEFAULT_SEEDS),
                    help="seed colours, '#rrggbb' or 'r,g,b' in [0, 1]; one row each")
     p.add_argument("--hidden", type=int, default=16, help="hidden units (default 16)")
     p.add_argument("--scale", type=float, default=1.0,
@@ -31,3 +31,6 @@ def register(sub):
     p.add_argument("--train-steps", type=int, default=500)
     p.add_argument("--lr", type=float, default=1e-2)
     p.set_defaults(func=_run)
+
+
+__all__ = ["register"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from rnnjax.commands.train import _cell_option
+from rnnjax.commands.train import cell_option
 from rnnjax.optim import OPTIMIZERS
 from rnnjax.report import ARJOVSKY_TS, DEFAULT, PAPER, default_cells, paper_configs, \
     reproduce_command, run_copy_job, write_sweep_report
@@ -33,7 +33,7 @@ def run(a) -> int:
     cells = [c.strip() for c in a.cells.split(",") if c.strip()] if a.cells else default_cells()
     cell_options = {}
     for text in a.cell_opt:
-        k, v = _cell_option(text)
+        k, v = cell_option(text)
         for c in cells:
             cell_options[c] = tuple(cell_options.get(c, ())) + ((k, v),)
     # The reproducing command pins every option given and the cell list.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rnnjax.apps import forecast
+
 
 def _run(a):
-    from rnnjax.apps import forecast
     forecast.run_forecast(a.out, series=a.series, csv_path=a.csv, column=a.column, n=a.n,
                           window=a.window, horizon=a.horizon, test_fraction=a.test_fraction,
                           modes=a.modes, cell_name=a.cell, hidden=a.hidden, steps=a.steps,
@@ -34,3 +35,6 @@ def register(sub):
     p.add_argument("--ar-order", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run)
+
+
+__all__ = ["register"]

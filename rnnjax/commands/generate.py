@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rnnjax.apps import generate
+
 
 def _run(a):
-    from rnnjax.apps import generate
     generate.run_generate(a.out, data=a.data or generate.DATA, cell_name=a.cell,
                           hidden=a.hidden, seq_len=a.seq_len, batch=a.batch, steps=a.steps,
                           lr=a.lr, prompt=a.prompt, length=a.length,
@@ -36,3 +37,6 @@ def register(sub):
     p.add_argument("--run", default=None,
                    help="sample from a charlm run of the training runner (rnnjax train)")
     p.set_defaults(func=_run)
+
+
+__all__ = ["register"]

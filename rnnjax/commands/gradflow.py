@@ -1,65 +1,16 @@
 """``rnnjax gradflow``: how gradients travel across long sequences, per cell.
 
-For each cell and each length ``T`` it measures ``||dL/dh_t||`` for ``t = 1..T``
-(:func:`rnnjax.analysis.hidden_grad_norms`, one backward pass) and writes, under
-``--out``:
-
-* ``gradflow.csv``: one row per ``(cell, stage, T, t)``: columns ``cell, stage, T, t,
-  grad_norm`` (the ``h`` field of the carry; for complex ``h`` the norm of
-  ``(dL/dRe h, dL/dIm h)``) and ``grad_norm_<field>`` for the other carry fields
-  (``grad_norm_c`` for the LSTM's memory cell; empty for cells without it);
-* ``gradnorm_T<T>.png`` (one curve per cell, log scale), ``singular_values.png``,
-  ``lyapunov.png``;
-* ``summary.md``: per cell and ``T`` the ratio ``||dL/dh_1|| / ||dL/dh_T||`` and the
-  fitted per-step factor ``r = exp(-slope)`` of the least-squares line of
-  ``log ||dL/dh_t||`` against ``t`` (``||dL/dh_{t-1}|| ~ r ||dL/dh_t||``: ``r < 1``
-  vanishing, ``r > 1`` exploding); the recurrent matrix's orthogonality error and the
-  top Lyapunov exponents.
-
-The loss at initialisation is ``L = mean_b v . y_T[b]`` with a fixed random unit vector
-``v`` and inputs ``x_t ~ N(0, I)`` (``--features`` of them).  With ``--checkpoint`` a
-trained run is analysed against the same cell at initialisation, with the run's task
-loss on a batch of its task (e.g. the copy task's cross-entropy) at the task's length;
-for a ``.npz`` params file, with the loss above at the first ``--T``.
+Parses the options and calls :func:`rnnjax.gradflow.gradflow` (the module docstring
+there describes the measurements and the files written under ``--out``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from rnnjax import analysis, cells
-from rnnjax.checks import check_positive_int
-
-DEFAULT_CELLS = ("elman", "lstm", "gru", "exprnn", "scornn", "urnn")
+from rnnjax.gradflow import DEFAULT_CELLS, decay_fit, default_cells, gradflow
 
 
-def decay_fit(norms):
-    """``(ratio, rate)``: ``||dL/dh_1|| / ||dL/dh_T||`` and ``exp(-slope)`` of the
-    least-squares fit of ``log norm`` against ``t`` over the positive finite norms
-    (``nan`` when fewer than two are left).  The denominator is the last nonzero norm
-    (for the LSTM's ``c``, ``||dL/dc_T|| = 0`` since ``c_T`` acts only through later
-    steps, so its ratio is to ``||dL/dc_{T-1}||``); the ratio is 0 when
-    ``||dL/dh_1||`` underflows."""
-    n = np.asarray(norms, dtype=float)
-    nz = np.flatnonzero(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = float(n[0] / n[nz[-1]]) if nz.size else float("nan")
-    t = np.arange(1, len(n) + 1)
-    keep = np.isfinite(n) & (n > 0)
-    if keep.sum() < 2:
-        return ratio, float("nan")
-    slope = np.polyfit(t[keep], np.log(n[keep]), 1)[0]
-    return ratio, float(np.exp(-slope))
-
-
-def _parse_list(name, text, conv):
+def parse_list(name, text, conv):
+    """``"a,b,c"`` -> ``[conv(a), conv(b), conv(c)]``; an error names ``--name``."""
     try:
         out = [conv(s.strip()) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -69,228 +20,10 @@ def _parse_list(name, text, conv):
     return out
 
 
-def _fields(tree):
-    """``[(field name, leaf)]`` of a carry-shaped result (``h`` first)."""
-    if hasattr(tree, "_fields"):
-        return list(zip(tree._fields, tree))
-    leaves = jax.tree.leaves(tree)
-    return [("h" if i == 0 else f"leaf{i}", leaf) for i, leaf in enumerate(leaves)]
-
-
-def _last_output_loss(v):
-    return lambda ys: jnp.mean(ys[..., -1, :] @ v)
-
-
-def _load_checkpoint(path, dtype, T):
-    """``(label, cell, trained params, init params, xs, loss_fn)`` of a checkpoint.
-
-    A directory is a run of the training runner (``rnnjax.train``: ``config.json`` and
-    orbax checkpoints; the first seed is analysed, with the run's task loss).  A
-    ``.npz`` file is one written by :func:`rnnjax.analysis.save_params_npz` (loss
-    ``v . y_T`` as at initialisation, inputs ``N(0, I)`` of length ``T``).
-    """
-    if os.path.isdir(path):
-        try:
-            from rnnjax import train as train_lib
-        except ImportError:
-            raise ValueError(f"--checkpoint {path} is a run directory, which needs the "
-                             "training runner rnnjax.train") from None
-        if not os.path.exists(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"--checkpoint {path} has no config.json")
-        with open(os.path.join(path, "config.json")) as f:
-            config = train_lib.Config.from_json(json.load(f))
-        exp = train_lib.build(config)
-        stacked = train_lib.load_params(path)
-        trained = jax.tree.map(lambda a: jnp.asarray(a[0]).astype(dtype), stacked)
-        init = jax.tree.map(lambda a: a.astype(dtype),
-                            exp.model.init(jax.random.key(config.seed)))
-        xs, targets = exp.task.sample(jax.random.key(config.seed + 12345), 8)
-        xs = jnp.asarray(exp.task.encode(xs)).astype(dtype)
-        last = getattr(exp.task, "readout", "all") == "last"
-
-        def loss_for(p):
-            def loss(ys):
-                ys = ys[..., -1, :] if last else ys
-                logits = ys @ p["readout"]["W"].T + p["readout"]["b"]
-                return exp.task.loss(logits, targets)
-            return loss
-
-        return (config.cell, exp.model.cell, trained["cell"], init["cell"], xs,
-                loss_for(trained), loss_for(init))
-    name, hidden, cell_kwargs, params = analysis.load_params_npz(path)
-    cell = cells.make(name, hidden, **cell_kwargs)
-    F = cell.input_size(params)
-    params = jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), params)
-    init = jax.tree.map(lambda a: a.astype(dtype), cell.init(jax.random.key(0), F))
-    k_x, k_v = jax.random.split(jax.random.key(1))
-    xs = jax.random.normal(k_x, (4, T, F), dtype)
-    v = jax.random.normal(k_v, (cell.output_size,), dtype)
-    loss = _last_output_loss(v / jnp.linalg.norm(v))
-    return name, cell, params, init, xs, loss, loss
-
-
-def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
-             lyap_steps=400, lyap_k=8, checkpoint=None, dtype="float64", print_fn=print):
-    """Run the analysis and write the CSV, PNGs and ``summary.md`` under ``out``.
-
-    Returns ``{"rows": [...], "summary": [...]}`` (the CSV rows and summary records).
-    """
-    from rnnjax import gradflow_plots
-
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    for name, v in (("hidden", hidden), ("batch", batch), ("features", features),
-                    ("lyap_steps", lyap_steps), ("lyap_k", lyap_k)):
-        check_positive_int(name, v)
-    if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    dt = jnp.dtype(dtype)
-    os.makedirs(out, exist_ok=True)
-    t0 = time.perf_counter()
-
-    # (label, stage, cell, params, xs_for_T(T), loss)
-    jobs = []
-    if checkpoint is not None:
-        check_positive_int("T", Ts[0])
-        name, cell, trained, init, xs, loss_tr, loss_init = _load_checkpoint(checkpoint, dt,
-                                                                              Ts[0])
-        Ts = [xs.shape[-2]]
-        jobs = [(name, "init", cell, init, lambda T, xs=xs: xs, loss_init),
-                (name, "trained", cell, trained, lambda T, xs=xs: xs, loss_tr)]
-    else:
-        for Tv in Ts:
-            check_positive_int("T", Tv)
-        k_p, k_x, k_v = jax.random.split(jax.random.key(seed), 3)
-        xs_all = jax.random.normal(k_x, (batch, max(max(Ts), lyap_steps), features), dt)
-        for name in cell_names:
-            if name not in cells.REGISTRY:
-                print_fn(f"note: cell {name!r} is not registered in this rnnjax; skipped")
-                continue
-            cell = cells.make(name, hidden)
-            params = jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(
-                a.dtype, jnp.floating) else a, cell.init(k_p, features))
-            v = jax.random.normal(k_v, (cell.output_size,), dt)
-            jobs.append((name, "init", cell, params,
-                         lambda T, xs_all=xs_all: xs_all[:, :T],
-                         _last_output_loss(v / jnp.linalg.norm(v))))
-    if not jobs:
-        raise ValueError(f"--cells names no registered cell (registered: "
-                         f"{sorted(cells.REGISTRY)}), got {list(cell_names)}")
-
-    rows, summary, curves, spectra, lyap = [], [], {T: {} for T in Ts}, {}, {}
-    extra_fields = []
-    for name, stage, cell, params, get_xs, loss in jobs:
-        label = name if stage == "init" else f"{name} (trained)"
-        if stage == "init" and checkpoint is not None:
-            label = f"{name} (init)"
-        for Tv in Ts:
-            xs = get_xs(Tv)
-            res = analysis.hidden_grad_norms(cell, params, xs, loss)
-            comps = [(f, np.asarray(a)) for f, a in _fields(res)]
-            for f, _ in comps[1:]:
-                if f not in extra_fields:
-                    extra_fields.append(f)
-            for i in range(Tv):
-                row = {"cell": name, "stage": stage, "T": Tv, "t": i + 1,
-                       "grad_norm": float(comps[0][1][i])}
-                row.update({f"grad_norm_{f}": float(a[i]) for f, a in comps[1:]})
-                rows.append(row)
-            curves[Tv][label] = comps[0][1]
-            for f, a in comps:
-                ratio, rate = decay_fit(a)
-                summary.append({"cell": name, "stage": stage, "T": Tv, "field": f,
-                                "ratio": ratio, "rate": rate})
-            print_fn(f"{label:>16s}  T={Tv:<5d} ||dL/dh_1||/||dL/dh_T|| = "
-                     f"{summary[-len(comps)]['ratio']:.3e}  per-step factor "
-                     f"{summary[-len(comps)]['rate']:.5f}  ({time.perf_counter() - t0:.1f}s)")
-        if cell.recurrent_matrix is not None:
-            spec = analysis.recurrent_spectrum(cell, params)
-            sv = np.asarray(spec["singular_values"])
-            if sv.ndim == 2:  # gated cells: one spectrum per gate block
-                for g, s in enumerate(sv):
-                    spectra[f"{label} block {g}"] = s
-            else:
-                spectra[label] = sv
-            summary.append({"cell": name, "stage": stage, "field": "W",
-                            "orth_error": float(spec["orthogonality_error"]),
-                            "sv_max": float(sv.max()), "sv_min": float(sv.min())})
-        x1 = get_xs(lyap_steps if checkpoint is None else Ts[-1])[0]
-        n = analysis.state_trajectory(cell, params, x1[:1]).shape[1]
-        lam = analysis.lyapunov_spectrum(cell, params, x1, k=min(lyap_k, n),
-                                         burn_in=x1.shape[0] // 5)
-        lyap[label] = np.asarray(lam)
-
-    fields = ["cell", "stage", "T", "t", "grad_norm"] + [f"grad_norm_{f}" for f in extra_fields]
-    with open(os.path.join(out, "gradflow.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(rows)
-    for Tv in Ts:
-        gradflow_plots.plot_grad_norms(curves[Tv], os.path.join(out, f"gradnorm_T{Tv}.png"),
-                                       title=f"||dL/dh_t||, T = {Tv}")
-    if spectra:
-        gradflow_plots.plot_singular_values(spectra, os.path.join(out, "singular_values.png"))
-    gradflow_plots.plot_lyapunov(lyap, os.path.join(out, "lyapunov.png"))
-    _write_summary(os.path.join(out, "summary.md"), summary, lyap, Ts, hidden, batch,
-                   features, dtype, checkpoint)
-    print_fn(f"wrote {out}/gradflow.csv, summary.md and {len(Ts) + 2} figures "
-             f"in {time.perf_counter() - t0:.1f}s")
-    return {"rows": rows, "summary": summary, "lyapunov": lyap}
-
-
-def _fmt(x, digits=4):
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "n/a"
-    return "0 (underflow)" if x == 0 else f"{x:.{digits}g}"
-
-
-def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, checkpoint):
-    lines = ["# Gradient flow", ""]
-    if checkpoint is None:
-        lines += [f"Cells at initialisation, hidden {hidden}, batch {batch}, {features} "
-                  f"input features x_t ~ N(0, I), {dtype}; loss L = mean_b v . y_T[b] with a "
-                  "fixed random unit v.", ""]
-    else:
-        lines += [f"Checkpoint `{checkpoint}` against the same cell at initialisation "
-                  f"({dtype}), on one batch of its task with its loss.", ""]
-    lines += ["`ratio` = ||dL/dh_1|| / ||dL/dh_T||; `per-step factor` r = exp(-slope) of "
-              "the least-squares fit of log ||dL/dh_t|| on t (r < 1: gradients vanish "
-              "going back in time; r > 1: they explode).  `field` is the carry field "
-              "(`c`: the LSTM memory cell, whose ratio is to ||dL/dc_{T-1}|| because c_T "
-              "acts only through later steps).  `0 (underflow)`: ||dL/dh_1|| is below "
-              "the smallest float; the fitted factor still measures the decay.", "",
-              "| cell | stage | T | field | ratio | per-step factor |",
-              "|---|---|---|---|---|---|"]
-    for s in summary:
-        if "ratio" in s:
-            lines.append(f"| {s['cell']} | {s['stage']} | {s['T']} | {s['field']} | "
-                         f"{_fmt(s['ratio'])} | {_fmt(s['rate'], 6)} |")
-    lines += ["", "## Recurrent matrix", "",
-              "| cell | stage | ‖WᴴW − I‖_F (max over gate blocks) | σ_max | σ_min |",
-              "|---|---|---|---|---|"]
-    for s in summary:
-        if "orth_error" in s:
-            lines.append(f"| {s['cell']} | {s['stage']} | {_fmt(s['orth_error'])} | "
-                         f"{_fmt(s['sv_max'])} | {_fmt(s['sv_min'])} |")
-    lines += ["", "## Top Lyapunov exponents (per step, driven by one input sequence)", ""]
-    for label, lam in lyap.items():
-        lines.append(f"- {label}: " + ", ".join(f"{x:.4f}" for x in lam))
-    lines += ["", "Figures: " + ", ".join(f"`gradnorm_T{T}.png`" for T in Ts)
-              + ", `singular_values.png`, `lyapunov.png`; every curve in `gradflow.csv`.", ""]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-
-
 def _main(a):
-    names = _parse_list("cells", a.cells, str) if a.cells else \
-        [c for c in DEFAULT_CELLS if c in cells.REGISTRY]
-    if not a.cells:
-        missing = [c for c in DEFAULT_CELLS if c not in cells.REGISTRY]
-        if missing:
-            print(f"note: {', '.join(missing)} not registered in this rnnjax; skipped")
-    Ts = _parse_list("T", a.T, int)
-    gradflow(names, Ts, a.out, hidden=a.hidden, batch=a.batch, features=a.features,
-             seed=a.seed, lyap_steps=a.lyap_steps, lyap_k=a.lyap_k,
+    names = parse_list("cells", a.cells, str) if a.cells else default_cells()
+    gradflow(names, parse_list("T", a.T, int), a.out, hidden=a.hidden, batch=a.batch,
+             features=a.features, seed=a.seed, lyap_steps=a.lyap_steps, lyap_k=a.lyap_k,
              checkpoint=a.checkpoint, dtype=a.dtype)
     return 0
 
@@ -314,3 +47,6 @@ def register(sub):
                    help="a training-run directory (config.json + orbax checkpoints) or a "
                         ".npz from rnnjax.analysis.save_params_npz")
     p.set_defaults(func=_main)
+
+
+__all__ = ["decay_fit", "gradflow", "parse_list", "register"]

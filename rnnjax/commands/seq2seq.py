@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rnnjax.apps import seq2seq
+
 
 def _run(a):
-    from rnnjax.apps import seq2seq
     seq2seq.run_seq2seq(a.out, task=a.task, attention=a.attention, hidden=a.hidden,
                         embed=a.embed, min_len=a.min_len, max_len=a.max_len,
                         eval_max_len=a.eval_max_len, steps=a.steps, batch=a.batch,
@@ -29,3 +30,6 @@ def register(sub):
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run)
+
+
+__all__ = ["register"]

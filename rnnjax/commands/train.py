@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import sys
 
-from rnnjax.train import CLIP_MODES, OPTIMIZERS, Config, train
+from rnnjax.checkpointing import Preempted
+from rnnjax.distributed import initialize, is_main
+from rnnjax.train import CLIP_MODES, OPTIMIZERS, Config, NonFiniteError, train
 
 
-def _cell_option(text):
+def cell_option(text):
+    """``--cell-opt KEY=VALUE`` -> ``(KEY, value)``: ``value`` is an int, a float,
+    ``true``/``false`` as a bool, or else the string."""
     if "=" not in text:
         raise ValueError(f"--cell-opt must be KEY=VALUE, got {text!r}")
     k, v = text.split("=", 1)
@@ -78,21 +82,17 @@ def config_kwargs(a) -> dict:
                 lr_orth=a.lr_orth, optimizer=a.optimizer, clip=a.clip, clip_mode=a.clip_mode,
                 seed=a.seed, seeds=a.seeds, log_every=a.log_every, eval_batch=a.eval_batch,
                 data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
-                cell_options=tuple(_cell_option(o) for o in a.cell_opt),
+                cell_options=tuple(cell_option(o) for o in a.cell_opt),
                 devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
                 retrivialize_every=a.retrivialize_every)
 
 
 def run(a) -> int:
     if a.distributed:  # before any other JAX call
-        from rnnjax.distributed import initialize
         initialize(a.coordinator, a.num_processes, a.process_id)
     config = Config(task=a.task, cell=a.cell,
                     checkpoint_every=a.checkpoint_every if a.out else 0,
                     keep=a.keep, out=a.out, **config_kwargs(a))
-    from rnnjax.checkpointing import Preempted
-    from rnnjax.distributed import is_main
-    from rnnjax.train import NonFiniteError
     try:
         result = train(config, resume=a.resume, progress=not a.no_progress, print_fn=print)
     except Preempted as e:
@@ -126,3 +126,6 @@ def register(sub):
     g.add_argument("--num-processes", type=int, default=None)
     g.add_argument("--process-id", type=int, default=None)
     p.set_defaults(func=run)
+
+
+__all__ = ["add_run_arguments", "cell_option", "config_kwargs", "register", "run"]

@@ -47,3 +47,6 @@ def adding_task(T: int = 100) -> Task:
     return Task(name="adding", sample=sample, eval_sample=sample, encode=identity_encoder,
                 loss=loss, metrics=metrics, input_size=2, output_size=1, readout="last",
                 baseline=BASELINE, baseline_note="predict 1: MSE 1/6", time=T)
+
+
+__all__ = ["BASELINE", "adding_batch", "adding_task"]

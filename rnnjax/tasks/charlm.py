@@ -170,3 +170,4 @@ def _sampler(model, V, length, temperature):
     return go
 
 
+__all__ = ["Vocab", "charlm_task", "load_text", "sample", "split_text", "vocab_of"]

@@ -82,3 +82,7 @@ def copy_task(T: int = 100, variant: str = "arjovsky") -> Task:
                 baseline_note="memoryless: blanks, then uniform over 8 symbols: "
                               "10 ln 8 / (T+20)",
                 time=T + 2 * N_SYMBOLS)
+
+
+__all__ = ["N_CLASSES", "N_DATA", "N_SYMBOLS", "VARIANTS", "baseline", "copy_batch",
+           "copy_task"]

@@ -126,3 +126,7 @@ def mnist_task(path, permuted: bool = False, permutation_seed: int = 0) -> Task:
                 metrics=metrics, input_size=1, output_size=10, readout="last",
                 baseline=math.log(10), baseline_note="uniform over 10 classes: ln 10",
                 time=784)
+
+
+__all__ = ["EXPECTED_FORMAT", "IDX_FILES", "load_mnist", "mnist_task", "permutation",
+           "read_idx"]

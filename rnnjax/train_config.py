@@ -1,0 +1,182 @@
+"""What defines a run of the training runner: :class:`Config` (saved as
+``config.json`` beside the run), its checks (:func:`validate`, run before anything is
+built) and the agreement check of a resumed run (:func:`check_resume`).
+
+Whether a cell trains with the orthogonal learning rate ``lr_orth`` and reports
+``orth_error`` is decided by its params (:func:`has_orthogonal_params`, from
+:func:`rnnjax.optim.label_params`), never by its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import jax
+
+from rnnjax import baselines, bptt, optim
+from rnnjax import cells as cells_lib
+from rnnjax import tasks as tasks_lib
+from rnnjax.checks import (check_choice, check_nonneg_int, check_optional_positive,
+                           check_positive_float, check_positive_int)
+
+OPTIMIZERS = optim.OPTIMIZERS
+CLIP_MODES = ("global_norm", "element")
+GRADS = ("auto", "manual")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run (saved as ``config.json``).
+
+    ``T`` is the copy delay, the adding-problem length or the char-LM window (ignored by
+    pixel MNIST, whose length is 784).  ``lr_orth=None`` trains every parameter with
+    ``lr``.  ``clip=None`` disables clipping.  ``checkpoint_every=0`` saves no checkpoint;
+    otherwise one is also saved at the last step.  ``cell_options`` are extra keyword
+    arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad="manual"``
+    trains with the cell's hand-written BPTT (:mod:`rnnjax.bptt`; the same gradient as
+    autodiff, see benchmarks/README.md for its speed).
+    """
+
+    task: str = "copy"
+    cell: str = "lstm"
+    T: int = 100
+    hidden: int = 64
+    batch: int = 64
+    steps: int = 1000
+    lr: float = 1e-3
+    lr_orth: Optional[float] = None
+    optimizer: str = "rmsprop"
+    clip: Optional[float] = None
+    clip_mode: str = "global_norm"
+    seed: int = 0
+    seeds: int = 1
+    log_every: int = 50
+    eval_batch: int = 256
+    checkpoint_every: int = 0
+    keep: int = 3
+    out: Optional[str] = None
+    data: Optional[str] = None
+    variant: str = "arjovsky"
+    permutation_seed: int = 0
+    cell_options: tuple = field(default_factory=tuple)
+    devices: Optional[int] = None
+    max_nonfinite: int = 10
+    grad: str = "auto"
+    # Dynamic trivialization: fold the skew params into the base every K steps (None:
+    # K=100, expRNN's dtriv default, for cells with a "base" param; 0: never).
+    retrivialize_every: Optional[int] = None
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["cell_options"] = [list(kv) for kv in self.cell_options]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Config":
+        d = dict(d)
+        d["cell_options"] = tuple(tuple(kv) for kv in d.get("cell_options", ()))
+        return cls(**d)
+
+    @classmethod
+    def load(cls, out: str) -> "Config":
+        """The ``config.json`` of the run directory ``out``."""
+        path = os.path.join(os.fspath(out), "config.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{out} is not a run directory: it has no config.json")
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+    def save(self, out: str) -> None:
+        with open(os.path.join(os.fspath(out), "config.json"), "w") as f:
+            json.dump(self.to_json(), f, indent=2)
+
+
+# Fields that must agree between a run and the checkpoint it resumes.
+RESUME_FIELDS = ("task", "cell", "T", "hidden", "batch", "lr", "lr_orth", "optimizer",
+                 "clip", "clip_mode", "seed", "seeds", "log_every", "eval_batch",
+                 "variant", "permutation_seed", "cell_options")
+
+
+def make_cell(config: Config):
+    """The recurrent cell of ``config`` (``config.cell`` must not be a baseline)."""
+    return cells_lib.make(config.cell, config.hidden, **dict(config.cell_options))
+
+
+def validate(config: Config) -> None:
+    """Check ``config`` before anything is built; raise ``ValueError`` naming the field."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be an rnnjax.train.Config, got {type(config).__name__}")
+    check_choice("task", config.task, tasks_lib.TASKS)
+    check_choice("cell", config.cell, {**cells_lib.REGISTRY, **baselines.MODELS})
+    for name in ("T", "hidden", "batch", "seeds", "log_every", "eval_batch", "keep"):
+        check_positive_int(name, getattr(config, name))
+    for name in ("steps", "checkpoint_every", "seed", "max_nonfinite"):
+        check_nonneg_int(name, getattr(config, name))
+    check_positive_float("lr", config.lr)
+    check_optional_positive("lr_orth", config.lr_orth)
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("clip_mode", config.clip_mode, CLIP_MODES)
+    check_optional_positive("clip", config.clip)
+    if config.devices is not None:
+        check_positive_int("devices", config.devices)
+    check_choice("grad", config.grad, GRADS)
+    k = config.retrivialize_every
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+        raise ValueError(f"retrivialize_every must be None or a non-negative integer, got {k!r}")
+    if config.grad == "manual":
+        if config.cell in baselines.MODELS:
+            raise ValueError(f"grad='manual' needs a recurrent cell with a hand-written "
+                             f"BPTT, got the baseline {config.cell!r}")
+        bptt.check_manual(make_cell(config))  # raises for a cell without cell.backward
+    if config.task == "adding" and config.T < 2:
+        raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
+
+
+def has_orthogonal_params(params) -> bool:
+    """Whether any leaf of ``params`` is labelled ``"orthogonal"`` by
+    :func:`rnnjax.optim.label_params` (the unconstrained coordinates of an
+    orthogonal/unitary parametrisation)."""
+    return "orthogonal" in jax.tree.leaves(optim.label_params(params))
+
+
+def orthogonal_cells(hidden: int = 4) -> list:
+    """Names in ``rnnjax.cells.REGISTRY`` whose cells have orthogonal params and a
+    recurrent matrix (registry order).  Each cell is built and initialised at ``hidden``
+    units under ``jax.eval_shape``: no array is made, so this is safe before
+    ``jax.distributed.initialize``."""
+    out = []
+    for name, factory in cells_lib.REGISTRY.items():
+        has_matrix = []
+
+        def params(factory=factory, has_matrix=has_matrix):
+            cell = factory(hidden)
+            has_matrix.append(cell.recurrent_matrix is not None)
+            return cell.init(jax.random.key(0), hidden)
+
+        shapes = jax.eval_shape(params)
+        if has_matrix[0] and has_orthogonal_params(shapes):
+            out.append(name)
+    return out
+
+
+def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
+    """Raise ``ValueError`` unless ``out`` holds a checkpoint and its ``config.json``
+    agrees with ``config`` on :data:`RESUME_FIELDS` (naming the fields that differ)."""
+    if not has_checkpoint:
+        raise ValueError(f"resume: no checkpoint in {os.path.join(out, 'checkpoints')!r}")
+    if not os.path.exists(os.path.join(out, "config.json")):
+        return
+    saved = Config.load(out)
+    diff = [k for k in RESUME_FIELDS if getattr(saved, k) != getattr(config, k)]
+    if diff:
+        raise ValueError("resume: the run in " + repr(out) + " was made with " + ", ".join(
+            f"{k}={getattr(saved, k)!r}" for k in diff) + "; this call has " + ", ".join(
+            f"{k}={getattr(config, k)!r}" for k in diff))
+
+
+__all__ = ["CLIP_MODES", "Config", "GRADS", "OPTIMIZERS", "RESUME_FIELDS", "check_resume",
+           "has_orthogonal_params", "make_cell", "orthogonal_cells", "validate"]
