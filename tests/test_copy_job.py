@@ -16,8 +16,11 @@ from rnnjax.train import ORTHOGONAL_CELLS, load_history
 def test_default_cells_pick_up_registered_orthogonal_cells(monkeypatch):
     assert default_cells()[:3] == ["elman", "lstm", "gru"]
     assert default_cells()[3:] == [c for c in ORTHOGONAL_CELLS if c in cells.REGISTRY]
+    # membership is decided by the cell's params, not its name
+    monkeypatch.setitem(cells.REGISTRY, "my_orthogonal", cells.exprnn)
+    assert "my_orthogonal" in default_cells()
     monkeypatch.setitem(cells.REGISTRY, "householder", cells.elman)
-    assert "householder" in default_cells()
+    assert "householder" not in default_cells()
     assert list(BASE_CELLS) == ["elman", "lstm", "gru"]
 
 

@@ -24,13 +24,60 @@ import jax.numpy as jnp
 
 from rnnjax import initializers as I
 from rnnjax import parametrize as P
-from rnnjax.cell import Cell, HiddenState, zeros_carry
+from rnnjax.cell import Backward, Cell, HiddenState, chunk_outer, cut_at, where_live, zeros_carry
 from rnnjax.checks import check_choice, check_positive_int
 
-__all__ = ["ACTIVATIONS", "exprnn", "householder", "scornn"]
+__all__ = ["ACTIVATIONS", "dense_backward", "exprnn", "householder", "scornn"]
 
 ACTIVATIONS = {"modrelu": P.modrelu, "tanh": lambda z, b: jnp.tanh(z + b),
                "relu": lambda z, b: jax.nn.relu(z + b), "identity": lambda z, b: z + b}
+
+
+def dense_backward(f, complex_state: bool = False) -> Backward:
+    r"""Hand-written BPTT (:class:`rnnjax.cell.Backward`) of
+    ``h_t = f(h_{t-1} W^T + x_t V^T, b)`` with ``W`` fixed over the sequence, from the
+    prepared weights ``{"W", "V", "b"}`` (dense ``W``; complex for the unitary cells).
+
+    Per chunk the pre-activations ``z_t = h_{t-1} W^T + x_t V^T`` are recomputed in one
+    matmul; the reverse sweep is, per step, the activation's derivative and one product
+    with ``W``::
+
+        dz_t = f'(z_t)^T (g_t + dy_t),     g_{t-1} = dz_t W,     db += df/db^T (g_t + dy_t)
+
+    and ``dW = sum_t dz_t^T h_{t-1}``, ``dV = sum_t dz_t^T x_t`` in one matmul per chunk;
+    the parametrisation's gradient (``expm``, Cayley, Householder, the uRNN/EUNN
+    factors) is applied once per sequence by the driver through ``prepare``'s VJP.
+    Complex states follow JAX's cotangent convention (the cotangent of ``h`` is
+    ``dL/dRe h - i dL/dIm h``; products with ``W`` are transposes, not adjoints); the
+    output ``y_t = [Re h_t, Im h_t]`` contributes ``dy_re - i dy_im``.  ``f'`` is the
+    activation's own derivative (``jax.vjp`` of ``f`` on the step's elements).
+    """
+    def recompute(w):
+        def run(xs, prev, cur):
+            V = w["V"]
+            return (prev[0] @ w["W"].T + xs.astype(V.dtype) @ V.T,)
+        return run
+
+    def body(w, g, inp):
+        z, dy, live, cut = inp
+        if complex_state:
+            H = z.shape[-1]
+            gh = g[0] + (dy[..., :H] - 1j * dy[..., H:]).astype(z.dtype)
+        else:
+            gh = g[0] + dy
+        _, vjp = jax.vjp(f, z, jnp.broadcast_to(w["b"], z.real.shape))
+        dz, db = vjp(gh)
+        dz, db = where_live(live, dz, 0.0), where_live(live, db, 0.0)
+        return (cut_at(cut, where_live(live, dz @ w["W"], g[0])),), (dz, db)
+
+    def grads(w, d, xs, prev):
+        dz, db = d
+        V = w["V"]
+        dxs = dz @ V
+        return ({"W": chunk_outer(dz, prev[0]), "V": chunk_outer(dz, xs.astype(V.dtype)),
+                 "b": db.sum((0, 1))}, dxs.real if complex_state else dxs)
+
+    return Backward(recompute=recompute, body=body, grads=grads)
 
 
 def _input_params(key, hidden, input_size, input_init="he"):
@@ -55,7 +102,7 @@ def _dense_cell(name, hidden, activation, init_map, matrix, input_init):
 
     return Cell(init=init, prepare=prepare, initial_carry=zeros_carry(HiddenState, hidden),
                 step=step, input_size=lambda p: p["V"].shape[-1], output_size=hidden,
-                name=name, recurrent_matrix=matrix)
+                name=name, recurrent_matrix=matrix, backward=dense_backward(f))
 
 
 def exprnn(hidden_size: int, init: str = "henaff", dynamic: bool = False,
@@ -199,4 +246,5 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
 
     return Cell(init=init_fn, prepare=prepare, initial_carry=zeros_carry(HiddenState, H),
                 step=step, input_size=lambda p: p["V"].shape[-1], output_size=H,
-                name="householder", recurrent_matrix=matrix)
+                name="householder", recurrent_matrix=matrix,
+                backward=None if reflect else dense_backward(f))

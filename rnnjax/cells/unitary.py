@@ -27,6 +27,7 @@ import numpy as np
 from rnnjax import initializers as I
 from rnnjax import parametrize as P
 from rnnjax.cell import Cell, HiddenState
+from rnnjax.cells.orthogonal import dense_backward
 from rnnjax.checks import check_choice, check_positive_int
 
 __all__ = ["eunn", "fcurnn", "urnn"]
@@ -66,9 +67,13 @@ def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense, input_i
         h = P.modrelu(apply_map(w["W"], carry.h) + x.astype(w["V"].dtype) @ w["V"].T, w["b"])
         return HiddenState(h), jnp.concatenate([h.real, h.imag])
 
+    backward = None
+    if apply == "dense":
+        backward = dense_backward(P.modrelu, complex_state=True)._replace(
+            output=lambda states: jnp.concatenate([states[0].real, states[0].imag], -1))
     return Cell(init=init, prepare=prepare, initial_carry=initial_carry, step=step,
                 input_size=lambda p: p["V_re"].shape[-1], output_size=2 * H, name=name,
-                recurrent_matrix=dense)
+                recurrent_matrix=dense, backward=backward)
 
 
 def urnn(hidden_size: int, permutation_seed: int = 0, init: str = "uniform",
