@@ -75,9 +75,10 @@ def paper_configs(base: Config, cells) -> dict:
 
 
 def per_step_factor(norms) -> float:
-    """``exp(b)`` of the least-squares line ``log ||dL/dh_t|| = a + b t`` over the positive
-    finite norms: the factor by which the gradient grows per step forward in time (< 1:
-    it shrinks going back to early steps, i.e. vanishes); ``nan`` for fewer than 2."""
+    """``f = exp(b)`` of the least-squares line ``log ||dL/dh_t|| = a + b t`` over the
+    positive finite norms: the gradient at step ``t`` is about ``f^-(T-t)`` times the one
+    at the end, so ``f > 1`` means it vanishes going back to the early steps, ``f <= 1``
+    that it is preserved (or grows); ``nan`` for fewer than 2 norms."""
     n = np.asarray(norms, dtype=float)
     t = np.flatnonzero(np.isfinite(n) & (n > 0))
     return float(np.exp(np.polyfit(t, np.log(n[t]), 1)[0])) if t.size >= 2 else float("nan")
@@ -247,10 +248,12 @@ def _paragraph(summary) -> str:
     if fe:
         lo = min(fe, key=fe.get)
         hi = max(fe, key=fe.get)
-        text += (f"The gradient-norm panel shows why: after training, ||dL/dh_t|| changes by a "
-                 f"fitted factor of {fe[lo]:.3f} per step for {lo} and {fe[hi]:.3f} for {hi}; "
-                 f"over {T} steps a factor f scales the gradient reaching the symbols by "
-                 f"f^{T} (a factor below 1 vanishes, near 1 preserves it). ")
+        text += (f"The gradient-norm panel shows the mechanism: after training the fitted "
+                 f"factor per step f of ||dL/dh_t|| is {fe[hi]:.3f} for {hi} and "
+                 f"{fe[lo]:.3f} for {lo}; the gradient reaching the symbols at the start is "
+                 f"about f^-{T} of the one at the end ({fe[hi] ** -T:.2g} for {hi}, "
+                 f"{fe[lo] ** -T:.2g} for {lo}): above 1 it vanishes, at or below 1 the "
+                 f"signal from the recall steps reaches the symbols. ")
     if any(s.get("orth_error") for s in cs.values()):
         worst = max((max(s["orth_error"]) for s in cs.values() if s.get("orth_error")))
         text += (f"The orthogonal/unitary matrices stayed on their group throughout "
