@@ -13,7 +13,9 @@ and Elman / LSTM is measured; absent ones are noted.
 R H^2 + H C)``; ``R = G`` for real dense recurrences, ``4`` for a complex dense one) at
 the peak GFLOP/s of a ``(B, H) @ (H, H)`` matmul measured in the same run.  The
 structured unitary cells (``urnn``, ``eunn``) have no dense recurrent matmul and no
-roofline here.
+roofline here; ``urnn`` and ``eunn`` form their dense ``W`` once per sequence
+(``apply="dense"``, the default) and ``urnn-structured``, ``eunn-structured`` apply the
+factors per step, side by side.
 
     python -m benchmarks copy_step [--quick] [--out results.jsonl]
 """
@@ -35,7 +37,11 @@ from benchmarks.roofline import matmul_peak
 CELLS = {
     "elman": (1, 1, {"init": "orthogonal"}), "lstm": (4, 4, {}),
     "exprnn": (1, 1, {}), "scornn": (1, 1, {}), "householder": (1, 1, {}),
-    "fcurnn": (1, 4, {}), "urnn": (1, None, {}), "eunn": (1, None, {}),
+    "fcurnn": (1, 4, {}), "urnn": (1, 4, {"apply": "dense"}),
+    "eunn": (1, 4, {"apply": "dense"}),
+    # the same cells applying their factors every step (O(H log H), O(H L)), side by side
+    "urnn-structured": (1, None, {"apply": "structured"}),
+    "eunn-structured": (1, None, {"apply": "structured"}),
 }
 SYMBOLS, CLASSES = 10, 9
 
@@ -75,7 +81,7 @@ def optimizer():
 
 def bench(name, H, T, batch, repeats, peak, out=None):
     G, R, kwargs = CELLS[name]
-    cell = rnnjax.cells.make(name, H, **kwargs)
+    cell = rnnjax.cells.make(name.split("-")[0], H, **kwargs)
     params = {"cell": cell.init(jax.random.key(0), SYMBOLS),
               "out": {"W": 0.01 * jax.random.normal(jax.random.key(2),
                                                     (CLASSES, cell.output_size)),
@@ -115,7 +121,7 @@ def main(argv=None):
     peak = matmul_peak(a.batch, a.H, a.H)
     records = []
     for name in a.cells:
-        if name not in rnnjax.cells.REGISTRY:
+        if name.split("-")[0] not in rnnjax.cells.REGISTRY:
             print(f"# note: cell {name!r} is not in rnnjax.cells.REGISTRY; skipped",
                   flush=True)
             continue

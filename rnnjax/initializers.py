@@ -13,6 +13,12 @@ import math
 import jax
 import jax.numpy as jnp
 
+__all__ = ["INPUT_INITS", "identity", "input_layer", "lecun_normal", "normal", "orthogonal",
+           "per_block", "uniform"]
+
+# Input-matrix initialisations of the orthogonal / unitary papers' reference code.
+INPUT_INITS = ("he", "normal", "uniform", "glorot")
+
 
 def orthogonal(key, shape, dtype=jnp.float32):
     """Haar-random (semi-)orthogonal matrix: QR of a Gaussian with sign correction."""
@@ -61,3 +67,36 @@ def per_block(init, blocks: int):
         return jnp.concatenate([init(k, (rows // blocks, cols), dtype) for k in keys], axis=0)
 
     return fused
+
+
+def input_layer(keys, kind: str, hidden: int, input_size: int, names=("V",)):
+    r"""The input matrices ``names`` (each ``(hidden, input_size)``) and modReLU bias
+    ``"b" (hidden,)`` of an orthogonal / unitary cell; ``keys``: one per name, then one
+    for the bias.  ``p = len(names)`` (2 for the real and imaginary parts of a complex
+    ``V``):
+
+    * ``"he"``: ``N(0, 2/F)``, ``b ~ U[-0.01, 0.01]`` (expRNN, ``lezcano/expRNN:
+      orthogonal.py``: ``kaiming_normal_``);
+    * ``"normal"``: ``N(0, 1/(p F))`` (so ``E|V x|^2 = |x|^2 H / F``), ``b = 0``;
+    * ``"uniform"``: ``U[-0.01, 0.01]``, ``b = 0`` (scoRNN ``SpartinStuff/scoRNN:
+      scoRNN.py``; EUNN ``jingli9111/EUNN-tensorflow: eunn.py``);
+    * ``"glorot"``: ``U[-a, a]``, ``a = sqrt(6 / (F + p H))`` (the ``(F, p H)`` matrix of
+      Arjovsky's ``initialize_matrix``), ``b ~ U[-0.01, 0.01]``
+      (``amarshah/complex_RNN: models.py``).
+    """
+    if kind not in INPUT_INITS:
+        raise ValueError(f"input_init must be one of {INPUT_INITS}, got {kind!r}")
+    p, F, H = len(names), input_size, hidden
+    shape = (H, F)
+    if kind == "he":
+        draw = normal(math.sqrt(2.0 / F))
+    elif kind == "normal":
+        draw = normal(1.0 / math.sqrt(p * F))
+    elif kind == "uniform":
+        draw = uniform(0.01)
+    else:
+        draw = uniform(math.sqrt(6.0 / (F + p * H)))
+    out = {n: draw(k, shape, jnp.float32) for n, k in zip(names, keys)}
+    out["b"] = (uniform(0.01)(keys[p], (H,), jnp.float32) if kind in ("he", "glorot")
+                else jnp.zeros((H,), jnp.float32))
+    return out

@@ -20,18 +20,84 @@ Param groups (:func:`label_params`), decided by the dict key holding each leaf:
 
 Global-norm clipping, when asked, is applied to all gradients together before the
 groups are split.
+
+Three RMSprop conventions exist in the papers' code and differ in the first steps:
+
+* ``"rmsprop"``: PyTorch's (expRNN): ``v <- a v + (1-a) g^2`` from ``v = 0``,
+  ``p <- p - lr g / (sqrt(v) + eps)``, ``a = 0.99``, ``eps = 1e-8``;
+* ``"rmsprop_tf1"`` (:func:`rmsprop_tf1`): TensorFlow 1's ``tf.train.RMSPropOptimizer``
+  (scoRNN, EUNN): ``v`` starts at **1**, ``a = 0.9``, ``eps = 1e-10`` *inside* the root;
+* ``"rmsprop_theano"`` (:func:`rmsprop_theano`): Arjovsky's Theano ``rms_prop``
+  (``amarshah/complex_RNN: optimizations.py``): ``v`` starts at ``1e-3``, ``a = 0.9``,
+  no ``eps``.
+
+:data:`PAPER_RECIPES` names, per cell, the initialisation and optimiser of its paper's
+reference code for the copy task.
 """
 
 from __future__ import annotations
 
-import optax
+from typing import NamedTuple
+
 import jax
+import jax.numpy as jnp
+import optax
 
 from rnnjax.checks import check_choice
+from rnnjax.riemannian import riemannian
+
+__all__ = ["FROZEN_KEYS", "OPTIMIZERS", "ORTHOGONAL_KEYS", "PAPER_RECIPES", "PaperRecipe",
+           "label_params", "recipe", "riemannian", "rmsprop_accumulator", "rmsprop_tf1",
+           "rmsprop_theano"]
 
 ORTHOGONAL_KEYS = frozenset({"skew", "reflections", "phases", "angles"})
 FROZEN_KEYS = frozenset({"base"})
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
+OPTIMIZERS = ("rmsprop", "rmsprop_tf1", "rmsprop_theano", "adam", "sgd")
+# (decay, eps) of each RMSprop convention when recipe() is not told otherwise.
+_RMSPROP_DEFAULTS = {"rmsprop": (0.99, 1e-8), "rmsprop_tf1": (0.9, 1e-10),
+                     "rmsprop_theano": (0.9, 0.0)}
+
+
+class _AccumulatorState(NamedTuple):
+    nu: optax.Updates
+
+
+def rmsprop_accumulator(lr, decay: float, eps: float, initial: float
+                        ) -> optax.GradientTransformation:
+    r"""RMSprop with ``eps`` inside the root and a non-zero starting accumulator::
+
+        v_0 = initial,   v_t = decay v_{t-1} + (1 - decay) g_t^2,
+        update_t = -lr g_t / sqrt(v_t + eps)
+
+    (``lr`` a float or an optax schedule of the step count).
+    """
+    def init(params):
+        return (_AccumulatorState(jax.tree.map(lambda p: jnp.full_like(p, initial), params)),
+                optax.ScaleByScheduleState(jnp.zeros([], jnp.int32)))
+
+    def update(grads, state, params=None):
+        del params
+        acc, count = state
+        nu = jax.tree.map(lambda v, g: decay * v + (1.0 - decay) * g * g, acc.nu, grads)
+        rate = lr(count.count) if callable(lr) else lr
+        upd = jax.tree.map(lambda g, v: -rate * g / jnp.sqrt(v + eps), grads, nu)
+        return upd, (_AccumulatorState(nu), optax.ScaleByScheduleState(
+            optax.safe_int32_increment(count.count)))
+
+    return optax.GradientTransformation(init, update)
+
+
+def rmsprop_tf1(lr, decay: float = 0.9, eps: float = 1e-10) -> optax.GradientTransformation:
+    """TensorFlow 1's ``tf.train.RMSPropOptimizer`` (no momentum): accumulator starts at
+    1, ``eps`` inside the root.  Used by scoRNN (``SpartinStuff/scoRNN``) and EUNN
+    (``jingli9111/EUNN-tensorflow``)."""
+    return rmsprop_accumulator(lr, decay, eps, 1.0)
+
+
+def rmsprop_theano(lr, decay: float = 0.9) -> optax.GradientTransformation:
+    """Arjovsky's Theano ``rms_prop`` (``amarshah/complex_RNN: optimizations.py``):
+    accumulator starts at ``1e-3``, no ``eps``."""
+    return rmsprop_accumulator(lr, decay, 0.0, 1e-3)
 
 
 def _key_name(entry):
@@ -59,6 +125,10 @@ def label_params(params, orthogonal_keys=ORTHOGONAL_KEYS, frozen_keys=FROZEN_KEY
 
 
 def _base(optimizer, lr, decay, eps, momentum):
+    if optimizer == "rmsprop_tf1":
+        return rmsprop_tf1(lr, decay, eps)
+    if optimizer == "rmsprop_theano":
+        return rmsprop_accumulator(lr, decay, eps, 1e-3)
     if optimizer == "rmsprop":  # PyTorch's RMSprop, as used by the papers' code
         return optax.rmsprop(lr, decay=decay, eps=eps, eps_in_sqrt=False,
                              momentum=momentum or None)
@@ -68,7 +138,7 @@ def _base(optimizer, lr, decay, eps, momentum):
 
 
 def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None = None,
-           decay: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+           decay: float | None = None, eps: float | None = None, momentum: float = 0.0,
            orthogonal_keys=ORTHOGONAL_KEYS, frozen_keys=FROZEN_KEYS
            ) -> optax.GradientTransformation:
     r"""The papers' optimizer: ``optimizer`` with learning rate ``lr`` for the ordinary
@@ -76,7 +146,8 @@ def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None
 
     Args:
       optimizer: ``"rmsprop"`` (``decay``, ``eps``, ``momentum``: PyTorch's ``alpha``,
-        ``eps``, ``momentum``), ``"adam"`` or ``"sgd"``.
+        ``eps``, ``momentum``; defaults 0.99, 1e-8), ``"rmsprop_tf1"`` (defaults 0.9,
+        1e-10), ``"rmsprop_theano"`` (0.9, 0), ``"adam"`` (``eps`` 1e-8) or ``"sgd"``.
       lr, lr_orth: floats or optax schedules.
       clip: maximum global gradient norm (``optax.clip_by_global_norm``), or None.
       orthogonal_keys, frozen_keys: override the grouping of :func:`label_params`.
@@ -85,6 +156,9 @@ def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None
       ``optax.GradientTransformation``; params labelled ``"frozen"`` get zero updates.
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
+    d0, e0 = _RMSPROP_DEFAULTS.get(optimizer, (0.99, 1e-8))
+    decay = d0 if decay is None else decay
+    eps = e0 if eps is None else eps
     if clip is not None and not float(clip) > 0:
         raise ValueError(f"clip must be None or a positive number, got {clip!r}")
     if lr_orth is None:
@@ -101,6 +175,51 @@ def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None
     return tx
 
 
-from rnnjax.riemannian import riemannian  # noqa: E402  (re-export)
+class PaperRecipe(NamedTuple):
+    """A cell's copy-task recipe from its paper's reference code.
 
-__all__ = ["FROZEN_KEYS", "OPTIMIZERS", "ORTHOGONAL_KEYS", "label_params", "recipe", "riemannian"]
+    ``cell_options``: keyword arguments of the cell factory (initialisation);
+    ``optimizer``, ``lr``, ``lr_orth``, ``clip``: :func:`recipe` arguments (``clip`` per
+    element when ``clip_mode="element"``); ``source``: repository and files read.
+    """
+
+    cell_options: tuple
+    optimizer: str
+    lr: float
+    lr_orth: float
+    clip: float | None
+    clip_mode: str
+    source: str
+
+
+PAPER_RECIPES = {
+    # 1_copying.py: RMSprop(lr 2e-4) with the orthogonal params at lr 2e-5, no clipping;
+    # Henaff init; orthogonal.py: input kaiming_normal_ (relu), modReLU bias U[-0.01, 0.01].
+    "exprnn": PaperRecipe((("init", "henaff"),), "rmsprop", 2e-4, 2e-5, None, "global_norm",
+                          "lezcano/expRNN: 1_copying.py, orthogonal.py, initialization.py"),
+    # scoRNN_copying.py: TF1 RMSProp, lr 1e-3 (inputs/outputs) and 1e-4 (A); inputs
+    # U[-0.01, 0.01], bias 0; Cayley init of A.
+    "scornn": PaperRecipe((("init", "cayley"), ("input_init", "uniform")), "rmsprop_tf1",
+                          1e-3, 1e-4, None, "global_norm",
+                          "SpartinStuff/scoRNN: scoRNN.py, scoRNN_copying.py"),
+    # copying_task.py: TF1 RMSProp lr 1e-3 decay 0.9 for every param; inputs U[-0.01, 0.01].
+    "eunn": PaperRecipe((("input_init", "uniform"),), "rmsprop_tf1", 1e-3, 1e-3, None,
+                        "global_norm", "jingli9111/EUNN-tensorflow: eunn.py, copying_task.py"),
+    # models.py complex_RNN + optimizations.py rms_prop: Glorot V and reflections, bias
+    # U[-0.01, 0.01], theta U[-pi, pi], Theano RMSprop lr 1e-3 for every param.
+    "urnn": PaperRecipe((("init", "arjovsky"), ("input_init", "glorot")), "rmsprop_theano",
+                        1e-3, 1e-3, None, "global_norm",
+                        "amarshah/complex_RNN: models.py, optimizations.py, memory_problem.py"),
+    # memory_problem.py: the tanh RNN baseline clips every gradient entry to [-1, 1]
+    # (T.clip) and trains with the same Theano RMSprop, lr 1e-3 (its init is not copied).
+    "elman": PaperRecipe((), "rmsprop_theano", 1e-3, 1e-3, 1.0, "element",
+                         "amarshah/complex_RNN: memory_problem.py, optimizations.py"),
+    # RNN_models.py: reflection vectors lower-triangular N(0, 0.01), unit-normalised.
+    "householder": PaperRecipe((("init", "mhammedi"),), "rmsprop", 1e-3, 1e-3, None,
+                               "global_norm", "zmhammedi/Orthogonal_RNN: RNN_models.py"),
+    # expRNN's LSTM baseline: torch nn.LSTMCell defaults (U[-1/sqrt(H), 1/sqrt(H)], no
+    # forget bias), same RMSprop as the expRNN run.
+    "lstm": PaperRecipe((("init", "uniform"), ("forget_bias", 0.0)), "rmsprop", 2e-4, 2e-4,
+                        None, "global_norm",
+                        "lezcano/expRNN: 1_copying.py (nn.LSTMCell)"),
+}

@@ -59,12 +59,13 @@ from rnnjax.checks import check_positive_int
 
 __all__ = [
     "block_angles", "cayley", "cayley_haar", "cayley_init", "complex_dtype", "eunn_apply",
-    "eunn_coefficients",
-    "eunn_dense", "eunn_pairs", "expm_orthogonal", "expm_unitary", "haar_orthogonal",
+    "eunn_apply_factors", "eunn_coefficients", "eunn_dense", "eunn_pairs",
+    "eunn_permutations", "expm_orthogonal", "expm_unitary", "haar_orthogonal",
     "haar_skew", "haar_unitary", "haar_unitary_skew", "henaff", "householder_apply",
     "householder_dense", "householder_henaff", "householder_identity", "householder_random",
-    "modrelu", "retrivialize", "scaling_diagonal", "skew", "skew_hermitian", "urnn_apply",
-    "urnn_dense", "urnn_init", "urnn_permutation",
+    "householder_reflect", "householder_unit", "modrelu", "retrivialize",
+    "scaling_diagonal", "skew", "skew_hermitian", "urnn_apply", "urnn_apply_factors",
+    "urnn_dense", "urnn_factors", "urnn_init", "urnn_permutation",
 ]
 
 
@@ -125,25 +126,32 @@ def expm_unitary(a):
     return expm(skew_hermitian(a))
 
 
-def retrivialize(params, key: str = "skew", base_key: str = "base"):
+def retrivialize(params, key: str = "skew", base_key: str = "base", project: bool = True):
     r"""Dynamic trivialization (Lezcano-Casado 2019, Sec. 5): fold ``A`` into the base.
 
     For every dict in ``params`` holding both ``key`` and ``base_key``:
     ``B <- B expm(A - A^T)``, ``A <- 0``.  The represented matrix ``B expm(A - A^T)``
     is unchanged, and the next optimizer steps move on the group around the new base.
     Call it from the training loop every ``K`` steps (``K = inf`` gives the static
-    trivialization).  The params stay a plain pytree of the same structure, so the
-    optimizer state stays valid (as in the reference code, it is not reset).
+    trivialization; the runner does it with ``Config.retrivialize_every``).  With
+    ``project`` the new base is re-projected onto the orthogonal group (``U V^T`` of its
+    SVD, the nearest orthogonal matrix), so rounding errors of the repeated products do
+    not accumulate in float32.  The params stay a plain pytree of the same structure, so
+    the optimizer state stays valid (as in the reference code, it is not reset).
     """
     if isinstance(params, dict):
-        out = {k: retrivialize(v, key, base_key) for k, v in params.items()}
+        out = {k: retrivialize(v, key, base_key, project) for k, v in params.items()}
         if key in params and base_key in params and not isinstance(params[key], dict):
             a, b = params[key], params[base_key]
-            out[base_key] = (b @ expm(skew(a))).astype(b.dtype)
+            nb = b @ expm(skew(a))
+            if project:
+                u, _, vt = jnp.linalg.svd(nb)
+                nb = u @ vt
+            out[base_key] = nb.astype(b.dtype)
             out[key] = jnp.zeros_like(a)
         return out
     if isinstance(params, (list, tuple)) and not hasattr(params, "_fields"):
-        return type(params)(retrivialize(v, key, base_key) for v in params)
+        return type(params)(retrivialize(v, key, base_key, project) for v in params)
     return params
 
 
@@ -172,22 +180,38 @@ def cayley(a, d):
 
 
 # --------------------------------------------------------------------------- Householder
+def householder_unit(u):
+    """The unit reflection vectors ``q_k = u_k / ||u_k||`` of ``u (m, n)``."""
+    if u.ndim != 2:
+        raise ValueError(f"u must be (m, n) reflection vectors, got shape {u.shape}")
+    return u / jnp.linalg.norm(u, axis=1, keepdims=True)
+
+
+def householder_reflect(q, h):
+    r"""``W h = H_1 ... H_m h`` with unit vectors ``q (m, n)``, ``H_k = I - 2 q_k q_k^T``.
+
+    ``h (..., n)``; ``H_m`` acts first.  ``m <= 8`` reflections are unrolled (``m``
+    rank-one updates per step, the cheap case), more run in a ``lax.scan``.
+    """
+    def reflect(h, qk):
+        return h - 2.0 * (h @ qk)[..., None] * qk
+
+    if q.shape[0] <= 8:
+        for k in range(q.shape[0] - 1, -1, -1):
+            h = reflect(h, q[k])
+        return h
+    h, _ = jax.lax.scan(lambda h, qk: (reflect(h, qk), None), h, q, reverse=True)
+    return h
+
+
 def householder_apply(u, h):
     r"""``W h`` with ``W = H_1 H_2 ... H_m``, ``H_k = I - 2 u_k u_k^T / ||u_k||^2``.
 
-    oRNN (Mhammedi, Hellicar, Rahman & Bailey 2017).  ``u (m, n)``, ``h (n,)``; cost
-    ``O(n m)`` without forming ``W`` (``H_m`` is applied first).
+    oRNN (Mhammedi, Hellicar, Rahman & Bailey 2017).  ``u (m, n)``, ``h (..., n)``; cost
+    ``O(n m)`` without forming ``W`` (``H_m`` is applied first):
+    :func:`householder_reflect` of :func:`householder_unit` ``(u)``.
     """
-    if u.ndim != 2:
-        raise ValueError(f"u must be (m, n) reflection vectors, got shape {u.shape}")
-    coef = 2.0 / jnp.sum(u * u, axis=1)
-
-    def body(h, uk_c):
-        uk, c = uk_c
-        return h - (c * jnp.dot(uk, h)) * uk, None
-
-    h, _ = jax.lax.scan(body, h, (u, coef), reverse=True)
-    return h
+    return householder_reflect(householder_unit(u), h)
 
 
 def householder_dense(u):
@@ -203,6 +227,26 @@ def urnn_permutation(key, n: int):
     return jax.random.permutation(key, n)
 
 
+def urnn_factors(phases, reflections):
+    """``(d (3, n), v (2, n))``: the diagonals ``d_j = exp(i theta_j)`` and the unit
+    reflection vectors ``v_k = (r_k0 + i r_k1) / ||.||`` of :func:`urnn_apply`."""
+    v = jax.lax.complex(reflections[:, 0], reflections[:, 1])
+    return jnp.exp(1j * phases), v / jnp.linalg.norm(v, axis=1, keepdims=True)
+
+
+def urnn_apply_factors(d, v, perm, h):
+    r"""``W h = D3 R2 F^{-1} D2 Pi R1 F D1 h`` from :func:`urnn_factors` (``h (..., n)``),
+    ``R_k = I - 2 v_k v_k^H``, ``F`` the unitary DFT over the last axis."""
+    def reflect(vk, x):
+        return x - 2.0 * (x @ vk.conj())[..., None] * vk
+
+    x = jnp.fft.fft(d[0] * h, norm="ortho")
+    x = reflect(v[0], x)
+    x = jnp.fft.ifft(d[1] * x[..., perm], norm="ortho")
+    x = reflect(v[1], x)
+    return d[2] * x
+
+
 def urnn_apply(phases, reflections, perm, h):
     r"""Arjovsky's restricted unitary ``W h = D3 R2 F^{-1} D2 Pi R1 F D1 h``.
 
@@ -210,22 +254,10 @@ def urnn_apply(phases, reflections, perm, h):
     ``phases (3, n)``: ``D_j = diag(exp(i theta_j))``; ``reflections (2, 2, n)``: the
     real and imaginary parts of ``v_1, v_2`` with ``R = I - 2 v v^H / ||v||^2``;
     ``perm (n,)`` the fixed permutation; ``F`` the unitary DFT (``norm="ortho"``);
-    ``h (n,)`` complex.  ``O(n log n)`` per application.
+    ``h (..., n)`` complex.  ``O(n log n)`` per application.
     """
-    d = jnp.exp(1j * phases.astype(h.real.dtype))
-    v = jax.lax.complex(reflections[:, 0], reflections[:, 1]).astype(h.dtype)
-
-    def reflect(vk, x):
-        return x - (2.0 / jnp.vdot(vk, vk).real) * jnp.vdot(vk, x) * vk
-
-    x = d[0] * h
-    x = jnp.fft.fft(x, norm="ortho")
-    x = reflect(v[0], x)
-    x = x[perm]
-    x = d[1] * x
-    x = jnp.fft.ifft(x, norm="ortho")
-    x = reflect(v[1], x)
-    return d[2] * x
+    d, v = urnn_factors(phases.astype(h.real.dtype), reflections.astype(h.real.dtype))
+    return urnn_apply_factors(d, v, perm, h)
 
 
 def urnn_dense(phases, reflections, perm, dtype=jnp.complex64):
@@ -249,9 +281,21 @@ def eunn_pairs(n: int, layer: int):
     return [(i, i + 1) for i in range(off, n - 1, 2)]
 
 
+def eunn_permutations(n: int, layers: int):
+    """Per layer the index map ``perm`` with ``(R_l x)_i = c1_i x_i + c2_i x_{perm_i}``."""
+    perms = []
+    for layer in range(layers):
+        i = np.array([p[0] for p in eunn_pairs(n, layer)], dtype=np.int32)
+        perm = np.arange(n)
+        perm[i], perm[i + 1] = i + 1, i
+        perms.append(perm)
+    return perms
+
+
 def eunn_coefficients(angles, n):
-    """Per-layer ``(c1, c2, perm)`` with ``R_l x = c1 * x + c2 * x[perm]``."""
-    coeffs = []
+    """``(c1 (L, n), c2 (L, n))`` with ``R_l x = c1_l * x + c2_l * x[perm_l]``
+    (:func:`eunn_permutations`)."""
+    c1s, c2s = [], []
     for layer in range(angles.shape[0]):
         pairs = eunn_pairs(n, layer)
         k = len(pairs)
@@ -260,12 +304,17 @@ def eunn_coefficients(angles, n):
         c, s = jnp.cos(theta), jnp.sin(theta)
         i = np.array([p[0] for p in pairs], dtype=np.int32)
         j = i + 1
-        c1 = jnp.ones((n,), e.dtype).at[i].set(e * c).at[j].set(c)
-        c2 = jnp.zeros((n,), e.dtype).at[i].set(-e * s).at[j].set(s)
-        perm = np.arange(n)
-        perm[i], perm[j] = j, i
-        coeffs.append((c1, c2, perm))
-    return coeffs
+        c1s.append(jnp.ones((n,), e.dtype).at[i].set(e * c).at[j].set(c))
+        c2s.append(jnp.zeros((n,), e.dtype).at[i].set(-e * s).at[j].set(s))
+    return jnp.stack(c1s), jnp.stack(c2s)
+
+
+def eunn_apply_factors(c1, c2, d, perms, h):
+    """``W h = D R_L ... R_1 h`` from :func:`eunn_coefficients` ``(c1, c2)``, the phases
+    ``d = exp(i omega)`` and :func:`eunn_permutations`; ``h (..., n)``."""
+    for layer, perm in enumerate(perms):
+        h = c1[layer] * h + c2[layer] * h[..., perm]
+    return d * h
 
 
 def eunn_apply(angles, phases, h):
@@ -283,9 +332,9 @@ def eunn_apply(angles, phases, h):
     """
     n = h.shape[-1]
     h = h.astype(complex_dtype(angles.dtype))
-    for c1, c2, perm in eunn_coefficients(angles, n):
-        h = c1 * h + c2 * h[perm]
-    return jnp.exp(1j * phases) * h
+    c1, c2 = eunn_coefficients(angles, n)
+    perms = eunn_permutations(n, angles.shape[0])
+    return eunn_apply_factors(c1, c2, jnp.exp(1j * phases), perms, h)
 
 
 def eunn_dense(angles, phases):

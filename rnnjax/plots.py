@@ -43,4 +43,51 @@ def loss_curves(curves: dict, *, baseline: float | None = None, path: str | None
     return figures.save(fig, path, dpi=dpi, tight="layout")
 
 
-__all__ = ["loss_curves"]
+def grad_norm_curves(curves: dict, *, path: str | None = None, title: str = "",
+                     dpi: int = 100):
+    """``||dL/dh_t||`` against ``t`` on a log y-axis, one panel.
+
+    Args:
+      curves: ``{label: (norms_at_init, norms_at_end)}``, each ``(T,)``; the end is drawn
+        solid, the initialisation dashed in the same colour.
+    """
+    fig, ax = figures.axes(figsize=(6.4, 4.0))
+    for label, (init, end) in curves.items():
+        t = range(1, len(end) + 1)
+        (line,) = ax.plot(t, [max(v, 1e-30) for v in end], lw=1.5, label=f"{label} (trained)")
+        ax.plot(t, [max(v, 1e-30) for v in init], lw=1, ls="--", color=line.get_color(),
+                label=f"{label} (init)")
+    ax.set_yscale("log")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("||dL/dh_t||")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    if path is None:
+        fig.tight_layout()
+        return fig
+    return figures.save(fig, path, dpi=dpi, tight="layout")
+
+
+def loss_panels(panels: dict, *, path: str, ylabel: str = "cross-entropy (nats)",
+                dpi: int = 100):
+    """One panel per entry of ``panels = {title: (curves, baseline)}`` (``curves`` as in
+    :func:`loss_curves`), side by side with a log y-axis; saved to ``path``."""
+    n = len(panels)
+    fig = figures.figure(figsize=(4.0 * n, 3.6))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (title, (curves, baseline)) in zip(axes, panels.items()):
+        for label, (steps, losses) in curves.items():
+            ax.plot(steps, losses, label=label, lw=1.2)
+        ax.axhline(baseline, color="k", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=6)
+    return figures.save(fig, path, dpi=dpi, tight="layout")
+
+
+__all__ = ["grad_norm_curves", "loss_curves", "loss_panels"]

@@ -58,7 +58,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from rnnjax import analysis, baselines, checkpointing, optim
+from rnnjax import analysis, baselines, checkpointing, optim, parametrize
 from rnnjax import distributed as dist
 from rnnjax import tasks as tasks_lib
 from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, check_nonfinite, format_record,
@@ -278,11 +278,23 @@ def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
     return rec, state
 
 
-def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
+def _retrivializer(config, params):
+    """``(K, fn)``: every ``K`` steps ``params <- fn(params)``, the dynamic trivialization
+    of :func:`rnnjax.parametrize.retrivialize` per seed; ``K = 0`` when the params hold
+    no ``"base"`` or ``config.retrivialize_every == 0``."""
+    has_base = "frozen" in jax.tree.leaves(optim.label_params(params))
+    k = 100 if config.retrivialize_every is None else config.retrivialize_every
+    if not (has_base and k):
+        return 0, None
+    return k, jax.jit(jax.vmap(parametrize.retrivialize))
+
+
+def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=None):
     """Steps ``start+1 .. steps``: train, log every ``log_every``, checkpoint every
     ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``."""
     config = exp.config
     step_fn, eval_fn = _compile(exp, run.mesh)
+    retrivialize_every, retrivialize = _retrivializer(config, state.params)
     start = int(np.asarray(state.step)[0])
     mngr = run.mngr
     bar = tqdm(total=config.steps, initial=start, disable=not (progress and run.main),
@@ -294,6 +306,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
     try:
         for i in range(start + 1, config.steps + 1):
             state = step_fn(state)
+            if retrivialize_every and i % retrivialize_every == 0:
+                state = state._replace(params=retrivialize(state.params))
             try:
                 check_nonfinite(state.nonfinite, config.max_nonfinite, i, config.seed)
             except NonFiniteError:
@@ -316,6 +330,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
                 if print_fn is not None and run.main:
                     print_fn(format_record(rec))
+                if on_record is not None and run.main:
+                    on_record(rec)
                 if run.out is not None and run.main:
                     write_metrics(run.out, history)
                 t_window, n_window = time.perf_counter(), 0
@@ -333,12 +349,13 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
 
 
 def train(config: Config, *, resume: bool = False, progress: bool = True,
-          print_fn=None) -> Result:
+          print_fn=None, on_record=None) -> Result:
     """Run ``config``; see the module docstring.  Returns a :class:`Result`.
 
     With ``config.out`` set, writes ``config.json``, ``metrics.jsonl``, ``metrics.csv``
     and ``checkpoints/`` there.  ``resume=True`` continues from the latest checkpoint in
-    ``out`` (an error if there is none or the saved config disagrees).
+    ``out`` (an error if there is none or the saved config disagrees).  ``on_record``,
+    if given, is called with each metrics record (a dict) as it is logged.
     """
     exp = build(config)
     run = _open_run(config, resume)
@@ -346,7 +363,7 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     if run.out is not None and run.main:
         config.save(run.out)
     state, history = _loop(exp, run, state, eval_data, history, progress=progress,
-                           print_fn=print_fn)
+                           print_fn=print_fn, on_record=on_record)
     if run.out is not None and run.main:
         write_metrics(run.out, history)
     return Result(state, history, exp)

@@ -66,6 +66,9 @@ class Config:
     devices: Optional[int] = None
     max_nonfinite: int = 10
     grad: str = "auto"
+    # Dynamic trivialization: fold the skew params into the base every K steps (None:
+    # K=100, expRNN's dtriv default, for cells with a "base" param; 0: never).
+    retrivialize_every: Optional[int] = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -121,6 +124,9 @@ def validate(config: Config) -> None:
     if config.devices is not None:
         check_positive_int("devices", config.devices)
     check_choice("grad", config.grad, GRADS)
+    k = config.retrivialize_every
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+        raise ValueError(f"retrivialize_every must be None or a non-negative integer, got {k!r}")
     if config.grad == "manual":
         if config.cell in baselines.MODELS:
             raise ValueError(f"grad='manual' needs a recurrent cell with a hand-written "

@@ -16,8 +16,11 @@ from rnnjax.train import ORTHOGONAL_CELLS, load_history
 def test_default_cells_pick_up_registered_orthogonal_cells(monkeypatch):
     assert default_cells()[:3] == ["elman", "lstm", "gru"]
     assert default_cells()[3:] == [c for c in ORTHOGONAL_CELLS if c in cells.REGISTRY]
+    # membership is decided by the cell's params, not its name
+    monkeypatch.setitem(cells.REGISTRY, "my_orthogonal", cells.exprnn)
+    assert "my_orthogonal" in default_cells()
     monkeypatch.setitem(cells.REGISTRY, "householder", cells.elman)
-    assert "householder" in default_cells()
+    assert "householder" not in default_cells()
     assert list(BASE_CELLS) == ["elman", "lstm", "gru"]
 
 
@@ -51,14 +54,19 @@ def test_copy_job_writes_report(tmp_path, capsys):
         assert float(row.group(1)) == pytest.approx(last["eval_loss"], abs=1e-4)
         assert float(row.group(2)) == pytest.approx(last["eval_loss"] / baseline, abs=1e-3)
         assert float(row.group(3)) == pytest.approx(last["eval_accuracy"], abs=1e-3)
-        assert not os.path.exists(out / cell / "checkpoints")
+        # each cell keeps its trained params (orbax) and a summary of the finished cell
+        assert os.path.isdir(out / cell / "checkpoints")
+        assert (out / cell / "cell_summary.json").exists()
     # The report carries the command that reproduces it, cell list pinned.
     cmd = re.search(r"```bash\n(.*)\n```", md).group(1)
     assert cmd.startswith("rnnjax copy --name tiny") and cmd.endswith("--cells elman,gru")
     assert "--T 5" in cmd and "--steps 6" in cmd
-    # Running that command again reproduces the numbers.
-    assert main(cmd.split()[1:] + ["--no-progress"]) == 0
-    again = json.loads((out / "summary.json").read_text())
+    # Running that command again (into a new directory: the old one holds checkpoints
+    # and is never overwritten) reproduces the numbers.
+    assert main(cmd.split()[1:] + ["--no-progress"]) == 2
+    again_cmd = cmd.replace("--name tiny", "--name tiny2").split()[1:]
+    assert main(again_cmd + ["--no-progress"]) == 0
+    again = json.loads((tmp_path / "tiny2" / "summary.json").read_text())
     for cell in ("elman", "gru"):
         assert again["cells"][cell]["curve"] == summary["cells"][cell]["curve"]
     assert "wrote" in capsys.readouterr().out
@@ -69,3 +77,98 @@ def test_copy_job_rejects_unknown_cells_before_training(tmp_path, capsys):
                  "--no-progress"]) == 2
     assert "cell must be one of" in capsys.readouterr().err
     assert not (tmp_path / "copy" / "elman").exists()
+
+
+@pytest.mark.slow
+def test_quick_copy_job_gradient_norms_resume_and_gradflow(tmp_path, capsys):
+    """Tiny T, few steps: both figures written; the gradient-norm numbers equal
+    analysis.hidden_grad_norms on the saved params; --resume skips finished cells and
+    gradflow --checkpoint reads a cell of the job."""
+    import jax
+
+    from rnnjax import analysis, train as train_lib
+    from rnnjax.report import gradient_profile, per_step_factor
+
+    argv = ["copy", "--name", "q", "--runs-dir", str(tmp_path), "--T", "4", "--hidden", "6",
+            "--batch", "4", "--steps", "4", "--log-every", "2", "--eval-batch", "5",
+            "--cells", "lstm,exprnn", "--no-progress"]
+    assert main(argv) == 0
+    out = tmp_path / "q"
+    for name in ("copy_loss.png", "copy_grad_norms.png", "copy_orth_error.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    printed = capsys.readouterr().out
+    assert "[1/2] lstm" in printed and "estimated total" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    md = (out / "report.md").read_text()
+    assert "![gradient norms](copy_grad_norms.png)" in md and "per step" in md
+    for cell in ("lstm", "exprnn"):
+        s = summary["cells"][cell]
+        cfg = train_lib.Config.from_json(json.loads((out / cell / "config.json").read_text()))
+        exp = train_lib.build(cfg)
+        params = jax.tree.map(lambda a: a[0], train_lib.load_params(str(out / cell)))
+        _, data = train_lib.initial_state(exp)
+        xs, ys = jax.tree.map(lambda a: a[0], data)
+        ro = params["readout"]
+        norms = analysis.hidden_grad_norms(
+            exp.model.cell, params["cell"], exp.task.encode(xs),
+            lambda o: exp.task.loss(o @ ro["W"].T + ro["b"], ys))
+        want = np.asarray(jax.tree.leaves(norms)[0])
+        assert len(s["grad_norms_end"]) == 4 + 20
+        np.testing.assert_allclose(s["grad_norms_end"], want, rtol=1e-5)
+        np.testing.assert_allclose(gradient_profile(exp, params, (xs, ys)), want, rtol=1e-6)
+        assert s["factor_end"] == pytest.approx(per_step_factor(want), rel=1e-4)
+        assert s["grad_norms_init"] != s["grad_norms_end"]
+    assert summary["cells"]["exprnn"]["orth_error"][-1] < 1e-5
+    assert summary["cells"]["lstm"]["orth_error"] is None
+    # per_step_factor: exp of the slope of log norms against t
+    assert per_step_factor([1.0, 0.5, 0.25, 0.125]) == pytest.approx(0.5)
+    # --resume: both cells are done, nothing is retrained, the same report comes back
+    mtime = os.path.getmtime(out / "lstm" / "metrics.jsonl")
+    assert main(argv + ["--resume"]) == 0
+    assert os.path.getmtime(out / "lstm" / "metrics.jsonl") == mtime
+    again = json.loads((out / "summary.json").read_text())
+    assert again["cells"]["exprnn"]["curve"] == summary["cells"]["exprnn"]["curve"]
+    # an interrupted cell (no cell_summary.json yet) resumes from its checkpoint
+    os.remove(out / "exprnn" / "cell_summary.json")
+    assert main(argv + ["--resume"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["cells"]["exprnn"]["curve"] == summary["cells"]["exprnn"]["curve"]
+    # gradflow reads the job's own cell
+    assert main(["gradflow", "--checkpoint", str(out / "exprnn"), "--T", "4",
+                 "--out", str(tmp_path / "gf")]) == 0
+
+
+def test_paper_preset_takes_each_cells_recipe():
+    from rnnjax.optim import PAPER_RECIPES
+    from rnnjax.report import paper_configs
+    cfgs = paper_configs(PAPER, ["exprnn", "scornn", "urnn", "elman", "gru"])
+    assert PAPER.variant == "exprnn"  # expRNN's copy layout
+    assert cfgs["gru"] == PAPER  # no recipe: the preset's own
+    assert (cfgs["scornn"].optimizer, cfgs["scornn"].lr, cfgs["scornn"].lr_orth) == \
+        ("rmsprop_tf1", 1e-3, 1e-4)
+    assert cfgs["urnn"].optimizer == "rmsprop_theano" and cfgs["urnn"].clip is None
+    assert (cfgs["elman"].clip, cfgs["elman"].clip_mode) == (1.0, "element")  # Arjovsky's
+    assert cfgs["exprnn"].clip is None and cfgs["exprnn"].lr_orth == 2e-5
+    assert dict(cfgs["urnn"].cell_options) == dict(PAPER_RECIPES["urnn"].cell_options)
+
+
+def test_progress_prints_the_estimate_and_warns_once_on_divergence():
+    from rnnjax.report import _Progress
+    lines = []
+    p = _Progress(3, lines.append)
+    p.start(0, "scornn", 100)
+    rec = {"step": 10, "time": 2.0, "eval_loss": 67.0, "baseline": 0.02, "grad_norm": 6000.0,
+           "nonfinite_skipped": 0}
+    p(rec)
+    assert lines[0] == "[1/3] scornn" and "diverging" in lines[1] and "step 10" in lines[1]
+    p(dict(rec, step=20, time=3.0))  # 100 ms/step after the first window
+    assert "100 ms/step" in lines[2] and "estimated total" in lines[2]
+    assert sum("diverging" in s for s in lines) == 1
+    p.start(1, "urnn", 100)
+    ok = {"step": 10, "time": 1.0, "eval_loss": 2.3, "baseline": 0.02, "grad_norm": 1.0,
+          "nonfinite_skipped": 0}
+    p(ok)
+    p(dict(ok, step=20, time=2.0, eval_loss=0.5))  # far above the baseline, but falling
+    assert not any("diverging" in s for s in lines[4:])
+    p(dict(ok, step=30, time=3.0, eval_loss=3.6))  # above 1.5x its first value
+    assert "diverging" in lines[-1]

@@ -12,39 +12,86 @@ map (``"skew"`` or ``"reflections"``, the keys :mod:`rnnjax.optim` gives the
 orthogonal learning rate), ``V (H, F)`` and ``b (H,)``.
 
 ``V`` is He-normal (``N(0, 2/F)``) and ``b ~ U[-0.01, 0.01]``, as in the expRNN
-reference code (Lezcano-Casado, ``github.com/Lezcano/expRNN``).
+reference code (Lezcano-Casado, ``github.com/Lezcano/expRNN``); ``input_init="uniform"``
+is scoRNN's ``U[-0.01, 0.01]`` with ``b = 0`` (:func:`rnnjax.initializers.input_layer`).
+:data:`rnnjax.optim.PAPER_RECIPES` holds each paper's init and optimiser.
 """
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
+from rnnjax import initializers as I
 from rnnjax import parametrize as P
-from rnnjax.cell import Cell, HiddenState, zeros_carry
+from rnnjax.cell import Backward, Cell, HiddenState, chunk_outer, cut_at, where_live, zeros_carry
 from rnnjax.checks import check_choice, check_positive_int
+
+__all__ = ["ACTIVATIONS", "dense_backward", "exprnn", "householder", "scornn"]
 
 ACTIVATIONS = {"modrelu": P.modrelu, "tanh": lambda z, b: jnp.tanh(z + b),
                "relu": lambda z, b: jax.nn.relu(z + b), "identity": lambda z, b: z + b}
 
 
-def _input_params(key, hidden, input_size):
+def dense_backward(f, complex_state: bool = False) -> Backward:
+    r"""Hand-written BPTT (:class:`rnnjax.cell.Backward`) of
+    ``h_t = f(h_{t-1} W^T + x_t V^T, b)`` with ``W`` fixed over the sequence, from the
+    prepared weights ``{"W", "V", "b"}`` (dense ``W``; complex for the unitary cells).
+
+    Per chunk the pre-activations ``z_t = h_{t-1} W^T + x_t V^T`` are recomputed in one
+    matmul; the reverse sweep is, per step, the activation's derivative and one product
+    with ``W``::
+
+        dz_t = f'(z_t)^T (g_t + dy_t),     g_{t-1} = dz_t W,     db += df/db^T (g_t + dy_t)
+
+    and ``dW = sum_t dz_t^T h_{t-1}``, ``dV = sum_t dz_t^T x_t`` in one matmul per chunk;
+    the parametrisation's gradient (``expm``, Cayley, Householder, the uRNN/EUNN
+    factors) is applied once per sequence by the driver through ``prepare``'s VJP.
+    Complex states follow JAX's cotangent convention (the cotangent of ``h`` is
+    ``dL/dRe h - i dL/dIm h``; products with ``W`` are transposes, not adjoints); the
+    output ``y_t = [Re h_t, Im h_t]`` contributes ``dy_re - i dy_im``.  ``f'`` is the
+    activation's own derivative (``jax.vjp`` of ``f`` on the step's elements).
+    """
+    def recompute(w):
+        def run(xs, prev, cur):
+            V = w["V"]
+            return (prev[0] @ w["W"].T + xs.astype(V.dtype) @ V.T,)
+        return run
+
+    def body(w, g, inp):
+        z, dy, live, cut = inp
+        if complex_state:
+            H = z.shape[-1]
+            gh = g[0] + (dy[..., :H] - 1j * dy[..., H:]).astype(z.dtype)
+        else:
+            gh = g[0] + dy
+        _, vjp = jax.vjp(f, z, jnp.broadcast_to(w["b"], z.real.shape))
+        dz, db = vjp(gh)
+        dz, db = where_live(live, dz, 0.0), where_live(live, db, 0.0)
+        return (cut_at(cut, where_live(live, dz @ w["W"], g[0])),), (dz, db)
+
+    def grads(w, d, xs, prev):
+        dz, db = d
+        V = w["V"]
+        dxs = dz @ V
+        return ({"W": chunk_outer(dz, prev[0]), "V": chunk_outer(dz, xs.astype(V.dtype)),
+                 "b": db.sum((0, 1))}, dxs.real if complex_state else dxs)
+
+    return Backward(recompute=recompute, body=body, grads=grads)
+
+
+def _input_params(key, hidden, input_size, input_init="he"):
     check_positive_int("input_size", input_size)
-    k1, k2 = jax.random.split(key)
-    scale = math.sqrt(2.0 / input_size)
-    return {"V": scale * jax.random.normal(k1, (hidden, input_size), jnp.float32),
-            "b": jax.random.uniform(k2, (hidden,), jnp.float32, -0.01, 0.01)}
+    return I.input_layer(jax.random.split(key), input_init, hidden, input_size)
 
 
-def _dense_cell(name, hidden, activation, init_map, matrix):
+def _dense_cell(name, hidden, activation, init_map, matrix, input_init):
     """A cell ``h_t = f(W h_{t-1} + V x_t, b)`` whose ``W = matrix(params)`` is dense."""
     f = ACTIVATIONS[activation]
 
     def init(key, input_size):
         k1, k2 = jax.random.split(key)
-        return {**init_map(k1), **_input_params(k2, hidden, input_size)}
+        return {**init_map(k1), **_input_params(k2, hidden, input_size, input_init)}
 
     def prepare(params):
         return {"W": matrix(params), "V": params["V"], "b": params["b"]}
@@ -55,11 +102,11 @@ def _dense_cell(name, hidden, activation, init_map, matrix):
 
     return Cell(init=init, prepare=prepare, initial_carry=zeros_carry(HiddenState, hidden),
                 step=step, input_size=lambda p: p["V"].shape[-1], output_size=hidden,
-                name=name, recurrent_matrix=matrix)
+                name=name, recurrent_matrix=matrix, backward=dense_backward(f))
 
 
 def exprnn(hidden_size: int, init: str = "henaff", dynamic: bool = False,
-           activation: str = "modrelu") -> Cell:
+           activation: str = "modrelu", input_init: str = "he") -> Cell:
     r"""expRNN (Lezcano-Casado & Martinez-Rubio 2019, "Cheap orthogonal constraints in
     neural networks: a simple parametrization of the orthogonal and unitary group").
 
@@ -77,6 +124,7 @@ def exprnn(hidden_size: int, init: str = "henaff", dynamic: bool = False,
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("henaff", "cayley", "haar", "identity"))
     check_choice("activation", activation, ACTIVATIONS)
+    check_choice("input_init", input_init, I.INPUT_INITS)
     H = hidden_size
     inits = {"henaff": P.henaff, "cayley": P.cayley_init, "haar": P.haar_skew,
              "identity": lambda k, n: jnp.zeros((n, n), jnp.float32)}
@@ -90,11 +138,11 @@ def exprnn(hidden_size: int, init: str = "henaff", dynamic: bool = False,
     def matrix(params):
         return P.expm_orthogonal(params["skew"], params.get("base"))
 
-    return _dense_cell("exprnn", H, activation, init_map, matrix)
+    return _dense_cell("exprnn", H, activation, init_map, matrix, input_init)
 
 
 def scornn(hidden_size: int, rho: int | None = None, init: str = "cayley",
-           activation: str = "modrelu") -> Cell:
+           activation: str = "modrelu", input_init: str = "he") -> Cell:
     r"""scoRNN (Helfrich, Willmott & Ye 2018, "Orthogonal recurrent neural networks with
     scaled Cayley transform").
 
@@ -111,6 +159,7 @@ def scornn(hidden_size: int, rho: int | None = None, init: str = "cayley",
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("cayley", "haar", "identity"))
     check_choice("activation", activation, ACTIVATIONS)
+    check_choice("input_init", input_init, I.INPUT_INITS)
     H = hidden_size
     rho = H // 2 if rho is None else rho
     d = P.scaling_diagonal(H, rho)
@@ -122,11 +171,13 @@ def scornn(hidden_size: int, rho: int | None = None, init: str = "cayley",
         a = params["skew"]
         return P.cayley(a, d.astype(a.dtype))
 
-    return _dense_cell("scornn", H, activation, lambda k: {"skew": inits[init](k)}, matrix)
+    return _dense_cell("scornn", H, activation, lambda k: {"skew": inits[init](k)}, matrix,
+                       input_init)
 
 
 def householder(hidden_size: int, reflections: int | None = None, init: str = "random",
-                mode: str = "auto", activation: str = "modrelu") -> Cell:
+                mode: str = "auto", activation: str = "modrelu", input_init: str = "he"
+                ) -> Cell:
     r"""oRNN (Mhammedi, Hellicar, Rahman & Bailey 2017, "Efficient orthogonal
     parametrisation of recurrent neural networks using Householder reflections").
 
@@ -135,7 +186,9 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
 
     Args:
       reflections: ``m`` (default ``H``: all of ``O(H)`` is reachable).
-      init: ``"random"`` (Gaussian vectors), ``"identity"`` (pairs of equal
+      init: ``"random"`` (Gaussian vectors), ``"mhammedi"`` (the reference code's:
+        ``u_k`` zero before entry ``k``, Gaussian, unit-normalised, ``m <= H``;
+        ``zmhammedi/Orthogonal_RNN: RNN_models.py``), ``"identity"`` (pairs of equal
         reflections, ``m`` even) or ``"henaff"`` (rotations by ``U[-pi, pi]``, needs
         ``m = H`` even).
       mode: ``"reflect"`` applies the ``m`` reflections to ``h`` every step
@@ -148,9 +201,12 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
     H = hidden_size
     m = H if reflections is None else reflections
     check_positive_int("reflections", m)
-    check_choice("init", init, ("random", "identity", "henaff"))
+    check_choice("init", init, ("random", "mhammedi", "identity", "henaff"))
     check_choice("mode", mode, ("auto", "dense", "reflect"))
     check_choice("activation", activation, ACTIVATIONS)
+    check_choice("input_init", input_init, I.INPUT_INITS)
+    if init == "mhammedi" and m > H:
+        raise ValueError(f"init='mhammedi' needs reflections <= hidden_size, got {m} > {H}")
     if init == "identity" and m % 2:
         raise ValueError(f"reflections must be even for init='identity', got {m}")
     if init == "henaff" and (m != H or H % 2):
@@ -163,28 +219,26 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
         k1, k2 = jax.random.split(key)
         if init == "random":
             u = P.householder_random(k1, m, H)
+        elif init == "mhammedi":
+            u = P.householder_unit(jnp.triu(P.householder_random(k1, m, H)))
         elif init == "identity":
             u = P.householder_identity(m, H)
         else:
             u = P.householder_henaff(k1, H)
-        return {"reflections": u, **_input_params(k2, H, input_size)}
+        return {"reflections": u, **_input_params(k2, H, input_size, input_init)}
 
     def matrix(params):
         return P.householder_dense(params["reflections"])
 
     def prepare(params):
-        u = params["reflections"]
         if reflect:
-            q = u / jnp.linalg.norm(u, axis=1, keepdims=True)
-            return {"q": q, "V": params["V"], "b": params["b"]}
+            return {"q": P.householder_unit(params["reflections"]), "V": params["V"],
+                    "b": params["b"]}
         return {"W": matrix(params), "V": params["V"], "b": params["b"]}
 
     def step(w, carry, x):
         if reflect:
-            h = carry.h
-            for k in range(m - 1, -1, -1):  # H_m acts first
-                h = h - 2.0 * jnp.dot(w["q"][k], h) * w["q"][k]
-            z = h + x @ w["V"].T
+            z = P.householder_reflect(w["q"], carry.h) + x @ w["V"].T
         else:
             z = carry.h @ w["W"].T + x @ w["V"].T
         h = f(z, w["b"])
@@ -192,4 +246,5 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
 
     return Cell(init=init_fn, prepare=prepare, initial_carry=zeros_carry(HiddenState, H),
                 step=step, input_size=lambda p: p["V"].shape[-1], output_size=H,
-                name="householder", recurrent_matrix=matrix)
+                name="householder", recurrent_matrix=matrix,
+                backward=None if reflect else dense_backward(f))

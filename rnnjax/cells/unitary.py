@@ -11,7 +11,9 @@ Bengio (2016).  Params are real arrays only; complex numbers live in ``prepare``
 ``step``.  The carry is a :class:`~rnnjax.HiddenState` of complex dtype
 (``initial_carry(batch_shape, float32)`` gives complex64 zeros); readouts see the real
 ``y``.  Init: ``V_re, V_im ~ N(0, 1/(2F))`` (so ``E|V x|^2 = |x|^2 H/F``), ``b = 0``.
-``recurrent_matrix`` returns the complex dense ``W``.
+``input_init`` (:func:`rnnjax.initializers.input_layer`) gives the papers' own:
+``"uniform"`` (EUNN), ``"glorot"`` (Arjovsky's uRNN).  ``recurrent_matrix`` returns the
+complex dense ``W``.
 """
 
 from __future__ import annotations
@@ -22,24 +24,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import initializers as I
 from rnnjax import parametrize as P
 from rnnjax.cell import Cell, HiddenState
+from rnnjax.cells.orthogonal import dense_backward
 from rnnjax.checks import check_choice, check_positive_int
 
+__all__ = ["eunn", "fcurnn", "urnn"]
 
-def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense):
+
+APPLY = ("auto", "dense", "structured")
+
+
+def _matmul(w, h):
+    return h @ w.T
+
+
+def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense, input_init,
+                  apply="dense"):
     """Cell ``h_t = modrelu(W h_{t-1} + V x_t, b)``; ``W`` given by ``apply_map(m, h)``
-    with ``m = prepare_map(params)`` computed once per sequence."""
+    with ``m = prepare_map(params)`` computed once per sequence, or (``apply="dense"``)
+    the dense ``W = dense(params)`` formed once per sequence and one matrix product per
+    step."""
     H = hidden
+    if apply == "dense":
+        prepare_map, apply_map = dense, _matmul
 
     def init(key, input_size):
         check_positive_int("input_size", input_size)
         k1, k2, k3 = jax.random.split(key, 3)
-        s = 1.0 / math.sqrt(2.0 * input_size)
-        return {**init_map(k1),
-                "V_re": s * jax.random.normal(k2, (H, input_size), jnp.float32),
-                "V_im": s * jax.random.normal(k3, (H, input_size), jnp.float32),
-                "b": jnp.zeros((H,), jnp.float32)}
+        return {**init_map(k1), **I.input_layer(
+            (k2, k3, jax.random.fold_in(k3, 1)), input_init, H, input_size, ("V_re", "V_im"))}
 
     def prepare(params):
         return {"W": prepare_map(params), "V": jax.lax.complex(params["V_re"], params["V_im"]),
@@ -52,61 +67,74 @@ def _unitary_cell(name, hidden, init_map, prepare_map, apply_map, dense):
         h = P.modrelu(apply_map(w["W"], carry.h) + x.astype(w["V"].dtype) @ w["V"].T, w["b"])
         return HiddenState(h), jnp.concatenate([h.real, h.imag])
 
+    backward = None
+    if apply == "dense":
+        backward = dense_backward(P.modrelu, complex_state=True)._replace(
+            output=lambda states: jnp.concatenate([states[0].real, states[0].imag], -1))
     return Cell(init=init, prepare=prepare, initial_carry=initial_carry, step=step,
                 input_size=lambda p: p["V_re"].shape[-1], output_size=2 * H, name=name,
-                recurrent_matrix=dense)
+                recurrent_matrix=dense, backward=backward)
 
 
-def urnn(hidden_size: int, permutation_seed: int = 0) -> Cell:
+def urnn(hidden_size: int, permutation_seed: int = 0, init: str = "uniform",
+         input_init: str = "normal", apply: str = "auto") -> Cell:
     r"""uRNN (Arjovsky, Shah & Bengio 2016, "Unitary evolution recurrent neural networks").
 
     ``W = D3 R2 F^{-1} D2 Pi R1 F D1`` (:func:`rnnjax.parametrize.urnn_apply`), applied in
     ``O(H log H)`` per step with FFTs; ``7H`` real parameters: ``params["phases"] (3, H)``
     (``U[-pi, pi]``) and ``params["reflections"] (2, 2, H)`` (``U[-1, 1]``, real and
     imaginary parts of ``v_1, v_2``).  The permutation ``Pi`` is fixed, drawn from
-    ``permutation_seed`` when the cell is built (not a parameter).
+    ``permutation_seed`` when the cell is built (not a parameter).  ``init="arjovsky"``
+    draws the reflections as the reference code does (Glorot ``U[-a, a]``,
+    ``a = sqrt(6 / (2 + 2H))``, ``amarshah/complex_RNN: models.py``).
     """
     check_positive_int("hidden_size", hidden_size)
+    check_choice("init", init, ("uniform", "arjovsky"))
+    check_choice("input_init", input_init, I.INPUT_INITS)
+    check_choice("apply", apply, APPLY)
     H = hidden_size
     perm = np.random.default_rng(permutation_seed).permutation(H)
 
     def init_map(key):
         phases, refl = P.urnn_init(key, H)
+        if init == "arjovsky":
+            refl = refl * math.sqrt(6.0 / (2 + 2 * H))
         return {"phases": phases, "reflections": refl}
 
     def prepare_map(p):
-        ph, r = p["phases"], p["reflections"]
-        v = jax.lax.complex(r[:, 0], r[:, 1])
-        v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
-        return {"d": jnp.exp(1j * ph), "v": v}
+        d, v = P.urnn_factors(p["phases"], p["reflections"])
+        return {"d": d, "v": v}
 
     def apply_map(m, h):
-        d, v = m["d"], m["v"]
-        x = jnp.fft.fft(d[0] * h, norm="ortho")
-        x = x - 2.0 * jnp.vdot(v[0], x) * v[0]
-        x = jnp.fft.ifft(d[1] * x[perm], norm="ortho")
-        x = x - 2.0 * jnp.vdot(v[1], x) * v[1]
-        return d[2] * x
+        return P.urnn_apply_factors(m["d"], m["v"], perm, h)
 
     def dense(p):
         return P.urnn_dense(p["phases"], p["reflections"], perm,
                             P.complex_dtype(p["phases"].dtype))
 
-    return _unitary_cell("urnn", H, init_map, prepare_map, apply_map, dense)
+    return _unitary_cell("urnn", H, init_map, prepare_map, apply_map, dense, input_init,
+                         "structured" if apply == "structured" else "dense")
 
 
-def eunn(hidden_size: int, capacity: int = 2) -> Cell:
+def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal",
+         apply: str = "auto") -> Cell:
     r"""EUNN (Jing, Shen, Dubcek, Peurifoy, Skirlo, LeCun, Tegmark & Soljacic 2017,
     "Tunable efficient unitary neural networks (EUNN) and their application to RNNs").
 
     ``W = D R_L ... R_1`` (:func:`rnnjax.parametrize.eunn_apply`): ``L = capacity``
     layers of ``2 x 2`` complex rotations on alternating neighbour pairs, then
-    ``D = diag(exp(i omega))``; ``O(H L)`` per step.  ``params["angles"]
-    (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)`` (``omega``), all
+    ``D = diag(exp(i omega))``; ``O(H L)`` per step with ``apply="structured"``;
+    ``"dense"`` forms ``W`` once per sequence (see :func:`urnn`); ``"auto"`` is
+    ``"structured"`` for ``capacity <= 8`` (measured faster at ``L = 2``: ``2L``
+    element-wise products beat an ``H x H`` complex product), else ``"dense"``.
+    ``params["angles"] (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)``
+    (``omega``), all
     ``U[-pi, pi]``.
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("capacity", capacity)
+    check_choice("input_init", input_init, I.INPUT_INITS)
+    check_choice("apply", apply, APPLY)
     H = hidden_size
     if H < 2:
         raise ValueError(f"hidden_size must be >= 2 for the EUNN, got {H}")
@@ -118,23 +146,22 @@ def eunn(hidden_size: int, capacity: int = 2) -> Cell:
                 "phases": jax.random.uniform(k2, (H,), jnp.float32, -math.pi, math.pi)}
 
     def prepare_map(p):
-        coeffs = P.eunn_coefficients(p["angles"], H)
-        return {"c1": jnp.stack([c[0] for c in coeffs]),
-                "c2": jnp.stack([c[1] for c in coeffs]),
-                "d": jnp.exp(1j * p["phases"])}
+        c1, c2 = P.eunn_coefficients(p["angles"], H)
+        return {"c1": c1, "c2": c2, "d": jnp.exp(1j * p["phases"])}
 
-    perms = [c[2] for c in P.eunn_coefficients(np.zeros((capacity, 2, H // 2)), H)]
+    perms = P.eunn_permutations(H, capacity)
 
     def apply_map(m, h):
-        for layer, perm in enumerate(perms):
-            h = m["c1"][layer] * h + m["c2"][layer] * h[perm]
-        return m["d"] * h
+        return P.eunn_apply_factors(m["c1"], m["c2"], m["d"], perms, h)
 
     return _unitary_cell("eunn", H, init_map, prepare_map, apply_map,
-                         lambda p: P.eunn_dense(p["angles"], p["phases"]))
+                         lambda p: P.eunn_dense(p["angles"], p["phases"]), input_init,
+                         "structured" if apply == "structured" or (
+                             apply == "auto" and capacity <= 8) else "dense")
 
 
-def fcurnn(hidden_size: int, init: str = "haar", param: str = "expm") -> Cell:
+def fcurnn(hidden_size: int, init: str = "haar", param: str = "expm",
+           input_init: str = "normal") -> Cell:
     r"""Full-capacity uRNN (Wisdom, Powers, Hershey, Le Roux & Atlas 2016).
 
     ``param="expm"``: ``W = expm(K)`` with ``K`` skew-Hermitian from the ``H^2`` real
@@ -156,6 +183,7 @@ def fcurnn(hidden_size: int, init: str = "haar", param: str = "expm") -> Cell:
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("haar", "henaff", "identity"))
     check_choice("param", param, ("expm", "cayley"))
+    check_choice("input_init", input_init, I.INPUT_INITS)
     H = hidden_size
     inits = {"haar": P.haar_unitary_skew, "henaff": P.henaff,
              "identity": lambda k, n: jnp.zeros((n, n), jnp.float32)}
@@ -174,4 +202,4 @@ def fcurnn(hidden_size: int, init: str = "haar", param: str = "expm") -> Cell:
         def matrix(p):
             return P.expm_unitary(p["skew"])
 
-    return _unitary_cell("fcurnn", H, init_map, matrix, lambda w, h: h @ w.T, matrix)
+    return _unitary_cell("fcurnn", H, init_map, matrix, _matmul, matrix, input_init)

@@ -72,6 +72,9 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     p.add_argument("--grad", default=d.grad, choices=("auto", "manual"),
                    help="autodiff through the scan, or the hand-written BPTT (Elman, LSTM, "
                         "GRU; the same gradient, faster on CPU)")
+    p.add_argument("--retrivialize-every", type=int, default=None, metavar="K",
+                   help="dynamic trivialization (exprnn dynamic=True): fold the skew "
+                        "params into the base every K steps (default 100; 0: never)")
 
 
 def config_kwargs(a) -> dict:
@@ -80,7 +83,8 @@ def config_kwargs(a) -> dict:
                 seed=a.seed, seeds=a.seeds, log_every=a.log_every, eval_batch=a.eval_batch,
                 data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
                 cell_options=tuple(cell_option(o) for o in a.cell_opt),
-                devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad)
+                devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
+                retrivialize_every=a.retrivialize_every)
 
 
 def run(a) -> int:
