@@ -6,8 +6,8 @@ PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
 from rnnjax import analysis, bptt, cells, initializers, interop, layers, optim, parametrize
-from rnnjax.cell import Cell, HiddenState, Linear, LSTMState, recurrent_matrix
-from rnnjax.layers import Layer, bidirectional, stack, unidirectional
+from rnnjax.cell import Backward, Cell, HiddenState, Linear, LSTMState, recurrent_matrix
+from rnnjax.layers import Layer, bidirectional, lru_block, stack, unidirectional
 from rnnjax.interop import (from_flax_gru, from_flax_lstm, from_torch, from_torch_module,
                             to_torch)
 from rnnjax.sequence import flip_sequences, run
@@ -15,6 +15,7 @@ from rnnjax.sequence import flip_sequences, run
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backward",
     "Cell",
     "HiddenState",
     "LSTMState",
@@ -32,6 +33,7 @@ __all__ = [
     "initializers",
     "interop",
     "layers",
+    "lru_block",
     "optim",
     "parametrize",
     "recurrent_matrix",

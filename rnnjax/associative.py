@@ -20,7 +20,7 @@ The engine follows :func:`rnnjax.sequence.scan_cell` exactly:
   prefix freezes at ``h_L`` and the last element is the final carry; outputs there
   are zero.
 * ``reverse``: each sequence is flipped within its length
-  (:func:`rnnjax.sequence.flip_sequences`) before and after, as the sequential path does.
+  (:func:`rnnjax.masking.flip_sequences`) before and after, as the sequential path does.
 * an initial carry ``h_0`` is folded into the first element: ``b_1 <- A_1 h_0 + b_1``.
 
 A linear cell's carry is ``HiddenState(h)``; ``h`` may be complex (the LRU).
@@ -32,6 +32,15 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.cell import HiddenState
+from rnnjax.masking import flip_sequences, segment_starts
+
+__all__ = ["SCANS", "associative_scan_cell", "choose_scan", "combine_dense", "combine_diagonal",
+           "linear_scan"]
+
+
+def _apply(kind, a, h):
+    """``a h``: elementwise (``"diagonal"``) or ``a @ h`` over leading axes (``"dense"``)."""
+    return a * h if kind == "diagonal" else jnp.einsum("...ij,...j->...i", a, h)
 
 
 def combine_diagonal(left, right):
@@ -64,8 +73,7 @@ def linear_scan(kind: str, a, b, h0=None, axis: int = 0):
     if h0 is not None:
         a0 = jnp.take(a, 0, axis=axis)
         b0 = jnp.take(b, 0, axis=axis)
-        first = a0 * h0 + b0 if kind == "diagonal" else \
-            jnp.einsum("...ij,...j->...i", a0, h0) + b0
+        first = _apply(kind, a0, h0) + b0
         idx = [slice(None)] * b.ndim
         idx[axis] = 0
         b = b.at[tuple(idx)].set(first.astype(b.dtype))
@@ -75,17 +83,17 @@ def linear_scan(kind: str, a, b, h0=None, axis: int = 0):
 
 
 def associative_scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False,
-                          remat=False):
+                          remat=False, resets=None):
     """Run a linear ``cell`` over time-major, batch-flattened inputs by associative scan.
 
     Same contract as :func:`rnnjax.sequence.scan_cell`: ``carry`` is ``HiddenState``
     with ``h (B, H)``, ``xs (T, B, F)``, ``lengths (B,)`` or None; returns
-    ``(ys (T, B, O), final_carry)``.  ``remat`` recomputes the whole scan in the
+    ``(ys (T, B, O), final_carry)``.  A reset (``resets (T, B)``, see
+    :func:`rnnjax.masking.segment_starts`) before step ``t`` makes its coefficient zero:
+    ``h_t = a_t h_0 + b_t`` becomes ``(0, a_t h_0 + b_t)``.  ``remat`` recomputes the whole scan in the
     backward pass (``jax.checkpoint``) instead of storing its ``O(T log T)`` partial
     products.
     """
-    from rnnjax.sequence import flip_sequences  # the sequential engine imports us
-
     lin = cell.linear
     if lin is None:
         raise ValueError(f"the {cell.name} cell declares no linear recurrence")
@@ -94,8 +102,9 @@ def associative_scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=Fal
             f"the associative scan needs a HiddenState carry, got {type(carry).__name__} "
             f"from the {cell.name} cell")
 
-    def scan(weights, h0, xs, lengths):
+    def scan(weights, h0, xs, lengths, resets):
         T = xs.shape[0]
+        starts = None if resets is None else segment_starts(resets, lengths, reverse)
         if reverse:
             xs = flip_sequences(xs, lengths)
         per_step = jax.vmap(jax.vmap(lin.coeffs, (None, 0)), (None, 0))
@@ -108,6 +117,9 @@ def associative_scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=Fal
                 jnp.eye(a.shape[-1], dtype=dtype)
             a = jnp.where(live.reshape(live.shape + (1,) * (a.ndim - 2)), a, one)
             b = jnp.where(live[..., None], b, jnp.zeros_like(b))
+        if starts is not None:  # h_t = a_t h_0 + b_t: a zero coefficient, b_t shifted
+            b = jnp.where(starts[..., None], _apply(lin.kind, a, h0.astype(dtype)) + b, b)
+            a = jnp.where(starts.reshape(starts.shape + (1,) * (a.ndim - 2)), 0, a)
         h = linear_scan(lin.kind, a, b, h0.astype(dtype), axis=0)
         ys = jax.vmap(jax.vmap(lin.readout, (None, 0, 0)), (None, 0, 0))(weights, h, xs)
         if lengths is not None:
@@ -119,7 +131,7 @@ def associative_scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=Fal
 
     if remat:
         scan = jax.checkpoint(scan)
-    ys, final = scan(weights, carry.h, xs, lengths)
+    ys, final = scan(weights, carry.h, xs, lengths, resets)
     return ys, HiddenState(final)
 
 

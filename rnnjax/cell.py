@@ -56,6 +56,43 @@ class Linear(NamedTuple):
     readout: Callable[[Weights, Array, Array], Array]  # (weights, h_t, x_t) -> y_t
 
 
+class Backward(NamedTuple):
+    r"""A cell's hand-written backpropagation through time, read by :mod:`rnnjax.bptt`.
+
+    Every function takes the *prepared* weights ``w = cell.prepare(params)``; the driver
+    returns ``dL/dw`` through ``prepare``'s VJP, applied once per sequence, so a
+    parametrised cell (expRNN's ``W = expm(A - A^T)``) writes only ``dL/dW``.  Arrays are
+    batched and time-major: ``x_t (B, F)``, carry leaves ``(B, H)``; a chunk of ``K``
+    steps stacks them ``(K, B, .)``.  States are plain tuples in the order of the carry's
+    fields.  With ``g_t`` the gradient reaching the carry after step ``t`` from the
+    future and ``dy_t = dL/dy_t``, the driver runs, per chunk (last chunk first)::
+
+        res            = recompute(w)(xs, prev, cur)      # gates of the chunk, batched
+        g_{t-1}, d_t   = body(w, g_t, res_t + (dy_t, live_t, cut_t))   # t = last..first
+        dw, dxs        = grads(w, d, xs, prev)             # one matmul per weight
+
+    The forward is the cell's own ``step`` (``vmap``-ed and scanned by the driver, which
+    stores the states and nothing else), so a backward can only disagree with its cell
+    through its own arithmetic, which the tests check against autodiff.
+
+    Attributes:
+      recompute: ``w -> (xs, prev, cur) -> residuals``: what ``body`` needs, recomputed
+        for a whole chunk from its inputs and stored states (``prev``: states before
+        each step, ``cur``: after).
+      body: ``(w, g, inp) -> (g_prev, delta)``: one reverse step.  Past a sequence's
+        length (``live_t`` false) ``delta`` must be zero and ``g`` pass unchanged
+        (:func:`where_live`); at a truncation boundary ``g_prev`` is cut (:func:`cut_at`).
+      grads: ``(w, deltas, xs, prev) -> (dw, dxs)``: the chunk's weight gradients, a
+        dict with a subset of ``w``'s keys (the rest are zero), and ``dL/dx_t``.
+      output: ``stacked states -> ys (T, B, output_size)``; ``None``: the first state.
+    """
+
+    recompute: Callable
+    body: Callable
+    grads: Callable
+    output: Optional[Callable] = None
+
+
 class Cell(NamedTuple):
     """A recurrent cell as a tuple of pure functions.
 
@@ -71,6 +108,9 @@ class Cell(NamedTuple):
       recurrent_matrix: optional ``params -> (H, H)`` dense recurrent matrix (or the
         stacked gate blocks) for analysis.
       linear: optional :class:`Linear` declaration of a linear recurrence.
+      backward: optional :class:`Backward`, the cell's hand-written BPTT
+        (``rnnjax.run(..., grad="manual")``).  A wrapper that changes ``step`` must
+        clear it (``backward=None``) or supply a matching one.
     """
 
     init: Callable[[PRNGKey, int], Params]
@@ -82,6 +122,7 @@ class Cell(NamedTuple):
     name: str = "cell"
     recurrent_matrix: Optional[Callable[[Params], Array]] = None
     linear: Optional[Linear] = None
+    backward: Optional[Backward] = None
 
 
 def zeros_carry(state_type, hidden_size: int):
@@ -102,9 +143,18 @@ def identity(params):
 def fuse_input_hidden(params):
     """``prepare`` of the Elman cell and the LSTM: ``params`` plus
     ``W = [W_xh W_hh]^T (F+H, G*H)``, so a step computes ``W_xh x + W_hh h`` as one
-    matmul ``[x, h] @ W`` (LSTM forward, batch 64, T 256, H 128, on a 2-core CPU: 67 ms
-    with two matmuls, 51-58 ms with one; benchmarks/README.md)."""
+    matmul ``[x, h] @ W`` (one matmul per step instead of two; benchmarks/README.md)."""
     return {**params, "W": jnp.concatenate([params["W_xh"], params["W_hh"]], axis=1).T}
+
+
+def fused_grads(w, d, xs, prev):
+    """Weight gradients of a chunk of a fused step ``z_t = [x_t, h_{t-1}] @ W + b``
+    (:func:`fuse_input_hidden`) from its pre-activation deltas ``d (K, B, G*H)``::
+
+        dW = sum_t [x_t, h_{t-1}]^T d_t      db = sum_t d_t      dx_t = W_xh^T d_t
+    """
+    xh = jnp.concatenate([xs, prev[0]], -1)
+    return {"W": chunk_outer(xh, d), "b": d.sum((0, 1))}, d @ w["W_xh"]
 
 
 def recurrent_matrix(cell: Cell, params) -> Array:
@@ -116,3 +166,24 @@ def recurrent_matrix(cell: Cell, params) -> Array:
     if cell.recurrent_matrix is None:
         raise ValueError(f"the {cell.name} cell exposes no recurrent matrix")
     return cell.recurrent_matrix(params)
+
+
+# ----------------------------------------------------- helpers for hand-written backwards
+
+def where_live(live_t, new, old):
+    """``new`` where the step is live (``live_t (B,)`` bool; None: every step), else ``old``."""
+    return new if live_t is None else jnp.where(live_t[:, None], new, old)
+
+
+def cut_at(cut_t, g):
+    """Zero where ``cut_t`` (a truncated-BPTT boundary; None: never), else ``g``."""
+    return g if cut_t is None else jnp.where(cut_t, jnp.zeros_like(g), g)
+
+
+def chunk_outer(d, a):
+    """``sum_t d_t a_t^T`` over a chunk ``(K, B, .)``: one matmul over its ``K*B`` rows."""
+    return d.reshape(-1, d.shape[-1]).T @ a.reshape(-1, a.shape[-1])
+
+
+__all__ = ["Backward", "Cell", "HiddenState", "LSTMState", "Linear", "chunk_outer", "cut_at",
+           "fuse_input_hidden", "fused_grads", "identity", "recurrent_matrix", "where_live", "zeros_carry"]

@@ -14,14 +14,21 @@ Dropout is active only when ``apply`` is given a ``key``.  Every layer honours
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+import math
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from rnnjax import initializers
 from rnnjax.cell import Cell
+from rnnjax.cells.linear import lru
 from rnnjax.checks import check_choice, check_rate
+from rnnjax.ops import dropout as _dropout
+from rnnjax.ops import layer_norm
 from rnnjax.sequence import run
+
+__all__ = ["Layer", "bidirectional", "lru_block", "stack", "unidirectional"]
 
 
 class Layer(NamedTuple):
@@ -32,11 +39,6 @@ class Layer(NamedTuple):
     init: Callable
     apply: Callable
     output_size: int
-
-
-def _dropout(key, x, rate):
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,8 +56,10 @@ def _masked_cell(cell: Cell) -> Cell:
         state = cell.initial_carry(batch_shape, dtype)
         return state, jnp.ones_like(state.h)
 
-    # linear=None: the masked step is no longer the cell's declared linear recurrence.
-    return cell._replace(step=step, initial_carry=initial_carry, name=cell.name, linear=None)
+    # The masked step is no longer the cell's declared linear recurrence, nor the step its
+    # hand-written backward was written for: both are cleared.
+    return cell._replace(step=step, initial_carry=initial_carry, name=cell.name, linear=None,
+                         backward=None)
 
 
 def _run_cell(cell, params, xs, carry, lengths, key, recurrent_dropout, reverse, options):
@@ -152,3 +156,59 @@ def stack(layers: Sequence[Cell | Layer], dropout: float = 0.0) -> Layer:
         return xs, finals
 
     return Layer(init, apply, layers[-1].output_size)
+
+
+def lru_block(hidden_size: int, model_size: int, r_min: float = 0.0, r_max: float = 1.0,
+              max_phase: float = 2 * math.pi, mlp: str = "glu",
+              dropout: float = 0.0) -> Layer:
+    r"""The LRU block of Orvieto et al. 2023 (Fig. 1) as a :class:`rnnjax.layers.Layer`::
+
+        u = LayerNorm(x)                          (scale, bias learned)
+        v = LRU(u)                                (hidden_size N, model_size M)
+        z = GLU(gelu(v)) = (W_1 g + c_1) * sigmoid(W_2 g + c_2),  g = gelu(v)   (mlp="glu")
+          or  W_2 gelu(W_1 v + c_1) + c_2,  W_1 (2M, M)                          (mlp="mlp")
+        y = x + dropout(z)
+
+    Inputs and outputs have ``model_size`` features.  ``apply`` takes the options of
+    :func:`rnnjax.run` (``lengths``, ``reverse``, ``scan``, ...); padded outputs are zero.
+    Dropout is active only when ``apply`` is given a ``key``.
+    """
+    check_choice("mlp", mlp, ("glu", "mlp"))
+    check_rate("dropout", dropout)
+    cell = lru(hidden_size, r_min, r_max, max_phase, model_size=model_size)
+    M = model_size
+    width = M if mlp == "glu" else 2 * M
+
+    def init(key, input_size):
+        k_lru, k1, k2 = jax.random.split(key, 3)
+        params = {"norm": {"scale": jnp.ones((M,)), "bias": jnp.zeros((M,))},
+                  "lru": cell.init(k_lru, input_size)}
+        u = initializers.uniform(1.0 / math.sqrt(M))
+        params["W_1"], params["c_1"] = u(k1, (width, M)), jnp.zeros((width,))
+        params["W_2"], params["c_2"] = u(k2, (M, width)), jnp.zeros((M,))
+        return params
+
+    def apply(params, xs, *, carry=None, lengths=None, key=None, **options):
+        u = layer_norm(xs, params["norm"]["scale"], params["norm"]["bias"])
+        v, final = run(cell, params["lru"], u, carry=carry, lengths=lengths, **options)
+        g = jax.nn.gelu(v)
+        if mlp == "glu":
+            z = (g @ params["W_1"].T + params["c_1"]) * \
+                jax.nn.sigmoid(g @ params["W_2"].T + params["c_2"])
+        else:
+            z = jax.nn.gelu(v @ params["W_1"].T + params["c_1"]) @ params["W_2"].T \
+                + params["c_2"]
+        if key is not None and dropout > 0.0:
+            z = _dropout(key, z, dropout)
+        ys = xs + z
+        if lengths is not None:
+            time_axis = 0 if options.get("time_major") else xs.ndim - 2
+            t = jnp.arange(xs.shape[time_axis])
+            L = jnp.asarray(lengths)
+            live = t[:, None] < L.reshape(1, -1) if time_axis == 0 else \
+                t < L[..., None]
+            live = live.reshape(xs.shape[:-1])
+            ys = jnp.where(live[..., None], ys, jnp.zeros_like(ys))
+        return ys, final
+
+    return Layer(init, apply, M)

@@ -13,100 +13,18 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnnjax.associative import SCANS, associative_scan_cell, choose_scan
+from rnnjax.bptt import check_manual, scan_manual
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
+from rnnjax.masking import check_run_inputs, flip_sequences, reset_to, segment_starts
 
-
-def _shape_dtype(x):
-    """(shape, dtype) of an array-like without moving it to the device."""
-    if hasattr(x, "shape") and hasattr(x, "dtype"):
-        return tuple(x.shape), np.dtype(x.dtype)
-    a = np.asarray(x)
-    return a.shape, a.dtype
-
-
-def _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll):
-    """Check every argument of :func:`run` before tracing; return (T, batch_shape)."""
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be an rnnjax.Cell, got {type(cell).__name__}")
-    shape, dtype = _shape_dtype(xs)
-    if len(shape) < 2:
-        layout = "(time, *batch, features)" if time_major else "(*batch, time, features)"
-        raise ValueError(f"xs must have rank >= 2 {layout}, got shape {shape}")
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"xs must be a floating-point array, got dtype {dtype}; "
-            "cast integer inputs (e.g. xs.astype(jnp.float32)) or one-hot encode them")
-    features = shape[-1]
-    expected = cell.input_size(params)
-    if features != expected:
-        raise ValueError(
-            f"xs has {features} features but the {cell.name} cell was built for {expected}")
-    if time_major:
-        T, batch_shape = shape[0], shape[1:-1]
-    else:
-        T, batch_shape = shape[-2], shape[:-2]
-
-    if lengths is not None:
-        lshape, ldtype = _shape_dtype(lengths)
-        if lshape != batch_shape:
-            raise ValueError(
-                f"lengths must have the batch shape of xs {batch_shape}, got shape {lshape}")
-        if not jnp.issubdtype(ldtype, jnp.integer):
-            raise TypeError(f"lengths must be an integer array, got dtype {ldtype}")
-        if not isinstance(lengths, jax.core.Tracer):
-            lv = np.asarray(lengths)
-            if lv.size and (lv.min() < 0 or lv.max() > T):
-                raise ValueError(
-                    f"lengths must lie in [0, {T}] (the time axis of xs), "
-                    f"got values in [{lv.min()}, {lv.max()}]")
-
-    if carry is not None:
-        expected_carry = jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype))
-        exp_leaves, exp_tree = jax.tree_util.tree_flatten(expected_carry)
-        try:
-            leaves = exp_tree.flatten_up_to(carry)
-        except (ValueError, TypeError):
-            raise ValueError(
-                f"carry must have the structure {exp_tree} of the {cell.name} cell's "
-                f"initial_carry, got {jax.tree_util.tree_structure(carry)}") from None
-        for path_leaf, exp, got in zip(
-                jax.tree_util.tree_flatten_with_path(expected_carry)[0], exp_leaves, leaves):
-            gshape, _ = _shape_dtype(got)
-            if gshape != exp.shape:
-                name = "carry" + jax.tree_util.keystr(path_leaf[0])
-                raise ValueError(
-                    f"{name} has shape {gshape} but {exp.shape} was expected "
-                    f"(batch shape {batch_shape} of xs, then the cell's state)")
-
-    if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int)
-                                 or truncate < 1):
-        raise ValueError(f"truncate must be None or a positive integer, got {truncate!r}")
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
-    return T, batch_shape
-
-
-def flip_sequences(xs, lengths):
-    """Reverse each sequence of ``xs (T, B, ...)`` within its own length ``(B,)``.
-
-    Position ``t < L_b`` takes ``xs[L_b - 1 - t, b]``; padded positions stay in place,
-    so applying it twice is the identity.
-    """
-    if lengths is None:
-        return jnp.flip(xs, 0)
-    T = xs.shape[0]
-    t = jnp.arange(T)[:, None]
-    idx = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
-    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - 2))
-    return jnp.take_along_axis(xs, idx, axis=0)
+__all__ = ["flip_sequences", "run", "scan_cell"]
 
 
 def scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False, unroll=1,
-              remat=False, truncate=None):
+              remat=False, truncate=None, resets=None):
     """Scan ``cell`` over time-major, batch-flattened inputs.
 
     Args:
@@ -114,20 +32,25 @@ def scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False, unroll=1
       carry: initial carry with leaves ``(B, ...)``.
       xs: ``(T, B, F)``.
       lengths: ``(B,)`` integer lengths or None.
+      resets: ``(T, B)`` bool or None: the carry is set back to ``carry`` before the
+        steps where it is true (:func:`rnnjax.masking.segment_starts`).
 
     Returns:
       ``(ys (T, B, O), final_carry)``.
     """
     T = xs.shape[0]
+    starts = None if resets is None else segment_starts(resets, lengths, reverse)
     if reverse:
         xs = flip_sequences(xs, lengths)
     step = jax.vmap(cell.step, in_axes=(None, 0, 0))
+    carry0 = carry
 
     def body(c, inp):
-        t, x = inp
+        t, x, start_t = inp
         if truncate is not None:  # truncated BPTT: cut the gradient every k steps
             cut = (t % truncate == 0) & (t > 0)
             c = jax.tree.map(lambda a: jnp.where(cut, jax.lax.stop_gradient(a), a), c)
+        c = reset_to(start_t, carry0, c)
         new, y = step(weights, c, x)
         if lengths is not None:  # freeze the carry and zero the output past the length
             live = t < lengths
@@ -138,16 +61,16 @@ def scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False, unroll=1
         return new, y
 
     if remat:
-        final, ys = _chunked_remat_scan(body, carry, xs, unroll)
+        final, ys = _chunked_remat_scan(body, carry, xs, starts, unroll)
     else:
-        final, ys = jax.lax.scan(body, carry, (jnp.arange(T), xs), unroll=unroll)
+        final, ys = jax.lax.scan(body, carry, (jnp.arange(T), xs, starts), unroll=unroll)
     if reverse:
         ys = flip_sequences(ys, lengths)
     return ys, final
 
 
-def _chunked_remat_scan(body, carry, xs, unroll):
-    """``lax.scan(body)`` over ``(t, xs)`` with sqrt(T) checkpointing (Chen et al. 2016).
+def _chunked_remat_scan(body, carry, xs, starts, unroll):
+    """``lax.scan(body)`` over ``(t, xs, starts)`` with sqrt(T) checkpointing (Chen et al. 2016).
 
     Time is cut into ``n`` chunks of ``k = ceil(sqrt(T))`` steps; the outer scan runs
     one ``jax.checkpoint``-ed chunk per iteration, so the backward pass stores only the
@@ -163,6 +86,8 @@ def _chunked_remat_scan(body, carry, xs, unroll):
     ts = jnp.arange(n * k)
     if pad:
         xs = jnp.concatenate([xs, jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+        if starts is not None:
+            starts = jnp.concatenate([starts, jnp.zeros((pad,) + starts.shape[1:], bool)])
 
         def padded_body(c, inp):
             new, y = body(c, inp)
@@ -174,15 +99,15 @@ def _chunked_remat_scan(body, carry, xs, unroll):
     def chunk(c, inp):
         return jax.lax.scan(padded_body, c, inp, unroll=min(unroll, k))
 
-    split = lambda a: a.reshape((n, k) + a.shape[1:])
-    final, ys = jax.lax.scan(chunk, carry, (split(ts), split(xs)))
+    split = lambda a: None if a is None else a.reshape((n, k) + a.shape[1:])  # noqa: E731
+    final, ys = jax.lax.scan(chunk, carry, (split(ts), split(xs), split(starts)))
     return final, ys.reshape((n * k,) + ys.shape[2:])[:T]
 
 
 @partial(jax.jit, static_argnames=("cell", "reverse", "time_major", "unroll", "remat",
                                    "truncate", "grad", "scan"))
-def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat, truncate,
-         grad="auto", scan="sequential"):
+def _run(cell, params, xs, carry, lengths, resets, *, reverse, time_major, unroll, remat,
+         truncate, grad="auto", scan="sequential"):
     if time_major:
         T, batch_shape, F = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
     else:
@@ -196,17 +121,18 @@ def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat
         carry = jax.tree.map(lambda a: a.reshape((B,) + a.shape[len(batch_shape):]), carry)
     if lengths is not None:
         lengths = lengths.reshape(B)
+    if resets is not None:
+        resets = (resets if time_major else jnp.moveaxis(resets, -1, 0)).reshape(T, B)
     if grad == "manual":  # hand-written BPTT as a custom_vjp (rnnjax.bptt)
-        from rnnjax.bptt import scan_manual
         ys, final = scan_manual(cell, params, carry, xs, lengths, reverse=reverse,
-                                truncate=truncate, unroll=unroll)
+                                truncate=truncate, unroll=unroll, resets=resets)
     elif scan == "associative":
         ys, final = associative_scan_cell(cell, cell.prepare(params), carry, xs, lengths,
-                                          reverse=reverse, remat=remat)
+                                          reverse=reverse, remat=remat, resets=resets)
     else:
         weights = cell.prepare(params)
         ys, final = scan_cell(cell, weights, carry, xs, lengths, reverse=reverse,
-                              unroll=unroll, remat=remat, truncate=truncate)
+                              unroll=unroll, remat=remat, truncate=truncate, resets=resets)
     ys = ys.reshape((T,) + batch_shape + ys.shape[2:])
     if not time_major:
         ys = jnp.moveaxis(ys, 0, -2)
@@ -214,8 +140,8 @@ def _run(cell, params, xs, carry, lengths, *, reverse, time_major, unroll, remat
     return ys, final
 
 
-def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = False,
-        time_major: bool = False, unroll: int = 1, remat: bool = False,
+def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
+        reverse: bool = False, time_major: bool = False, unroll: int = 1, remat: bool = False,
         truncate: int | None = None, grad: str = "auto", scan: str = "auto"):
     """Run ``cell`` over the sequences ``xs``; return ``(ys, final_carry)``.
 
@@ -230,6 +156,14 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = Fal
         sequence ``b`` runs only while ``t < lengths[b]``: afterwards the carry is frozen
         (so ``final_carry`` is the state after ``lengths[b]`` steps) and the output is
         exactly zero.  Length 0 returns the initial carry.
+      resets: boolean array ``(*batch, time)`` (``(time, *batch)`` when ``time_major``)
+        marking the first step of each segment (episode or document boundaries, as
+        Haiku's ``ResetCore``): before such a step the carry is set back to the initial
+        carry (``carry``, or zeros), so the outputs, the final carry and the gradients
+        are those of running each segment on its own, and no gradient crosses a reset.
+        With ``reverse`` each segment is read from its last step to its first, starting
+        from the initial carry (a reset at ``t`` then marks the end of the segment read
+        before it).  Resets at or past a sequence's length are ignored.
       reverse: process each sequence from its last valid step to its first; outputs are
         returned in the original time order (as the backward half of a bidirectional
         RNN needs).
@@ -255,12 +189,12 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = Fal
       ``ys`` of shape ``(*batch, time, output_size)`` (time-major if asked) and the final
       carry with leaves ``(*batch, ...)``.
     """
-    T, _ = _check_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll)
+    T, _ = check_run_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll,
+                            resets)
     check_choice("grad", grad, ("auto", "manual"))
     check_choice("scan", scan, SCANS)
     if grad == "manual":
-        from rnnjax.bptt import kind_of
-        kind_of(cell)
+        check_manual(cell)
         if remat:
             raise ValueError("remat=True cannot be combined with grad='manual' (the "
                              "hand-written backward stores its own residuals), got both")
@@ -273,6 +207,8 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, reverse: bool = Fal
     xs = jnp.asarray(xs)
     if lengths is not None:
         lengths = jnp.asarray(lengths)
-    return _run(cell, params, xs, carry, lengths, reverse=bool(reverse),
+    if resets is not None:
+        resets = jnp.asarray(resets)
+    return _run(cell, params, xs, carry, lengths, resets, reverse=bool(reverse),
                 time_major=bool(time_major), unroll=unroll, remat=bool(remat),
                 truncate=truncate, grad=grad, scan=scan)

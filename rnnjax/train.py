@@ -162,8 +162,9 @@ def validate(config: Config) -> None:
     if config.grad == "manual":
         if config.cell in baselines.MODELS:
             raise ValueError(f"grad='manual' needs a recurrent cell with a hand-written BPTT "
-                             f"({sorted(bptt.KINDS)}), got the baseline {config.cell!r}")
-        bptt.kind_of(cells_lib.make(config.cell, config.hidden, **dict(config.cell_options)))
+                             f"(cell.backward), got the baseline {config.cell!r}")
+        bptt.check_manual(cells_lib.make(config.cell, config.hidden,
+                                         **dict(config.cell_options)))
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
 

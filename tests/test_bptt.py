@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax import bptt, cells
+from rnnjax import bptt, cells, explain
 from rnnjax.cli import main
 from tests.helpers import to_f64
 
@@ -215,8 +215,8 @@ def _check_expected(r):
 
 
 def test_worked_example_library():
-    spec = bptt.example_spec()
-    r = bptt.explain(spec)
+    spec = explain.example_spec()
+    r = explain.explain(spec)
     _check_expected(r)
     # exact check against jax.grad of the same loss, and per-step sums equal totals
     emb = spec["embeddings"]
@@ -261,22 +261,22 @@ def test_worked_example_cli():
 
 
 def test_explain_spec_errors(tmp_path):
-    spec = bptt.example_spec()
+    spec = explain.example_spec()
     del spec["W_hh"]
     with pytest.raises(ValueError, match="W_hh"):
-        bptt.explain(spec)
-    spec = bptt.example_spec()
+        explain.explain(spec)
+    spec = explain.example_spec()
     spec["tokens"] = ["i", "hate"]
     path = tmp_path / "s.json"
     path.write_text(json.dumps(spec))
     with contextlib.redirect_stderr(io.StringIO()) as err:
         assert main(["bptt-explain", str(path)]) == 2
     assert "hate" in err.getvalue()
-    spec = bptt.example_spec()
+    spec = explain.example_spec()
     del spec["tokens"], spec["embeddings"]
     spec["inputs"] = [[0.1, 0.2, 0.3], [0.4, 0.1, 0.5]]
     spec["loss"] = "mse"
-    r = bptt.explain(spec)
+    r = explain.explain(spec)
     np.testing.assert_allclose(r["steps"][1]["h"], EXPECTED["h2"], atol=3e-3)
     np.testing.assert_allclose(r["dL_dlogit"], np.array(r["y"]) - 1.0, rtol=1e-14)
 

@@ -12,7 +12,8 @@ from jax.test_util import check_grads
 
 import rnnjax
 from rnnjax.associative import choose_scan, linear_scan
-from rnnjax.cells import REGISTRY, elman, gated_linear, lru, lru_block, lstm, make
+from rnnjax.cells import REGISTRY, elman, gated_linear, lru, lstm, make
+from rnnjax.layers import lru_block
 from helpers import to_f64
 
 F, H, B, T = 3, 5, 4, 13

@@ -6,7 +6,7 @@ factories; :func:`make` builds a cell by name with a clear error for unknown nam
 
 from rnnjax.cells.elman import elman, irnn
 from rnnjax.cells.gated import gru, lstm
-from rnnjax.cells.linear import gated_linear, lru, lru_block
+from rnnjax.cells.linear import gated_linear, lru
 from rnnjax.cells.orthogonal import exprnn, householder, scornn
 from rnnjax.cells.unitary import eunn, fcurnn, urnn
 from rnnjax.checks import check_choice
@@ -34,4 +34,4 @@ def make(name: str, hidden_size: int, **kwargs):
 
 
 __all__ = ["REGISTRY", "elman", "eunn", "exprnn", "fcurnn", "gated_linear", "gru",
-           "householder", "irnn", "lru", "lru_block", "lstm", "make", "scornn", "urnn"]
+           "householder", "irnn", "lru", "lstm", "make", "scornn", "urnn"]

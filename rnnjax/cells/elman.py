@@ -8,11 +8,39 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import initializers
+from rnnjax.cell import (Backward, Cell, HiddenState, Linear, cut_at, fuse_input_hidden,
+                         fused_grads, where_live, zeros_carry)
 from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.cell import Cell, HiddenState, Linear, fuse_input_hidden, zeros_carry
+from rnnjax.ops import ACTIVATIONS
 
-ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda z: z}
+__all__ = ["INITS", "elman", "elman_backward", "irnn"]
+
 INITS = ("uniform", "orthogonal", "irnn")
+
+
+def elman_backward(activation: str = "tanh") -> Backward:
+    r"""The Elman cell's hand-written BPTT (:class:`rnnjax.cell.Backward`).
+
+    Forward ``z_t = [x_t, h_{t-1}] @ W + b`` (``W = [W_xh W_hh]^T``), ``h_t = f(z_t)``;
+    the driver stores only ``h_t``.  One reverse step, with ``g_t`` the gradient of
+    ``h_t`` from the future::
+
+        delta_t = (g_t + dy_t) * f'(z_t)      f' = 1 - h_t^2 (tanh), [h_t > 0] (relu), 1
+        g_{t-1} = W_hh^T delta_t
+        dW_xh += delta_t x_t^T    dW_hh += delta_t h_{t-1}^T    db += delta_t
+
+    (the last three once per chunk, :func:`rnnjax.cell.fused_grads`).
+    """
+    f, fprime = ACTIVATIONS[activation]
+
+    def body(w, g, inp):
+        (gh,) = g
+        h_t, dy_t, live_t, cut_t = inp
+        delta = where_live(live_t, (gh + dy_t) * fprime(h_t), 0.0)
+        return (cut_at(cut_t, where_live(live_t, delta @ w["W_hh"], gh)),), delta
+
+    return Backward(recompute=lambda w: lambda xs, prev, cur: cur, body=body,
+                    grads=fused_grads)
 
 
 def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> Cell:
@@ -38,7 +66,7 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> 
     check_positive_int("hidden_size", hidden_size)
     check_choice("activation", activation, ACTIVATIONS)
     check_choice("init", init, INITS)
-    f = ACTIVATIONS[activation]
+    f = ACTIVATIONS[activation][0]
     H = hidden_size
 
     def init_fn(key, input_size):
@@ -77,6 +105,7 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> 
         name=f"elman-{activation}" if activation != "tanh" else "elman",
         recurrent_matrix=lambda p: p["W_hh"],
         linear=linear,
+        backward=elman_backward(activation),
     )
 
 

@@ -8,8 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import initializers
-from rnnjax.cell import Cell, HiddenState, LSTMState, fuse_input_hidden, identity, zeros_carry
+from rnnjax.cell import (Backward, Cell, HiddenState, LSTMState, chunk_outer, cut_at,
+                         fuse_input_hidden, fused_grads, identity, where_live, zeros_carry)
 from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.ops import layer_norm as _layer_norm
+
+__all__ = ["INITS", "gru", "gru_backward", "lstm", "lstm_backward"]
 
 INITS = ("orthogonal", "uniform")
 
@@ -27,10 +31,110 @@ def _gate_params(key, input_size, H, blocks, init):
     return w_xh, w_hh, jnp.zeros((blocks * H,), jnp.float32)
 
 
-def _layer_norm(z, gain, bias, eps=1e-5):
-    mu = jnp.mean(z, -1, keepdims=True)
-    var = jnp.mean(jnp.square(z - mu), -1, keepdims=True)
-    return (z - mu) * jax.lax.rsqrt(var + eps) * gain + bias
+def _lstm_gates(z):
+    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+    return jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)
+
+
+def lstm_backward() -> Backward:
+    r"""The (plain) LSTM's hand-written BPTT (:class:`rnnjax.cell.Backward`).
+
+    The driver stores ``(h_t, c_t)`` (the forward is the cell's own ``step``); per chunk the gates are recomputed from
+    ``[x_t, h_{t-1}] @ W + b`` in one matmul.  One reverse step, with ``g_t, gc_t`` the
+    gradients of ``h_t, c_t`` from the future::
+
+        dh_t  = g_t + dy_t
+        do    = dh_t * tanh(c_t)
+        dc_t  = gc_t + dh_t * o * (1 - tanh(c_t)^2)
+        di = dc_t * g    df = dc_t * c_{t-1}    dg = dc_t * i
+        delta_t = [di * i(1-i), df * f(1-f), dg * (1-g^2), do * o(1-o)]    (4H,)
+        g_{t-1}  = W_hh^T delta_t          gc_{t-1} = dc_t * f
+
+    and the weight gradients of the fused step (:func:`rnnjax.cell.fused_grads`).
+    """
+
+    def recompute(w):
+        W, b = w["W"], w["b"]
+
+        def gates(xs, prev, cur):
+            i, f, g, o = _lstm_gates(jnp.concatenate([xs, prev[0]], -1) @ W + b)
+            return prev[1], i, f, g, o, jnp.tanh(cur[1])
+
+        return gates
+
+    def body(w, carry, inp):
+        gh, gc = carry
+        c_prev, i_t, f_t, g_t, o_t, tc_t, dy_t, live_t, cut_t = inp
+        dh = gh + dy_t
+        do = dh * tc_t
+        dc = gc + dh * o_t * (1.0 - tc_t * tc_t)
+        delta = jnp.concatenate([
+            dc * g_t * i_t * (1.0 - i_t),
+            dc * c_prev * f_t * (1.0 - f_t),
+            dc * i_t * (1.0 - g_t * g_t),
+            do * o_t * (1.0 - o_t),
+        ], axis=-1)
+        delta = where_live(live_t, delta, 0.0)
+        gh_prev = cut_at(cut_t, where_live(live_t, delta @ w["W_hh"], gh))
+        gc_prev = cut_at(cut_t, where_live(live_t, dc * f_t, gc))
+        return (gh_prev, gc_prev), delta
+
+    return Backward(recompute=recompute, body=body, grads=fused_grads)
+
+
+def _gru_gates(w):
+    """``(x, h_{t-1}) -> (r, z, n, m = u_n + b_hn)`` for one step or a whole chunk."""
+    W_xhT, W_hhT, b, b_hn = w["W_xh"].T, w["W_hh"].T, w["b"], w["b_hn"]
+
+    def gates(x, h):
+        a_r, a_z, a_n = jnp.split(x @ W_xhT + b, 3, axis=-1)
+        u_r, u_z, u_n = jnp.split(h @ W_hhT, 3, axis=-1)
+        r = jax.nn.sigmoid(a_r + u_r)
+        m = u_n + b_hn
+        return r, jax.nn.sigmoid(a_z + u_z), jnp.tanh(a_n + r * m), m
+
+    return gates
+
+
+def gru_backward() -> Backward:
+    r"""The GRU's hand-written BPTT (:class:`rnnjax.cell.Backward`).  With
+    ``m = u_n + b_hn`` (``u = W_hh h_{t-1}``), one reverse step::
+
+        dh_t = g_t + dy_t
+        dn = dh_t * (1 - z)        dz = dh_t * (h_{t-1} - n)
+        dn~ = dn * (1 - n^2)       dr = dn~ * m
+        delta_a = [dr * r(1-r), dz * z(1-z), dn~]        gradient of a = W_xh x_t + b
+        delta_u = [dr * r(1-r), dz * z(1-z), dn~ * r]    gradient of u = W_hh h_{t-1}
+        g_{t-1} = W_hh^T delta_u + dh_t * z
+        dW_xh = sum delta_a x^T   db = sum delta_a   dW_hh = sum delta_u h_{t-1}^T
+        db_hn = sum (dn~ * r)
+    """
+
+    def recompute(w):
+        gates = _gru_gates(w)
+        return lambda xs, prev, cur: (prev[0],) + gates(xs, prev[0])
+
+    def body(w, g, inp):
+        (gh,) = g
+        h_p, r_t, z_t, n_t, m_t, dy_t, live_t, cut_t = inp
+        dh = gh + dy_t
+        dnt = dh * (1.0 - z_t) * (1.0 - n_t * n_t)
+        dar = dnt * m_t * r_t * (1.0 - r_t)
+        daz = dh * (h_p - n_t) * z_t * (1.0 - z_t)
+        # delta_a differs from delta_u only in the n block (dn~ instead of dn~ * r)
+        delta_a = where_live(live_t, jnp.concatenate([dar, daz, dnt], axis=-1), 0.0)
+        delta_u = where_live(live_t, jnp.concatenate([dar, daz, dnt * r_t], axis=-1), 0.0)
+        g_prev = cut_at(cut_t, where_live(live_t, delta_u @ w["W_hh"] + dh * z_t, gh))
+        return (g_prev,), (delta_a, delta_u)
+
+    def grads(w, d, xs, prev):
+        d_a, d_u = d
+        H = prev[0].shape[-1]
+        dw = {"W_xh": chunk_outer(d_a, xs), "W_hh": chunk_outer(d_u, prev[0]),
+              "b": d_a.sum((0, 1)), "b_hn": d_u[..., 2 * H:].sum((0, 1))}
+        return dw, d_a @ w["W_xh"]
+
+    return Backward(recompute=recompute, body=body, grads=grads)
 
 
 def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
@@ -79,10 +183,10 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
                  + _layer_norm(carry.h @ w["W_hh"].T, w["ln_h_gain"], w["ln_h_bias"]) + w["b"])
         else:
             z = jnp.concatenate([x, carry.h]) @ w["W"] + w["b"]
-        i, f, g, o = jnp.split(z, 4)
-        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        i, f, g, o = _lstm_gates(z)
+        c = f * carry.c + i * g
         c_out = _layer_norm(c, w["ln_c_gain"], w["ln_c_bias"]) if layer_norm else c
-        h = jax.nn.sigmoid(o) * jnp.tanh(c_out)
+        h = o * jnp.tanh(c_out)
         return LSTMState(h, c), h
 
     return Cell(
@@ -94,6 +198,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
         output_size=H,
         name="lstm-ln" if layer_norm else "lstm",
         recurrent_matrix=lambda p: p["W_hh"],
+        backward=None if layer_norm else lstm_backward(),
     )
 
 
@@ -126,12 +231,7 @@ def gru(hidden_size: int, init: str = "orthogonal") -> Cell:
         return {"W_xh": w_xh, "W_hh": w_hh, "b": b, "b_hn": b_hn}
 
     def step(w, carry, x):
-        a, u = x @ w["W_xh"].T + w["b"], carry.h @ w["W_hh"].T
-        a_r, a_z, a_n = jnp.split(a, 3)
-        u_r, u_z, u_n = jnp.split(u, 3)
-        r = jax.nn.sigmoid(a_r + u_r)
-        z = jax.nn.sigmoid(a_z + u_z)
-        n = jnp.tanh(a_n + r * (u_n + w["b_hn"]))
+        _, z, n, _ = _gru_gates(w)(x, carry.h)
         h = (1.0 - z) * n + z * carry.h
         return HiddenState(h), h
 
@@ -144,4 +244,5 @@ def gru(hidden_size: int, init: str = "orthogonal") -> Cell:
         output_size=H,
         name="gru",
         recurrent_matrix=lambda p: p["W_hh"],
+        backward=gru_backward(),
     )

@@ -16,14 +16,9 @@ import jax.numpy as jnp
 from rnnjax import initializers
 from rnnjax.cell import Cell, HiddenState, Linear, identity
 from rnnjax.checks import check_choice, check_positive_int, check_rate
-from rnnjax.layers import Layer
-from rnnjax.sequence import run
+from rnnjax.parametrize import complex_dtype
 
-
-def _complex_dtype(dtype):
-    """complex128 for float64 (or complex128) carries, complex64 otherwise."""
-    dtype = jnp.dtype(dtype)
-    return jnp.complex128 if dtype in (jnp.float64, jnp.complex128) else jnp.complex64
+__all__ = ["gated_linear", "lru", "lru_lambda"]
 
 
 def lru_lambda(params):
@@ -108,7 +103,7 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0,
         return HiddenState(h), readout(w, h, x)
 
     def initial_carry(batch_shape=(), dtype=jnp.float32):
-        return HiddenState(jnp.zeros(tuple(batch_shape) + (N,), _complex_dtype(dtype)))
+        return HiddenState(jnp.zeros(tuple(batch_shape) + (N,), complex_dtype(dtype)))
 
     return Cell(
         init=init, prepare=prepare, initial_carry=initial_carry, step=step,
@@ -163,66 +158,3 @@ def gated_linear(hidden_size: int) -> Cell:
         recurrent_matrix=lambda p: jnp.diag(jax.nn.sigmoid(p["b_a"])),
         linear=Linear(kind="diagonal", coeffs=coeffs, readout=lambda w, h, x: h),
     )
-
-
-def _layer_norm(p, x, eps=1e-5):
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / jnp.sqrt(var + eps) * p["scale"] + p["bias"]
-
-
-def lru_block(hidden_size: int, model_size: int, r_min: float = 0.0, r_max: float = 1.0,
-              max_phase: float = 2 * math.pi, mlp: str = "glu",
-              dropout: float = 0.0) -> Layer:
-    r"""The LRU block of Orvieto et al. 2023 (Fig. 1) as a :class:`rnnjax.layers.Layer`::
-
-        u = LayerNorm(x)                          (scale, bias learned)
-        v = LRU(u)                                (hidden_size N, model_size M)
-        z = GLU(gelu(v)) = (W_1 g + c_1) * sigmoid(W_2 g + c_2),  g = gelu(v)   (mlp="glu")
-          or  W_2 gelu(W_1 v + c_1) + c_2,  W_1 (2M, M)                          (mlp="mlp")
-        y = x + dropout(z)
-
-    Inputs and outputs have ``model_size`` features.  ``apply`` takes the options of
-    :func:`rnnjax.run` (``lengths``, ``reverse``, ``scan``, ...); padded outputs are zero.
-    Dropout is active only when ``apply`` is given a ``key``.
-    """
-    check_choice("mlp", mlp, ("glu", "mlp"))
-    check_rate("dropout", dropout)
-    cell = lru(hidden_size, r_min, r_max, max_phase, model_size=model_size)
-    M = model_size
-    width = M if mlp == "glu" else 2 * M
-
-    def init(key, input_size):
-        k_lru, k1, k2 = jax.random.split(key, 3)
-        params = {"norm": {"scale": jnp.ones((M,)), "bias": jnp.zeros((M,))},
-                  "lru": cell.init(k_lru, input_size)}
-        u = initializers.uniform(1.0 / math.sqrt(M))
-        params["W_1"], params["c_1"] = u(k1, (width, M)), jnp.zeros((width,))
-        params["W_2"], params["c_2"] = u(k2, (M, width)), jnp.zeros((M,))
-        return params
-
-    def apply(params, xs, *, carry=None, lengths=None, key=None, **options):
-        v, final = run(cell, params["lru"], _layer_norm(params["norm"], xs), carry=carry,
-                       lengths=lengths, **options)
-        g = jax.nn.gelu(v)
-        if mlp == "glu":
-            z = (g @ params["W_1"].T + params["c_1"]) * \
-                jax.nn.sigmoid(g @ params["W_2"].T + params["c_2"])
-        else:
-            z = jax.nn.gelu(v @ params["W_1"].T + params["c_1"]) @ params["W_2"].T \
-                + params["c_2"]
-        if key is not None and dropout > 0.0:
-            keep = jax.random.bernoulli(key, 1.0 - dropout, z.shape)
-            z = jnp.where(keep, z / (1.0 - dropout), jnp.zeros_like(z))
-        ys = xs + z
-        if lengths is not None:
-            time_axis = 0 if options.get("time_major") else xs.ndim - 2
-            t = jnp.arange(xs.shape[time_axis])
-            L = jnp.asarray(lengths)
-            live = t[:, None] < L.reshape(1, -1) if time_axis == 0 else \
-                t < L[..., None]
-            live = live.reshape(xs.shape[:-1])
-            ys = jnp.where(live[..., None], ys, jnp.zeros_like(ys))
-        return ys, final
-
-    return Layer(init, apply, M)

@@ -1,13 +1,13 @@
 """``rnnjax bptt-explain``: backpropagation through time of a small Elman classifier,
 step by step (forward pre-activations, states and output; backward deltas and each
 step's contribution to ``dW_xh``, ``dW_hh``, ``db_h``).  Library code:
-:func:`rnnjax.bptt.explain`."""
+:func:`rnnjax.explain.explain`."""
 
 from __future__ import annotations
 
 import json
 
-from rnnjax import bptt
+from rnnjax import explain
 
 
 def _v(a, p):
@@ -17,7 +17,7 @@ def _v(a, p):
 
 
 def format_report(r: dict, precision: int = 3) -> str:
-    """The readable tables of :func:`rnnjax.bptt.explain`'s result."""
+    """The readable tables of :func:`rnnjax.explain.explain`'s result."""
     p = precision
     f = {"tanh": "tanh", "relu": "relu", "identity": "id"}[r["activation"]]
     fp = {"tanh": "1 - h_t^2", "relu": "[z_t > 0]", "identity": "1"}[r["activation"]]
@@ -57,11 +57,11 @@ def format_report(r: dict, precision: int = 3) -> str:
 
 def _main(args) -> int:
     if args.spec is None:
-        spec = bptt.example_spec()
+        spec = explain.example_spec()
     else:
         with open(args.spec) as fh:
             spec = json.load(fh)
-    result = bptt.explain(spec)
+    result = explain.explain(spec)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
