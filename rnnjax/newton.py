@@ -56,10 +56,10 @@ import numpy as np
 from rnnjax.associative import linear_scan
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
-from rnnjax.sequence import flip_sequences
+from rnnjax.masking import flip_sequences, segment_starts
 
 __all__ = ["METHODS", "NewtonOptions", "carry_to_vector", "check_newton_options",
-           "scan_newton", "vector_to_carry"]
+           "run_options", "scan_newton", "time_major_init", "vector_to_carry"]
 
 METHODS = ("deer", "quasi", "elk")
 CLIP = 1e8  # iterates are clipped to +-CLIP (DEER reference: clip_ytnext)
@@ -80,6 +80,8 @@ class NewtonOptions(NamedTuple):
         in the time order of ``xs``; ``HiddenState(ys)`` for cells whose output is their
         state) or an array ``(T, B, n)`` of flattened states (:func:`carry_to_vector`).
       damping: ELK's ``lambda = 1/sigma^2 > 0`` (larger: smaller, safer steps).
+      return_iterations: :func:`rnnjax.run` returns ``(ys, final_carry, iterations)``
+        with ``iterations`` of the batch shape (:func:`scan_newton` always does).
     """
 
     method: str = "deer"
@@ -87,6 +89,7 @@ class NewtonOptions(NamedTuple):
     tol: float | None = None
     init: Any = "zeros"
     damping: float = 0.01
+    return_iterations: bool = False
 
 
 def check_newton_options(options) -> NewtonOptions:
@@ -107,6 +110,9 @@ def check_newton_options(options) -> NewtonOptions:
     if not (isinstance(options.damping, (int, float)) and options.damping > 0):
         raise ValueError(f"NewtonOptions.damping must be a positive number, "
                          f"got {options.damping!r}")
+    if not isinstance(options.return_iterations, bool):
+        raise TypeError(f"NewtonOptions.return_iterations must be a bool, "
+                        f"got {options.return_iterations!r}")
     if isinstance(options.init, str) and options.init != "zeros":
         raise ValueError(f"NewtonOptions.init must be 'zeros', a carry pytree or an array, "
                          f"got {options.init!r}")
@@ -146,8 +152,11 @@ def _shift(z0, Z):
     return jnp.concatenate([z0[None], Z[:-1]], axis=0)
 
 
-def _jacobians(g, w, Zprev, xs, live, diagonal):
-    J = jax.vmap(jax.jacfwd(g, argnums=1), (None, 0, 0, 0))(w, Zprev, xs, live)
+AXES = (None, 0, 0, 0, 0, None)  # g(w, z_{t-1}, x_t, live_t, start_t, z_0) over time
+
+
+def _jacobians(g, w, Zprev, xs, live, starts, z0, diagonal):
+    J = jax.vmap(jax.jacfwd(g, argnums=1), AXES)(w, Zprev, xs, live, starts, z0)
     return jnp.diagonal(J, axis1=-2, axis2=-1) if diagonal else J
 
 
@@ -172,13 +181,12 @@ def _elk_solve(a, b, z0, Y, lam):
     return linear_scan("diagonal", (1.0 - K) * a, (1.0 - K) * b + K * Y)
 
 
-def _iterate(g, opts, w, z0, xs, live, guess):
+def _iterate(g, opts, w, z0, xs, live, starts, guess):
     """Newton iterations for one example: ``(Z (T, n), iterations)``."""
     method, max_iters, tol, lam = opts
-    gv = jax.vmap(g, (None, 0, 0, 0))
 
     def G(Z):
-        return gv(w, _shift(z0, Z), xs, live)
+        return jax.vmap(g, AXES)(w, _shift(z0, Z), xs, live, starts, z0)
 
     def cond(s):
         Z, GZ, it = s
@@ -187,7 +195,7 @@ def _iterate(g, opts, w, z0, xs, live, guess):
     def body(s):
         Z, GZ, it = s
         Zprev = _shift(z0, Z)
-        J = _jacobians(g, w, Zprev, xs, live, diagonal=method != "deer")
+        J = _jacobians(g, w, Zprev, xs, live, starts, z0, diagonal=method != "deer")
         if method == "deer":
             new = linear_scan("dense", J, GZ - jnp.einsum("tij,tj->ti", J, Zprev), z0)
         elif method == "quasi":
@@ -202,28 +210,28 @@ def _iterate(g, opts, w, z0, xs, live, guess):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _solve(g, opts, w, z0, xs, live, guess):
-    return _iterate(g, opts, w, z0, xs, live, guess)
+def _solve(g, opts, w, z0, xs, live, starts, guess):
+    return _iterate(g, opts, w, z0, xs, live, starts, guess)
 
 
-def _solve_fwd(g, opts, w, z0, xs, live, guess):
-    Z, it = _iterate(g, opts, w, z0, xs, live, guess)
-    return (Z, it), (w, z0, xs, live, Z)
+def _solve_fwd(g, opts, w, z0, xs, live, starts, guess):
+    Z, it = _iterate(g, opts, w, z0, xs, live, starts, guess)
+    return (Z, it), (w, z0, xs, live, starts, Z)
 
 
 def _solve_bwd(g, opts, res, cot):
     """Implicit-function-theorem VJP: one adjoint linear recurrence, backwards in time."""
-    w, z0, xs, live, Z = res
+    w, z0, xs, live, starts, Z = res
     gZ = cot[0]
     Zprev = _shift(z0, Z)
-    J = _jacobians(g, w, Zprev, xs, live, diagonal=False)  # (T, n, n)
+    J = _jacobians(g, w, Zprev, xs, live, starts, z0, diagonal=False)  # (T, n, n)
     # mu_t = gZ_t + J_{t+1}^T mu_{t+1}; in reversed time s = T-1-t: A_s = J_{T-s}^T
     A = jnp.concatenate([jnp.zeros_like(J[:1]), jnp.flip(J[1:], 0)]).swapaxes(-1, -2)
     mu = jnp.flip(linear_scan("dense", A, jnp.flip(gZ, 0)), 0)
-    _, vjp = jax.vjp(lambda w, zp, x: jax.vmap(g, (None, 0, 0, 0))(w, zp, x, live),
-                     w, Zprev, xs)
-    gw, gzp, gx = vjp(mu)
-    return gw, gzp[0], gx, None, None
+    _, vjp = jax.vjp(lambda w, zp, x, z0: jax.vmap(g, AXES)(w, zp, x, live, starts, z0),
+                     w, Zprev, xs, z0)
+    gw, gzp, gx, gz0 = vjp(mu)  # z_0 enters at t = 1 and at every reset
+    return gw, gzp[0] + gz0, gx, None, None, None
 
 
 _solve.defvjp(_solve_fwd, _solve_bwd)
@@ -252,13 +260,16 @@ def _guess(init, carry_like, T, B, n, dtype, lengths, reverse):
 
 
 def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = False,
-                options: NewtonOptions | None = None):
+                resets=None, options: NewtonOptions | None = None):
     """Run ``cell`` over time-major inputs by Newton's method (DEER / quasi-DEER / ELK).
 
     Same contract as :func:`rnnjax.sequence.scan_cell` except that it takes ``params``
     (``cell.prepare`` is applied here): ``carry`` leaves ``(B, ...)``, ``xs (T, B, F)``,
     ``lengths (B,)`` or None (the carry freezes and outputs are zero past a length),
-    ``reverse`` runs each sequence backwards within its length.  The carry (any NamedTuple,
+    ``reverse`` runs each sequence backwards within its length, ``resets (T, B)`` bool or
+    None sets the carry back to ``carry`` before the steps that start a segment
+    (:func:`rnnjax.masking.segment_starts`; the step Jacobian there is 0, so the Newton
+    system splits into independent segments).  The carry (any NamedTuple,
     e.g. ``LSTMState(h, c)``) is flattened into one real state vector of size ``n``.
 
     Returns ``(ys (T, B, O), final_carry, iterations (B,) int32)``: the trajectory
@@ -287,14 +298,18 @@ def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = 
     live = jnp.ones((T, B), bool) if lengths is None else \
         jnp.arange(T)[:, None] < lengths[None, :]
 
-    def g(w, z, x, alive):  # one example: z_{t-1} -> z_t, frozen past the length
-        new, _ = cell.step(w, vector_to_carry(z, like), x)
-        return jnp.where(alive, carry_to_vector(new), z)
+    starts = jnp.zeros((T, B), bool) if resets is None else \
+        segment_starts(resets, lengths, reverse)
+
+    def g(w, z, x, alive, start, z0):  # one example: z_{t-1} -> z_t
+        new, _ = cell.step(w, vector_to_carry(jnp.where(start, z0, z), like), x)
+        return jnp.where(alive, carry_to_vector(new), z)  # frozen past the length
 
     solve = partial(_solve, g, (opts.method, max_iters, float(tol), float(opts.damping)))
-    Z, iters = jax.vmap(solve, in_axes=(None, 0, 1, 1, 1), out_axes=(1, 0))(
-        weights, z0, xs, live, guess)
+    Z, iters = jax.vmap(solve, in_axes=(None, 0, 1, 1, 1, 1), out_axes=(1, 0))(
+        weights, z0, xs, live, starts, guess)
     Zprev = jnp.concatenate([z0[None], Z[:-1]], axis=0)  # (T, B, n)
+    Zprev = jnp.where(starts[..., None], z0[None], Zprev)  # the carry the step reads
 
     def out(z, x):
         return cell.step(weights, vector_to_carry(z, like), x)[1]
@@ -305,3 +320,39 @@ def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = 
         ys = flip_sequences(ys, lengths)
     final = jax.vmap(lambda z: vector_to_carry(z, like))(Z[-1])
     return ys, final, iters
+
+
+# ------------------------------------------------------- rnnjax.run(scan="newton")
+
+def run_options(newton, scan, *, grad, remat, truncate, unroll):
+    """Check ``rnnjax.run``'s ``newton`` against its other arguments; return
+    ``(options with init "zeros", the warm start or None)`` -- the first is hashable (a
+    static argument of the jitted engine), the second an array argument -- or
+    ``(None, None)`` when ``scan != "newton"``."""
+    if scan != "newton":
+        if newton is not None:
+            raise ValueError(f"newton options apply to scan='newton' only, got scan={scan!r}")
+        return None, None
+    for name, value, ok in (("grad", grad, grad == "auto"), ("remat", remat, not remat),
+                            ("truncate", truncate, truncate is None),
+                            ("unroll", unroll, unroll == 1)):
+        if not ok:
+            raise ValueError(f"scan='newton' solves the whole sequence at once and takes "
+                             f"the implicit gradient; it cannot be combined with "
+                             f"{name}={value!r}")
+    newton = check_newton_options(newton)
+    init = None if isinstance(newton.init, str) else newton.init
+    return newton._replace(init="zeros"), init
+
+
+def time_major_init(init, time_major, batch_shape):
+    """A warm start laid out like ``rnnjax.run``'s ``ys`` -- leaves ``(*batch, T, ...)``,
+    or ``(T, *batch, ...)`` when ``time_major`` -- as :func:`scan_newton` takes it,
+    ``(T, B, ...)`` with the batch axes flattened."""
+    nb = len(batch_shape)
+
+    def one(a):
+        a = jnp.asarray(a) if time_major else jnp.moveaxis(jnp.asarray(a), nb, 0)
+        return a.reshape((a.shape[0], math.prod(batch_shape)) + a.shape[1 + nb:])
+
+    return jax.tree.map(one, init)

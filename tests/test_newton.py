@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rnnjax
 from rnnjax.cell import HiddenState
 from rnnjax.cells import elman, exprnn, gru, lstm
 from rnnjax.newton import NewtonOptions, carry_to_vector, scan_newton, vector_to_carry
@@ -155,3 +156,58 @@ def test_bad_options_are_named(options, match):
     cell, params, xs, carry, lengths = setup("elman")
     with pytest.raises((ValueError, TypeError), match=match):
         scan_newton(cell, params, carry, xs, options=options)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_resets_split_the_newton_system_like_the_sequential_engine(reverse):
+    cell, params, xs, carry, lengths = setup("lstm", seed=11)
+    resets = jnp.zeros((T, B), bool).at[jnp.array([5, 13, 20]), jnp.array([0, 0, 1])].set(True)
+    opts = NewtonOptions("deer", tol=1e-12)
+    newton = lambda p, c, x: scan_newton(cell, p, c, x, lengths, reverse=reverse,
+                                         resets=resets, options=opts)
+    seq = lambda p, c, x: scan_cell(cell, cell.prepare(p), c, x, lengths, reverse=reverse,
+                                    resets=resets)
+    out, out2 = newton(params, carry, xs), seq(params, carry, xs)
+    assert max_diff(out[:2], out2) < 1e-8
+    # segments of example 0: [0, 5), [5, 13), [13, 24); DEER solves them side by side,
+    # so it needs at most the longest, 11 steps
+    assert int(out[2][0]) <= 11
+    g1 = jax.grad(lambda *a: loss(newton(*a)), argnums=(0, 1, 2))(params, carry, xs)
+    g2 = jax.grad(lambda *a: loss(seq(*a)), argnums=(0, 1, 2))(params, carry, xs)
+    assert max_diff(g1, g2) < 1e-8
+
+
+def test_run_scan_newton_matches_the_sequential_engine_batch_major():
+    cell, params, xs, carry, lengths = setup("lstm", seed=13)
+    xs_bm = jnp.moveaxis(xs, 0, 1)  # (B, T, F)
+    kw = dict(carry=carry, lengths=lengths, reverse=True)
+    opts = NewtonOptions("deer", tol=1e-12, return_iterations=True)
+    ys, final, iters = rnnjax.run(cell, params, xs_bm, scan="newton", newton=opts, **kw)
+    ys2, final2 = rnnjax.run(cell, params, xs_bm, scan="sequential", **kw)
+    assert max_diff((ys, final), (ys2, final2)) < 1e-8
+    assert iters.shape == (B,) and np.all(np.asarray(iters) <= np.array([T, 15, 1]))
+    g1 = jax.grad(lambda p: loss(rnnjax.run(cell, p, xs_bm, scan="newton", **kw)))(params)
+    g2 = jax.grad(lambda p: loss(rnnjax.run(cell, p, xs_bm, scan="sequential", **kw)))(params)
+    assert max_diff(g1, g2) < 1e-8
+
+
+def test_run_warm_start_laid_out_like_ys_costs_no_iteration():
+    cell, params, xs, carry, _ = setup("gru", seed=17)
+    xs_bm = jnp.moveaxis(xs, 0, 1)[:, None]  # two batch axes (B, 1, T, F)
+    carry = jax.tree.map(lambda a: a[:, None], carry)
+    opts = NewtonOptions(return_iterations=True)
+    ys, _, iters = rnnjax.run(cell, params, xs_bm, carry=carry, scan="newton", newton=opts)
+    assert iters.shape == (B, 1) and int(jnp.min(iters)) > 0
+    ys2, _, iters2 = rnnjax.run(cell, params, xs_bm, carry=carry, scan="newton",
+                                newton=opts._replace(init=HiddenState(ys)))
+    assert int(jnp.max(iters2)) == 0 and max_diff(ys, ys2) < 1e-9
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(grad="manual"), "grad"), (dict(remat=True), "remat"), (dict(truncate=4), "truncate"),
+    (dict(unroll=2), "unroll"), (dict(scan="sequential", newton=NewtonOptions()), "newton")])
+def test_run_newton_rejects_what_it_cannot_do(kwargs, match):
+    cell, params, xs, carry, lengths = setup("elman")
+    kwargs = {"scan": "newton", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        rnnjax.run(cell, params, xs, **kwargs)
