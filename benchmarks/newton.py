@@ -37,6 +37,7 @@ def _setup(H, T):
     W = np.asarray(jax.random.normal(k1, (H, H)))
     params = {"W_xh": jax.random.normal(k2, (H, F)) / np.sqrt(F),
               "W_hh": jnp.asarray(0.5 * W / np.linalg.norm(W, 2)), "b": jnp.zeros((H,))}
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
     xs = jax.random.normal(k3, (T, 1, F), jnp.float32)  # time-major, batch 1
     return cell, params, xs
 
