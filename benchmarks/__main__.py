@@ -22,6 +22,7 @@ SUITES = {
     "orthogonal": "training step of orthogonal/unitary cells against Elman",
     "scan": "sequential against associative scan",
     "gradflow": "gradient-flow analysis against a parameter gradient",
+    "newton": "sequential against DEER and quasi-DEER (Newton over time) against T and H",
 }
 UTILITIES = {"summary": "JSON lines -> markdown tables and plots"}
 

@@ -28,7 +28,6 @@ one).  This avoids JAX's conjugation convention for complex gradients.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import jax
@@ -38,6 +37,8 @@ import numpy as np
 from rnnjax.cell import Cell
 from rnnjax.checks import check_cell
 from rnnjax.paramfile import load_params_npz, save_params_npz
+from rnnjax.newton import carry_to_vector as _to_real
+from rnnjax.newton import vector_to_carry as _from_real
 
 __all__ = [
     "carry_readout",
@@ -85,33 +86,6 @@ def _carry_like(cell, weights, carry, x):
     """Shapes/dtypes of the carry *after* one step (a unitary cell may turn a real zero
     carry into a complex one), for one example."""
     return jax.eval_shape(lambda c: cell.step(weights, c, x)[0], carry)
-
-
-def _to_real(tree):
-    """Flatten a carry pytree into one real vector (complex leaves as re then im)."""
-    parts = []
-    for a in jax.tree.leaves(tree):
-        a = jnp.ravel(a)
-        if jnp.iscomplexobj(a):
-            parts += [a.real, a.imag]
-        else:
-            parts.append(a)
-    return jnp.concatenate(parts)
-
-
-def _from_real(z, like):
-    """Inverse of :func:`_to_real` for carries structured like ``like`` (shape structs)."""
-    leaves, treedef = jax.tree.flatten(like)
-    out, i = [], 0
-    for s in leaves:
-        n = math.prod(s.shape)
-        if jnp.issubdtype(s.dtype, jnp.complexfloating):
-            out.append((z[i:i + n] + 1j * z[i + n:i + 2 * n]).reshape(s.shape).astype(s.dtype))
-            i += 2 * n
-        else:
-            out.append(z[i:i + n].reshape(s.shape).astype(s.dtype))
-            i += n
-    return jax.tree.unflatten(treedef, out)
 
 
 def _real_step(cell, weights, like):

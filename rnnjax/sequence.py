@@ -19,6 +19,7 @@ from rnnjax.bptt import check_manual, scan_manual
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
 from rnnjax.masking import check_run_inputs, flip_sequences, reset_to, segment_starts
+from rnnjax.newton import run_options, scan_newton, time_major_init
 
 __all__ = ["flip_sequences", "run", "scan_cell"]
 
@@ -105,9 +106,9 @@ def _chunked_remat_scan(body, carry, xs, starts, unroll):
 
 
 @partial(jax.jit, static_argnames=("cell", "reverse", "time_major", "unroll", "remat",
-                                   "truncate", "grad", "scan"))
-def _run(cell, params, xs, carry, lengths, resets, *, reverse, time_major, unroll, remat,
-         truncate, grad="auto", scan="sequential"):
+                                   "truncate", "grad", "scan", "newton"))
+def _run(cell, params, xs, carry, lengths, resets, newton_init=None, *, reverse, time_major,
+         unroll, remat, truncate, grad="auto", scan="sequential", newton=None):
     if time_major:
         T, batch_shape, F = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
     else:
@@ -129,6 +130,11 @@ def _run(cell, params, xs, carry, lengths, resets, *, reverse, time_major, unrol
     elif scan == "associative":
         ys, final = associative_scan_cell(cell, cell.prepare(params), carry, xs, lengths,
                                           reverse=reverse, remat=remat, resets=resets)
+    elif scan == "newton":  # DEER / quasi-DEER / ELK (rnnjax.newton)
+        if newton_init is not None:
+            newton = newton._replace(init=time_major_init(newton_init, time_major, batch_shape))
+        ys, final, iters = scan_newton(cell, params, carry, xs, lengths, reverse=reverse,
+                                       resets=resets, options=newton)
     else:
         weights = cell.prepare(params)
         ys, final = scan_cell(cell, weights, carry, xs, lengths, reverse=reverse,
@@ -137,12 +143,14 @@ def _run(cell, params, xs, carry, lengths, resets, *, reverse, time_major, unrol
     if not time_major:
         ys = jnp.moveaxis(ys, 0, -2)
     final = jax.tree.map(lambda a: a.reshape(batch_shape + a.shape[1:]), final)
+    if scan == "newton" and newton.return_iterations:
+        return ys, final, iters.reshape(batch_shape)
     return ys, final
 
 
 def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         reverse: bool = False, time_major: bool = False, unroll: int = 1, remat: bool = False,
-        truncate: int | None = None, grad: str = "auto", scan: str = "auto"):
+        truncate: int | None = None, grad: str = "auto", scan: str = "auto", newton=None):
     """Run ``cell`` over the sequences ``xs``; return ``(ys, final_carry)``.
 
     Args:
@@ -183,7 +191,17 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         :mod:`rnnjax.associative`) or ``"auto"`` (associative for diagonal linear
         recurrences on accelerators; sequential otherwise, CPU included:
         :func:`rnnjax.associative.choose_scan`).
-        Both give the same outputs, final carry and gradients up to rounding.
+        ``"newton"``: any cell, the whole trajectory solved by Newton's method with
+        associative scans (DEER, quasi-DEER or ELK; :func:`rnnjax.newton.scan_newton`),
+        gradients by the implicit function theorem; not with ``grad="manual"``,
+        ``remat``, ``truncate`` or ``unroll``.
+        All give the same outputs, final carry and gradients up to rounding (Newton: up
+        to its tolerance).
+      newton: :class:`rnnjax.newton.NewtonOptions` for ``scan="newton"`` (method,
+        ``max_iters``, ``tol``, ``damping``; ``init`` a warm start laid out like ``ys``,
+        e.g. ``HiddenState(ys)`` of a previous call for an Elman/GRU/orthogonal cell;
+        ``return_iterations=True`` makes ``run`` return ``(ys, final_carry,
+        iterations)``, the Newton iterations per sequence, shape ``batch``).
 
     Returns:
       ``ys`` of shape ``(*batch, time, output_size)`` (time-major if asked) and the final
@@ -192,8 +210,12 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
     T, _ = check_run_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll,
                             resets)
     check_choice("grad", grad, ("auto", "manual"))
-    check_choice("scan", scan, SCANS)
-    if grad == "manual":
+    check_choice("scan", scan, SCANS + ("newton",))
+    newton, newton_init = run_options(newton, scan, grad=grad, remat=remat,
+                                      truncate=truncate, unroll=unroll)
+    if scan == "newton":
+        pass
+    elif grad == "manual":
         check_manual(cell)
         if remat:
             raise ValueError("remat=True cannot be combined with grad='manual' (the "
@@ -209,6 +231,6 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         lengths = jnp.asarray(lengths)
     if resets is not None:
         resets = jnp.asarray(resets)
-    return _run(cell, params, xs, carry, lengths, resets, reverse=bool(reverse),
+    return _run(cell, params, xs, carry, lengths, resets, newton_init, reverse=bool(reverse),
                 time_major=bool(time_major), unroll=unroll, remat=bool(remat),
-                truncate=truncate, grad=grad, scan=scan)
+                truncate=truncate, grad=grad, scan=scan, newton=newton)
