@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from rnnjax import parametrize as P
 from rnnjax.cell import Cell
-from rnnjax.cells.orthogonal import ACTIVATIONS, _dense_cell
+from rnnjax.cells.orthogonal import ACTIVATIONS, dense_cell
 from rnnjax.checks import check_choice, check_positive_int
 
 __all__ = ["nnrnn", "nnrnn_factors", "spectral", "spectral_factors"]
@@ -95,7 +95,7 @@ def nnrnn(hidden_size: int, init: str = "henaff", activation: str = "modrelu") -
         Pm, lam, T = nnrnn_factors(params)
         return Pm @ (lam + T) @ Pm.T
 
-    return _dense_cell("nnrnn", H, activation, init_map, matrix)
+    return dense_cell("nnrnn", H, activation, init_map, matrix)
 
 
 def spectral_factors(params, margin: float):
@@ -151,4 +151,4 @@ def spectral(hidden_size: int, margin: float = 0.1, init: str = "henaff",
         U, s, V = spectral_factors(params, m)
         return (U * s[None, :]) @ V.T
 
-    return _dense_cell("spectral", H, activation, init_map, matrix)
+    return dense_cell("spectral", H, activation, init_map, matrix)

@@ -27,7 +27,7 @@ from rnnjax import parametrize as P
 from rnnjax.cell import Backward, Cell, HiddenState, chunk_outer, cut_at, where_live, zeros_carry
 from rnnjax.checks import check_choice, check_positive_int
 
-__all__ = ["ACTIVATIONS", "dense_backward", "exprnn", "householder", "scornn"]
+__all__ = ["ACTIVATIONS", "dense_backward", "dense_cell", "exprnn", "householder", "scornn"]
 
 ACTIVATIONS = {"modrelu": P.modrelu, "tanh": lambda z, b: jnp.tanh(z + b),
                "relu": lambda z, b: jax.nn.relu(z + b), "identity": lambda z, b: z + b}
@@ -85,7 +85,7 @@ def _input_params(key, hidden, input_size, input_init="he"):
     return I.input_layer(jax.random.split(key), input_init, hidden, input_size)
 
 
-def _dense_cell(name, hidden, activation, init_map, matrix, input_init):
+def dense_cell(name, hidden, activation, init_map, matrix, input_init="normal"):
     """A cell ``h_t = f(W h_{t-1} + V x_t, b)`` whose ``W = matrix(params)`` is dense."""
     f = ACTIVATIONS[activation]
 
@@ -138,7 +138,7 @@ def exprnn(hidden_size: int, init: str = "henaff", dynamic: bool = False,
     def matrix(params):
         return P.expm_orthogonal(params["skew"], params.get("base"))
 
-    return _dense_cell("exprnn", H, activation, init_map, matrix, input_init)
+    return dense_cell("exprnn", H, activation, init_map, matrix, input_init)
 
 
 def scornn(hidden_size: int, rho: int | None = None, init: str = "cayley",
@@ -171,7 +171,7 @@ def scornn(hidden_size: int, rho: int | None = None, init: str = "cayley",
         a = params["skew"]
         return P.cayley(a, d.astype(a.dtype))
 
-    return _dense_cell("scornn", H, activation, lambda k: {"skew": inits[init](k)}, matrix,
+    return dense_cell("scornn", H, activation, lambda k: {"skew": inits[init](k)}, matrix,
                        input_init)
 
 

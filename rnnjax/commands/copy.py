@@ -26,6 +26,9 @@ _FIELDS = ("T", "hidden", "batch", "steps", "lr", "lr_orth", "seed", "seeds", "l
            "eval_batch", "optimizer", "clip", "variant", "grad")
 
 
+__all__ = ["register", "run"]
+
+
 def run(a) -> int:
     base = PRESETS[a.preset]
     changes = {k: getattr(a, k) for k in _FIELDS if getattr(a, k) is not None}

@@ -12,6 +12,9 @@ from rnnjax.orthogonality import FULL, QUICK, run_orthogonality
 _FIELDS = ("T", "hidden", "batch", "steps", "lr", "lr_orth", "seed")
 
 
+__all__ = ["register", "run"]
+
+
 def run(a) -> int:
     s = QUICK if a.quick else FULL
     s = s._replace(**{k: getattr(a, k) for k in _FIELDS if getattr(a, k) is not None})
