@@ -97,8 +97,9 @@ def test_no_rnnjax_import_inside_a_function():
 def test_every_public_module_declares_all():
     missing = [name for name, tree in MODULES.items()
                if not name.split(".")[-1].startswith("_") and name != "rnnjax.__main__"
-               and not any(isinstance(n, ast.Assign) and any(
-                   getattr(t, "id", None) == "__all__" for t in n.targets) for n in tree.body)]
+               and not any(getattr(t, "id", None) == "__all__" for n in tree.body
+                           for t in (n.targets if isinstance(n, ast.Assign) else
+                                     [n.target] if isinstance(n, ast.AnnAssign) else []))]
     assert not missing, missing
 
 

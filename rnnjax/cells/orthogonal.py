@@ -85,7 +85,7 @@ def _input_params(key, hidden, input_size, input_init="he"):
     return I.input_layer(jax.random.split(key), input_init, hidden, input_size)
 
 
-def dense_cell(name, hidden, activation, init_map, matrix, input_init="normal"):
+def dense_cell(name, hidden, activation, init_map, matrix, input_init="he"):
     """A cell ``h_t = f(W h_{t-1} + V x_t, b)`` whose ``W = matrix(params)`` is dense."""
     f = ACTIVATIONS[activation]
 
