@@ -39,6 +39,13 @@ class Config:
     arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad="manual"``
     trains with the cell's hand-written BPTT (:mod:`rnnjax.bptt`; the same gradient as
     autodiff, see benchmarks/README.md for its speed).
+
+    Data-set tasks (``digits``, ``pdigits``, ``smnist``, ``pmnist``) train for ``epochs``
+    passes over their training split when it is set (``steps`` and ``log_every`` are
+    then ``epochs * floor(N_train / batch)`` and one epoch, filled in by
+    :func:`rnnjax.train.build`); generated tasks train for ``steps``.  ``permutation``
+    is the fixed pixel order of a permuted task, filled in from ``permutation_seed`` and
+    saved so that a run is reproduced from its ``config.json`` alone.
     """
 
     task: str = "copy"
@@ -66,6 +73,8 @@ class Config:
     devices: Optional[int] = None
     max_nonfinite: int = 10
     grad: str = "auto"
+    epochs: Optional[int] = None
+    permutation: Optional[tuple] = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -76,6 +85,8 @@ class Config:
     def from_json(cls, d: dict) -> "Config":
         d = dict(d)
         d["cell_options"] = tuple(tuple(kv) for kv in d.get("cell_options", ()))
+        if d.get("permutation") is not None:
+            d["permutation"] = tuple(int(i) for i in d["permutation"])
         return cls(**d)
 
     @classmethod
@@ -120,6 +131,8 @@ def validate(config: Config) -> None:
     check_optional_positive("clip", config.clip)
     if config.devices is not None:
         check_positive_int("devices", config.devices)
+    if config.epochs is not None:
+        check_positive_int("epochs", config.epochs)
     check_choice("grad", config.grad, GRADS)
     if config.grad == "manual":
         if config.cell in baselines.MODELS:
