@@ -14,6 +14,7 @@ from rnnjax.tasks.copy import baseline as copy_baseline
 from rnnjax.tasks.copy import copy_batch, copy_task
 from rnnjax.tasks.digits import digits_task, load_digits
 from rnnjax.tasks.mnist import load_mnist, mnist_task
+from rnnjax.tasks.stateful import evaluate_bpc, train_stateful
 
 TASKS = {
     "copy": lambda T, data=None, variant="arjovsky", **_: copy_task(T, variant),
@@ -40,4 +41,5 @@ def make(name: str, **options) -> Task:
 __all__ = ["Splits", "TASKS", "Task", "accuracy", "adding_batch", "adding_task", "charlm_task",
            "copy_baseline", "copy_batch", "copy_task", "cross_entropy", "digits_task",
            "load_digits", "sample", "load_mnist", "make", "mnist_task",
-           "epoch_batch", "split_metrics", "steps_per_epoch"]
+           "epoch_batch", "evaluate_bpc", "split_metrics", "steps_per_epoch",
+           "train_stateful"]
