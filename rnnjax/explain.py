@@ -35,7 +35,10 @@ def explain(spec: dict) -> dict:
 
     * ``"bce"``: ``y = sigmoid(W_ho h_T + b_o)``, ``L = -sum(l log y + (1-l) log(1-y))``,
       so ``dL/d(logit) = y - l``;
-    * ``"mse"``: ``y = W_ho h_T + b_o``, ``L = 1/2 ||y - l||^2``, ``dL/d(logit) = y - l``.
+    * ``"mse"``: ``y = W_ho h_T + b_o``, ``L = 1/2 ||y - l||^2``, ``dL/d(logit) = y - l``;
+    * ``"softmax"`` (``K`` classes, ``W_ho (K, H)``, ``b_o (K,)``, ``label`` a class
+      index ``k``): ``y = softmax(W_ho h_T + b_o)``, ``L = -log y_k``, so
+      ``dL/d(logit) = y - e_k`` (``l = e_k``, the one-hot label, below).
 
     Forward ``z_t = W_xh x_t + W_hh h_{t-1} + b_h``, ``h_t = f(z_t)``.  Backward (the
     hand-written BPTT of :func:`bptt`, run on ``dL/dh_T = W_ho^T (y - l)``)::
@@ -70,8 +73,9 @@ def explain(spec: dict) -> dict:
     loss_kind = spec.get("loss", "bce")
     if act not in ACTIVATIONS:
         raise ValueError(f"spec activation must be one of {sorted(ACTIVATIONS)}, got {act!r}")
-    if loss_kind not in ("bce", "mse"):
-        raise ValueError(f"spec loss must be one of ['bce', 'mse'], got {loss_kind!r}")
+    if loss_kind not in ("bce", "mse", "softmax"):
+        raise ValueError(f"spec loss must be one of ['bce', 'mse', 'softmax'], got "
+                         f"{loss_kind!r}")
 
     with jax.enable_x64(True):
         f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))  # noqa: E731
@@ -86,7 +90,17 @@ def explain(spec: dict) -> dict:
                 raise ValueError(f"spec {name} must have shape {s} (H={H}, F={F}), "
                                  f"got {params[k].shape}")
         W_ho, b_o = f64(spec["W_ho"]).reshape(-1, H), f64(spec["b_o"]).reshape(-1)
-        label = f64(spec["label"]).reshape(-1)
+        if loss_kind == "softmax":
+            K, k = W_ho.shape[0], spec["label"]
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < K:
+                raise ValueError(f"spec label must be a class index in [0, {K}) for the "
+                                 f"softmax loss (K = rows of W_ho), got {k!r}")
+            if b_o.shape != (K,):
+                raise ValueError(f"spec b_o must have shape ({K},) (K = rows of W_ho), got "
+                                 f"{b_o.shape}")
+            label = jax.nn.one_hot(k, K, dtype=jnp.float64)
+        else:
+            label = f64(spec["label"]).reshape(-1)
         h0 = f64(spec.get("h0", np.zeros(H))).reshape(1, H)
 
         cell = elman(H, act)
@@ -100,6 +114,9 @@ def explain(spec: dict) -> dict:
         if loss_kind == "bce":
             y = jax.nn.sigmoid(logit)
             loss = -jnp.sum(label * jnp.log(y) + (1 - label) * jnp.log1p(-y))
+        elif loss_kind == "softmax":
+            y = jax.nn.softmax(logit)
+            loss = -jnp.sum(label * jax.nn.log_softmax(logit))
         else:
             y = logit
             loss = 0.5 * jnp.sum((y - label) ** 2)
@@ -155,6 +172,11 @@ def format_report(r: dict, precision: int = 3) -> str:
         out.append(f"Output: y = sigmoid(W_ho h_T + b_o) = sigmoid({_v(r['logit'], p)}) "
                    f"= {_v(r['y'], p)};  label {_v(r['label'], p)}")
         out.append(f"Loss: -[l log y + (1-l) log(1-y)] = {r['loss']:.{p}f}")
+    elif r["loss_kind"] == "softmax":
+        k = int(np.argmax(r["label"]))
+        out.append(f"Output: y = softmax(W_ho h_T + b_o) = softmax({_v(r['logit'], p)}) "
+                   f"= {_v(r['y'], p)};  label class {k} (l = e_{k})")
+        out.append(f"Loss: -log y_{k} = {r['loss']:.{p}f}")
     else:
         out.append(f"Output: y = W_ho h_T + b_o = {_v(r['y'], p)};  label {_v(r['label'], p)}")
         out.append(f"Loss: 1/2 ||y - l||^2 = {r['loss']:.{p}f}")

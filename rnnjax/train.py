@@ -19,7 +19,9 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
 5. every ``log_every`` steps writes one record (:mod:`rnnjax.metrics`) to
    ``metrics.jsonl`` and ``metrics.csv``: ``loss`` (mean training loss since the last
    record), ``grad_norm`` (mean global gradient norm), ``eval_*`` (the task's metrics
-   on a held-out batch fixed by the seed), ``grad_norm_<layer>`` (gradient norm per
+   on a held-out batch fixed by the seed; for data-set tasks ``eval_loss`` and
+   ``eval_accuracy`` over the *whole* test split and ``valid_*`` over the whole
+   validation split, batched and jitted, :func:`rnnjax.tasks.split_metrics`), ``grad_norm_<layer>`` (gradient norm per
    top-level param group on that batch), ``orth_error`` (``||W^H W - I||_F`` of the
    recurrent matrix, for cells with orthogonal parameters), ``baseline`` and
    ``steps_per_sec``; with several seeds every metric is the mean over seeds,
@@ -28,7 +30,14 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
    metric history (:mod:`rnnjax.checkpointing`, orbax) every ``checkpoint_every`` steps
    (keeping the last ``keep``) and at the end; ``resume=True`` restores the latest and
    continues, which gives bitwise the same parameters and metrics as an uninterrupted
-   run on CPU.
+   run on CPU;
+7. for tasks with a validation split, keeps the params of the record with the best
+   ``valid_accuracy`` (mean over seeds; ties: lower ``valid_loss``) in ``out/best``
+   (:func:`rnnjax.checkpointing.save_params`) with its record in ``best.json``.
+
+Data-set tasks train by ``epochs`` (:func:`resolve`): each epoch visits every training
+example once (:func:`rnnjax.tasks.epoch_batch`, order from ``seed``, shared by the seeds
+of one program; one device).
 
 Scale-out and faults (:mod:`rnnjax.distributed`, :mod:`rnnjax.checkpointing`): with
 several devices (``Config.devices``, default all local ones) or processes the step runs
@@ -47,6 +56,8 @@ orthogonal (the unconstrained coordinates of orthogonal/unitary parametrisations
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -72,7 +83,26 @@ from rnnjax.training import TrainState, init_state, make_update
 
 def make_task(config: Config):
     return tasks_lib.make(config.task, T=config.T, data=config.data, variant=config.variant,
-                          permutation_seed=config.permutation_seed)
+                          permutation_seed=config.permutation_seed,
+                          permutation=config.permutation)
+
+
+def resolve(config: Config, task) -> Config:
+    """``config`` with what the built task fixes filled in: ``steps = epochs *
+    floor(N_train / batch)`` and ``log_every`` one epoch when ``epochs`` is set (a
+    ``ValueError`` for a generated task, or a training split smaller than ``batch``),
+    and the pixel ``permutation`` of a permuted task."""
+    splits = task.splits
+    if config.epochs is not None:
+        if splits is None:
+            raise ValueError(f"epochs is for data-set tasks; the {config.task!r} task is "
+                             f"generated: give steps instead")
+        per = tasks_lib.steps_per_epoch(len(splits.train[1]), config.batch)
+        config = dataclasses.replace(config, steps=config.epochs * per, log_every=per)
+    if splits is not None and splits.permutation is not None and config.permutation is None:
+        config = dataclasses.replace(
+            config, permutation=tuple(int(i) for i in np.asarray(splits.permutation)))
+    return config
 
 
 def make_model(config: Config, task) -> Model:
@@ -117,6 +147,10 @@ def build(config: Config) -> Experiment:
     """Validate ``config`` and build the task, model, optimiser and pure step functions."""
     validate(config)
     task = make_task(config)
+    config = resolve(config, task)
+    splits = task.splits
+    # Epoch order: one key per run (shared by the seeds of one program).
+    order_key = jax.random.fold_in(jax.random.key(config.seed), 2 << 20)
     model = make_model(config, task)
     opt = make_optimizer(config)
     orthogonal = (model.cell is not None and model.cell.recurrent_matrix is not None
@@ -145,6 +179,9 @@ def build(config: Config) -> Experiment:
         return task.sample(k_batch, config.batch)
 
     def step(state: TrainState) -> TrainState:
+        if config.epochs is not None:
+            return update(state, tasks_lib.epoch_batch(splits.train, order_key, state.step,
+                                                       config.batch, splits.prepare))
         return update(state, batch(state.key))
 
     def eval_batch(seed):
@@ -156,6 +193,13 @@ def build(config: Config) -> Experiment:
         xs, ys = data
         out = {f"eval_{k}": v for k, v in
                task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
+        if splits is not None:  # the whole test (and validation) split
+            def logits(x):
+                return model.apply(state.params, task.encode(x))
+            for name, part in (("eval", splits.test), ("valid", splits.valid)):
+                if part is not None:
+                    out.update({f"{name}_{k}": v for k, v in tasks_lib.split_metrics(
+                        logits, part, config.eval_batch, splits.prepare).items()})
         if orthogonal:
             out["orth_error"] = analysis.orthogonality_error(model.cell, state.params["cell"])
         grads = jax.grad(loss_fn)(state.params, data)
@@ -210,6 +254,8 @@ def _mesh(config):
         if jax.process_count() == 1 else jax.device_count()
     if n == 1 and jax.process_count() == 1:
         return None
+    if config.epochs is not None:
+        raise ValueError(f"epochs trains on one device; pass devices=1 (got {n} devices)")
     mesh = dist.make_mesh(n)
     dist.check_batch(config.batch, mesh)
     return mesh
@@ -334,6 +380,7 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
                     on_record(rec)
                 if run.out is not None and run.main:
                     write_metrics(run.out, history)
+                    _keep_best(run.out, rec, state)
                 t_window, n_window = time.perf_counter(), 0
             if mngr is not None and config.checkpoint_every and i % config.checkpoint_every == 0:
                 checkpointing.save(mngr, i, state, history)
@@ -348,6 +395,24 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     return state, history
 
 
+def _keep_best(out: str, rec: dict, state) -> bool:
+    """Save ``state.params`` in ``out/best`` and ``rec`` in ``out/best.json`` when ``rec``
+    has the best ``valid_accuracy`` so far (ties: lower ``valid_loss``)."""
+    if "valid_accuracy" not in rec:
+        return False
+    path = os.path.join(out, "best.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            best = json.load(f)
+        if (rec["valid_accuracy"], -rec["valid_loss"]) <= (best["valid_accuracy"],
+                                                             -best["valid_loss"]):
+            return False
+    checkpointing.save_params(os.path.join(out, "best"), rec["step"], state.params, keep=1)
+    with open(path, "w") as f:
+        json.dump({k: v for k, v in rec.items() if k != "seeds"}, f, indent=2)
+    return True
+
+
 def train(config: Config, *, resume: bool = False, progress: bool = True,
           print_fn=None, on_record=None) -> Result:
     """Run ``config``; see the module docstring.  Returns a :class:`Result`.
@@ -358,6 +423,7 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     if given, is called with each metrics record (a dict) as it is logged.
     """
     exp = build(config)
+    config = exp.config  # with epochs and permutation resolved
     run = _open_run(config, resume)
     state, eval_data, history = _starting_state(exp, run, resume)
     if run.out is not None and run.main:
@@ -390,4 +456,4 @@ def __getattr__(name):
 __all__ = ["CLIP_MODES", "Config", "Experiment", "NonFiniteError", "OPTIMIZERS", "Result",
            "TIMING_KEYS", "TrainState", "build", "initial_state", "load_history",
            "load_params", "make_model", "make_optimizer", "make_task", "orthogonal_cells",
-           "seed_list", "train", "validate", "write_metrics"]
+           "resolve", "seed_list", "train", "validate", "write_metrics"]

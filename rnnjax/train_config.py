@@ -39,6 +39,13 @@ class Config:
     arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad="manual"``
     trains with the cell's hand-written BPTT (:mod:`rnnjax.bptt`; the same gradient as
     autodiff, see benchmarks/README.md for its speed).
+
+    Data-set tasks (``digits``, ``pdigits``, ``smnist``, ``pmnist``) train for ``epochs``
+    passes over their training split when it is set (``steps`` and ``log_every`` are
+    then ``epochs * floor(N_train / batch)`` and one epoch, filled in by
+    :func:`rnnjax.train.build`); generated tasks train for ``steps``.  ``permutation``
+    is the fixed pixel order of a permuted task, filled in from ``permutation_seed`` and
+    saved so that a run is reproduced from its ``config.json`` alone.
     """
 
     task: str = "copy"
@@ -69,6 +76,8 @@ class Config:
     # Dynamic trivialization: fold the skew params into the base every K steps (None:
     # K=100, expRNN's dtriv default, for cells with a "base" param; 0: never).
     retrivialize_every: Optional[int] = None
+    epochs: Optional[int] = None
+    permutation: Optional[tuple] = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -79,6 +88,8 @@ class Config:
     def from_json(cls, d: dict) -> "Config":
         d = dict(d)
         d["cell_options"] = tuple(tuple(kv) for kv in d.get("cell_options", ()))
+        if d.get("permutation") is not None:
+            d["permutation"] = tuple(int(i) for i in d["permutation"])
         return cls(**d)
 
     @classmethod
@@ -123,6 +134,8 @@ def validate(config: Config) -> None:
     check_optional_positive("clip", config.clip)
     if config.devices is not None:
         check_positive_int("devices", config.devices)
+    if config.epochs is not None:
+        check_positive_int("epochs", config.epochs)
     check_choice("grad", config.grad, GRADS)
     k = config.retrivialize_every
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):

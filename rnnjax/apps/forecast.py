@@ -19,8 +19,21 @@ Models:
     ``s[t+1] = c + sum_{i=1..p} a_i s[t+1-i]``, iterated ``h`` steps ahead.
   * ARMA(p, 1) from statsmodels when it is installed (skipped with a note otherwise).
 
+  * seasonal naive with period ``m``: ``s_hat[t+k] = s[t+k-m*ceil(k/m)]`` (when the
+    series has a season and ``window >= m``).
+
+Metrics on the held-out tail: MSE (in the series' units) and MASE (Hyndman & Koehler
+2006): mean absolute error over the in-sample mean absolute error of the seasonal
+naive one-step forecast on the training part, ``mean_t |s_t - s_{t-m}|`` (``m = 1``
+without a season).
+
 Series: :func:`sines` (a noisy sum of sines), :func:`seasonal_walk` (a random walk
-plus a seasonal sine) and :func:`read_csv_column` for a column of a user CSV file.
+plus a seasonal sine), :func:`read_csv_column` for a column of a user CSV file, and
+the real series shipped with statsmodels (:func:`load_real_series`, the ``data`` extra):
+``sunspots`` (yearly Wolf sunspot numbers 1700-2008, 309 values, cycle ~11), ``co2``
+(weekly Mauna Loa CO2 1958-2001, 2284 values, gaps filled by linear interpolation,
+season 52), ``elnino`` (monthly Nino 3 sea-surface temperatures 1950-2010, 732 values,
+season 12) and ``nile`` (annual Nile flow at Aswan 1871-1970, 100 values, no season).
 """
 
 from __future__ import annotations
@@ -38,7 +51,9 @@ from rnnjax.checks import check_choice, check_file, check_fraction, check_positi
 from rnnjax.sequence import run
 from rnnjax.training import fit
 
-SERIES = ("sines", "walk")
+SYNTHETIC = ("sines", "walk")
+REAL = {"sunspots": 11, "co2": 52, "elnino": 12, "nile": None}  # name -> season
+SERIES = SYNTHETIC + tuple(REAL)
 MODES = ("vector", "seq")
 
 
@@ -59,6 +74,26 @@ def seasonal_walk(n: int, *, period: float = 24.0, amplitude: float = 2.0,
     rng = np.random.default_rng(seed)
     walk = np.cumsum(step * rng.standard_normal(n))
     return (walk + amplitude * np.sin(2 * np.pi * np.arange(n) / period)).astype(np.float32)
+
+
+def load_real_series(name: str):
+    """``(values float32, season or None)`` of a statsmodels dataset (see module doc)."""
+    check_choice("series", name, REAL)
+    try:
+        import statsmodels.api as sm
+    except ImportError:
+        raise ImportError(f"the {name!r} series needs statsmodels: pip install -e "
+                          f"\".[data]\"") from None
+    df = getattr(sm.datasets, name).load_pandas().data
+    if name == "sunspots":
+        v = df["SUNACTIVITY"].to_numpy()
+    elif name == "co2":
+        v = df["co2"].interpolate(limit_direction="both").to_numpy()
+    elif name == "elnino":
+        v = df.drop(columns="YEAR").to_numpy().reshape(-1)  # years x months, row by row
+    else:
+        v = df["volume"].to_numpy()
+    return np.asarray(v, np.float32), REAL[name]
 
 
 def read_csv_column(path, column):
@@ -115,6 +150,22 @@ def split(s, window, horizon, test_fraction):
 def naive_forecast(x, horizon):
     """Last value repeated: ``(N, window) -> (N, horizon)``."""
     return np.repeat(x[:, -1:], horizon, axis=1)
+
+
+def seasonal_naive(x, horizon, m: int):
+    """``s_hat[t+k] = s[t+k-m*ceil(k/m)]`` from windows ``x (N, W >= m)``."""
+    if x.shape[1] < m:
+        raise ValueError(f"the seasonal naive forecast needs window >= season {m}, got "
+                         f"{x.shape[1]}")
+    W = x.shape[1]
+    return np.stack([x[:, W - m + (k % m)] for k in range(horizon)], 1)
+
+
+def mase(pred, truth, train_part, m=None):
+    """Mean absolute error over ``mean_t |s_t - s_{t-m}|`` on ``train_part``."""
+    m = m or 1
+    scale = float(np.mean(np.abs(train_part[m:] - train_part[:-m])))
+    return float(np.mean(np.abs(pred - truth))) / scale
 
 
 def fit_ar(s, order: int):
@@ -240,20 +291,34 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
         raise ValueError(f"ar_order must be <= window ({window}), got {ar_order}")
     for m in modes:
         check_choice("mode", m, MODES)
-    out = _common.out_dir(out)
+    season = None
     if csv_path is not None:
         raw = read_csv_column(csv_path, 0 if column is None else column)
         label = f"{os.path.basename(os.fspath(csv_path))}[{column}]"
+    elif series in REAL:
+        raw, season = load_real_series(series)
+        label = series
     else:
         check_choice("series", series, SERIES)
         raw = sines(n, seed=seed) if series == "sines" else seasonal_walk(n, seed=seed)
+        season = None if series == "sines" else 24
         label = series
+    need = window + horizon
+    cut_check = int(round(len(raw) * (1.0 - test_fraction)))
+    if min(cut_check, len(raw) - cut_check) < need:
+        raise ValueError(f"test_fraction={test_fraction} splits the {len(raw)} values of "
+                         f"{label} into {cut_check} training and {len(raw) - cut_check} "
+                         f"test values; window + horizon = {need} needs at least {need} "
+                         f"in each part")
+    out = _common.out_dir(out)  # after every check: a refused call writes nothing
     cut0 = int(round(len(raw) * (1.0 - test_fraction)))
     mu, sd = float(raw[:cut0].mean()), float(raw[:cut0].std() or 1.0)
     s = (raw - mu) / sd
     (xtr, ytr), (xte, yte), cut = split(s, window, horizon, test_fraction)
 
     preds = {"last value": naive_forecast(xte, horizon)}
+    if season is not None and season <= window:
+        preds[f"seasonal naive (m={season})"] = seasonal_naive(xte, horizon, season)
     c, a = fit_ar(s[:cut], ar_order)
     preds[f"AR({ar_order})"] = ar_forecast(c, a, xte, horizon)
     arma = arma_forecast(s[:cut], xte, horizon)
@@ -271,14 +336,16 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
         curves[m] = losses
     mse = {k: float(np.mean((v - yte) ** 2)) * sd ** 2 for k, v in preds.items()}
     mse_h = {k: (np.mean((v - yte) ** 2, 0) * sd ** 2).tolist() for k, v in preds.items()}
+    mases = {k: mase(v, yte, s[:cut], season) for k, v in preds.items()}
 
     lines = [f"# Forecasting {label}: window {window}, horizon {horizon}", "",
              f"{len(xtr)} training and {len(xte)} test windows; MSE in the series' units, "
-             "averaged over the horizon.", "",
-             "| method | MSE | MSE / last-value |", "|---|---|---|"]
+             f"averaged over the horizon; MASE scaled by the in-sample "
+             f"{'seasonal (m=' + str(season) + ') ' if season else ''}naive error.", "",
+             "| method | MSE | MSE / last-value | MASE |", "|---|---|---|---|"]
     base = mse["last value"]
     for k, v in sorted(mse.items(), key=lambda kv: kv[1]):
-        lines.append(f"| {k} | {v:.5g} | {v / base:.3f} |")
+        lines.append(f"| {k} | {v:.5g} | {v / base:.3f} | {mases[k]:.3f} |")
     md = os.path.join(out, "forecast.md")
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -288,6 +355,7 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
     summary = {"series": label, "window": window, "horizon": horizon, "cell": cell_name,
                "hidden": hidden, "steps": steps, "train_windows": len(xtr),
                "test_windows": len(xte), "mse": mse, "mse_per_horizon": mse_h,
+               "mase": mases, "season": season,
                "final_train_loss": {m: v[-1] for m, v in curves.items()},
                "arma": arma is not None}
     _common.write_json(os.path.join(out, "forecast.json"), summary)
@@ -296,6 +364,6 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
     return summary
 
 
-__all__ = ["MODES", "SERIES", "ar_forecast", "arma_forecast", "fit_ar", "init_model",
-           "naive_forecast", "predict", "predict_all", "read_csv_column", "run_forecast",
+__all__ = ["MODES", "REAL", "SERIES", "SYNTHETIC", "ar_forecast", "arma_forecast", "fit_ar",
+           "init_model", "load_real_series", "mase", "naive_forecast", "seasonal_naive", "predict", "predict_all", "read_csv_column", "run_forecast",
            "seasonal_walk", "sines", "split", "train_rnn", "windows"]

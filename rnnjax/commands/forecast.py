@@ -17,8 +17,10 @@ def register(sub):
     p = sub.add_parser("forecast", help="time-series forecasting: RNN vs last value, AR, ARMA "
                                         "(plot + MSE table)")
     p.add_argument("--out", default="out/forecast", help="output folder (default %(default)s)")
-    p.add_argument("--series", default="sines", choices=["sines", "walk"],
-                   help="synthetic series: noisy sum of sines, or random walk + season")
+    p.add_argument("--series", default="sines", choices=list(forecast.SERIES),
+                   help="synthetic (sines: noisy sum of sines; walk: random walk + season) "
+                        "or a statsmodels dataset (sunspots, co2, elnino, nile; needs the "
+                        "data extra)")
     p.add_argument("--csv", default=None, help="forecast a column of this CSV file instead")
     p.add_argument("--column", default=None, help="CSV column: header name or 0-based index")
     p.add_argument("--n", type=int, default=1200, help="length of a synthetic series")

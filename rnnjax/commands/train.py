@@ -37,14 +37,20 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     d = Config() if defaults is None else defaults
     if task:
         p.add_argument("--task", default=d.task,
-                       help="copy, adding, smnist, pmnist or charlm (default %(default)s)")
+                       help="copy, adding, charlm (generated / sampled windows: --steps), or the "
+                            "data sets digits, pdigits, smnist, pmnist (--epochs) "
+                            "(default %(default)s)")
     if cell:
         p.add_argument("--cell", default=d.cell, help="a name in rnnjax.cells.REGISTRY")
     p.add_argument("--T", type=int, default=d.T,
                    help="copy delay / adding length / char-LM window (default %(default)s)")
     p.add_argument("--hidden", type=int, default=d.hidden)
     p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help="training steps of a generated task (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="passes over the training split of a data-set task (digits, "
+                        "pdigits, smnist, pmnist); replaces --steps and logs every epoch")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-orth", type=float, default=d.lr_orth,
                    help="learning rate of orthogonal/unitary parameters (default: --lr)")
@@ -84,7 +90,11 @@ def config_kwargs(a) -> dict:
                 data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
                 cell_options=tuple(cell_option(o) for o in a.cell_opt),
                 devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
+<<<<<<< HEAD
                 retrivialize_every=a.retrivialize_every)
+=======
+                epochs=a.epochs)
+>>>>>>> data
 
 
 def run(a) -> int:

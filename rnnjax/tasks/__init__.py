@@ -7,30 +7,39 @@ builds one by name from the runner's options.
 
 from rnnjax.checks import check_choice
 from rnnjax.tasks.adding import adding_batch, adding_task
-from rnnjax.tasks.base import Task, accuracy, cross_entropy
+from rnnjax.tasks.base import (Splits, Task, accuracy, cross_entropy, epoch_batch,
+                               split_metrics, steps_per_epoch)
 from rnnjax.tasks.charlm import charlm_task, sample
 from rnnjax.tasks.copy import baseline as copy_baseline
 from rnnjax.tasks.copy import copy_batch, copy_task
+from rnnjax.tasks.digits import digits_task, load_digits
 from rnnjax.tasks.mnist import load_mnist, mnist_task
+from rnnjax.tasks.stateful import evaluate_bpc, train_stateful
 
 TASKS = {
     "copy": lambda T, data=None, variant="arjovsky", **_: copy_task(T, variant),
     "adding": lambda T, data=None, **_: adding_task(T),
     "smnist": lambda T=None, data=None, permutation_seed=0, **_: mnist_task(data, False),
-    "pmnist": lambda T=None, data=None, permutation_seed=0, **_: mnist_task(
-        data, True, permutation_seed),
+    "pmnist": lambda T=None, data=None, permutation_seed=0, permutation=None, **_:
+        mnist_task(data, True, permutation_seed, perm=permutation),
     "charlm": lambda T, data=None, **_: charlm_task(data, seq_len=T),
+    "digits": lambda T=None, data=None, **_: digits_task(False),
+    "pdigits": lambda T=None, data=None, permutation_seed=0, permutation=None, **_:
+        digits_task(True, permutation_seed, perm=permutation),
 }
 
 
 def make(name: str, **options) -> Task:
     """Build the task called ``name`` (a key of ``TASKS``).  Options: ``T`` (delay for
     copy, length for adding, window for charlm; ignored by MNIST), ``data`` (path),
-    ``variant`` (copy), ``permutation_seed`` (pmnist)."""
+    ``variant`` (copy), ``permutation_seed`` (pmnist, pdigits), ``permutation`` (a saved
+    pixel order for pdigits, from ``config.json``)."""
     check_choice("task", name, TASKS)
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "Task", "accuracy", "adding_batch", "adding_task", "charlm_task",
-           "copy_baseline", "copy_batch", "copy_task", "cross_entropy", "sample",
-           "load_mnist", "make", "mnist_task"]
+__all__ = ["Splits", "TASKS", "Task", "accuracy", "adding_batch", "adding_task", "charlm_task",
+           "copy_baseline", "copy_batch", "copy_task", "cross_entropy", "digits_task",
+           "load_digits", "sample", "load_mnist", "make", "mnist_task",
+           "epoch_batch", "evaluate_bpc", "split_metrics", "steps_per_epoch",
+           "train_stateful"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -28,6 +29,9 @@ class Task(NamedTuple):
       readout: ``"all"`` (an output per time step) or ``"last"`` (the last step only).
       baseline: loss of the stated memoryless / constant strategy, or None.
       baseline_note: what the baseline is.
+      time: sequence length.
+      splits: for data-set tasks, their fixed :class:`Splits` (whole-split evaluation,
+        training by epochs); None for generated tasks.
     """
 
     name: str
@@ -42,6 +46,81 @@ class Task(NamedTuple):
     baseline: Optional[float]
     baseline_note: str
     time: int
+    splits: Optional[Any] = None
+
+
+class Splits(NamedTuple):
+    """The fixed parts of a data set: ``train``, ``valid`` (or None) and ``test`` are
+    ``(xs, ys)`` pairs of NumPy arrays as ``Task.sample`` returns them (``xs`` before
+    ``encode``) after ``prepare`` (rows are stored compactly, e.g. MNIST's uint8 pixels,
+    and ``prepare`` maps a batch of stored rows to what ``sample`` returns);
+    ``permutation`` is the fixed pixel order of a permuted task (or None)."""
+
+    train: tuple
+    valid: Optional[tuple]
+    test: tuple
+    permutation: Optional[Any] = None
+    prepare: Callable = lambda xs: xs
+
+
+def check_permutation(perm, n: int) -> np.ndarray:
+    """``perm`` as int32 ``(n,)`` after checking it is a permutation of ``0..n-1``."""
+    perm = np.asarray(perm)
+    if perm.shape != (n,) or not np.array_equal(np.sort(perm), np.arange(n)):
+        raise ValueError(f"permutation must be a permutation of 0..{n - 1}, got "
+                         f"{perm.shape[0] if perm.ndim == 1 else perm.shape} entries")
+    return perm.astype(np.int32)
+
+
+def steps_per_epoch(n: int, batch: int) -> int:
+    """``floor(n / batch)``: an epoch drops the last partial batch (fixed shapes)."""
+    if batch > n:
+        raise ValueError(f"batch must be <= the {n} training examples of the split, "
+                         f"got {batch}")
+    return n // batch
+
+
+def epoch_batch(data, key, step, batch: int, prepare=lambda xs: xs):
+    """Batch ``j = step mod E`` of epoch ``e = step div E`` (``E`` =
+    :func:`steps_per_epoch`): rows ``perm_e[j B : (j+1) B]`` of ``data = (xs, ys)``, with
+    ``perm_e = jax.random.permutation(fold_in(key, e), N)``, so every training example is
+    seen once per epoch in an order fixed by ``key``; ``prepare`` as in
+    :class:`Splits`.  Traceable in ``step``."""
+    xs, ys = data
+    n = xs.shape[0]
+    per = steps_per_epoch(n, batch)
+    perm = jax.random.permutation(jax.random.fold_in(key, step // per), n)
+    idx = jax.lax.dynamic_slice(perm, ((step % per) * batch,), (batch,))
+    return prepare(jnp.asarray(xs)[idx]), jnp.asarray(ys)[idx]
+
+
+def split_metrics(logits_fn: Callable, data, batch: int, prepare=lambda xs: xs) -> dict:
+    r"""Loss and accuracy over a *whole* split, in batches of ``batch`` (traceable; jit
+    the caller).  ``logits_fn(xs) -> (b, C)``; ``data = (xs (N, ...), ys (N,))`` stored
+    rows, each batch passed through ``prepare`` (:class:`Splits`).
+
+    ``loss = (1/N) sum_n CE(logits_n, y_n)``, ``accuracy = (1/N) #{n: argmax logits_n =
+    y_n}``; the split is zero-padded to a multiple of ``batch`` and padded rows are masked
+    out, so every example counts exactly once."""
+    xs, ys = data
+    n = xs.shape[0]
+    nb = -(-n // batch)
+    pad = nb * batch - n
+    xs = jnp.concatenate([jnp.asarray(xs), jnp.zeros((pad,) + xs.shape[1:], xs.dtype)])
+    ys = jnp.concatenate([jnp.asarray(ys), jnp.zeros((pad,), ys.dtype)])
+    mask = (jnp.arange(nb * batch) < n).reshape(nb, batch)
+
+    def one(args):
+        x, y, m = args
+        logits = logits_fn(prepare(x))
+        ce = cross_entropy(logits, y)
+        right = (jnp.argmax(logits, -1) == y)
+        return (jnp.sum(jnp.where(m, ce, 0.0)),
+                jnp.sum(jnp.where(m, right, False).astype(jnp.int32)))
+
+    ce, right = jax.lax.map(one, (xs.reshape((nb, batch) + xs.shape[1:]),
+                                  ys.reshape(nb, batch), mask))
+    return {"loss": jnp.sum(ce) / n, "accuracy": jnp.sum(right) / n}
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
@@ -58,6 +137,16 @@ def accuracy(logits: Array, labels: Array) -> Array:
     return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
 
+def mean_cross_entropy(logits: Array, labels: Array) -> Array:
+    """Mean of :func:`cross_entropy` (the loss of the classification tasks)."""
+    return jnp.mean(cross_entropy(logits, labels))
+
+
+def classification_metrics(logits: Array, labels: Array) -> dict:
+    """``{"loss": mean cross-entropy, "accuracy"}`` of one batch."""
+    return {"loss": mean_cross_entropy(logits, labels), "accuracy": accuracy(logits, labels)}
+
+
 def one_hot_encoder(n: int):
     """``encode`` for integer token inputs: one-hot over ``n`` symbols (float32)."""
     return lambda xs: jax.nn.one_hot(xs, n, dtype=jnp.float32)
@@ -67,4 +156,6 @@ def identity_encoder(xs):
     return jnp.asarray(xs, jnp.float32)
 
 
-__all__ = ["Task", "accuracy", "cross_entropy", "identity_encoder", "one_hot_encoder"]
+__all__ = ["Splits", "Task", "accuracy", "check_permutation", "classification_metrics",
+           "cross_entropy", "epoch_batch", "identity_encoder", "mean_cross_entropy",
+           "one_hot_encoder", "split_metrics", "steps_per_epoch"]

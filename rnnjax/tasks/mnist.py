@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.tasks.base import Task, accuracy, cross_entropy, identity_encoder
+from rnnjax.tasks.base import (Splits, Task, check_permutation, classification_metrics,
+                               identity_encoder, mean_cross_entropy)
 
 EXPECTED_FORMAT = (
     "a directory with the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -96,10 +97,20 @@ def permutation(seed: int = 0) -> np.ndarray:
     return np.asarray(jax.random.permutation(jax.random.key(seed), 784))
 
 
-def mnist_task(path, permuted: bool = False, permutation_seed: int = 0) -> Task:
-    """Pixel MNIST as a :class:`Task`: xs ``(batch, 784, 1)``, labels ``(batch,)``."""
+def pixels(rows):
+    """Stored uint8 rows ``(b, 784)`` -> inputs ``(b, 784, 1)`` in ``[0, 1]``."""
+    return (rows.astype(jnp.float32) / 255.0)[..., None]
+
+
+def mnist_task(path, permuted: bool = False, permutation_seed: int = 0, perm=None) -> Task:
+    """Pixel MNIST as a :class:`Task`: xs ``(batch, 784, 1)``, labels ``(batch,)``;
+    ``task.splits`` holds the whole train and test parts (no validation part).  ``perm``:
+    a saved pixel order (``config.json``) instead of the one drawn from the seed."""
     arrays = load_mnist(path)
-    perm = permutation(permutation_seed) if permuted else np.arange(784)
+    if permuted:
+        perm = check_permutation(permutation(permutation_seed) if perm is None else perm, 784)
+    else:
+        perm = np.arange(784)
 
     def as_sequences(x):
         return jnp.asarray(x.reshape(len(x), 784)[:, perm])  # uint8 (N, 784)
@@ -112,21 +123,17 @@ def mnist_task(path, permuted: bool = False, permutation_seed: int = 0) -> Task:
 
         def sample(key, batch):
             idx = jax.random.randint(key, (batch,), 0, xs_all.shape[0])
-            return (xs_all[idx].astype(jnp.float32) / 255.0)[..., None], ys_all[idx]
+            return pixels(xs_all[idx]), ys_all[idx]
         return sample
 
-    def loss(logits, ys):
-        return jnp.mean(cross_entropy(logits, ys))
-
-    def metrics(logits, ys):
-        return {"loss": loss(logits, ys), "accuracy": accuracy(logits, ys)}
-
     return Task(name="pmnist" if permuted else "smnist", sample=sampler("train"),
-                eval_sample=sampler("test"), encode=identity_encoder, loss=loss,
-                metrics=metrics, input_size=1, output_size=10, readout="last",
+                eval_sample=sampler("test"), encode=identity_encoder,
+                loss=mean_cross_entropy, metrics=classification_metrics, input_size=1,
+                output_size=10, readout="last",
                 baseline=math.log(10), baseline_note="uniform over 10 classes: ln 10",
-                time=784)
+                time=784, splits=Splits(splits["train"], None, splits["test"],
+                                        perm if permuted else None, pixels))
 
 
 __all__ = ["EXPECTED_FORMAT", "IDX_FILES", "load_mnist", "mnist_task", "permutation",
-           "read_idx"]
+           "pixels", "read_idx"]

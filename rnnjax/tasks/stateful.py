@@ -1,0 +1,140 @@
+r"""Character-level language modelling as the PTB protocol: stateful truncated BPTT.
+
+The recipe of Zaremba, Sutskever & Vinyals (2014) and the PTB character tables
+(Graves 2013; Krueger et al. 2017 "Zoneout"; Merity et al. 2018 AWD-LSTM):
+
+* the text is cut into **contiguous** train / valid / test parts (:func:`split_contiguous`;
+  the last ``valid + test`` fractions, in that order);
+* a part of ``N`` characters is laid out as ``B`` streams (:func:`batchify`):
+  ``streams[b] = ids[b M : (b+1) M]`` with ``M = floor(N / B)``, the remainder dropped;
+* window ``k`` (:func:`window`) holds inputs ``streams[:, kL : kL+L]`` and targets
+  ``streams[:, kL+1 : kL+L+1]`` (``L`` the window length, ``K = floor((M-1)/L)``
+  windows);
+* training runs the windows in order; the carry leaving window ``k`` enters window
+  ``k+1`` (``h_0^{(k+1)} = h_L^{(k)}``), and ``stop_gradient`` cuts the gradient at
+  every window boundary (:func:`window_loss`);
+* evaluation (:func:`evaluate_bpc`) runs the whole part with carried state, window by
+  window, and reports ``bpc = (1/n) sum_t -log_2 p(x_{t+1} | x_{\le t})`` over all
+  ``n`` predicted characters.
+
+The model is a cell with a linear readout, params ``{"cell", "readout": {"W", "b"}}`` as
+:func:`rnnjax.models.cell_with_readout` builds them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnjax.checks import check_fraction, check_positive_int
+from rnnjax.sequence import run
+from rnnjax.tasks.base import cross_entropy
+
+
+def split_contiguous(ids, valid: float = 0.05, test: float = 0.05):
+    """``(train, valid, test)`` contiguous parts of ``ids`` (the last fractions)."""
+    check_fraction("valid", valid)
+    check_fraction("test", test)
+    n = len(ids)
+    n_test, n_valid = int(n * test), int(n * valid)
+    parts = (ids[:n - n_valid - n_test], ids[n - n_valid - n_test:n - n_test], ids[n - n_test:])
+    for name, part in zip(("train", "valid", "test"), parts):
+        if len(part) < 2:
+            raise ValueError(f"the {name} part of the text has {len(part)} characters; "
+                             f"at least 2 are needed (one input and its target)")
+    return parts
+
+
+def batchify(ids, streams: int) -> np.ndarray:
+    """``(streams, floor(N / streams))``: stream ``b`` is the ``b``-th contiguous chunk."""
+    check_positive_int("streams", streams)
+    m = len(ids) // streams
+    if m < 2:
+        raise ValueError(f"{len(ids)} characters cannot make {streams} streams of at least "
+                         f"2 characters")
+    return np.asarray(ids[:m * streams]).reshape(streams, m)
+
+
+def n_windows(streams: np.ndarray, length: int) -> int:
+    """``ceil((M - 1) / L)`` windows (the last one may be shorter)."""
+    return -(-(streams.shape[1] - 1) // length)
+
+
+def window(streams, k: int, length: int):
+    """Inputs and targets ``(B, <= L)`` of window ``k``."""
+    x = streams[:, k * length:(k + 1) * length]
+    y = streams[:, k * length + 1:(k + 1) * length + 1]
+    return x[:, :y.shape[1]], y
+
+
+def _logits(cell, params, carry, x_ids, vocab):
+    xs = jax.nn.one_hot(x_ids, vocab, dtype=params["readout"]["W"].dtype)
+    hs, carry = run(cell, params["cell"], xs, carry=carry)
+    return hs @ params["readout"]["W"].T + params["readout"]["b"], carry
+
+
+def window_loss(cell, params, carry, x_ids, y_ids, vocab):
+    """``(mean cross-entropy (nats), carry out)`` of one window, starting from
+    ``stop_gradient(carry)``: no gradient reaches the previous window."""
+    logits, carry = _logits(cell, params, jax.lax.stop_gradient(carry), x_ids, vocab)
+    return jnp.mean(cross_entropy(logits, y_ids)), carry
+
+
+def train_stateful(cell, params, streams, length: int, vocab: int, *, epochs: int = 1,
+                   optimizer=None, lr: float = 2e-3, clip: float = 0.25, trace=None):
+    """Stateful truncated BPTT over ``streams (B, M)`` for ``epochs`` passes (the carry
+    starts at zero each epoch).  The optimiser is Adam after global-norm clipping at
+    ``clip`` unless given.  ``trace``: a list that receives ``(carry in, carry out,
+    params used)`` per window.  Returns ``(params, per-window losses)``."""
+    check_positive_int("length", length)
+    check_positive_int("epochs", epochs)
+    if optimizer is None:
+        optimizer = optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state, carry, x, y):
+        (loss, carry_out), g = jax.value_and_grad(
+            lambda p: window_loss(cell, p, carry, x, y, vocab), has_aux=True)(params)
+        updates, opt_state = optimizer.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, carry_out, loss
+
+    losses = []
+    for _ in range(epochs):
+        carry = cell.initial_carry((streams.shape[0],), params["readout"]["W"].dtype)
+        for k in range(n_windows(streams, length)):
+            x, y = window(streams, k, length)
+            new_params, opt_state, carry_out, loss = step(params, opt_state, carry,
+                                                          jnp.asarray(x), jnp.asarray(y))
+            if trace is not None:
+                trace.append((carry, carry_out, params))
+            params, carry = new_params, carry_out
+            losses.append(float(loss))
+    return params, losses
+
+
+def evaluate_bpc(cell, params, ids, length: int, vocab: int, streams: int = 1) -> float:
+    """Bits per character of the whole text ``ids`` with carried state, window by
+    window (``streams`` chunks as in :func:`batchify`; 1 reads the text end to end)."""
+    s = batchify(ids, streams)
+    f = jax.jit(lambda p, c, x, y: _window_sum(cell, p, c, x, y, vocab))
+    carry = cell.initial_carry((s.shape[0],), params["readout"]["W"].dtype)
+    total, count = 0.0, 0
+    for k in range(n_windows(s, length)):
+        x, y = window(s, k, length)
+        nll, carry = f(params, carry, jnp.asarray(x), jnp.asarray(y))
+        total, count = total + float(nll), count + y.size
+    return total / count / math.log(2)
+
+
+def _window_sum(cell, params, carry, x, y, vocab):
+    logits, carry = _logits(cell, params, carry, x, vocab)
+    return jnp.sum(cross_entropy(logits, y)), carry
+
+
+__all__ = ["batchify", "evaluate_bpc", "n_windows", "split_contiguous", "train_stateful",
+           "window", "window_loss"]
