@@ -156,5 +156,6 @@ def test_recurrent_dropout_with_manual_grad_is_refused_before_tracing():
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("rnnjax.cells.")))
 def test_cell_docstring_examples_run(module):
     with jax.enable_x64(False):  # the examples are written for the default float32
-        result = doctest.testmod(importlib.import_module(module), verbose=False)
+        result = doctest.testmod(importlib.import_module(module), verbose=False,
+                                 extraglobs={"jax": jax, "jnp": jnp, "rnnjax": rnnjax})
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"

@@ -41,18 +41,11 @@ def indrnn(hidden_size: int, timesteps: int = 100, mag: float = 2.0,
     for a last layer that must keep long memories), ``W ~ N(0, 0.001^2)``, ``b = 0``.
     ``recurrent_matrix`` is ``diag(u)``.
 
-    Example (run as a doctest by the test suite)::
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
-        >>> import jax, jax.numpy as jnp, rnnjax
         >>> cell = rnnjax.cells.indrnn(8)
-        >>> params = cell.init(jax.random.key(0), 8)
-        >>> xs = jnp.ones((2, 5, 8))
-        >>> ys, final = rnnjax.run(cell, params, xs)
-        >>> ys.shape
+        >>> rnnjax.run(cell, cell.init(jax.random.key(0), 8), jnp.ones((2, 5, 8)))[0].shape
         (2, 5, 8)
-        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
-        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
-        True
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("timesteps", timesteps)
@@ -99,18 +92,11 @@ def mgu(hidden_size: int, init: str = "orthogonal") -> Cell:
     ``MGUCell`` swaps the roles of ``f`` and ``1 - f`` and gates ``W_hh h + b`` (cuDNN
     style) instead of ``h``; this cell follows the paper.
 
-    Example (run as a doctest by the test suite)::
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
-        >>> import jax, jax.numpy as jnp, rnnjax
         >>> cell = rnnjax.cells.mgu(8)
-        >>> params = cell.init(jax.random.key(0), 8)
-        >>> xs = jnp.ones((2, 5, 8))
-        >>> ys, final = rnnjax.run(cell, params, xs)
-        >>> ys.shape
+        >>> rnnjax.run(cell, cell.init(jax.random.key(0), 8), jnp.ones((2, 5, 8)))[0].shape
         (2, 5, 8)
-        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
-        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
-        True
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, INITS)
@@ -200,18 +186,11 @@ def mingru(hidden_size: int, positive_values: bool = True) -> Cell:
     ``b_t = z_t hh_t``; :func:`mingru_log_coeffs` gives ``(log a_t, log b_t)`` for
     :func:`log_space_scan`.
 
-    Example (run as a doctest by the test suite)::
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
-        >>> import jax, jax.numpy as jnp, rnnjax
         >>> cell = rnnjax.cells.mingru(8)
-        >>> params = cell.init(jax.random.key(0), 8)
-        >>> xs = jnp.ones((2, 5, 8))
-        >>> ys, final = rnnjax.run(cell, params, xs)
-        >>> ys.shape
+        >>> rnnjax.run(cell, cell.init(jax.random.key(0), 8), jnp.ones((2, 5, 8)))[0].shape
         (2, 5, 8)
-        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
-        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
-        True
     """
     check_positive_int("hidden_size", hidden_size)
     H = hidden_size
@@ -237,18 +216,11 @@ def minlstm(hidden_size: int, positive_values: bool = True) -> Cell:
     :func:`minlstm_log_coeffs` gives the paper's ``log f' = -softplus(d)``,
     ``log i' = -softplus(-d)``, ``d = softplus(-k_f) - softplus(-k_i)``.
 
-    Example (run as a doctest by the test suite)::
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
-        >>> import jax, jax.numpy as jnp, rnnjax
         >>> cell = rnnjax.cells.minlstm(8)
-        >>> params = cell.init(jax.random.key(0), 8)
-        >>> xs = jnp.ones((2, 5, 8))
-        >>> ys, final = rnnjax.run(cell, params, xs)
-        >>> ys.shape
+        >>> rnnjax.run(cell, cell.init(jax.random.key(0), 8), jnp.ones((2, 5, 8)))[0].shape
         (2, 5, 8)
-        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
-        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
-        True
     """
     check_positive_int("hidden_size", hidden_size)
     H = hidden_size

@@ -59,18 +59,11 @@ def cornn(hidden_size: int, dt: float = 0.042, gamma: float = 2.7,
     Carry :class:`OscillatorState` ``(h, z)``.  ``recurrent_matrix`` is the stacked
     ``[W_h; W_z]`` ``(2H, H)``.
 
-    Example (run as a doctest by the test suite)::
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
-        >>> import jax, jax.numpy as jnp, rnnjax
         >>> cell = rnnjax.cells.cornn(8)
-        >>> params = cell.init(jax.random.key(0), 8)
-        >>> xs = jnp.ones((2, 5, 8))
-        >>> ys, final = rnnjax.run(cell, params, xs)
-        >>> ys.shape
+        >>> rnnjax.run(cell, cell.init(jax.random.key(0), 8), jnp.ones((2, 5, 8)))[0].shape
         (2, 5, 8)
-        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
-        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
-        True
     """
     check_positive_int("hidden_size", hidden_size)
     _check_positive("dt", dt)
@@ -117,18 +110,11 @@ def unicornn(hidden_size: int, dt: float = 0.19, alpha: float = 30.65) -> Cell:
     ``alpha=30.65``).  Carry :class:`OscillatorState` ``(h, z)``;
     ``recurrent_matrix`` is ``diag(w)``.
 
-    Example (run as a doctest by the test suite)::
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
-        >>> import jax, jax.numpy as jnp, rnnjax
         >>> cell = rnnjax.cells.unicornn(8)
-        >>> params = cell.init(jax.random.key(0), 8)
-        >>> xs = jnp.ones((2, 5, 8))
-        >>> ys, final = rnnjax.run(cell, params, xs)
-        >>> ys.shape
+        >>> rnnjax.run(cell, cell.init(jax.random.key(0), 8), jnp.ones((2, 5, 8)))[0].shape
         (2, 5, 8)
-        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
-        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
-        True
     """
     check_positive_int("hidden_size", hidden_size)
     _check_positive("dt", dt)
@@ -193,18 +179,11 @@ def lipschitz(hidden_size: int, beta: float = 0.65, gamma: float = 0.001, eps: f
     row vectors (``h @ A``); here ``A h``, i.e. its ``A^T``, which has the same
     distribution at initialisation.  ``recurrent_matrix`` is ``[A; W]`` ``(2H, H)``.
 
-    Example (run as a doctest by the test suite)::
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
-        >>> import jax, jax.numpy as jnp, rnnjax
         >>> cell = rnnjax.cells.lipschitz(8)
-        >>> params = cell.init(jax.random.key(0), 8)
-        >>> xs = jnp.ones((2, 5, 8))
-        >>> ys, final = rnnjax.run(cell, params, xs)
-        >>> ys.shape
+        >>> rnnjax.run(cell, cell.init(jax.random.key(0), 8), jnp.ones((2, 5, 8)))[0].shape
         (2, 5, 8)
-        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
-        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
-        True
     """
     check_positive_int("hidden_size", hidden_size)
     if not 0.0 <= float(beta) <= 1.0:
@@ -255,18 +234,11 @@ def antisymmetric(hidden_size: int, eps: float = 0.01, gamma: float = 0.01,
     code).  Defaults: ``eps=0.01, gamma=0.01`` (the paper's pixel-MNIST settings).
     ``recurrent_matrix`` is ``W``.
 
-    Example (run as a doctest by the test suite)::
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
-        >>> import jax, jax.numpy as jnp, rnnjax
         >>> cell = rnnjax.cells.antisymmetric(8)
-        >>> params = cell.init(jax.random.key(0), 8)
-        >>> xs = jnp.ones((2, 5, 8))
-        >>> ys, final = rnnjax.run(cell, params, xs)
-        >>> ys.shape
+        >>> rnnjax.run(cell, cell.init(jax.random.key(0), 8), jnp.ones((2, 5, 8)))[0].shape
         (2, 5, 8)
-        >>> _, y0 = cell.step(cell.prepare(params), cell.initial_carry(()), xs[0, 0])
-        >>> bool(jnp.allclose(ys[0, 0], y0, atol=1e-5))
-        True
     """
     check_positive_int("hidden_size", hidden_size)
     _check_positive("eps", eps)

@@ -90,11 +90,7 @@ def config_kwargs(a) -> dict:
                 data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
                 cell_options=tuple(cell_option(o) for o in a.cell_opt),
                 devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
-<<<<<<< HEAD
-                retrivialize_every=a.retrivialize_every)
-=======
-                epochs=a.epochs)
->>>>>>> data
+                retrivialize_every=a.retrivialize_every, epochs=a.epochs)
 
 
 def run(a) -> int:
