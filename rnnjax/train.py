@@ -10,6 +10,8 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
    named);
 2. builds the task (:mod:`rnnjax.tasks`) and the model (cell + linear readout,
    :mod:`rnnjax.models`);
+   With ``progress`` a tqdm bar is drawn only when stderr is a terminal; otherwise
+   (a pipe, a log file) one line per log record is printed instead.
 3. initialises one :class:`TrainState` per seed ``seed, seed+1, ..., seed+seeds-1``
    and stacks them: every array has a leading ``(seeds,)`` axis and the whole train step
    (:func:`rnnjax.training.make_update`, the update rule every loop of rnnjax runs) is
@@ -278,6 +280,13 @@ def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
     return rec, state
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or not a file
+        return False
+
+
 def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
     """Steps ``start+1 .. steps``: train, log every ``log_every``, checkpoint every
     ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``."""
@@ -285,7 +294,12 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
     step_fn, eval_fn = _compile(exp, run.mesh)
     start = int(np.asarray(state.step)[0])
     mngr = run.mngr
-    bar = tqdm(total=config.steps, initial=start, disable=not (progress and run.main),
+    show_bar = progress and run.main and _is_terminal(sys.stderr)
+    if progress and run.main and not show_bar and print_fn is None:
+        # Not a terminal (a pipe, a log file): one line per log record, no bar.
+        def print_fn(line, _prefix=f"{config.task}/{config.cell} "):
+            print(_prefix + line, file=sys.stderr, flush=True)
+    bar = tqdm(total=config.steps, initial=start, disable=not show_bar,
                file=sys.stderr, desc=f"{config.task}/{config.cell}", dynamic_ncols=True,
                leave=False)
     t_window = t_start = time.perf_counter()
@@ -343,6 +357,8 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     exp = build(config)
     run = _open_run(config, resume)
     state, eval_data, history = _starting_state(exp, run, resume)
+    if resume and print_fn is not None and run.main:
+        print_fn(f"resumed from step {int(np.asarray(state.step)[0])} in {run.out}")
     if run.out is not None and run.main:
         config.save(run.out)
     state, history = _loop(exp, run, state, eval_data, history, progress=progress,

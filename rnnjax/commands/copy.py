@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from rnnjax.commands.train import add_deprecated_alias
 from rnnjax.commands.train import cell_option as _cell_option
 from rnnjax.report import DEFAULT, PAPER, PAPER_CELL_OPTIONS, default_cells, \
     reproduce_command, run_copy_job
 
 PRESETS = {"default": DEFAULT, "paper": PAPER}
+_FLAGS = {"seeds": "--num-seeds"}  # Config field -> option, where they differ
 _FIELDS = ("T", "hidden", "batch", "steps", "lr", "lr_orth", "seed", "seeds", "log_every",
            "eval_batch", "optimizer", "clip", "variant")
 
@@ -36,7 +38,7 @@ def run(a) -> int:
         words += ["--preset", a.preset]
     for k in _FIELDS:
         if getattr(a, k) is not None:
-            words += ["--" + k.replace("_", "-"), str(getattr(a, k))]
+            words += [_FLAGS.get(k, "--" + k.replace("_", "-")), str(getattr(a, k))]
     for text in a.cell_opt:
         words += ["--cell-opt", text]
     command = reproduce_command(words + ["--cells", ",".join(cells)])
@@ -54,20 +56,23 @@ def register(sub):
     p.add_argument("--cells", default=None,
                    help="comma-separated cell names (default: elman,lstm,gru + the "
                         "orthogonal/unitary cells registered)")
-    p.add_argument("--T", type=int)
-    p.add_argument("--hidden", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lr-orth", type=float)
-    p.add_argument("--optimizer", choices=("rmsprop", "adam", "sgd"))
-    p.add_argument("--clip", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--seeds", type=int, help="seeds per cell, trained with jax.vmap")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--eval-batch", type=int)
-    p.add_argument("--variant", choices=("arjovsky", "exprnn"))
+    for flag, kind, extra in (("--T", int, {}), ("--hidden", int, {}), ("--batch", int, {}),
+                              ("--steps", int, {}), ("--lr", float, {}),
+                              ("--lr-orth", float, {}),
+                              ("--optimizer", str, {"choices": ("rmsprop", "adam", "sgd")}),
+                              ("--clip", float, {}), ("--seed", int, {}),
+                              ("--num-seeds", int, {"dest": "seeds", "metavar": "K"}),
+                              ("--log-every", int, {}), ("--eval-batch", int, {}),
+                              ("--variant", str, {"choices": ("arjovsky", "exprnn")})):
+        field = extra.get("dest", flag[2:].replace("-", "_"))
+        p.add_argument(flag, type=kind, **extra,
+                       help=f"default {getattr(DEFAULT, field)} "
+                            f"(--preset paper: {getattr(PAPER, field)})"
+                            + ("; seeds per cell, trained with jax.vmap"
+                               if field == "seeds" else ""))
+    add_deprecated_alias(p, "--seeds", "--num-seeds", type=int, dest="seeds")
     p.add_argument("--cell-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument passed to every cell factory (repeatable)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn only on a terminal anyway)")
     p.set_defaults(func=run)
