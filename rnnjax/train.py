@@ -19,10 +19,11 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
 4. runs the jitted step ``steps`` times.  Each step draws a fresh batch from the run's
    PRNG key (``key, k = split(key)``), so the data stream is a pure function of the seed;
 5. every ``log_every`` steps writes one record (:mod:`rnnjax.metrics`) to
-   ``metrics.jsonl`` and ``metrics.csv``: ``loss`` (mean training loss since the last
-   record), ``grad_norm`` (mean global gradient norm), ``eval_*`` (the task's metrics
-   on a held-out batch fixed by the seed), ``grad_norm_<layer>`` (gradient norm per
-   top-level param group on that batch), ``orth_error`` (``||W^H W - I||_F`` of the
+   ``metrics.jsonl`` and ``metrics.csv``: ``train_loss`` (mean training loss since the
+   last record), ``train_grad_norm`` (mean global gradient norm on those training
+   batches), ``eval_*`` (the task's metrics on a held-out batch fixed by the seed),
+   ``eval_grad_norm_<layer>`` (gradient norm per top-level param group on that held-out
+   batch), ``orth_error`` (``||W^H W - I||_F`` of the
    recurrent matrix, for cells with orthogonal parameters), ``baseline`` and
    ``steps_per_sec``; with several seeds every metric is the mean over seeds,
    ``<name>_std`` the standard deviation and ``seeds`` the per-seed values;
@@ -162,8 +163,8 @@ def build(config: Config) -> Experiment:
             out["orth_error"] = analysis.orthogonality_error(model.cell, state.params["cell"])
         grads = jax.grad(loss_fn)(state.params, data)
         for name, norm in analysis.grad_norms_by_layer(grads).items():
-            if name != "global":  # e.g. grad_norm_cell, grad_norm_readout on held-out data
-                out["grad_norm_" + name.strip("[]'")] = norm
+            if name != "global":  # eval_grad_norm_cell, ..._readout: on held-out data
+                out["eval_grad_norm_" + name.strip("[]'")] = norm
         return out
 
     return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
@@ -269,8 +270,8 @@ def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
     """The record of ``step`` and the state with its logging window reset."""
     count = np.asarray(state.count, np.float64)
     with np.errstate(invalid="ignore"):  # NaN: every step of the window skipped
-        values = {"loss": np.asarray(state.loss_sum) / count,
-                  "grad_norm": np.asarray(state.gnorm_sum) / count}
+        values = {"train_loss": np.asarray(state.loss_sum) / count,
+                  "train_grad_norm": np.asarray(state.gnorm_sum) / count}
     values.update(jax.device_get(eval_fn(state, eval_data)))
     values["nonfinite_skipped"] = np.asarray(state.skipped)
     rec = make_record(step, values, exp.task.baseline, rate, elapsed, exp.config.seeds)
@@ -327,9 +328,9 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
                 rec, state = _log(exp, state, eval_fn, eval_data, i,
                                   n_window / max(now - t_window, 1e-9), now - t_start)
                 history.append(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
+                bar.set_postfix(train=f"{rec['train_loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
                 if print_fn is not None and run.main:
-                    print_fn(format_record(rec))
+                    print_fn(format_record(rec, config.task))
                 if run.out is not None and run.main:
                     write_metrics(run.out, history)
                 t_window, n_window = time.perf_counter(), 0

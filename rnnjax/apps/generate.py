@@ -102,7 +102,7 @@ def train(model, train_ids, *, seq_len=64, batch=32, steps=500, lr=3e-3, seed=0,
     params = model.init(jax.random.key(seed))
     return fit(loss, params, batch_fn, steps=steps, lr=lr,
                        key=jax.random.key(seed + 1), log_every=log_every, print_fn=print_fn,
-                       name="cross-entropy")
+                       name="bits per character", scale=1 / math.log(2))
 
 
 # --- checkpoints ------------------------------------------------------------------------
