@@ -107,7 +107,10 @@ def validate(config: Config) -> None:
     """Check ``config`` before anything is built; raise ``ValueError`` naming the field."""
     if not isinstance(config, Config):
         raise TypeError(f"config must be an rnnjax.train.Config, got {type(config).__name__}")
-    check_choice("task", config.task, tasks_lib.TASKS)
+    if tasks_lib.is_plugin(config.task):
+        tasks_lib.load_factory(config.task)  # "module:factory": a task of one's own
+    else:
+        check_choice("task", config.task, tasks_lib.TASKS)
     check_choice("cell", config.cell, {**cells_lib.REGISTRY, **baselines.MODELS})
     for name in ("T", "hidden", "batch", "seeds", "log_every", "eval_batch", "keep"):
         check_positive_int(name, getattr(config, name))

@@ -12,6 +12,7 @@ from rnnjax.tasks.charlm import charlm_task, sample
 from rnnjax.tasks.copy import baseline as copy_baseline
 from rnnjax.tasks.copy import copy_batch, copy_task
 from rnnjax.tasks.mnist import load_mnist, mnist_task
+from rnnjax.tasks.plugin import is_plugin, load_factory, plugin_task
 
 TASKS = {
     "copy": lambda T, data=None, variant="arjovsky", **_: copy_task(T, variant),
@@ -26,11 +27,14 @@ TASKS = {
 def make(name: str, **options) -> Task:
     """Build the task called ``name`` (a key of ``TASKS``).  Options: ``T`` (delay for
     copy, length for adding, window for charlm; ignored by MNIST), ``data`` (path),
-    ``variant`` (copy), ``permutation_seed`` (pmnist)."""
+    ``variant`` (copy), ``permutation_seed`` (pmnist).  ``"module:factory"`` builds a
+    task of one's own (:mod:`rnnjax.tasks.plugin`)."""
+    if is_plugin(name):
+        return plugin_task(name, **options)
     check_choice("task", name, TASKS)
     return TASKS[name](**options)
 
 
 __all__ = ["TASKS", "Task", "accuracy", "adding_batch", "adding_task", "charlm_task",
            "copy_baseline", "copy_batch", "copy_task", "cross_entropy", "sample",
-           "load_mnist", "make", "mnist_task"]
+           "is_plugin", "load_factory", "load_mnist", "make", "mnist_task", "plugin_task"]
