@@ -129,6 +129,30 @@ def load_history(out: str) -> list:
         return [_upgrade(json.loads(line)) for line in f if line.strip()]
 
 
+class TensorBoard:
+    """TensorBoard event files beside ``metrics.jsonl`` (``<out>/tensorboard``): every
+    numeric metric of a record as a scalar at its step.  Needs the optional
+    ``tensorboardX`` (``pip install rnnjax[tensorboard]``); a ``ValueError`` says so
+    when it is missing."""
+
+    def __init__(self, out: str):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ValueError("tensorboard=True needs the optional tensorboardX package: "
+                             "pip install tensorboardX (or rnnjax[tensorboard])") from None
+        self.writer = SummaryWriter(os.path.join(out, "tensorboard"))
+
+    def write(self, rec: dict) -> None:
+        for k, v in rec.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(k, v, rec["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class NonFiniteError(FloatingPointError):
     """The loss or gradient was non-finite for ``max_nonfinite`` consecutive steps."""
 
@@ -150,6 +174,6 @@ def check_nonfinite(nonfinite_run, max_nonfinite: int, step: int, seed: int) -> 
         f"gradients (--clip) or raise --max-nonfinite")
 
 
-__all__ = ["LOSS_NAMES", "NonFiniteError", "TIMING_KEYS", "check_nonfinite", "format_loss",
+__all__ = ["LOSS_NAMES", "NonFiniteError", "TIMING_KEYS", "TensorBoard", "check_nonfinite", "format_loss",
            "format_mean_std", "format_record", "load_history", "make_record", "renamed",
            "write_metrics"]

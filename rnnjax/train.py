@@ -64,8 +64,8 @@ from tqdm.auto import tqdm
 from rnnjax import analysis, baselines, checkpointing, optim
 from rnnjax import distributed as dist
 from rnnjax import tasks as tasks_lib
-from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, check_nonfinite, format_record,
-                            load_history, make_record, write_metrics)
+from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonfinite,
+                            format_record, load_history, make_record, write_metrics)
 from rnnjax.models import Model, cell_with_readout
 from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
                                  has_orthogonal_params, make_cell, orthogonal_cells,
@@ -303,6 +303,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
     bar = tqdm(total=config.steps, initial=start, disable=not show_bar,
                file=sys.stderr, desc=f"{config.task}/{config.cell}", dynamic_ncols=True,
                leave=False)
+    board = (TensorBoard(run.out) if config.tensorboard and run.out is not None and run.main
+             else None)
     t_window = t_start = time.perf_counter()
     n_window = 0
     sigterm = checkpointing.SigtermFlag()
@@ -333,6 +335,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
                     print_fn(format_record(rec, config.task))
                 if run.out is not None and run.main:
                     write_metrics(run.out, history)
+                if board is not None:
+                    board.write(rec)
                 t_window, n_window = time.perf_counter(), 0
             if mngr is not None and config.checkpoint_every and i % config.checkpoint_every == 0:
                 checkpointing.save(mngr, i, state, history)
@@ -341,6 +345,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn):
     finally:
         sigterm.restore()
         bar.close()
+        if board is not None:
+            board.close()
         if mngr is not None:
             mngr.wait_until_finished()
             mngr.close()

@@ -38,7 +38,8 @@ class Config:
     otherwise one is also saved at the last step.  ``cell_options`` are extra keyword
     arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad="manual"``
     trains with the cell's hand-written BPTT (:mod:`rnnjax.bptt`; the same gradient as
-    autodiff, see benchmarks/README.md for its speed).
+    autodiff, see benchmarks/README.md for its speed).  ``tensorboard=True`` also writes
+    TensorBoard event files to ``out/tensorboard`` (optional ``tensorboardX``).
     """
 
     task: str = "copy"
@@ -66,6 +67,7 @@ class Config:
     devices: Optional[int] = None
     max_nonfinite: int = 10
     grad: str = "auto"
+    tensorboard: bool = False
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

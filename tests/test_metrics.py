@@ -3,8 +3,10 @@ character, and reading records written under the old names."""
 
 import json
 import math
+import os
 
 import numpy as np
+import pytest
 
 from rnnjax.metrics import format_loss, format_mean_std, format_record, load_history, \
     make_record, write_metrics
@@ -53,3 +55,35 @@ def test_old_names_are_read_under_the_new_ones(tmp_path):
                    "seeds": {"train_loss": [0.5, 0.5], "eval_grad_norm_readout": [1.0, 2.0]}}
     write_metrics(str(tmp_path), [rec])  # new names round-trip unchanged
     assert load_history(str(tmp_path)) == [rec]
+
+
+def _events(folder):
+    """(tag, step, value) of the scalar summaries in TensorBoard event files (TFRecord:
+    length u64, crc u32, data, crc u32)."""
+    import glob
+    import struct
+    from tensorboardX.proto import event_pb2
+    out = []
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        data = open(path, "rb").read()
+        i = 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            ev = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in ev.summary.value:
+                out.append((v.tag, ev.step, v.simple_value))
+    return out
+
+
+def test_tensorboard_event_files(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from rnnjax.train import Config, train
+    out = str(tmp_path / "run")
+    r = train(Config(task="adding", cell="elman", T=6, hidden=4, batch=4, eval_batch=4,
+                     steps=4, log_every=2, out=out, tensorboard=True), progress=False)
+    ev = _events(os.path.join(out, "tensorboard"))
+    for rec in r.history:
+        for tag in ("train_loss", "eval_loss", "train_grad_norm"):
+            (value,) = [v for t, s, v in ev if t == tag and s == rec["step"]]
+            np.testing.assert_allclose(value, rec[tag], rtol=1e-6)

@@ -62,8 +62,7 @@ def test_a_stale_name_fails_the_readme_test(tmp_path):
     """A temporary copy of a README block that uses a name the package does not have
     fails: the harness above would catch a rename."""
     blocks = python_blocks(readme())
-    first = blocks[0]
-    assert "rnnjax.run(" in first
+    first = next(b for b in blocks if "rnnjax.run(" in b)
     proc = run_blocks([first.replace("rnnjax.run(", "rnnjax.run_renamed(")], tmp_path)
     assert proc.returncode != 0
     assert "run_renamed" in proc.stderr
@@ -101,7 +100,7 @@ def inline_rnnjax_commands(text: str) -> list:
     out = []
     for span in re.findall(r"`(rnnjax [^`]+)`", text):
         words = shlex.split(span)
-        if any(w in ("...", "SUITE") or w.isupper() and len(w) > 1 and not w.startswith("-")
+        if "--help" in words or any(w in ("...", "SUITE") or w.isupper() and len(w) > 1 and not w.startswith("-")
                for w in words[1:]):
             continue
         out.append(words)

@@ -104,7 +104,8 @@ def config_kwargs(a) -> dict:
                 seed=a.seed, seeds=a.num_seeds, log_every=a.log_every, eval_batch=a.eval_batch,
                 data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
                 cell_options=tuple(cell_option(o) for o in a.cell_opt),
-                devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad)
+                devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
+                tensorboard=getattr(a, "tensorboard", False))
 
 
 def config_from_args(a) -> Config:
@@ -157,6 +158,9 @@ def register(sub):
                         "given (0: never; default %(default)s)")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     p.add_argument("--out", default=None, help="run directory (metrics, config, checkpoints)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard (needs the "
+                        "optional tensorboardX: pip install rnnjax[tensorboard])")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --out, with the options "
                         "saved in its config.json (options given here override them)")
