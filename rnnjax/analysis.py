@@ -50,6 +50,7 @@ __all__ = [
     "orthogonality_error",
     "recurrent_spectrum",
     "save_params_npz",
+    "scaled_norm",
     "state_trajectory",
 ]
 
@@ -172,6 +173,17 @@ def _resolve_readout(cell, weights, carry, x, readout):
     return fn
 
 
+def scaled_norm(g, axes=(-1,)):
+    r"""``||g||_2`` over ``axes`` computed as ``m sqrt(sum (g/m)^2)``, ``m = max |g|``
+    (as LAPACK's ``nrm2``): it neither underflows nor overflows while the norm itself
+    is representable.  ``sqrt(sum g^2)`` would return 0 once ``|g| < ~1e-154`` in
+    float64 (``1e-19`` in float32), where ``g^2`` underflows."""
+    m = jnp.max(jnp.abs(g), axis=axes, keepdims=True)
+    safe = jnp.where(m > 0, m, 1)
+    r = jnp.sqrt(jnp.sum(jnp.square(g / safe), axis=axes))
+    return jnp.squeeze(m, axes) * r
+
+
 def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, carry=None,
                       per_example: bool = False, readout="auto"):
     r"""``||dL/dh_t||`` for ``t = 1..T``, for every carry field, in one backward pass.
@@ -204,6 +216,8 @@ def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, carry=None,
       a pytree with the carry's structure (``HiddenState(h=...)``,
       ``LSTMState(h=..., c=...)``) whose leaves are the norms, shape ``(T,)`` (or
       ``(batch, T)``).  Complex leaves: ``sqrt(||dL/dRe h||^2 + ||dL/dIm h||^2)``.
+      Norms are scaled (:func:`scaled_norm`), so they are exact down to the smallest
+      normal float (about 1e-308 in float64) rather than zero below 1e-154.
       For the LSTM, ``.h`` is the gradient with respect to ``h_t`` holding ``c_t`` fixed
       and ``.c`` with respect to ``c_t`` holding ``h_t`` fixed (partial derivatives of
       ``L`` as a function of the state after step ``t``).
@@ -241,11 +255,12 @@ def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, carry=None,
     g_re, g_im = jax.jit(jax.grad(loss_of_eps, argnums=(0, 1)))(zeros, zeros)
 
     def norms(gr, gi, s):
-        sq = jnp.square(gr)
+        g = gr.reshape(T, B, -1)
         if jnp.issubdtype(s.dtype, jnp.complexfloating):
-            sq = sq + jnp.square(gi)
-        sq = sq.reshape(T, B, -1).sum(-1)  # (T, B)
-        return jnp.sqrt(sq.T) if per_example else jnp.sqrt(sq.sum(-1))
+            g = jnp.concatenate([g, gi.reshape(T, B, -1)], -1)
+        if per_example:
+            return scaled_norm(g, axes=(-1,)).T
+        return scaled_norm(g, axes=(-2, -1))
 
     return jax.tree.map(norms, g_re, g_im, like)
 

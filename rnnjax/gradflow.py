@@ -20,8 +20,13 @@ For each cell and each length ``T`` it measures ``||dL/dh_t||`` for ``t = 1..T``
 The loss at initialisation is ``L = mean_b v . y_T[b]`` with a fixed random unit vector
 ``v`` and inputs ``x_t ~ N(0, I)`` (``--features`` of them).  With ``--checkpoint`` a
 trained run is analysed against the same cell at initialisation, with the run's task
-loss on a batch of its task (e.g. the copy task's cross-entropy) at the task's length;
-for a ``.npz`` params file, with the loss above at the first ``--T``.
+loss on a batch of its task (e.g. the copy task's cross-entropy) at the task's length
+(a ``--T`` that differs is refused, as the task fixes it); for a ``.npz`` params
+file, with the loss above at every ``--T``.
+
+Norms are computed scaled (:func:`rnnjax.analysis.scaled_norm`), so in float64 a
+norm is 0 only when it is below the smallest normal float (~1e-308) or the
+gradient itself underflowed on the way back.
 
 Example::
 
@@ -44,6 +49,7 @@ from rnnjax import train as train_lib
 from rnnjax.checks import check_choice, check_positive_int
 
 DEFAULT_CELLS = ("elman", "lstm", "gru", "exprnn", "scornn", "urnn")
+DEFAULT_TS = (100, 500, 1000, 2000)
 
 
 def decay_fit(norms):
@@ -77,13 +83,15 @@ def _last_output_loss(v):
     return lambda ys: jnp.mean(ys[..., -1, :] @ v)
 
 
-def _load_checkpoint(path, dtype, T):
+def _load_checkpoint(path, dtype, Ts):
     """``(label, cell, trained params, init params, xs, loss_fn)`` of a checkpoint.
 
     A directory is a run of the training runner (``rnnjax.train``: ``config.json`` and
-    orbax checkpoints; the first seed is analysed, with the run's task loss).  A
-    ``.npz`` file is one written by :func:`rnnjax.analysis.save_params_npz` (loss
-    ``v . y_T`` as at initialisation, inputs ``N(0, I)`` of length ``T``).
+    orbax checkpoints; the first seed is analysed, with the run's task loss on a batch
+    of its task, whose length the task fixes: ``Ts`` must be None or that length, else
+    a ``ValueError`` says so).  A ``.npz`` file is one written by
+    :func:`rnnjax.analysis.save_params_npz` (loss ``v . y_T`` as at initialisation,
+    inputs ``N(0, I)`` of length ``max(Ts)``, cut to each ``T``; ``Ts`` None: 100).
     """
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "config.json")):
@@ -96,6 +104,12 @@ def _load_checkpoint(path, dtype, T):
                             exp.model.init(jax.random.key(config.seed)))
         xs, targets = exp.task.sample(jax.random.key(config.seed + 12345), 8)
         xs = jnp.asarray(exp.task.encode(xs)).astype(dtype)
+        length = xs.shape[-2]
+        if Ts is not None and list(Ts) != [length]:
+            raise ValueError(
+                f"--T {','.join(map(str, Ts))} cannot be honoured for the training run "
+                f"{path!r}: its task ({config.task}, T={config.T}) fixes the sequence "
+                f"length at {length}; leave --T out (or pass --T {length})")
         last = getattr(exp.task, "readout", "all") == "last"
 
         def loss_for(p):
@@ -113,7 +127,7 @@ def _load_checkpoint(path, dtype, T):
     params = jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), params)
     init = jax.tree.map(lambda a: a.astype(dtype), cell.init(jax.random.key(0), F))
     k_x, k_v = jax.random.split(jax.random.key(1))
-    xs = jax.random.normal(k_x, (4, T, F), dtype)
+    xs = jax.random.normal(k_x, (4, 100 if Ts is None else max(Ts), F), dtype)
     v = jax.random.normal(k_v, (cell.output_size,), dtype)
     loss = _last_output_loss(v / jnp.linalg.norm(v))
     return name, cell, params, init, xs, loss, loss
@@ -132,19 +146,20 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     if dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     dt = jnp.dtype(dtype)
-    os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
 
     # (label, stage, cell, params, xs_for_T(T), loss)
     jobs = []
     if checkpoint is not None:
-        check_positive_int("T", Ts[0])
+        for Tv in Ts or ():
+            check_positive_int("T", Tv)
         name, cell, trained, init, xs, loss_tr, loss_init = _load_checkpoint(checkpoint, dt,
-                                                                              Ts[0])
-        Ts = [xs.shape[-2]]
-        jobs = [(name, "init", cell, init, lambda T, xs=xs: xs, loss_init),
-                (name, "trained", cell, trained, lambda T, xs=xs: xs, loss_tr)]
+                                                                              Ts)
+        Ts = [xs.shape[-2]] if Ts is None else list(Ts)
+        jobs = [(name, "init", cell, init, lambda T, xs=xs: xs[:, :T], loss_init),
+                (name, "trained", cell, trained, lambda T, xs=xs: xs[:, :T], loss_tr)]
     else:
+        Ts = list(DEFAULT_TS if Ts is None else Ts)
         for Tv in Ts:
             check_positive_int("T", Tv)
         k_p, k_x, k_v = jax.random.split(jax.random.key(seed), 3)
@@ -163,6 +178,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     if not jobs:
         raise ValueError(f"--cells names no registered cell (registered: "
                          f"{sorted(cells.REGISTRY)}), got {list(cell_names)}")
+    os.makedirs(out, exist_ok=True)  # only once the arguments are known to be good
 
     rows, summary, curves, spectra, lyap = [], [], {T: {} for T in Ts}, {}, {}
     extra_fields = []
@@ -216,7 +232,8 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
         gradflow_plots.plot_grad_norms(curves[Tv], os.path.join(out, f"gradnorm_T{Tv}.png"),
                                        title=f"||dL/dh_t||, T = {Tv}")
     if spectra:
-        gradflow_plots.plot_singular_values(spectra, os.path.join(out, "singular_values.png"))
+        gradflow_plots.plot_singular_values(spectra, os.path.join(out, "singular_values.png"),
+                                            dtype=dt)
     gradflow_plots.plot_lyapunov(lyap, os.path.join(out, "lyapunov.png"))
     _write_summary(os.path.join(out, "summary.md"), summary, lyap, Ts, hidden, batch,
                    features, dtype, checkpoint)
@@ -228,7 +245,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
 def _fmt(x, digits=4):
     if x is None or (isinstance(x, float) and np.isnan(x)):
         return "n/a"
-    return "0 (underflow)" if x == 0 else f"{x:.{digits}g}"
+    return "0 (underflow)" if x == 0 else f"{x:.{digits}g}"  # below ~1e-308 in float64
 
 
 def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, checkpoint):
@@ -244,8 +261,10 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
               "the least-squares fit of log ||dL/dh_t|| on t (r < 1: gradients vanish "
               "going back in time; r > 1: they explode).  `field` is the carry field "
               "(`c`: the LSTM memory cell, whose ratio is to ||dL/dc_{T-1}|| because c_T "
-              "acts only through later steps).  `0 (underflow)`: ||dL/dh_1|| is below "
-              "the smallest float; the fitted factor still measures the decay.", "",
+              "acts only through later steps).  `0 (underflow)`: ||dL/dh_1|| (computed "
+              "scaled, m sqrt(sum (g/m)^2)) is below the smallest normal float of the "
+              "dtype (~1e-308 in float64); the fitted factor still measures the decay.",
+              "",
               "| cell | stage | T | field | ratio | per-step factor |",
               "|---|---|---|---|---|---|"]
     for s in summary:
@@ -276,4 +295,4 @@ def default_cells(print_fn=print) -> list:
     return [c for c in DEFAULT_CELLS if c in cells.REGISTRY]
 
 
-__all__ = ["DEFAULT_CELLS", "decay_fit", "default_cells", "gradflow"]
+__all__ = ["DEFAULT_CELLS", "DEFAULT_TS", "decay_fit", "default_cells", "gradflow"]

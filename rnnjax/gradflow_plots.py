@@ -3,13 +3,44 @@
 Each function takes plain dictionaries ``label -> numbers`` and writes one PNG
 (:mod:`rnnjax.figures`: no pyplot, no backend chosen, no display needed); it returns
 the path written.
+
+A cell keeps one style in every figure (:func:`cell_style`: a colour and a marker
+fixed by its place in :data:`rnnjax.cells.REGISTRY`; ``"(trained)"`` labels are
+dashed), so lines that coincide (the orthogonal cells' gradient norms) stay
+distinguishable by their markers, which are staggered along each line.
 """
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
-from rnnjax import figures
+from rnnjax import cells, figures
+
+_COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9")
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p")
+
+
+def cell_style(label: str) -> dict:
+    """Matplotlib line options for ``label`` (``"<cell>"``, ``"<cell> (trained)"``,
+    ``"<cell> block 2"``, ...): the colour and marker of the cell name (its first
+    word) are fixed by the cell's index in the registry (unregistered names: by a CRC
+    of the name), the pair being distinct for the first 60 cells; trained curves are
+    dashed."""
+    name = str(label).split()[0] if str(label).split() else ""
+    names = list(cells.REGISTRY)
+    i = names.index(name) if name in names else zlib.crc32(name.encode()) % 60
+    return {"color": _COLORS[i % 10], "marker": _MARKERS[(i // 10 + i) % len(_MARKERS)],
+            "ls": "--" if "trained" in str(label) else "-"}
+
+
+def sv_deviation(sv, dtype=np.float64) -> np.ndarray:
+    """``|s - 1|`` of singular values ``s``, floored at the dtype's machine epsilon (a
+    matrix orthogonal to rounding then reads "at eps" rather than a staircase of
+    rounding noise magnified around 1)."""
+    eps = float(np.finfo(dtype).eps)
+    return np.maximum(np.abs(np.asarray(sv, dtype=float) - 1.0), eps)
 
 
 def _save(fig, path):
@@ -25,12 +56,14 @@ def plot_grad_norms(curves: dict, path: str, *, title: str = "") -> str:
     if not curves:
         raise ValueError("curves must hold at least one curve, got none")
     fig, ax = figures.axes(figsize=(7, 4.2))
-    for label, c in curves.items():
+    for j, (label, c) in enumerate(curves.items()):
         t, n = c if isinstance(c, tuple) else (np.arange(1, len(c) + 1), c)
         t, n = np.asarray(t), np.asarray(n, dtype=float)
         keep = np.isfinite(n) & (n > 0)
-        ax.plot(t[keep], n[keep], label=label, lw=1.4,
-                ls="--" if "trained" in str(label) else "-")
+        every = max(1, keep.sum() // 8)
+        ax.plot(t[keep], n[keep], label=label, lw=1.4, ms=5, mfc="none",
+                markevery=(min(j * every // max(len(curves), 1), every - 1), every),
+                **cell_style(label))
     ax.set_yscale("log")
     ax.set_xlabel("t")
     ax.set_ylabel(r"$\|\partial L / \partial h_t\|$")
@@ -40,18 +73,22 @@ def plot_grad_norms(curves: dict, path: str, *, title: str = "") -> str:
     return _save(fig, path)
 
 
-def plot_singular_values(spectra: dict, path: str, *, title: str = "") -> str:
-    """Singular values (descending) of each label's recurrent matrix, against index."""
+def plot_singular_values(spectra: dict, path: str, *, title: str = "",
+                         dtype=np.float64) -> str:
+    """``|s - 1|`` of each label's recurrent-matrix singular values (descending ``s``)
+    on a log axis, floored at ``dtype``'s epsilon (:func:`sv_deviation`): an orthogonal
+    matrix lies on the floor, a non-orthogonal one at its distance from 1."""
     if not spectra:
         raise ValueError("spectra must hold at least one spectrum, got none")
     fig, ax = figures.axes(figsize=(7, 4.2))
     for label, sv in spectra.items():
         sv = np.sort(np.asarray(sv, dtype=float).ravel())[::-1]
-        ax.plot(np.arange(1, len(sv) + 1), sv, marker=".", ms=3, lw=1, label=label)
-    ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        ax.plot(np.arange(1, len(sv) + 1), sv_deviation(sv, dtype), ms=3, lw=1, label=label,
+                **cell_style(label))
+    ax.axhline(float(np.finfo(dtype).eps), color="k", lw=0.6, ls=":")
     ax.set_yscale("log")
-    ax.set_xlabel("index")
-    ax.set_ylabel("singular value of W")
+    ax.set_xlabel("index (singular values in descending order)")
+    ax.set_ylabel(r"$|\sigma_i(W) - 1|$ (floor: machine epsilon)")
     ax.set_title(title or "recurrent-matrix singular values")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -65,7 +102,8 @@ def plot_lyapunov(spectra: dict, path: str, *, title: str = "") -> str:
     fig, ax = figures.axes(figsize=(7, 4.2))
     for label, lam in spectra.items():
         lam = np.asarray(lam, dtype=float).ravel()
-        ax.plot(np.arange(1, len(lam) + 1), lam, marker="o", ms=3, lw=1, label=label)
+        ax.plot(np.arange(1, len(lam) + 1), lam, ms=3, lw=1, label=label,
+                **cell_style(label))
     ax.axhline(0.0, color="k", lw=0.6, ls=":")
     ax.set_xlabel("index")
     ax.set_ylabel("Lyapunov exponent (per step)")
@@ -75,4 +113,5 @@ def plot_lyapunov(spectra: dict, path: str, *, title: str = "") -> str:
     return _save(fig, path)
 
 
-__all__ = ["plot_grad_norms", "plot_lyapunov", "plot_singular_values"]
+__all__ = ["cell_style", "plot_grad_norms", "plot_lyapunov", "plot_singular_values",
+           "sv_deviation"]

@@ -5,18 +5,49 @@ A record holds ``step``; for every metric its mean over seeds and ``<name>_std``
 standard deviation over seeds), with the per-seed values under ``seeds`` when there
 are several; ``baseline`` and ``eval_loss_over_baseline`` when the task has a
 baseline; ``steps_per_sec`` and ``time`` (:data:`TIMING_KEYS`, not deterministic).
+
+Names say where a metric is measured: ``train_*`` on the training batches of the
+logging window (``train_loss``, ``train_grad_norm``: means over the window's steps),
+``eval_*`` on the held-out batch at the logging step (``eval_loss``, ``eval_accuracy``,
+``eval_grad_norm_<group>``: the gradient norm of one top-level param group on that
+batch, so it is not comparable with ``train_grad_norm``).  Tasks measured in bits
+(the char-LM) also get ``train_bpc`` and ``eval_bpc`` (``loss / ln 2``).
+:func:`load_history` reads records written before this naming (``loss``,
+``grad_norm``, ``grad_norm_<group>``) under the new names.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 
 import numpy as np
 
 # Keys of a record that are not deterministic (timings).
 TIMING_KEYS = ("steps_per_sec", "time")
+
+# What the console calls a task's loss (``loss`` for a task not listed); "bpc" tasks
+# are printed in bits per character.
+LOSS_NAMES = {"copy": "CE", "smnist": "CE", "pmnist": "CE", "adding": "MSE", "charlm": "bpc"}
+
+
+def renamed(key: str) -> str:
+    """The current name of a record key written under an older name."""
+    for old, new in (("loss", "train_loss"), ("grad_norm", "train_grad_norm")):
+        if key == old or key == old + "_std":
+            return new + key[len(old):]
+    if key.startswith("grad_norm_"):
+        return "eval_" + key
+    return key
+
+
+def _upgrade(rec: dict) -> dict:
+    out = {renamed(k): v for k, v in rec.items()}
+    if isinstance(out.get("seeds"), dict):
+        out["seeds"] = {renamed(k): v for k, v in out["seeds"].items()}
+    return out
 
 
 def make_record(step, values: dict, baseline, rate, elapsed, n_seeds) -> dict:
@@ -28,6 +59,9 @@ def make_record(step, values: dict, baseline, rate, elapsed, n_seeds) -> dict:
         rec[k] = float(v.mean())
         rec[f"{k}_std"] = float(v.std())
         per_seed[k] = [float(x) for x in v]
+    if "eval_bpc" in rec and "train_loss" in rec:
+        rec["train_bpc"] = rec["train_loss"] / math.log(2)
+        rec["train_bpc_std"] = rec["train_loss_std"] / math.log(2)
     if baseline is not None:
         rec["baseline"] = float(baseline)
         rec["eval_loss_over_baseline"] = rec["eval_loss"] / float(baseline)
@@ -38,12 +72,35 @@ def make_record(step, values: dict, baseline, rate, elapsed, n_seeds) -> dict:
     return rec
 
 
-def format_record(rec: dict) -> str:
-    """One line of a record for the terminal."""
-    parts = [f"step {rec['step']:6d}", f"loss {rec['loss']:.4f}",
-             f"eval {rec['eval_loss']:.4f}"]
-    if "baseline" in rec:
-        parts.append(f"(baseline {rec['baseline']:.4f})")
+def format_loss(loss: float, baseline=None, name: str = "loss") -> str:
+    """``CE 0.3611 (1.04 x baseline 0.347)``: a loss and its ratio to the baseline."""
+    text = f"{name} {loss:.4f}"
+    if baseline is not None and baseline:
+        text += f" ({loss / baseline:.2f} x baseline {baseline:.3f})"
+    return text
+
+
+def format_mean_std(values, digits: int = 4) -> str:
+    """``mean ± std`` of the per-seed ``values`` (population std, as the records);
+    the mean alone for one value."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    if v.size == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+
+
+def format_record(rec: dict, task: str = "") -> str:
+    """One line of a record for the terminal, e.g.
+    ``step 400  train CE 0.3702  eval CE 0.3611 (1.04 x baseline 0.347)  acc 0.212``;
+    ``task`` picks the loss's name (:data:`LOSS_NAMES`); char-LM losses print in bits
+    per character."""
+    name = LOSS_NAMES.get(task, "loss")
+    scale = 1 / math.log(2) if name == "bpc" else 1.0
+    baseline = rec.get("baseline")
+    parts = [f"step {rec['step']:6d}", "train " + format_loss(rec["train_loss"] * scale,
+                                                              name=name),
+             "eval " + format_loss(rec["eval_loss"] * scale,
+                                   None if baseline is None else baseline * scale, name)]
     if "eval_accuracy" in rec:
         parts.append(f"acc {rec['eval_accuracy']:.3f}")
     parts.append(f"{rec['steps_per_sec']:.1f} steps/s")
@@ -66,9 +123,34 @@ def write_metrics(out: str, history: list) -> None:
 
 
 def load_history(out: str) -> list:
-    """Read ``metrics.jsonl`` of a run directory."""
+    """Read ``metrics.jsonl`` of a run directory (older key names are renamed, see the
+    module docstring)."""
     with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [_upgrade(json.loads(line)) for line in f if line.strip()]
+
+
+class TensorBoard:
+    """TensorBoard event files beside ``metrics.jsonl`` (``<out>/tensorboard``): every
+    numeric metric of a record as a scalar at its step.  Needs the optional
+    ``tensorboardX`` (``pip install rnnjax[tensorboard]``); a ``ValueError`` says so
+    when it is missing."""
+
+    def __init__(self, out: str):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ValueError("tensorboard=True needs the optional tensorboardX package: "
+                             "pip install tensorboardX (or rnnjax[tensorboard])") from None
+        self.writer = SummaryWriter(os.path.join(out, "tensorboard"))
+
+    def write(self, rec: dict) -> None:
+        for k, v in rec.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(k, v, rec["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class NonFiniteError(FloatingPointError):
@@ -92,5 +174,6 @@ def check_nonfinite(nonfinite_run, max_nonfinite: int, step: int, seed: int) -> 
         f"gradients (--clip) or raise --max-nonfinite")
 
 
-__all__ = ["NonFiniteError", "TIMING_KEYS", "check_nonfinite", "format_record",
-           "load_history", "make_record", "write_metrics"]
+__all__ = ["LOSS_NAMES", "NonFiniteError", "TIMING_KEYS", "TensorBoard", "check_nonfinite", "format_loss",
+           "format_mean_std", "format_record", "load_history", "make_record", "renamed",
+           "write_metrics"]

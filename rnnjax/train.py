@@ -10,6 +10,8 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
    named);
 2. builds the task (:mod:`rnnjax.tasks`) and the model (cell + linear readout,
    :mod:`rnnjax.models`);
+   With ``progress`` a tqdm bar is drawn only when stderr is a terminal; otherwise
+   (a pipe, a log file) one line per log record is printed instead.
 3. initialises one :class:`TrainState` per seed ``seed, seed+1, ..., seed+seeds-1``
    and stacks them: every array has a leading ``(seeds,)`` axis and the whole train step
    (:func:`rnnjax.training.make_update`, the update rule every loop of rnnjax runs) is
@@ -17,12 +19,13 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
 4. runs the jitted step ``steps`` times.  Each step draws a fresh batch from the run's
    PRNG key (``key, k = split(key)``), so the data stream is a pure function of the seed;
 5. every ``log_every`` steps writes one record (:mod:`rnnjax.metrics`) to
-   ``metrics.jsonl`` and ``metrics.csv``: ``loss`` (mean training loss since the last
-   record), ``grad_norm`` (mean global gradient norm), ``eval_*`` (the task's metrics
-   on a held-out batch fixed by the seed; for data-set tasks ``eval_loss`` and
-   ``eval_accuracy`` over the *whole* test split and ``valid_*`` over the whole
-   validation split, batched and jitted, :func:`rnnjax.tasks.split_metrics`), ``grad_norm_<layer>`` (gradient norm per
-   top-level param group on that batch), ``orth_error`` (``||W^H W - I||_F`` of the
+   ``metrics.jsonl`` and ``metrics.csv``: ``train_loss`` (mean training loss since the
+   last record), ``train_grad_norm`` (mean global gradient norm on those training
+   batches), ``eval_*`` (the task's metrics on a held-out batch fixed by the seed; for
+   data-set tasks ``eval_loss`` and ``eval_accuracy`` over the *whole* test split and
+   ``valid_*`` over the whole validation split, batched and jitted,
+   :func:`rnnjax.tasks.split_metrics`), ``eval_grad_norm_<layer>`` (gradient norm per
+   top-level param group on that held-out batch), ``orth_error`` (``||W^H W - I||_F`` of the
    recurrent matrix, for cells with orthogonal parameters), ``baseline`` and
    ``steps_per_sec``; with several seeds every metric is the mean over seeds,
    ``<name>_std`` the standard deviation and ``seeds`` the per-seed values;
@@ -72,8 +75,8 @@ from tqdm.auto import tqdm
 from rnnjax import analysis, baselines, checkpointing, optim, parametrize
 from rnnjax import distributed as dist
 from rnnjax import tasks as tasks_lib
-from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, check_nonfinite, format_record,
-                            load_history, make_record, write_metrics)
+from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonfinite,
+                            format_record, load_history, make_record, write_metrics)
 from rnnjax.models import Model, cell_with_readout
 from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
                                  has_orthogonal_params, make_cell, orthogonal_cells,
@@ -204,8 +207,8 @@ def build(config: Config) -> Experiment:
             out["orth_error"] = analysis.orthogonality_error(model.cell, state.params["cell"])
         grads = jax.grad(loss_fn)(state.params, data)
         for name, norm in analysis.grad_norms_by_layer(grads).items():
-            if name != "global":  # e.g. grad_norm_cell, grad_norm_readout on held-out data
-                out["grad_norm_" + name.strip("[]'")] = norm
+            if name != "global":  # eval_grad_norm_cell, ..._readout: on held-out data
+                out["eval_grad_norm_" + name.strip("[]'")] = norm
         return out
 
     return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
@@ -313,8 +316,8 @@ def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
     """The record of ``step`` and the state with its logging window reset."""
     count = np.asarray(state.count, np.float64)
     with np.errstate(invalid="ignore"):  # NaN: every step of the window skipped
-        values = {"loss": np.asarray(state.loss_sum) / count,
-                  "grad_norm": np.asarray(state.gnorm_sum) / count}
+        values = {"train_loss": np.asarray(state.loss_sum) / count,
+                  "train_grad_norm": np.asarray(state.gnorm_sum) / count}
     values.update(jax.device_get(eval_fn(state, eval_data)))
     values["nonfinite_skipped"] = np.asarray(state.skipped)
     rec = make_record(step, values, exp.task.baseline, rate, elapsed, exp.config.seeds)
@@ -335,6 +338,13 @@ def _retrivializer(config, params):
     return k, jax.jit(jax.vmap(parametrize.retrivialize))
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or not a file
+        return False
+
+
 def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=None):
     """Steps ``start+1 .. steps``: train, log every ``log_every``, checkpoint every
     ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``."""
@@ -343,9 +353,16 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     retrivialize_every, retrivialize = _retrivializer(config, state.params)
     start = int(np.asarray(state.step)[0])
     mngr = run.mngr
-    bar = tqdm(total=config.steps, initial=start, disable=not (progress and run.main),
+    show_bar = progress and run.main and _is_terminal(sys.stderr)
+    if progress and run.main and not show_bar and print_fn is None:
+        # Not a terminal (a pipe, a log file): one line per log record, no bar.
+        def print_fn(line, _prefix=f"{config.task}/{config.cell} "):
+            print(_prefix + line, file=sys.stderr, flush=True)
+    bar = tqdm(total=config.steps, initial=start, disable=not show_bar,
                file=sys.stderr, desc=f"{config.task}/{config.cell}", dynamic_ncols=True,
                leave=False)
+    board = (TensorBoard(run.out) if config.tensorboard and run.out is not None and run.main
+             else None)
     t_window = t_start = time.perf_counter()
     n_window = 0
     sigterm = checkpointing.SigtermFlag()
@@ -373,14 +390,16 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
                 rec, state = _log(exp, state, eval_fn, eval_data, i,
                                   n_window / max(now - t_window, 1e-9), now - t_start)
                 history.append(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
+                bar.set_postfix(train=f"{rec['train_loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
                 if print_fn is not None and run.main:
-                    print_fn(format_record(rec))
+                    print_fn(format_record(rec, config.task))
                 if on_record is not None and run.main:
                     on_record(rec)
                 if run.out is not None and run.main:
                     write_metrics(run.out, history)
                     _keep_best(run.out, rec, state)
+                if board is not None:
+                    board.write(rec)
                 t_window, n_window = time.perf_counter(), 0
             if mngr is not None and config.checkpoint_every and i % config.checkpoint_every == 0:
                 checkpointing.save(mngr, i, state, history)
@@ -389,6 +408,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     finally:
         sigterm.restore()
         bar.close()
+        if board is not None:
+            board.close()
         if mngr is not None:
             mngr.wait_until_finished()
             mngr.close()
@@ -426,6 +447,8 @@ def train(config: Config, *, resume: bool = False, progress: bool = True,
     config = exp.config  # with epochs and permutation resolved
     run = _open_run(config, resume)
     state, eval_data, history = _starting_state(exp, run, resume)
+    if resume and print_fn is not None and run.main:
+        print_fn(f"resumed from step {int(np.asarray(state.step)[0])} in {run.out}")
     if run.out is not None and run.main:
         config.save(run.out)
     state, history = _loop(exp, run, state, eval_data, history, progress=progress,

@@ -46,6 +46,8 @@ class Config:
     :func:`rnnjax.train.build`); generated tasks train for ``steps``.  ``permutation``
     is the fixed pixel order of a permuted task, filled in from ``permutation_seed`` and
     saved so that a run is reproduced from its ``config.json`` alone.
+    ``tensorboard=True`` also writes
+    TensorBoard event files to ``out/tensorboard`` (optional ``tensorboardX``).
     """
 
     task: str = "copy"
@@ -78,6 +80,7 @@ class Config:
     retrivialize_every: Optional[int] = None
     epochs: Optional[int] = None
     permutation: Optional[tuple] = None
+    tensorboard: bool = False
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -121,7 +124,10 @@ def validate(config: Config) -> None:
     """Check ``config`` before anything is built; raise ``ValueError`` naming the field."""
     if not isinstance(config, Config):
         raise TypeError(f"config must be an rnnjax.train.Config, got {type(config).__name__}")
-    check_choice("task", config.task, tasks_lib.TASKS)
+    if tasks_lib.is_plugin(config.task):
+        tasks_lib.load_factory(config.task)  # "module:factory": a task of one's own
+    else:
+        check_choice("task", config.task, tasks_lib.TASKS)
     check_choice("cell", config.cell, {**cells_lib.REGISTRY, **baselines.MODELS})
     for name in ("T", "hidden", "batch", "seeds", "log_every", "eval_batch", "keep"):
         check_positive_int(name, getattr(config, name))

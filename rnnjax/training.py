@@ -85,14 +85,14 @@ def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation) -> C
 
 def fit(loss_fn: Callable, params, batch_fn: Callable, *, steps: int, lr: float, key,
         clip: float = 1.0, optimizer: optax.GradientTransformation | None = None,
-        log_every: int = 0, print_fn=print, name: str = "loss"):
+        log_every: int = 0, print_fn=print, name: str = "loss", scale: float = 1.0):
     """Minimise ``loss_fn(params, batch)`` for ``steps`` steps of :func:`make_update`.
 
     The optimiser is Adam with learning rate ``lr`` after global-norm clipping at
     ``clip``, unless ``optimizer`` is given.  Step ``i`` trains on ``batch_fn(k_i)``
     with ``k_1 .. k_steps = split(key, steps)``, drawn inside the jitted step (one
     compiled program).  Every ``log_every`` steps (and the first) prints
-    ``step  <name> <loss>``.  Returns ``(params, losses)``, ``losses`` one float per step.
+    ``step  <name> <loss * scale>`` (``scale = 1/ln 2`` prints nats as bits).  Returns ``(params, losses)``, ``losses`` one float per step.
     """
     check_positive_int("steps", steps)
     if optimizer is None:
@@ -107,7 +107,7 @@ def fit(loss_fn: Callable, params, batch_fn: Callable, *, steps: int, lr: float,
         state, loss = step(state, k)
         losses.append(float(loss))
         if log_every and ((i + 1) % log_every == 0 or i == 0):
-            print_fn(f"step {i + 1:5d}  {name} {losses[-1]:.4f}")
+            print_fn(f"step {i + 1:5d}  {name} {losses[-1] * scale:.4f}")
     return state.params, losses
 
 

@@ -95,3 +95,22 @@ def test_cli_trains_beats_unigram_and_restores(tmp_path, capsys):
                      "--temperature", "0", "1.0"]) == 0
     assert json.loads((again / "generate.json").read_text())["samples"] == s["samples"]
     assert cli.main(["generate", "--out", str(tmp_path), "--data", "missing.txt"]) == 2
+
+
+def test_samples_vary_with_the_prompt_and_the_seed():
+    """With uniform logits (zero params) a continuation is a function of the key alone:
+    the same key for two prompts would repeat it; sample_key folds in the prompt."""
+    vocab = generate.Vocab("abcdef")
+    m, p = _model()
+    p = jax.tree.map(jnp.zeros_like, p)
+
+    def cont(prompt, seed):
+        s = generate.sample(m, p, vocab, prompt, 30, key=generate.sample_key(seed, prompt, 0),
+                            temperature=1.0)
+        return s[len(prompt):] if s.startswith(prompt) else s
+    same_key = [generate.sample(m, p, vocab, q, 30, key=jax.random.key(0), temperature=1.0)
+                for q in ("ab", "cd")]
+    assert same_key[0][-30:] == same_key[1][-30:]  # why the key must depend on the prompt
+    assert cont("ab", 0) != cont("cd", 0)
+    assert cont("ab", 0) != cont("ab", 1)
+    assert cont("ab", 0) == cont("ab", 0)

@@ -35,7 +35,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     out = {"device_count": jax.device_count()}
     for n in (1, 8):
         r = train(Config(**small, seeds=2, devices=n), progress=False)
-        out[n] = {"loss": [h["loss"] for h in r.history],
+        out[n] = {"loss": [h["train_loss"] for h in r.history],
                   "eval": [h["eval_loss"] for h in r.history],
                   "params": [np.asarray(x).tolist() for x in jax.tree.leaves(r.state.params)]}
         if n == 8:
@@ -124,7 +124,7 @@ def test_two_processes_match_one_process(tmp_path):
     got = load_history(out)
     assert [h["step"] for h in got] == [h["step"] for h in ref.history]
     for g, r in zip(got, ref.history):
-        for k in ("loss", "grad_norm", "eval_loss"):
+        for k in ("train_loss", "train_grad_norm", "eval_loss"):
             np.testing.assert_allclose(g[k], r[k], rtol=1e-5)
         assert set(g) - set(TIMING_KEYS) == set(r) - set(TIMING_KEYS)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),

@@ -227,7 +227,7 @@ def test_injected_nan_gradients_are_skipped_and_counted(monkeypatch):
     assert 0 < sum(expected) < steps
     assert [h["nonfinite_skipped"] for h in r.history] == [sum(expected[:6]), sum(expected)]
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(r.state.params))
-    assert all(np.isfinite(h["loss"]) for h in r.history)
+    assert all(np.isfinite(h["train_loss"]) for h in r.history)
 
 
 def test_persistent_nans_stop_the_run_naming_the_step(monkeypatch, tmp_path):

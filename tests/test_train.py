@@ -126,15 +126,15 @@ def test_same_seed_same_metrics_and_files(tmp_path):
         np.testing.assert_array_equal(x, y)
     hist = load_history(str(tmp_path / "a"))
     assert [r["step"] for r in hist] == [4, 8, 12]
-    assert all("loss" in r and "eval_loss" in r and "grad_norm" in r for r in hist)
+    assert all("train_loss" in r and "eval_loss" in r and "train_grad_norm" in r for r in hist)
     header = (tmp_path / "a" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert header[:2] == ["step", "loss"]
+    assert header[:2] == ["step", "train_loss"]
     cfg = Config.from_json(json.loads((tmp_path / "a" / "config.json").read_text()))
     assert cfg == Config(**{**TINY, "out": str(tmp_path / "a")})
     # The logged training loss is the mean over the window of the per-step losses.
     c = train(Config(**{**TINY, "log_every": 1}), progress=False)
-    np.testing.assert_allclose([r["loss"] for r in a.history],
-                               np.mean(np.reshape([r["loss"] for r in c.history], (3, 4)), 1),
+    np.testing.assert_allclose([r["train_loss"] for r in a.history],
+                               np.mean(np.reshape([r["train_loss"] for r in c.history], (3, 4)), 1),
                                rtol=1e-6)
 
 
@@ -144,7 +144,7 @@ def test_manual_bptt_trains_like_autodiff(cell):
     auto = train(Config(**{**TINY, "cell": cell}), progress=False)
     manual = train(Config(**{**TINY, "cell": cell, "grad": "manual"}), progress=False)
     for a, m in zip(auto.history, manual.history):
-        for k in ("loss", "grad_norm", "eval_loss"):
+        for k in ("train_loss", "train_grad_norm", "eval_loss"):
             np.testing.assert_allclose(m[k], a[k], rtol=1e-4)
     for a, m in zip(jax.tree.leaves(auto.state.params), jax.tree.leaves(manual.state.params)):
         np.testing.assert_allclose(m, a, rtol=1e-4, atol=1e-5)
@@ -153,11 +153,11 @@ def test_manual_bptt_trains_like_autodiff(cell):
 def test_seeds_vmap_equals_separate_runs():
     cfg = Config(**{**TINY, "seed": 3, "seeds": 4})
     many = train(cfg, progress=False)
-    assert many.history[-1]["seeds"]["loss"][0] != many.history[-1]["seeds"]["loss"][1]
+    assert many.history[-1]["seeds"]["train_loss"][0] != many.history[-1]["seeds"]["train_loss"][1]
     for i in range(4):
         one = train(Config(**{**TINY, "seed": 3 + i}), progress=False)
         for rec_many, rec_one in zip(many.history, one.history):
-            for k in ("loss", "grad_norm", "eval_loss", "eval_accuracy"):
+            for k in ("train_loss", "train_grad_norm", "eval_loss", "eval_accuracy"):
                 np.testing.assert_allclose(rec_many["seeds"][k][i], rec_one[k], rtol=1e-5)
         # float32: the vmapped matmuls round differently from the single run's (params
         # of size ~0.3 differ by ~1e-6 after 12 RMSprop steps; another seed's by ~0.1)
@@ -215,4 +215,4 @@ def test_lru_and_wavenet_train_through_the_runner():
     net = train(Config(task="adding", cell="wavenet", T=16, hidden=16, batch=32, steps=200,
                        log_every=200, lr=3e-3, optimizer="adam", eval_batch=256), progress=False).history[-1]
     assert net["eval_loss"] < 0.5 * net["baseline"]
-    assert net["grad_norm_layers"] > 0 and "grad_norm_cell" not in net  # per-layer norms
+    assert net["eval_grad_norm_layers"] > 0 and "eval_grad_norm_cell" not in net  # per-layer norms

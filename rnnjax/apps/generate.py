@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +103,7 @@ def train(model, train_ids, *, seq_len=64, batch=32, steps=500, lr=3e-3, seed=0,
     params = model.init(jax.random.key(seed))
     return fit(loss, params, batch_fn, steps=steps, lr=lr,
                        key=jax.random.key(seed + 1), log_every=log_every, print_fn=print_fn,
-                       name="cross-entropy")
+                       name="bits per character", scale=1 / math.log(2))
 
 
 # --- checkpoints ------------------------------------------------------------------------
@@ -144,6 +145,13 @@ def load_runner_run(run_dir, seed_index=0):
 
 
 # --- the pipeline -----------------------------------------------------------------------
+
+def sample_key(seed: int, prompt: str, i: int):
+    """The key of the ``i``-th sample: from ``seed`` and the prompt (its CRC-32), so
+    samples vary with ``--seed`` and with ``--prompt`` and repeat for both fixed."""
+    key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(prompt.encode("utf-8")))
+    return jax.random.fold_in(key, i)
+
 
 def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, batch=32,
                  steps=800, lr=3e-3, holdout=0.1, prompt="The ", length=300,
@@ -194,7 +202,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
     samples = {}
     for i, t in enumerate(temperatures):
         samples[str(t)] = sample(model, params, vocab, prompt, length,
-                                 key=jax.random.fold_in(jax.random.key(seed), i),
+                                 key=sample_key(seed, prompt, i),
                                  temperature=t)
     summary["samples"] = samples
     with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as f:
@@ -207,5 +215,5 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
     return summary
 
 
-__all__ = ["CELLS", "CharModel", "DATA", "heldout_bpc", "load_checkpoint",
+__all__ = ["CELLS", "CharModel", "DATA", "heldout_bpc", "load_checkpoint", "sample_key",
            "load_runner_run", "run_generate", "save_checkpoint", "train", "unigram_bpc"]

@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from rnnjax.commands.train import cell_option
+from rnnjax.commands.train import add_deprecated_alias, cell_option
 from rnnjax.optim import OPTIMIZERS
 from rnnjax.report import ARJOVSKY_TS, DEFAULT, PAPER, default_cells, paper_configs, \
     reproduce_command, run_copy_job, write_sweep_report
 
 PRESETS = {"default": DEFAULT, "paper": PAPER, "arjovsky": DEFAULT}
+_FLAGS = {"seeds": "--num-seeds"}  # Config field -> option, where they differ
 _FIELDS = ("T", "hidden", "batch", "steps", "lr", "lr_orth", "seed", "seeds", "log_every",
            "eval_batch", "optimizer", "clip", "variant", "grad")
 
@@ -47,7 +48,7 @@ def run(a) -> int:
         words += ["--preset", a.preset]
     for k in _FIELDS:
         if getattr(a, k) is not None:
-            words += ["--" + k.replace("_", "-"), str(getattr(a, k))]
+            words += [_FLAGS.get(k, "--" + k.replace("_", "-")), str(getattr(a, k))]
     for text in a.cell_opt:
         words += ["--cell-opt", text]
     command = reproduce_command(words + ["--cells", ",".join(cells)])
@@ -74,25 +75,29 @@ def register(sub):
     p.add_argument("--cells", default=None,
                    help="comma-separated cell names (default: elman,lstm,gru + the "
                         "orthogonal/unitary cells registered)")
-    p.add_argument("--T", type=int)
-    p.add_argument("--hidden", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lr-orth", type=float)
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--clip", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--seeds", type=int, help="seeds per cell, trained with jax.vmap")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--eval-batch", type=int)
-    p.add_argument("--variant", choices=("arjovsky", "exprnn"))
-    p.add_argument("--grad", choices=("auto", "manual"),
-                   help="autodiff, or the cells' hand-written BPTT")
+    for flag, kind, extra in (("--T", int, {}), ("--hidden", int, {}), ("--batch", int, {}),
+                              ("--steps", int, {}), ("--lr", float, {}),
+                              ("--lr-orth", float, {}),
+                              ("--optimizer", str, {"choices": OPTIMIZERS}),
+                              ("--clip", float, {}), ("--seed", int, {}),
+                              ("--num-seeds", int, {"dest": "seeds", "metavar": "K"}),
+                              ("--log-every", int, {}), ("--eval-batch", int, {}),
+                              ("--variant", str, {"choices": ("arjovsky", "exprnn")}),
+                              ("--grad", str, {"choices": ("auto", "manual")})):
+        field = extra.get("dest", flag[2:].replace("-", "_"))
+        p.add_argument(flag, type=kind, **extra,
+                       help=f"default {getattr(DEFAULT, field)} "
+                            f"(--preset paper: {getattr(PAPER, field)})"
+                            + ("; seeds per cell, trained with jax.vmap"
+                               if field == "seeds" else "")
+                            + ("; manual: the cells' hand-written BPTT"
+                               if field == "grad" else ""))
+    add_deprecated_alias(p, "--seeds", "--num-seeds", type=int, dest="seeds")
     p.add_argument("--cell-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument passed to every cell factory (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted job: skip finished cells, resume the "
                         "interrupted one from its latest checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn only on a terminal anyway)")
     p.set_defaults(func=run)

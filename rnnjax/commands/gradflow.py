@@ -6,7 +6,7 @@ there describes the measurements and the files written under ``--out``).
 
 from __future__ import annotations
 
-from rnnjax.gradflow import DEFAULT_CELLS, decay_fit, default_cells, gradflow
+from rnnjax.gradflow import DEFAULT_CELLS, DEFAULT_TS, decay_fit, default_cells, gradflow
 
 
 def parse_list(name, text, conv):
@@ -22,7 +22,8 @@ def parse_list(name, text, conv):
 
 def _main(a):
     names = parse_list("cells", a.cells, str) if a.cells else default_cells()
-    gradflow(names, parse_list("T", a.T, int), a.out, hidden=a.hidden, batch=a.batch,
+    Ts = None if a.T is None else parse_list("T", a.T, int)
+    gradflow(names, Ts, a.out, hidden=a.hidden, batch=a.batch,
              features=a.features, seed=a.seed, lyap_steps=a.lyap_steps, lyap_k=a.lyap_k,
              checkpoint=a.checkpoint, dtype=a.dtype)
     return 0
@@ -34,7 +35,10 @@ def register(sub):
     p.add_argument("--cells", default=None,
                    help="comma-separated cell names (default: the registered ones of "
                         + ",".join(DEFAULT_CELLS) + ")")
-    p.add_argument("--T", default="100,500,1000,2000", help="comma-separated lengths")
+    p.add_argument("--T", default=None,
+                   help="comma-separated lengths (default: "
+                        + ",".join(map(str, DEFAULT_TS)) + "; with --checkpoint of a "
+                        "training run, its task's length, and another --T is refused)")
     p.add_argument("--out", default="runs/gradflow", help="output directory")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch", type=int, default=4)

@@ -9,6 +9,9 @@ Example::
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import os
 import sys
 
 from rnnjax.checkpointing import Preempted
@@ -30,6 +33,26 @@ def cell_option(text):
     if v in ("true", "false"):
         return k, v == "true"
     return k, v
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option (hidden from ``--help``): stores into the new
+    option's ``dest`` and warns on stderr, naming the new spelling ``new``."""
+
+    def __init__(self, option_strings, dest, new, **kwargs):
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"rnnjax: warning: {option_string} is deprecated; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(p, old: str, new: str, **kwargs):
+    """Accept ``old`` as a deprecated spelling of the option ``new`` (same ``dest``)."""
+    kwargs.setdefault("dest", new.lstrip("-").replace("-", "_"))
+    return p.add_argument(old, action=DeprecatedAlias, new=new, **kwargs)
 
 
 def add_run_arguments(p, *, task=True, cell=True, defaults=None):
@@ -58,8 +81,9 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     p.add_argument("--clip", type=float, default=d.clip, help="clipping threshold (off)")
     p.add_argument("--clip-mode", default=d.clip_mode, choices=CLIP_MODES)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--seeds", type=int, default=d.seeds,
-                   help="train seeds seed..seed+K-1 in one program (jax.vmap)")
+    p.add_argument("--num-seeds", type=int, default=d.seeds, metavar="K",
+                   help="train K seeds seed..seed+K-1 in one program (jax.vmap)")
+    add_deprecated_alias(p, "--seeds", "--num-seeds", type=int)
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--eval-batch", type=int, default=d.eval_batch)
     p.add_argument("--data", default=d.data,
@@ -86,19 +110,41 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
 def config_kwargs(a) -> dict:
     return dict(T=a.T, hidden=a.hidden, batch=a.batch, steps=a.steps, lr=a.lr,
                 lr_orth=a.lr_orth, optimizer=a.optimizer, clip=a.clip, clip_mode=a.clip_mode,
-                seed=a.seed, seeds=a.seeds, log_every=a.log_every, eval_batch=a.eval_batch,
+                seed=a.seed, seeds=a.num_seeds, log_every=a.log_every, eval_batch=a.eval_batch,
                 data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
                 cell_options=tuple(cell_option(o) for o in a.cell_opt),
                 devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
-                retrivialize_every=a.retrivialize_every, epochs=a.epochs)
+                retrivialize_every=a.retrivialize_every, epochs=a.epochs,
+                tensorboard=getattr(a, "tensorboard", False))
+
+
+def config_from_args(a) -> Config:
+    """The :class:`Config` of ``rnnjax train``'s parsed arguments ``a``."""
+    return Config(task=a.task, cell=a.cell,
+                  checkpoint_every=a.checkpoint_every if a.out else 0,
+                  keep=a.keep, out=a.out, **config_kwargs(a))
+
+
+def resumed_config(a) -> Config:
+    """``--resume``: the run's saved ``config.json``, with only the options given on
+    the command line (those differing from their defaults, e.g. a larger ``--steps``)
+    replacing the saved values, so ``rnnjax train --out DIR --resume`` needs nothing
+    else.  A given option that must agree with the checkpoint (``RESUME_FIELDS``) and
+    does not is refused by :func:`rnnjax.train_config.check_resume`."""
+    defaults = a.train_parser.parse_args([])
+    defaults.out = a.out
+    given, default = config_from_args(a), config_from_args(defaults)
+    explicit = {f.name: getattr(given, f.name) for f in dataclasses.fields(Config)
+                if getattr(given, f.name) != getattr(default, f.name)}
+    return dataclasses.replace(Config.load(a.out), **{**explicit, "out": a.out})
 
 
 def run(a) -> int:
     if a.distributed:  # before any other JAX call
         initialize(a.coordinator, a.num_processes, a.process_id)
-    config = Config(task=a.task, cell=a.cell,
-                    checkpoint_every=a.checkpoint_every if a.out else 0,
-                    keep=a.keep, out=a.out, **config_kwargs(a))
+    config = config_from_args(a)
+    if a.resume and a.out and os.path.exists(os.path.join(a.out, "config.json")):
+        config = resumed_config(a)
     try:
         result = train(config, resume=a.resume, progress=not a.no_progress, print_fn=print)
     except Preempted as e:
@@ -122,7 +168,12 @@ def register(sub):
                         "given (0: never; default %(default)s)")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     p.add_argument("--out", default=None, help="run directory (metrics, config, checkpoints)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard (needs the "
+                        "optional tensorboardX: pip install rnnjax[tensorboard])")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --out, with the options "
+                        "saved in its config.json (options given here override them)")
     g = p.add_argument_group("several processes (jax.distributed)")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize(); the three options below, when "
@@ -131,7 +182,8 @@ def register(sub):
                    help="address of process 0's coordinator service")
     g.add_argument("--num-processes", type=int, default=None)
     g.add_argument("--process-id", type=int, default=None)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, train_parser=p)
 
 
-__all__ = ["add_run_arguments", "cell_option", "config_kwargs", "register", "run"]
+__all__ = ["DeprecatedAlias", "add_deprecated_alias", "add_run_arguments", "cell_option",
+           "config_from_args", "config_kwargs", "register", "resumed_config", "run"]

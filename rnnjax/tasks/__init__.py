@@ -15,6 +15,7 @@ from rnnjax.tasks.copy import copy_batch, copy_task
 from rnnjax.tasks.digits import digits_task, load_digits
 from rnnjax.tasks.mnist import load_mnist, mnist_task
 from rnnjax.tasks.stateful import evaluate_bpc, train_stateful
+from rnnjax.tasks.plugin import is_plugin, load_factory, plugin_task
 
 TASKS = {
     "copy": lambda T, data=None, variant="arjovsky", **_: copy_task(T, variant),
@@ -33,13 +34,16 @@ def make(name: str, **options) -> Task:
     """Build the task called ``name`` (a key of ``TASKS``).  Options: ``T`` (delay for
     copy, length for adding, window for charlm; ignored by MNIST), ``data`` (path),
     ``variant`` (copy), ``permutation_seed`` (pmnist, pdigits), ``permutation`` (a saved
-    pixel order for pdigits, from ``config.json``)."""
+    pixel order for pdigits, from ``config.json``).  ``"module:factory"`` builds a
+    task of one's own (:mod:`rnnjax.tasks.plugin`)."""
+    if is_plugin(name):
+        return plugin_task(name, **options)
     check_choice("task", name, TASKS)
     return TASKS[name](**options)
 
 
 __all__ = ["Splits", "TASKS", "Task", "accuracy", "adding_batch", "adding_task", "charlm_task",
            "copy_baseline", "copy_batch", "copy_task", "cross_entropy", "digits_task",
-           "load_digits", "sample", "load_mnist", "make", "mnist_task",
-           "epoch_batch", "evaluate_bpc", "split_metrics", "steps_per_epoch",
-           "train_stateful"]
+           "epoch_batch", "evaluate_bpc", "is_plugin", "load_digits", "load_factory",
+           "load_mnist", "make", "mnist_task", "plugin_task", "sample", "split_metrics",
+           "steps_per_epoch", "train_stateful"]
