@@ -42,6 +42,7 @@ import numpy as np
 from rnnjax import analysis, cells, gradflow_plots
 from rnnjax import train as train_lib
 from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.outputs import atomic_open
 
 DEFAULT_CELLS = ("elman", "lstm", "gru", "exprnn", "scornn", "urnn")
 
@@ -208,7 +209,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
         lyap[label] = np.asarray(lam)
 
     fields = ["cell", "stage", "T", "t", "grad_norm"] + [f"grad_norm_{f}" for f in extra_fields]
-    with open(os.path.join(out, "gradflow.csv"), "w", newline="") as f:
+    with atomic_open(os.path.join(out, "gradflow.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
@@ -264,7 +265,7 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
         lines.append(f"- {label}: " + ", ".join(f"{x:.4f}" for x in lam))
     lines += ["", "Figures: " + ", ".join(f"`gradnorm_T{T}.png`" for T in Ts)
               + ", `singular_values.png`, `lyapunov.png`; every curve in `gradflow.csv`.", ""]
-    with open(path, "w") as f:
+    with atomic_open(path, "w") as f:
         f.write("\n".join(lines))
 
 

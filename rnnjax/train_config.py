@@ -22,6 +22,7 @@ from rnnjax import cells as cells_lib
 from rnnjax import tasks as tasks_lib
 from rnnjax.checks import (check_choice, check_nonneg_int, check_optional_positive,
                            check_positive_float, check_positive_int)
+from rnnjax.outputs import atomic_open
 
 OPTIMIZERS = optim.OPTIMIZERS
 CLIP_MODES = ("global_norm", "element")
@@ -84,11 +85,19 @@ class Config:
         path = os.path.join(os.fspath(out), "config.json")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{out} is not a run directory: it has no config.json")
-        with open(path) as f:
-            return cls.from_json(json.load(f))
+        try:
+            with open(path, "rb") as f:
+                d = json.loads(f.read().decode("utf-8"))
+            if not isinstance(d, dict):
+                raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+            return cls.from_json(d)
+        except (OSError, ValueError, TypeError) as e:
+            raise ValueError(f"{path} is not a readable config.json of a run "
+                             f"({type(e).__name__}: {e})") from None
 
     def save(self, out: str) -> None:
-        with open(os.path.join(os.fspath(out), "config.json"), "w") as f:
+        """Write ``config.json`` in ``out`` atomically."""
+        with atomic_open(os.path.join(os.fspath(out), "config.json"), "w") as f:
             json.dump(self.to_json(), f, indent=2)
 
 
@@ -163,7 +172,9 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
     if not has_checkpoint:
         raise ValueError(f"resume: no checkpoint in {os.path.join(out, 'checkpoints')!r}")
     if not os.path.exists(os.path.join(out, "config.json")):
-        return
+        raise ValueError(f"resume: {os.path.join(out, 'config.json')!r} is missing, so the "
+                         "hyper-parameters of the run cannot be checked; restore it (or "
+                         "start a new run with another --out)")
     saved = Config.load(out)
     diff = [k for k in RESUME_FIELDS if getattr(saved, k) != getattr(config, k)]
     if diff:

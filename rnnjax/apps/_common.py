@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax.outputs import atomic_open
+
 
 def out_dir(path) -> str:
     """Create ``path`` (and parents) and return it as a string."""
@@ -25,7 +27,7 @@ def write_json(path, obj):
             return np.asarray(o).tolist()
         raise TypeError(f"cannot serialise {type(o).__name__}")
 
-    with open(path, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2, default=default)
         f.write("\n")
 

@@ -42,6 +42,7 @@ from rnnjax.apps import _common
 from rnnjax.checks import (check_choice, check_file, check_fraction, check_nonneg_float,
                            check_positive_int)
 from rnnjax.models import cell_with_readout
+from rnnjax.outputs import atomic_open, writes_out
 from rnnjax.tasks.charlm import Vocab, load_text, sample, split_text
 from rnnjax.training import fit
 
@@ -145,6 +146,7 @@ def load_runner_run(run_dir, seed_index=0):
 
 # --- the pipeline -----------------------------------------------------------------------
 
+@writes_out
 def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, batch=32,
                  steps=800, lr=3e-3, holdout=0.1, prompt="The ", length=300,
                  temperatures=(0.0, 0.5, 1.0), seed=0, restore=None, run_dir=None,
@@ -197,7 +199,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
                                  key=jax.random.fold_in(jax.random.key(seed), i),
                                  temperature=t)
     summary["samples"] = samples
-    with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as f:
+    with atomic_open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as f:
         for t, s in samples.items():
             f.write(f"--- temperature {t} ---\n{prompt}{s}\n\n")
     _common.write_json(os.path.join(out, "generate.json"), summary)
