@@ -4,7 +4,11 @@ before any work is done (no error message is written twice)."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+
+import numpy as np
 
 from rnnjax.cell import Cell
 
@@ -32,23 +36,26 @@ def check_nonneg_int(name, value):
 
 
 def _is_number(value):
-    return not isinstance(value, bool) and isinstance(value, (int, float))
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real)
 
 
 def check_positive_float(name, value):
-    if not _is_number(value) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    """A finite number > 0 (NaN and inf are refused: a learning rate of inf trains to
+    NaN without a word)."""
+    if not _is_number(value) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive number (finite), got {value!r}")
 
 
 def check_nonneg_float(name, value):
-    if not _is_number(value) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if not _is_number(value) or not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a non-negative number (finite), got {value!r}")
 
 
 def check_optional_positive(name, value):
-    """``None`` or a positive number (e.g. a clipping threshold that may be off)."""
-    if value is not None and not value > 0:
-        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+    """``None`` or a positive finite number (e.g. a clipping threshold that may be off)."""
+    if value is not None and (not _is_number(value) or not value > 0
+                              or not math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number (finite) or None, got {value!r}")
 
 
 def check_rate(name, value):

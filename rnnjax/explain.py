@@ -87,6 +87,9 @@ def explain(spec: dict) -> dict:
                                  f"got {params[k].shape}")
         W_ho, b_o = f64(spec["W_ho"]).reshape(-1, H), f64(spec["b_o"]).reshape(-1)
         label = f64(spec["label"]).reshape(-1)
+        if loss_kind == "bce" and not bool(jnp.all((label >= 0) & (label <= 1))):
+            raise ValueError(f"spec label must lie in [0, 1] for loss 'bce' (a "
+                             f"probability), got {np.asarray(label).tolist()}")
         h0 = f64(spec.get("h0", np.zeros(H))).reshape(1, H)
 
         cell = elman(H, act)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import optax
 import jax
 
-from rnnjax.checks import check_choice
+from rnnjax.checks import check_choice, check_optional_positive, check_positive_float
 
 ORTHOGONAL_KEYS = frozenset({"skew", "reflections", "phases", "angles"})
 FROZEN_KEYS = frozenset({"base"})
@@ -85,8 +85,10 @@ def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None
       ``optax.GradientTransformation``; params labelled ``"frozen"`` get zero updates.
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
-    if clip is not None and not float(clip) > 0:
-        raise ValueError(f"clip must be None or a positive number, got {clip!r}")
+    check_optional_positive("clip", clip)
+    for name, rate in (("lr", lr), ("lr_orth", lr_orth)):
+        if rate is not None and not callable(rate):
+            check_positive_float(name, rate)
     if lr_orth is None:
         if callable(lr):
             raise ValueError("lr_orth must be given when lr is a schedule")

@@ -119,8 +119,9 @@ def _run(cell, params, xs, carry, lengths, resets, *, reverse, time_major, unrol
         carry = cell.initial_carry((B,), xs.dtype)
     else:
         carry = jax.tree.map(lambda a: a.reshape((B,) + a.shape[len(batch_shape):]), carry)
-    if lengths is not None:
-        lengths = lengths.reshape(B)
+    if lengths is not None:  # traced lengths: clipped to [0, T]; padding never reaches a step
+        lengths = jnp.clip(lengths.reshape(B), 0, T)
+        xs = jnp.where((jnp.arange(T)[:, None] < lengths)[..., None], xs, jnp.zeros_like(xs))
     if resets is not None:
         resets = (resets if time_major else jnp.moveaxis(resets, -1, 0)).reshape(T, B)
     if grad == "manual":  # hand-written BPTT as a custom_vjp (rnnjax.bptt)
@@ -155,7 +156,10 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
       lengths: integer array of shape ``batch``, each in ``[0, time]``.  Step ``t`` of
         sequence ``b`` runs only while ``t < lengths[b]``: afterwards the carry is frozen
         (so ``final_carry`` is the state after ``lengths[b]`` steps) and the output is
-        exactly zero.  Length 0 returns the initial carry.
+        exactly zero.  Length 0 returns the initial carry.  Concrete values outside
+        ``[0, time]`` raise ``ValueError``; traced ones (under ``jit``) are clipped to
+        ``[0, time]``.  Inputs past a sequence's length are replaced by zeros before any
+        step, so NaN or inf in the padding reaches neither outputs nor gradients.
       resets: boolean array ``(*batch, time)`` (``(time, *batch)`` when ``time_major``)
         marking the first step of each segment (episode or document boundaries, as
         Haiku's ``ResetCore``): before such a step the carry is set back to the initial

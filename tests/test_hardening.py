@@ -154,3 +154,87 @@ def test_atomic_open_keeps_the_old_file_when_the_writer_fails(tmp_path):
             f.write("half")
             raise RuntimeError
     assert p.read_text() == "old" and os.listdir(tmp_path) == ["summary.json"]
+
+
+# ---------------------------------------------------------------------------------------
+# silently wrong
+
+def _gru_inputs(T=4):
+    from rnnjax import cells
+    cell = cells.gru(3)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (2, T, 2))
+    return cell, params, xs
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_traced_lengths_out_of_range_are_clipped_to_0_T(reverse):
+    from rnnjax import run
+    cell, params, xs = _gru_inputs()
+    got = jax.jit(lambda l: run(cell, params, xs, lengths=l, reverse=reverse))(
+        jnp.array([-2, 9]))
+    want = run(cell, params, xs, lengths=jnp.array([0, 4]), reverse=reverse)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert np.all(np.isfinite(got[0]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 4\].*got values in "
+                                         r"\[-2, 9\]"):
+        run(cell, params, xs, lengths=jnp.array([-2, 9]))  # concrete: refused
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_nan_in_the_padding_reaches_no_gradient(reverse):
+    from rnnjax import run
+    cell, params, xs = _gru_inputs()
+    lengths = jnp.array([2, 4])
+    padded = xs.at[0, 2:].set(jnp.nan)
+    clean = xs.at[0, 2:].set(0.0)
+
+    def loss(p, x):
+        ys, c = run(cell, p, x, lengths=lengths, reverse=reverse)
+        return jnp.sum(ys ** 2) + jnp.sum(c.h)
+
+    g_nan, g_clean = jax.grad(loss)(params, padded), jax.grad(loss)(params, clean)
+    jax.tree.map(np.testing.assert_array_equal, g_nan, g_clean)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(g_nan))
+    gx = jax.grad(loss, argnums=1)(params, padded)
+    assert np.all(gx[0, 2:] == 0) and np.all(np.isfinite(gx))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(lr=float("nan")), r"lr must be a positive number \(finite\), got nan"),
+    (dict(lr=float("inf")), r"lr must be a positive number \(finite\), got inf"),
+    (dict(lr=1e-3, lr_orth=float("inf")), r"lr_orth must be a positive number"),
+    (dict(lr=-1.0), r"lr must be a positive number"),
+    (dict(clip=float("nan")), r"clip must be a positive number \(finite\) or None"),
+])
+def test_optim_recipe_refuses_non_finite_rates(kw, message):
+    from rnnjax import optim
+    with pytest.raises(ValueError, match=message):
+        optim.recipe("adam", **kw)
+
+
+def test_save_params_npz_refuses_a_folder_and_a_name_without_npz(tmp_path):
+    from rnnjax import analysis
+    with pytest.raises(ValueError, match=r"path must be a file name ending in \.npz, got a "
+                                         r"folder"):
+        analysis.save_params_npz(str(tmp_path), "elman", 2, {}, 1)
+    with pytest.raises(ValueError, match="got a name without .npz"):
+        analysis.save_params_npz(str(tmp_path / "p"), "elman", 2, {}, 1)
+    assert os.listdir(tmp_path) == []
+
+
+def test_retrivialize_on_params_without_a_base_raises():
+    from rnnjax import cells, parametrize
+    params = cells.lstm(3).init(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="params hold no dict with both 'skew' and 'base'"):
+        parametrize.retrivialize(params)
+
+
+def test_bptt_explain_refuses_a_label_outside_0_1():
+    from rnnjax import explain
+    spec = {"W_xh": [[1.0]], "W_hh": [[0.5]], "b_h": [0.0], "W_ho": [[1.0]], "b_o": [0.0],
+            "label": 2.0, "inputs": [[1.0], [0.5]]}
+    with pytest.raises(ValueError, match=r"spec label must lie in \[0, 1\] for loss 'bce'.*"
+                                         r"got \[2.0\]"):
+        explain.explain(spec)
+    assert explain.explain({**spec, "label": 1.0})["loss"] > 0

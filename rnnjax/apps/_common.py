@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax.checks import check_positive_float, check_positive_int
 from rnnjax.outputs import atomic_open
 
 
@@ -19,6 +20,15 @@ def out_dir(path) -> str:
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def check_fit(*, steps, lr, batch=None, steps_name="steps"):
+    """The training arguments of an application, checked before any work: ``steps``
+    and ``batch`` positive integers, ``lr`` a positive finite number."""
+    check_positive_int(steps_name, steps)
+    if batch is not None:
+        check_positive_int("batch", batch)
+    check_positive_float("lr", lr)
 
 
 def write_json(path, obj):
@@ -44,4 +54,4 @@ def dense(p, x):
     return x @ p["W"].T + p["b"]
 
 
-__all__ = ["dense", "dense_init", "out_dir", "write_json"]
+__all__ = ["check_fit", "dense", "dense_init", "out_dir", "write_json"]

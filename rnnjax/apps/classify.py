@@ -138,6 +138,7 @@ def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
     ``classify.json``; returns the summary dict."""
     check_positive_int("steps", steps)
     check_fraction("test_fraction", test_fraction)
+    _common.check_fit(steps=steps, batch=batch, lr=lr)
     out = _common.out_dir(out)
     texts, labels = read_labelled(data)
     classes = sorted(set(labels))

@@ -222,6 +222,7 @@ def run_colors(out, *, seeds=DEFAULT_SEEDS, hidden: int = 16, scale: float = 1.0
     Writes ``colors.png`` and ``colors.json`` (the hex palettes and settings) into
     ``out``; returns the summary dict.
     """
+    _common.check_fit(steps=train_steps, lr=lr, steps_name="train_steps")
     out = _common.out_dir(out)
     seed_rgb = np.stack([parse_color(s) if isinstance(s, str) else np.asarray(s, np.float32)
                          for s in seeds])

@@ -242,6 +242,7 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
         raise ValueError(f"ar_order must be <= window ({window}), got {ar_order}")
     for m in modes:
         check_choice("mode", m, MODES)
+    _common.check_fit(steps=steps, batch=batch, lr=lr)
     out = _common.out_dir(out)
     if csv_path is not None:
         raw = read_csv_column(csv_path, 0 if column is None else column)

@@ -146,6 +146,15 @@ def load_runner_run(run_dir, seed_index=0):
 
 # --- the pipeline -----------------------------------------------------------------------
 
+def _check_prompt(prompt, vocab, source):
+    """Raise ``ValueError`` (before any training) for prompt characters that the
+    vocabulary of ``source`` lacks."""
+    unknown = sorted(set(prompt) - set(vocab.chars))
+    if unknown:
+        raise ValueError(f"prompt has characters {unknown} that are not in the vocabulary "
+                         f"of {os.fspath(source)!r} ({len(vocab.chars)} characters)")
+
+
 @writes_out
 def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, batch=32,
                  steps=800, lr=3e-3, holdout=0.1, prompt="The ", length=300,
@@ -155,6 +164,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
     checkpoints, reports bits per character against the unigram baseline, and writes
     ``samples.txt`` (one sample per temperature), ``generate.json`` and, after training,
     ``generate.png`` (training loss in bits per character)."""
+    _common.check_fit(steps=steps, batch=batch, lr=lr)
     out = _common.out_dir(out)
     for t in temperatures:
         check_nonneg_float("temperature", t)
@@ -171,6 +181,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
         check_fraction("holdout", holdout)
         text = load_text(data)
         vocab = Vocab.of(text)
+        _check_prompt(prompt, vocab, data)
         train_ids, eval_ids = split_text(vocab.encode(text), holdout, seq_len)
         model = CharModel(cell_name, hidden, len(vocab))
         params, losses = train(model, train_ids, seq_len=seq_len, batch=batch, steps=steps,

@@ -204,6 +204,7 @@ def run_seq2seq(out, *, task="reverse", attention="additive", hidden=64, embed=3
     ``1 .. eval_max_len`` (default ``max_len + 4``), and write ``seq2seq.png`` (an
     attention heatmap and accuracy against length), ``seq2seq.csv`` and
     ``seq2seq.json``."""
+    _common.check_fit(steps=steps, batch=batch, lr=lr)
     out = _common.out_dir(out)
     eval_max_len = max_len + 4 if eval_max_len is None else eval_max_len
     check_positive_int("eval_max_len", eval_max_len)
