@@ -133,7 +133,6 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     if dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     dt = jnp.dtype(dtype)
-    os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
 
     # (label, stage, cell, params, xs_for_T(T), loss)
@@ -164,6 +163,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     if not jobs:
         raise ValueError(f"--cells names no registered cell (registered: "
                          f"{sorted(cells.REGISTRY)}), got {list(cell_names)}")
+    os.makedirs(out, exist_ok=True)  # only once every input has been read
 
     rows, summary, curves, spectra, lyap = [], [], {T: {} for T in Ts}, {}, {}
     extra_fields = []

@@ -18,7 +18,8 @@ from rnnjax.associative import SCANS, associative_scan_cell, choose_scan
 from rnnjax.bptt import check_manual, scan_manual
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
-from rnnjax.masking import check_run_inputs, flip_sequences, reset_to, segment_starts
+from rnnjax.masking import (check_run_inputs, common_float_dtype, flip_sequences, reset_to,
+                            segment_starts, shape_dtype)
 
 __all__ = ["flip_sequences", "run", "scan_cell"]
 
@@ -208,7 +209,11 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         scan = "sequential"
     else:
         scan = choose_scan(cell, scan, T, truncate=truncate, unroll=unroll)
-    xs = jnp.asarray(xs)
+    dtype = common_float_dtype(shape_dtype(xs)[1], params)  # reconcile half-precision xs
+    xs = jnp.asarray(xs, dtype)
+    if carry is not None:
+        carry = jax.tree.map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(
+            shape_dtype(a)[1], jnp.floating) else a, carry)
     if lengths is not None:
         lengths = jnp.asarray(lengths)
     if resets is not None:

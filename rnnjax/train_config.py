@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -20,8 +21,8 @@ import jax
 from rnnjax import baselines, bptt, optim
 from rnnjax import cells as cells_lib
 from rnnjax import tasks as tasks_lib
-from rnnjax.checks import (check_choice, check_nonneg_int, check_optional_positive,
-                           check_positive_float, check_positive_int)
+from rnnjax.checks import (check_choice, check_memory, check_nonneg_int,
+                           check_optional_positive, check_positive_float, check_positive_int)
 from rnnjax.outputs import atomic_open
 
 OPTIMIZERS = optim.OPTIMIZERS
@@ -137,6 +138,22 @@ def validate(config: Config) -> None:
         bptt.check_manual(make_cell(config))  # raises for a cell without cell.backward
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
+    check_memory("this run", estimate_bytes(config),
+                 "lower --hidden, --T, --batch or --seeds")
+
+
+def estimate_bytes(config: Config) -> float:
+    """A lower estimate of the memory of a run (float32), from the shapes of
+    ``cell.init`` under ``jax.eval_shape`` (nothing is allocated): params, gradient and
+    two optimiser moments per seed, plus the activations kept for the backward pass
+    (about 8 numbers per unit, step and example)."""
+    n_params = config.hidden
+    if config.cell not in baselines.MODELS:
+        cell = make_cell(config)
+        shapes = jax.eval_shape(lambda k: cell.init(k, 1), jax.random.key(0))
+        n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
+    activations = 8.0 * config.batch * config.T * config.hidden
+    return 4.0 * config.seeds * (4.0 * n_params + activations)
 
 
 def has_orthogonal_params(params) -> bool:
@@ -184,4 +201,4 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
 
 
 __all__ = ["CLIP_MODES", "Config", "GRADS", "OPTIMIZERS", "RESUME_FIELDS", "check_resume",
-           "has_orthogonal_params", "make_cell", "orthogonal_cells", "validate"]
+           "estimate_bytes", "has_orthogonal_params", "make_cell", "orthogonal_cells", "validate"]

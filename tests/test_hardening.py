@@ -5,6 +5,7 @@ and the CLI)."""
 import errno
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -238,3 +239,240 @@ def test_bptt_explain_refuses_a_label_outside_0_1():
                                          r"got \[2.0\]"):
         explain.explain(spec)
     assert explain.explain({**spec, "label": 1.0})["loss"] > 0
+
+
+# ---------------------------------------------------------------------------------------
+# bad input, table-driven: each refused with ValueError/TypeError naming the argument,
+# what was expected and what came
+
+def _api_cases():
+    from rnnjax import analysis, cells, optim, parametrize, run
+    from rnnjax.apps import classify, colors, forecast, generate, seq2seq
+    from rnnjax.train import validate
+    gru = cells.gru(3)
+    p = gru.init(jax.random.key(0), 2)
+    xs = jnp.ones((2, 4, 2))
+    C = lambda **kw: validate(Config(**kw))  # noqa: E731
+    return [
+        # the sequence engine
+        ("run params of another hidden size", lambda: run(gru, cells.gru(5).init(
+            jax.random.key(0), 2), xs), ValueError, r"params\['W_hh'\] has shape \(15, 5\) but "
+         r"the gru cell with 2 input features expects \(9, 3\)"),
+        ("run params of another cell", lambda: run(gru, cells.lstm(3).init(
+            jax.random.key(0), 2), xs), ValueError, r"params .*missing|has shape"),
+        ("run params missing a key", lambda: run(gru, {k: v for k, v in p.items()
+                                                       if k != "b_hn"}, xs),
+         ValueError, r"missing \[\"params\['b_hn'\]\"\]"),
+        ("run params with an extra key", lambda: run(gru, {**p, "junk": jnp.ones(2)}, xs),
+         ValueError, r"unexpected \[\"params\['junk'\]\"\]"),
+        ("run xs of another width", lambda: run(gru, p, jnp.ones((2, 4, 5))), ValueError,
+         "xs has 5 features but the gru cell was built for 2"),
+        ("run xs rank 1", lambda: run(gru, p, jnp.ones(4)), ValueError, "xs must have rank >= 2"),
+        ("run integer xs", lambda: run(gru, p, jnp.ones((2, 4, 2), jnp.int32)), TypeError,
+         "xs must be a floating-point array, got dtype int32"),
+        ("run lengths of another shape", lambda: run(gru, p, xs, lengths=jnp.ones(3, int)),
+         ValueError, r"lengths must have the batch shape of xs \(2,\), got shape \(3,\)"),
+        ("run float lengths", lambda: run(gru, p, xs, lengths=jnp.ones(2)), TypeError,
+         "lengths must be an integer array"),
+        ("run lengths too large", lambda: run(gru, p, xs, lengths=jnp.array([1, 5])),
+         ValueError, r"lengths must lie in \[0, 4\]"),
+        ("run negative lengths", lambda: run(gru, p, xs, lengths=jnp.array([-1, 2])),
+         ValueError, r"lengths must lie in \[0, 4\]"),
+        ("run carry of another shape", lambda: run(gru, p, xs, carry=gru.initial_carry(
+            (3,), jnp.float32)), ValueError, r"carry\.h has shape \(3, 3\) but \(2, 3\)"),
+        ("run carry missing a field", lambda: run(cells.lstm(3), cells.lstm(3).init(
+            jax.random.key(0), 2), xs, carry=gru.initial_carry((2,), jnp.float32)),
+         ValueError, "carry must have the structure"),
+        ("run truncate 0", lambda: run(gru, p, xs, truncate=0), ValueError,
+         "truncate must be None or a positive integer, got 0"),
+        ("run unroll 0", lambda: run(gru, p, xs, unroll=0), ValueError,
+         "unroll must be a positive integer, got 0"),
+        ("run grad name", lambda: run(gru, p, xs, grad="magic"), ValueError,
+         r"grad must be one of \['auto', 'manual'\], got 'magic'"),
+        ("run not a cell", lambda: run(lambda x: x, p, xs), TypeError,
+         "cell must be an rnnjax.Cell, got function"),
+        ("run resets of another shape", lambda: run(gru, p, xs, resets=jnp.zeros((2, 3),
+                                                                                  bool)),
+         ValueError, r"resets must have shape"),
+        # the trainer's configuration
+        ("config hidden 0", lambda: C(hidden=0), ValueError,
+         "hidden must be a positive integer, got 0"),
+        ("config T 0", lambda: C(T=0), ValueError, "T must be a positive integer, got 0"),
+        ("config batch 0", lambda: C(batch=0), ValueError,
+         "batch must be a positive integer, got 0"),
+        ("config steps -1", lambda: C(steps=-1), ValueError,
+         "steps must be a non-negative integer, got -1"),
+        ("config lr nan", lambda: C(lr=float("nan")), ValueError,
+         r"lr must be a positive number \(finite\), got nan"),
+        ("config lr inf", lambda: C(lr=float("inf")), ValueError,
+         r"lr must be a positive number \(finite\), got inf"),
+        ("config lr 0", lambda: C(lr=0.0), ValueError, "lr must be a positive number"),
+        ("config lr_orth inf", lambda: C(lr_orth=float("inf")), ValueError,
+         r"lr_orth must be a positive number \(finite\) or None, got inf"),
+        ("config clip -1", lambda: C(clip=-1.0), ValueError,
+         r"clip must be a positive number \(finite\) or None, got -1.0"),
+        ("config clip nan", lambda: C(clip=float("nan")), ValueError, "clip must be a positive"),
+        ("config task", lambda: C(task="nope"), ValueError, "task must be one of .*got 'nope'"),
+        ("config cell", lambda: C(cell="nope"), ValueError, "cell must be one of .*got 'nope'"),
+        ("config optimizer", lambda: C(optimizer="lbfgs"), ValueError,
+         "optimizer must be one of .*got 'lbfgs'"),
+        ("config clip_mode", lambda: C(clip_mode="x"), ValueError, "clip_mode must be one of"),
+        ("config seeds 0", lambda: C(seeds=0), ValueError, "seeds must be a positive integer"),
+        ("config keep 0", lambda: C(keep=0), ValueError, "keep must be a positive integer"),
+        ("config log_every 0", lambda: C(log_every=0), ValueError,
+         "log_every must be a positive integer"),
+        ("config float hidden", lambda: C(hidden=4.5), ValueError,
+         "hidden must be a positive integer, got 4.5"),
+        ("config bool batch", lambda: C(batch=True), ValueError,
+         "batch must be a positive integer, got True"),
+        ("config hidden 300000", lambda: C(hidden=300_000), ValueError,
+         r"this run needs about [\d,.]+ GiB, more than the [\d,.]+ GiB available"),
+        ("config T 3e9", lambda: C(T=3_000_000_000), ValueError, r"this run needs about"),
+        ("config not a Config", lambda: validate({"task": "copy"}), TypeError,
+         "config must be an rnnjax.train.Config, got dict"),
+        # optimiser
+        ("recipe lr nan", lambda: optim.recipe("adam", lr=float("nan")), ValueError,
+         r"lr must be a positive number \(finite\), got nan"),
+        ("recipe optimizer", lambda: optim.recipe("lbfgs"), ValueError,
+         "optimizer must be one of"),
+        # applications (checked before any work or folder)
+        ("classify batch 0", lambda: classify.run_classify(None, batch=0), ValueError,
+         "out must be a folder path, got None"),
+        ("seq2seq batch 0", lambda: seq2seq.run_seq2seq(_fresh(), batch=0), ValueError,
+         "batch must be a positive integer, got 0"),
+        ("seq2seq lr nan", lambda: seq2seq.run_seq2seq(_fresh(), lr=float("nan")), ValueError,
+         r"lr must be a positive number \(finite\), got nan"),
+        ("classify lr inf", lambda: classify.run_classify(_fresh(), lr=float("inf")),
+         ValueError, r"lr must be a positive number \(finite\), got inf"),
+        ("classify batch 0", lambda: classify.run_classify(_fresh(), batch=0), ValueError,
+         "batch must be a positive integer, got 0"),
+        ("forecast batch 0", lambda: forecast.run_forecast(_fresh(), batch=0), ValueError,
+         "batch must be a positive integer, got 0"),
+        ("forecast lr -1", lambda: forecast.run_forecast(_fresh(), lr=-1.0), ValueError,
+         "lr must be a positive number"),
+        ("colors lr nan", lambda: colors.run_colors(_fresh(), palettes=generate.DATA,
+                                                    lr=float("nan")),
+         ValueError, r"lr must be a positive number \(finite\), got nan"),
+        ("colors train_steps 0", lambda: colors.run_colors(_fresh(), train_steps=0),
+         ValueError, "train_steps must be a positive integer, got 0"),
+        ("generate batch 0", lambda: generate.run_generate(_fresh(), batch=0), ValueError,
+         "batch must be a positive integer, got 0"),
+        ("generate prompt outside the vocabulary", lambda: generate.run_generate(
+            _fresh(), steps=1, prompt="\u2603"), ValueError,
+         r"prompt has characters \['\u2603'\] that are not in the vocabulary"),
+        ("app out is a file", lambda: seq2seq.run_seq2seq(_a_file()), ValueError,
+         "out must be a folder, got the existing file"),
+        ("app out empty", lambda: seq2seq.run_seq2seq(""), ValueError,
+         "out must be a folder path, got ''"),
+        # files
+        ("npz params to a folder", lambda: analysis.save_params_npz(_fresh(True), "elman", 2,
+                                                                    {}, 1),
+         ValueError, r"path must be a file name ending in \.npz, got a folder"),
+        ("npz params from a text file", lambda: analysis.load_params_npz(_a_file()),
+         ValueError, r"is not a params file of save_params_npz"),
+        ("config.json binary", lambda: Config.load(_folder_with("config.json", b"\xff\x00")),
+         ValueError, r"config.json is not a readable config.json of a run"),
+        ("config.json a list", lambda: Config.load(_folder_with("config.json", b"[]")),
+         ValueError, r"config.json is not a readable config.json .*expected a JSON object"),
+        ("config.json unknown field", lambda: Config.load(_folder_with("config.json",
+                                                                        b'{"nope": 1}')),
+         ValueError, r"config.json is not a readable config.json .*nope"),
+        ("metrics.jsonl binary", lambda: load_history(_folder_with("metrics.jsonl",
+                                                                   b"\xff\xfe")),
+         ValueError, r"metrics.jsonl is not UTF-8 text"),
+        ("retrivialize without base", lambda: parametrize.retrivialize({"W": jnp.eye(2)}),
+         ValueError, "params hold no dict with both 'skew' and 'base'"),
+        ("prepare_out resume and overwrite", lambda: outputs.prepare_out(
+            _fresh(), True, True), ValueError, "resume and overwrite exclude each other"),
+    ]
+
+
+_TMP = []
+
+
+def _fresh(create=False):
+    d = os.path.join(_TMP[0], f"f{len(os.listdir(_TMP[0]))}")
+    if create:
+        os.makedirs(d)
+    return d
+
+
+def _a_file():
+    path = _fresh() + ".txt"
+    with open(path, "w") as f:
+        f.write("not an npz\n")
+    return path
+
+
+def _folder_with(name, data):
+    d = _fresh(True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+    return d
+
+
+API_CASES = _api_cases()
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
+def test_bad_input_through_the_api_is_refused_by_name(case, tmp_path):
+    _TMP[:] = [str(tmp_path)]
+    _, call, exc, message = case
+    before = set(os.listdir(tmp_path))
+    with pytest.raises(exc, match=message):
+        call()
+    # nothing was written by the refused call (only what the case set up beforehand)
+    assert all(not n.startswith("f") or os.path.isdir(tmp_path / n) or n.endswith(".txt")
+               for n in set(os.listdir(tmp_path)) - before)
+
+
+CLI_CASES = [
+    (["train", "--batch", "0"], "batch must be a positive integer, got 0"),
+    (["train", "--lr", "nan"], r"lr must be a positive number \(finite\), got nan"),
+    (["train", "--lr", "inf"], r"lr must be a positive number \(finite\), got inf"),
+    (["train", "--hidden", "300000"], r"this run needs about [\d,.]+ GiB"),
+    (["train", "--T", "3e9"], r"argument --T: invalid int value: '3e9'"),
+    (["train", "--cell", "nope"], "cell must be one of"),
+    (["train", "--resume"], r"resume=True needs config.out"),
+    (["train", "--out", "OUTFILE"], "out must be a folder, got the existing file"),
+    (["train", "--out", "NONEMPTY"], r"already holds files \(x.txt\); pass --resume"),
+    (["train", "--out", "NONEMPTY", "--resume", "--steps", "1"], r"resume: no checkpoint in"),
+    (["classify", "--batch", "0", "--out", "NEW"], "batch must be a positive integer, got 0"),
+    (["seq2seq", "--lr", "nan", "--out", "NEW"], r"lr must be a positive number \(finite\)"),
+    (["forecast", "--batch", "0", "--out", "NEW"], "batch must be a positive integer, got 0"),
+    (["generate", "--batch", "0", "--out", "NEW"], "batch must be a positive integer, got 0"),
+    (["generate", "--out", "NONEMPTY"], r"already holds files \(x.txt\); pass --resume"),
+    (["generate", "--data", "BINARY", "--out", "NEW", "--steps", "1"], r"BINARY|UTF-8"),
+    (["classify", "--out", "NONEMPTY"], r"already holds files"),
+    (["bptt-explain", "BADLABEL"], r"spec label must lie in \[0, 1\] for loss 'bce'"),
+    (["gradflow", "--checkpoint", "OUTFILE", "--out", "NEW", "--T", "5"],
+     r"OUTFILE.* is not a params file of save_params_npz"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
+def test_bad_input_through_the_cli_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    from rnnjax import cli
+    (tmp_path / "nonempty").mkdir()
+    (tmp_path / "nonempty" / "x.txt").write_text("mine")
+    (tmp_path / "outfile").write_text("a file")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00\x81" * 50)
+    spec = {"W_xh": [[1.0]], "W_hh": [[0.5]], "b_h": [0.0], "W_ho": [[1.0]], "b_o": [0.0],
+            "label": 3.0, "inputs": [[1.0]]}
+    (tmp_path / "badlabel.json").write_text(json.dumps(spec))
+    paths = {"OUTFILE": "outfile", "NONEMPTY": "nonempty", "NEW": "new", "BINARY": "binary",
+             "BADLABEL": "badlabel.json"}
+    argv = [str(tmp_path / paths[a]) if a in paths else a for a in argv]
+    message = message.replace("OUTFILE", "outfile").replace("BINARY", "binary")
+    try:
+        rc = cli.main(argv + (["--no-progress"] if argv[0] == "train" else []))
+    except SystemExit as e:  # argparse's own errors (usage line + one error line)
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"rnnjax {argv[0]}: error:") or "usage" in err
+    assert (tmp_path / "nonempty" / "x.txt").read_text() == "mine"
+    assert not (tmp_path / "new").exists()
