@@ -476,3 +476,28 @@ def test_bad_input_through_the_cli_is_one_line_and_exit_2(argv, message, tmp_pat
     assert last.startswith(f"rnnjax {argv[0]}: error:") or "usage" in err
     assert (tmp_path / "nonempty" / "x.txt").read_text() == "mine"
     assert not (tmp_path / "new").exists()
+
+
+def test_sigint_saves_a_checkpoint_like_sigterm_and_exits_130(tmp_path):
+    import signal
+    ref = train(Config(**SMALL, steps=6), progress=False)
+    out = str(tmp_path / "run")
+    ctrl_c = lambda line: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731 - at step 2's log
+    with pytest.raises(checkpointing.Preempted, match="SIGINT at step 3: saved a checkpoint "
+                                                      "of step 3") as e:
+        train(Config(**SMALL, steps=6, out=out), progress=False, print_fn=ctrl_c)
+    assert e.value.exit_code == 130 and checkpointing.steps(os.path.join(out, "checkpoints")) == [3]
+    got = train(Config(**SMALL, steps=6, out=out), resume=True, progress=False)
+    jax.tree.map(np.testing.assert_array_equal, got.state.params, ref.state.params)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_xs_and_carry_run_in_the_params_dtype(dtype):
+    from rnnjax import run
+    cell, params, xs = _gru_inputs()
+    params = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    xs_h = xs.astype(dtype)
+    ys, c = run(cell, params, xs_h, carry=cell.initial_carry((2,), dtype))
+    want = run(cell, params, xs_h.astype(jnp.float32))
+    assert ys.dtype == jnp.float32
+    jax.tree.map(np.testing.assert_array_equal, (ys, c), want)
