@@ -4,7 +4,12 @@ before any work is done (no error message is written twice)."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+
+import jax
+import numpy as np
 
 from rnnjax.cell import Cell
 
@@ -32,23 +37,26 @@ def check_nonneg_int(name, value):
 
 
 def _is_number(value):
-    return not isinstance(value, bool) and isinstance(value, (int, float))
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real)
 
 
 def check_positive_float(name, value):
-    if not _is_number(value) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    """A finite number > 0 (NaN and inf are refused: a learning rate of inf trains to
+    NaN without a word)."""
+    if not _is_number(value) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive number (finite), got {value!r}")
 
 
 def check_nonneg_float(name, value):
-    if not _is_number(value) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if not _is_number(value) or not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a non-negative number (finite), got {value!r}")
 
 
 def check_optional_positive(name, value):
-    """``None`` or a positive number (e.g. a clipping threshold that may be off)."""
-    if value is not None and not value > 0:
-        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+    """``None`` or a positive finite number (e.g. a clipping threshold that may be off)."""
+    if value is not None and (not _is_number(value) or not value > 0
+                              or not math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number (finite) or None, got {value!r}")
 
 
 def check_rate(name, value):
@@ -62,12 +70,33 @@ def check_fraction(name, value):
         raise ValueError(f"{name} must be in (0, 1), got {value!r}")
 
 
+def available_memory() -> int:
+    """Bytes the first device can hold: its ``bytes_limit`` on an accelerator, the
+    machine's physical memory on CPU."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001 - a backend without memory statistics
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(what: str, nbytes: float, hint: str = "") -> None:
+    """Raise ``ValueError`` before allocating when ``nbytes`` (an estimate) exceeds
+    :func:`available_memory`; the message gives the estimate and the limit."""
+    limit = available_memory()
+    if nbytes > limit:
+        raise ValueError(f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than the "
+                         f"{limit / 2**30:,.1f} GiB available; {hint or 'use smaller sizes'}")
+
+
 def check_file(name, path):
     """Raise ``FileNotFoundError`` unless ``path`` is an existing file."""
     if not os.path.isfile(os.fspath(path)):
         raise FileNotFoundError(f"{name} must be an existing file, got {os.fspath(path)!r}")
 
 
-__all__ = ["check_cell", "check_choice", "check_file", "check_fraction",
+__all__ = ["available_memory", "check_cell", "check_memory", "check_choice", "check_file", "check_fraction",
            "check_nonneg_float", "check_nonneg_int", "check_optional_positive",
            "check_positive_float", "check_positive_int", "check_rate"]

@@ -47,20 +47,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors of the user's input (an argument, a file): one line, exit 2.
+USER_ERRORS = (ValueError, TypeError, OSError, KeyError, IndexError)
+
+
 def main(argv=None) -> int:
+    """Run the command line ``argv``.  An error is printed as one line naming the
+    argument or file (exit 2; 1 for an unexpected internal error); ``--debug`` shows
+    the full traceback instead.  Ctrl-C outside the training loop exits 130."""
     parser = build_parser()
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
     try:
         return args.func(args) or 0
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"rnnjax {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"rnnjax {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every error reaches the user as one line
+        if args.debug:
+            raise
+        user = isinstance(e, USER_ERRORS)
+        what = " ".join(str(e).split()) or type(e).__name__
+        kind = "error" if user else f"internal error ({type(e).__name__})"
+        hint = "" if user else "; rerun with --debug for the traceback and report it"
+        print(f"rnnjax {args.command}: {kind}: {what}{hint}", file=sys.stderr)
+        return 2 if user else 1
 
 
-__all__ = ["COMMANDS", "HelpFormatter", "build_parser", "main"]
+__all__ = ["COMMANDS", "HelpFormatter", "USER_ERRORS", "build_parser", "main"]
 
 
 if __name__ == "__main__":

@@ -101,6 +101,9 @@ def explain(spec: dict) -> dict:
             label = jax.nn.one_hot(k, K, dtype=jnp.float64)
         else:
             label = f64(spec["label"]).reshape(-1)
+        if loss_kind == "bce" and not bool(jnp.all((label >= 0) & (label <= 1))):
+            raise ValueError(f"spec label must lie in [0, 1] for loss 'bce' (a "
+                             f"probability), got {np.asarray(label).tolist()}")
         h0 = f64(spec.get("h0", np.zeros(H))).reshape(1, H)
 
         cell = elman(H, act)

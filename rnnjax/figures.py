@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from rnnjax.outputs import atomic_open
+
 
 def figure(**kwargs):
     """A new ``matplotlib.figure.Figure(**kwargs)`` (e.g. ``figsize=(6.4, 4.0)``)."""
@@ -32,11 +34,13 @@ def save(fig, path, *, dpi: int = 100, tight: str = "bbox") -> str:
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if tight == "layout":
-        fig.tight_layout()
-        fig.savefig(path, dpi=dpi)
-    else:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    fmt = os.path.splitext(path)[1].lstrip(".") or None
+    with atomic_open(path, "wb") as f:  # never a half-written figure
+        if tight == "layout":
+            fig.tight_layout()
+            fig.savefig(f, dpi=dpi, format=fmt)
+        else:
+            fig.savefig(f, dpi=dpi, bbox_inches="tight", format=fmt)
     return path
 
 

@@ -47,6 +47,7 @@ import numpy as np
 from rnnjax import analysis, cells, gradflow_plots
 from rnnjax import train as train_lib
 from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.outputs import atomic_open
 
 DEFAULT_CELLS = ("elman", "lstm", "gru", "exprnn", "scornn", "urnn")
 DEFAULT_TS = (100, 500, 1000, 2000)
@@ -178,7 +179,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     if not jobs:
         raise ValueError(f"--cells names no registered cell (registered: "
                          f"{sorted(cells.REGISTRY)}), got {list(cell_names)}")
-    os.makedirs(out, exist_ok=True)  # only once the arguments are known to be good
+    os.makedirs(out, exist_ok=True)  # only once every input has been read
 
     rows, summary, curves, spectra, lyap = [], [], {T: {} for T in Ts}, {}, {}
     extra_fields = []
@@ -224,7 +225,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
         lyap[label] = np.asarray(lam)
 
     fields = ["cell", "stage", "T", "t", "grad_norm"] + [f"grad_norm_{f}" for f in extra_fields]
-    with open(os.path.join(out, "gradflow.csv"), "w", newline="") as f:
+    with atomic_open(os.path.join(out, "gradflow.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
@@ -283,7 +284,7 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
         lines.append(f"- {label}: " + ", ".join(f"{x:.4f}" for x in lam))
     lines += ["", "Figures: " + ", ".join(f"`gradnorm_T{T}.png`" for T in Ts)
               + ", `singular_values.png`, `lyapunov.png`; every curve in `gradflow.csv`.", ""]
-    with open(path, "w") as f:
+    with atomic_open(path, "w") as f:
         f.write("\n".join(lines))
 
 

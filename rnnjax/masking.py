@@ -13,13 +13,15 @@ The sequential engine (:mod:`rnnjax.sequence`), the associative scan
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rnnjax.checks import check_cell
 
-__all__ = ["check_run_inputs", "flip_sequences", "reset_to", "segment_starts", "shape_dtype"]
+__all__ = ["check_params", "check_run_inputs", "common_float_dtype", "flip_sequences", "reset_to", "segment_starts", "shape_dtype"]
 
 
 def shape_dtype(x):
@@ -43,10 +45,14 @@ def check_run_inputs(cell, params, xs, carry, lengths, time_major, truncate, unr
             f"xs must be a floating-point array, got dtype {dtype}; "
             "cast integer inputs (e.g. xs.astype(jnp.float32)) or one-hot encode them")
     features = shape[-1]
-    expected = cell.input_size(params)
-    if features != expected:
+    try:
+        expected = cell.input_size(params)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        expected = None  # params of another cell: named leaf by leaf below
+    if expected is not None and features != expected:
         raise ValueError(
             f"xs has {features} features but the {cell.name} cell was built for {expected}")
+    check_params(cell, params, features)
     if time_major:
         T, batch_shape = shape[0], shape[1:-1]
     else:
@@ -99,6 +105,51 @@ def check_run_inputs(cell, params, xs, carry, lengths, time_major, truncate, unr
     if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
     return T, batch_shape
+
+
+@functools.lru_cache(maxsize=256)
+def _init_shapes(cell, input_size):
+    like = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
+    return dict(jax.tree_util.tree_flatten_with_path(like)[0])
+
+
+def check_params(cell, params, input_size: int) -> None:
+    """Raise unless ``params`` have the structure and leaf shapes of
+    ``cell.init(key, input_size)`` (from ``jax.eval_shape``: nothing is allocated):
+    ``ValueError`` naming the leaf, the expected and the actual shape (params of another
+    cell or hidden size), or the missing and unexpected keys."""
+    try:
+        want = _init_shapes(cell, int(input_size))
+    except TypeError:  # a cell with an unhashable field: not cached
+        want = _init_shapes.__wrapped__(cell, int(input_size))
+    try:
+        got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    except Exception:  # noqa: BLE001 - an unflattenable object
+        raise TypeError(f"params must be a pytree of arrays, got {type(params).__name__}"
+                        ) from None
+    name = lambda k: "params" + jax.tree_util.keystr(k)  # noqa: E731
+    missing = sorted(name(k) for k in set(want) - set(got))
+    extra = sorted(name(k) for k in set(got) - set(want))
+    if missing or extra:
+        raise ValueError(
+            f"params do not match the {cell.name} cell's init for {input_size} input "
+            f"features: missing {missing or 'nothing'}, unexpected {extra or 'nothing'}")
+    for k, w in want.items():
+        gshape, _ = shape_dtype(got[k])
+        if gshape != tuple(w.shape):
+            raise ValueError(
+                f"{name(k)} has shape {gshape} but the {cell.name} cell with {input_size} "
+                f"input features expects {tuple(w.shape)} (params of another cell or "
+                "hidden size?)")
+
+
+def common_float_dtype(xs_dtype, params):
+    """The floating dtype the scan runs in: ``xs``'s promoted with the params'
+    floating leaves (so float16/bfloat16 inputs with float32 params run in float32,
+    and the carry is cast to it)."""
+    dts = [np.dtype(xs_dtype)] + [shape_dtype(a)[1] for a in jax.tree.leaves(params)
+                                  if jnp.issubdtype(shape_dtype(a)[1], jnp.floating)]
+    return jnp.result_type(*dts)
 
 
 def flip_sequences(xs, lengths):

@@ -22,8 +22,11 @@ import csv
 import json
 import math
 import os
+import warnings
 
 import numpy as np
+
+from rnnjax.outputs import atomic_open
 
 # Keys of a record that are not deterministic (timings).
 TIMING_KEYS = ("steps_per_sec", "time")
@@ -108,14 +111,16 @@ def format_record(rec: dict, task: str = "") -> str:
 
 
 def write_metrics(out: str, history: list) -> None:
-    """(Re)write ``metrics.jsonl`` and ``metrics.csv`` in ``out`` from ``history``."""
-    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+    """(Re)write ``metrics.jsonl`` and ``metrics.csv`` in ``out`` from ``history``, each
+    atomically (a temporary file renamed over the old one: a kill or a full disk leaves
+    the previous complete file, never a torn line)."""
+    with atomic_open(os.path.join(out, "metrics.jsonl"), "w") as f:
         for rec in history:
             f.write(json.dumps(rec) + "\n")
     cols = []
     for rec in history:
         cols += [k for k in rec if k != "seeds" and k not in cols]
-    with open(os.path.join(out, "metrics.csv"), "w", newline="") as f:
+    with atomic_open(os.path.join(out, "metrics.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for rec in history:
@@ -124,9 +129,34 @@ def write_metrics(out: str, history: list) -> None:
 
 def load_history(out: str) -> list:
     """Read ``metrics.jsonl`` of a run directory (older key names are renamed, see the
-    module docstring)."""
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [_upgrade(json.loads(line)) for line in f if line.strip()]
+    module docstring).
+
+    A torn last line (a writer killed mid-append, e.g. by a full disk, in a file not
+    written by :func:`write_metrics`) is dropped with a ``RuntimeWarning``; a bad line
+    elsewhere, or bytes that are not UTF-8, raise ``ValueError`` naming the file and
+    line."""
+    path = os.path.join(os.fspath(out), "metrics.jsonl")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e})") from None
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    history = []
+    for n, (i, line) in enumerate(numbered):
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+        except ValueError as e:
+            if n == len(numbered) - 1 and not raw.endswith(b"\n"):
+                warnings.warn(f"{path}: the last line ({i}) is torn (an interrupted write) "
+                              "and was ignored", RuntimeWarning, stacklevel=2)
+                break
+            raise ValueError(f"{path} line {i} is not a JSON record ({e})") from None
+        history.append(_upgrade(rec))
+    return history
 
 
 class TensorBoard:

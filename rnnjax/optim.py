@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnjax.checks import check_choice
+from rnnjax.checks import check_choice, check_optional_positive, check_positive_float
 from rnnjax.riemannian import riemannian
 
 __all__ = ["FROZEN_KEYS", "OPTIMIZERS", "ORTHOGONAL_KEYS", "PAPER_RECIPES", "PaperRecipe",
@@ -159,8 +159,10 @@ def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None
     d0, e0 = _RMSPROP_DEFAULTS.get(optimizer, (0.99, 1e-8))
     decay = d0 if decay is None else decay
     eps = e0 if eps is None else eps
-    if clip is not None and not float(clip) > 0:
-        raise ValueError(f"clip must be None or a positive number, got {clip!r}")
+    check_optional_positive("clip", clip)
+    for name, rate in (("lr", lr), ("lr_orth", lr_orth)):
+        if rate is not None and not callable(rate):
+            check_positive_float(name, rate)
     if lr_orth is None:
         if callable(lr):
             raise ValueError("lr_orth must be given when lr is a schedule")

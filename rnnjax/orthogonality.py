@@ -43,6 +43,7 @@ import optax
 from rnnjax import analysis, cells, constraints, optim, tasks
 from rnnjax.checks import check_positive_int
 from rnnjax.models import cell_with_readout
+from rnnjax.outputs import atomic_open
 from rnnjax.riemannian import riemannian
 
 __all__ = ["FULL", "QUICK", "Method", "Settings", "methods", "run_orthogonality",
@@ -215,7 +216,7 @@ def run_orthogonality(out: str, settings: Settings = QUICK, names=None,
                 print(f"{t:6s} {n:14s} loss/baseline {res['ratio']:.3f}{acc}  "
                       f"ortho err {res['ortho_error'][-1]:.2e}  "
                       f"{1e3 * res['sec_per_step']:.1f} ms/step", flush=True)
-    with open(os.path.join(out, "summary.json"), "w") as f:
+    with atomic_open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     write_report(out, summary)
     return summary
@@ -261,5 +262,5 @@ def write_report(out: str, summary: dict) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(out, "curves.png"), dpi=100)
     plt.close(fig)
-    with open(os.path.join(out, "report.md"), "w") as f:
+    with atomic_open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines))

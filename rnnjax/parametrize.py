@@ -138,9 +138,30 @@ def retrivialize(params, key: str = "skew", base_key: str = "base", project: boo
     SVD, the nearest orthogonal matrix), so rounding errors of the repeated products do
     not accumulate in float32.  The params stay a plain pytree of the same structure, so
     the optimizer state stays valid (as in the reference code, it is not reset).
+
+    Raises ``ValueError`` when no dict of ``params`` holds both keys (the params of a
+    cell without the dynamic trivialization: folding would silently do nothing).
     """
+    if not _holds_pair(params, key, base_key):
+        raise ValueError(
+            f"params hold no dict with both {key!r} and {base_key!r}: retrivialize needs "
+            "the params of a cell built with the dynamic trivialization (e.g. "
+            "exprnn(..., dynamic=True)); these are not, so nothing would change")
+    return _retrivialize(params, key, base_key, project)
+
+
+def _holds_pair(params, key, base_key) -> bool:
     if isinstance(params, dict):
-        out = {k: retrivialize(v, key, base_key, project) for k, v in params.items()}
+        return (key in params and base_key in params) or any(
+            _holds_pair(v, key, base_key) for v in params.values())
+    if isinstance(params, (list, tuple)):
+        return any(_holds_pair(v, key, base_key) for v in params)
+    return False
+
+
+def _retrivialize(params, key, base_key, project):
+    if isinstance(params, dict):
+        out = {k: _retrivialize(v, key, base_key, project) for k, v in params.items()}
         if key in params and base_key in params and not isinstance(params[key], dict):
             a, b = params[key], params[base_key]
             nb = b @ expm(skew(a))
@@ -151,7 +172,7 @@ def retrivialize(params, key: str = "skew", base_key: str = "base", project: boo
             out[key] = jnp.zeros_like(a)
         return out
     if isinstance(params, (list, tuple)) and not hasattr(params, "_fields"):
-        return type(params)(retrivialize(v, key, base_key, project) for v in params)
+        return type(params)(_retrivialize(v, key, base_key, project) for v in params)
     return params
 
 

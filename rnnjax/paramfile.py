@@ -8,12 +8,16 @@ cell is rebuilt.  Re-exported by :mod:`rnnjax.analysis`.
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import cells
+from rnnjax.outputs import atomic_open
 
 
 def save_params_npz(path: str, cell_name: str, hidden_size: int, params, input_size: int,
@@ -24,21 +28,32 @@ def save_params_npz(path: str, cell_name: str, hidden_size: int, params, input_s
     ``__meta__`` with the registry name, hidden size, input size and factory keyword
     arguments, so :func:`load_params_npz` can rebuild the cell.
     """
+    path = os.fspath(path)
+    if os.path.isdir(path) or not path.endswith(".npz"):
+        what = "a folder" if os.path.isdir(path) else "a name without .npz"
+        raise ValueError(f"path must be a file name ending in .npz, got {what} {path!r}")
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     arrays = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
     meta = {"cell": cell_name, "hidden": int(hidden_size), "input_size": int(input_size),
             "kwargs": cell_kwargs}
-    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
 
 
 def load_params_npz(path: str):
     """Read a file of :func:`save_params_npz`: ``(cell_name, hidden, kwargs, params)``."""
-    with np.load(path, allow_pickle=False) as f:
-        if "__meta__" not in f:
-            raise ValueError(f"{path} is not a params file of save_params_npz "
-                             "(no __meta__ entry)")
-        meta = json.loads(str(f["__meta__"]))
-        arrays = {k: f[k] for k in f.files if k != "__meta__"}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files") or "__meta__" not in f:
+                raise ValueError("no __meta__ entry")
+            meta = json.loads(str(f["__meta__"]))
+            arrays = {k: f[k] for k in f.files if k != "__meta__"}
+            if not isinstance(meta, dict) or not {"cell", "hidden", "input_size",
+                                                  "kwargs"} <= set(meta):
+                raise ValueError("__meta__ lacks cell, hidden, input_size or kwargs")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path} is not a params file of save_params_npz "
+                         f"({type(e).__name__}: {e})") from None
     cell = cells.make(meta["cell"], meta["hidden"], **meta["kwargs"])
     like = jax.eval_shape(lambda k: cell.init(k, meta["input_size"]), jax.random.key(0))
     paths, treedef = jax.tree_util.tree_flatten_with_path(like)

@@ -18,7 +18,8 @@ from rnnjax.associative import SCANS, associative_scan_cell, choose_scan
 from rnnjax.bptt import check_manual, scan_manual
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
-from rnnjax.masking import check_run_inputs, flip_sequences, reset_to, segment_starts
+from rnnjax.masking import (check_run_inputs, common_float_dtype, flip_sequences, reset_to,
+                            segment_starts, shape_dtype)
 from rnnjax.newton import run_options, scan_newton, time_major_init
 
 __all__ = ["flip_sequences", "run", "scan_cell"]
@@ -120,8 +121,9 @@ def _run(cell, params, xs, carry, lengths, resets, newton_init=None, *, reverse,
         carry = cell.initial_carry((B,), xs.dtype)
     else:
         carry = jax.tree.map(lambda a: a.reshape((B,) + a.shape[len(batch_shape):]), carry)
-    if lengths is not None:
-        lengths = lengths.reshape(B)
+    if lengths is not None:  # traced lengths: clipped to [0, T]; padding never reaches a step
+        lengths = jnp.clip(lengths.reshape(B), 0, T)
+        xs = jnp.where((jnp.arange(T)[:, None] < lengths)[..., None], xs, jnp.zeros_like(xs))
     if resets is not None:
         resets = (resets if time_major else jnp.moveaxis(resets, -1, 0)).reshape(T, B)
     if grad == "manual":  # hand-written BPTT as a custom_vjp (rnnjax.bptt)
@@ -163,7 +165,10 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
       lengths: integer array of shape ``batch``, each in ``[0, time]``.  Step ``t`` of
         sequence ``b`` runs only while ``t < lengths[b]``: afterwards the carry is frozen
         (so ``final_carry`` is the state after ``lengths[b]`` steps) and the output is
-        exactly zero.  Length 0 returns the initial carry.
+        exactly zero.  Length 0 returns the initial carry.  Concrete values outside
+        ``[0, time]`` raise ``ValueError``; traced ones (under ``jit``) are clipped to
+        ``[0, time]``.  Inputs past a sequence's length are replaced by zeros before any
+        step, so NaN or inf in the padding reaches neither outputs nor gradients.
       resets: boolean array ``(*batch, time)`` (``(time, *batch)`` when ``time_major``)
         marking the first step of each segment (episode or document boundaries, as
         Haiku's ``ResetCore``): before such a step the carry is set back to the initial
@@ -226,7 +231,11 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         scan = "sequential"
     else:
         scan = choose_scan(cell, scan, T, truncate=truncate, unroll=unroll)
-    xs = jnp.asarray(xs)
+    dtype = common_float_dtype(shape_dtype(xs)[1], params)  # reconcile half-precision xs
+    xs = jnp.asarray(xs, dtype)
+    if carry is not None:
+        carry = jax.tree.map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(
+            shape_dtype(a)[1], jnp.floating) else a, carry)
     if lengths is not None:
         lengths = jnp.asarray(lengths)
     if resets is not None:

@@ -74,10 +74,12 @@ from tqdm.auto import tqdm
 
 from rnnjax import analysis, baselines, checkpointing, optim, parametrize
 from rnnjax import distributed as dist
+from rnnjax import outputs
 from rnnjax import tasks as tasks_lib
 from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonfinite,
                             format_record, load_history, make_record, write_metrics)
 from rnnjax.models import Model, cell_with_readout
+from rnnjax.outputs import atomic_open
 from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
                                  has_orthogonal_params, make_cell, orthogonal_cells,
                                  validate)
@@ -243,12 +245,14 @@ class Result(NamedTuple):
 
 class _Run(NamedTuple):
     """Where a run writes: ``out`` (or None), its checkpoint manager (or None), whether
-    this process writes logs and metrics, and the data-parallel mesh (or None)."""
+    this process writes logs and metrics, the data-parallel mesh (or None) and the
+    writer's lock on ``out`` (or None)."""
 
     out: Optional[str]
     mngr: Any
     main: bool
     mesh: Any
+    lock: Any = None
 
 
 def _mesh(config):
@@ -269,23 +273,34 @@ def _manager(config):
                                  every=config.checkpoint_every or max(config.steps, 1))
 
 
-def _open_run(config: Config, resume: bool) -> _Run:
-    """Check the run directory (no silent overwrite; a resumed run must agree with its
-    config.json) and open its checkpoint manager."""
-    out, mngr = config.out, None
+def _open_run(config: Config, resume: bool, overwrite: bool = False) -> _Run:
+    """Check the run directory (no silent overwrite: a folder holding files needs
+    ``resume`` or ``overwrite``; a resumed run must agree with its config.json), lock it
+    for this writer and open its checkpoint manager."""
+    out, mngr, lock = config.out, None, None
     if out is None and resume:
         raise ValueError("resume=True needs config.out (the run directory)")
     if out is not None:
-        os.makedirs(out, exist_ok=True)
-    if out is not None and (config.checkpoint_every or resume):
         has_ckpt = bool(checkpointing.steps(os.path.join(out, "checkpoints")))
-        if resume:
-            check_resume(config, out, has_ckpt)
-        elif has_ckpt:
+        if has_ckpt and not (resume or overwrite):
             raise ValueError(f"out {out!r} already holds checkpoints; pass --resume to "
-                             f"continue that run or choose another --out")
-        mngr = _manager(config)
-    return _Run(out, mngr, dist.is_main(), _mesh(config))
+                             f"continue that run, --overwrite to replace it, or choose "
+                             f"another --out")
+        if dist.is_main():
+            outputs.prepare_out(out, resume, overwrite)
+            lock = outputs.lock_out(out)
+        else:
+            os.makedirs(out, exist_ok=True)
+        try:
+            if resume:
+                check_resume(config, out, has_ckpt)
+            if config.checkpoint_every or resume:
+                mngr = _manager(config)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+    return _Run(out, mngr, dist.is_main(), _mesh(config), lock)
 
 
 def _starting_state(exp: Experiment, run: _Run, resume: bool):
@@ -296,7 +311,7 @@ def _starting_state(exp: Experiment, run: _Run, resume: bool):
         state, eval_data = dist.replicate((state, eval_data), run.mesh)
     history: list = []
     if resume:
-        state, history = checkpointing.restore(run.mngr, None, state)
+        state, history = checkpointing.restore(run.mngr, None, state, set_aside=True)
     start = int(np.asarray(state.step)[0])
     if start > exp.config.steps:
         raise ValueError(f"the checkpoint is at step {start}, beyond "
@@ -382,7 +397,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
                     mngr = _manager(config)
                 if mngr is not None:
                     checkpointing.save(mngr, i, state, history, force=True)
-                raise checkpointing.Preempted(i, run.out if mngr is not None else None)
+                raise checkpointing.Preempted(i, run.out if mngr is not None else None,
+                                              sigterm.signum)
             n_window += 1
             bar.update(1)
             if i % config.log_every == 0 or i == config.steps:
@@ -429,32 +445,40 @@ def _keep_best(out: str, rec: dict, state) -> bool:
                                                              -best["valid_loss"]):
             return False
     checkpointing.save_params(os.path.join(out, "best"), rec["step"], state.params, keep=1)
-    with open(path, "w") as f:
+    with atomic_open(path) as f:
         json.dump({k: v for k, v in rec.items() if k != "seeds"}, f, indent=2)
     return True
 
 
-def train(config: Config, *, resume: bool = False, progress: bool = True,
-          print_fn=None, on_record=None) -> Result:
+def train(config: Config, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, print_fn=None, on_record=None) -> Result:
     """Run ``config``; see the module docstring.  Returns a :class:`Result`.
 
     With ``config.out`` set, writes ``config.json``, ``metrics.jsonl``, ``metrics.csv``
-    and ``checkpoints/`` there.  ``resume=True`` continues from the latest checkpoint in
-    ``out`` (an error if there is none or the saved config disagrees).  ``on_record``,
-    if given, is called with each metrics record (a dict) as it is logged.
+    and ``checkpoints/`` there (each file atomically, :mod:`rnnjax.outputs`), holding the
+    folder's writer lock.  A folder that already holds files is refused unless
+    ``resume=True`` (continue from the latest checkpoint in ``out``: an error if there
+    is none, if its config.json is missing or disagrees) or ``overwrite=True``.
+    SIGTERM and SIGINT save a checkpoint and raise
+    :class:`rnnjax.checkpointing.Preempted`.  ``on_record``, if given, is called with
+    each metrics record (a dict) as it is logged.
     """
     exp = build(config)
     config = exp.config  # with epochs and permutation resolved
-    run = _open_run(config, resume)
-    state, eval_data, history = _starting_state(exp, run, resume)
-    if resume and print_fn is not None and run.main:
-        print_fn(f"resumed from step {int(np.asarray(state.step)[0])} in {run.out}")
-    if run.out is not None and run.main:
-        config.save(run.out)
-    state, history = _loop(exp, run, state, eval_data, history, progress=progress,
-                           print_fn=print_fn, on_record=on_record)
-    if run.out is not None and run.main:
-        write_metrics(run.out, history)
+    run = _open_run(config, resume, overwrite)
+    try:
+        state, eval_data, history = _starting_state(exp, run, resume)
+        if resume and print_fn is not None and run.main:
+            print_fn(f"resumed from step {int(np.asarray(state.step)[0])} in {run.out}")
+        if run.out is not None and run.main:
+            config.save(run.out)
+        state, history = _loop(exp, run, state, eval_data, history, progress=progress,
+                               print_fn=print_fn, on_record=on_record)
+        if run.out is not None and run.main:
+            write_metrics(run.out, history)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
     return Result(state, history, exp)
 
 

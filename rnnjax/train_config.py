@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -20,8 +21,9 @@ import jax
 from rnnjax import baselines, bptt, optim
 from rnnjax import cells as cells_lib
 from rnnjax import tasks as tasks_lib
-from rnnjax.checks import (check_choice, check_nonneg_int, check_optional_positive,
-                           check_positive_float, check_positive_int)
+from rnnjax.checks import (check_choice, check_memory, check_nonneg_int,
+                           check_optional_positive, check_positive_float, check_positive_int)
+from rnnjax.outputs import atomic_open
 
 OPTIMIZERS = optim.OPTIMIZERS
 CLIP_MODES = ("global_norm", "element")
@@ -101,11 +103,19 @@ class Config:
         path = os.path.join(os.fspath(out), "config.json")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{out} is not a run directory: it has no config.json")
-        with open(path) as f:
-            return cls.from_json(json.load(f))
+        try:
+            with open(path, "rb") as f:
+                d = json.loads(f.read().decode("utf-8"))
+            if not isinstance(d, dict):
+                raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+            return cls.from_json(d)
+        except (OSError, ValueError, TypeError) as e:
+            raise ValueError(f"{path} is not a readable config.json of a run "
+                             f"({type(e).__name__}: {e})") from None
 
     def save(self, out: str) -> None:
-        with open(os.path.join(os.fspath(out), "config.json"), "w") as f:
+        """Write ``config.json`` in ``out`` atomically."""
+        with atomic_open(os.path.join(os.fspath(out), "config.json"), "w") as f:
             json.dump(self.to_json(), f, indent=2)
 
 
@@ -153,6 +163,25 @@ def validate(config: Config) -> None:
         bptt.check_manual(make_cell(config))  # raises for a cell without cell.backward
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
+    check_memory("this run", estimate_bytes(config),
+                 "lower --hidden, --T, --batch or --seeds")
+
+
+def estimate_bytes(config: Config) -> float:
+    """A lower estimate of the memory of a run (float32), from the shapes of
+    ``cell.init`` under ``jax.eval_shape`` (nothing is allocated): params, gradient and
+    two optimiser moments per seed, plus the activations kept for the backward pass
+    (about 8 numbers per unit, step and example)."""
+    n_params = 4 * config.hidden * (config.hidden + 1)  # a gated cell's order of size
+    if config.cell not in baselines.MODELS:
+        cell = make_cell(config)
+        try:  # one input feature: the recurrent part dominates
+            shapes = jax.eval_shape(lambda k: cell.init(k, 1), jax.random.key(0))
+            n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
+        except ValueError:  # a cell whose input size is tied to its width (LRU)
+            pass
+    activations = 8.0 * config.batch * config.T * config.hidden
+    return 4.0 * config.seeds * (4.0 * n_params + activations)
 
 
 def has_orthogonal_params(params) -> bool:
@@ -188,7 +217,9 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
     if not has_checkpoint:
         raise ValueError(f"resume: no checkpoint in {os.path.join(out, 'checkpoints')!r}")
     if not os.path.exists(os.path.join(out, "config.json")):
-        return
+        raise ValueError(f"resume: {os.path.join(out, 'config.json')!r} is missing, so the "
+                         "hyper-parameters of the run cannot be checked; restore it (or "
+                         "start a new run with another --out)")
     saved = Config.load(out)
     diff = [k for k in RESUME_FIELDS if getattr(saved, k) != getattr(config, k)]
     if diff:
@@ -198,4 +229,4 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
 
 
 __all__ = ["CLIP_MODES", "Config", "GRADS", "OPTIMIZERS", "RESUME_FIELDS", "check_resume",
-           "has_orthogonal_params", "make_cell", "orthogonal_cells", "validate"]
+           "estimate_bytes", "has_orthogonal_params", "make_cell", "orthogonal_cells", "validate"]

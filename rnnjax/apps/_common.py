@@ -11,6 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax.checks import check_positive_float, check_positive_int
+from rnnjax.outputs import atomic_open
+
 
 def out_dir(path) -> str:
     """Create ``path`` (and parents) and return it as a string."""
@@ -19,13 +22,22 @@ def out_dir(path) -> str:
     return path
 
 
+def check_fit(*, steps, lr, batch=None, steps_name="steps"):
+    """The training arguments of an application, checked before any work: ``steps``
+    and ``batch`` positive integers, ``lr`` a positive finite number."""
+    check_positive_int(steps_name, steps)
+    if batch is not None:
+        check_positive_int("batch", batch)
+    check_positive_float("lr", lr)
+
+
 def write_json(path, obj):
     def default(o):
         if isinstance(o, (np.generic, jnp.ndarray, np.ndarray)):
             return np.asarray(o).tolist()
         raise TypeError(f"cannot serialise {type(o).__name__}")
 
-    with open(path, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2, default=default)
         f.write("\n")
 
@@ -42,4 +54,4 @@ def dense(p, x):
     return x @ p["W"].T + p["b"]
 
 
-__all__ = ["dense", "dense_init", "out_dir", "write_json"]
+__all__ = ["check_fit", "dense", "dense_init", "out_dir", "write_json"]

@@ -31,6 +31,7 @@ from rnnjax import cells, figures
 from rnnjax.apps import _common
 from rnnjax.checks import check_file, check_fraction, check_positive_int
 from rnnjax.layers import bidirectional, unidirectional
+from rnnjax.outputs import atomic_open, writes_out
 from rnnjax.training import fit
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "sentiment.tsv")
@@ -128,6 +129,7 @@ def train(layer, params, ids, lengths, y, *, steps=300, batch=32, lr=3e-3, seed=
     return fit(loss, params, batch_fn, steps=steps, lr=lr, key=jax.random.key(seed))
 
 
+@writes_out
 def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
                  bidirectional_=False, steps=300, batch=32, lr=3e-3, test_fraction=0.25,
                  seed=0, print_fn=print):
@@ -136,6 +138,7 @@ def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
     ``classify.json``; returns the summary dict."""
     check_positive_int("steps", steps)
     check_fraction("test_fraction", test_fraction)
+    _common.check_fit(steps=steps, batch=batch, lr=lr)
     out = _common.out_dir(out)
     texts, labels = read_labelled(data)
     classes = sorted(set(labels))
@@ -162,7 +165,7 @@ def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
     lines += ["", "| text | label | predicted |", "|---|---|---|"]
     lines += [f"| {texts[i]} | {labels[i]} | {classes[p]} |" for i, p in zip(te, pred)]
     md = os.path.join(out, "classify.md")
-    with open(md, "w") as f:
+    with atomic_open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
     fig = figures.figure(figsize=(9, 3))
     ax1, ax2 = fig.subplots(1, 2)

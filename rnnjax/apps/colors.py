@@ -36,6 +36,7 @@ from rnnjax.apps import _common
 from rnnjax.cells import elman
 from rnnjax.checks import (check_file, check_nonneg_float, check_positive_float,
                            check_positive_int)
+from rnnjax.outputs import writes_out
 from rnnjax.sequence import run
 from rnnjax.training import fit
 
@@ -212,6 +213,7 @@ def plot_stripes(seeds, colors, path, title=None):
     figures.save(fig, path)
 
 
+@writes_out
 def run_colors(out, *, seeds=DEFAULT_SEEDS, hidden: int = 16, scale: float = 1.0,
                temperature: float = 1.0, length: int = 24, seed: int = 42,
                palettes=None, train_steps: int = 500, lr: float = 1e-2, print_fn=print):
@@ -220,6 +222,7 @@ def run_colors(out, *, seeds=DEFAULT_SEEDS, hidden: int = 16, scale: float = 1.0
     Writes ``colors.png`` and ``colors.json`` (the hex palettes and settings) into
     ``out``; returns the summary dict.
     """
+    _common.check_fit(steps=train_steps, lr=lr, steps_name="train_steps")
     out = _common.out_dir(out)
     seed_rgb = np.stack([parse_color(s) if isinstance(s, str) else np.asarray(s, np.float32)
                          for s in seeds])

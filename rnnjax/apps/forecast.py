@@ -48,6 +48,7 @@ import numpy as np
 from rnnjax import cells, figures
 from rnnjax.apps import _common
 from rnnjax.checks import check_choice, check_file, check_fraction, check_positive_int
+from rnnjax.outputs import atomic_open, writes_out
 from rnnjax.sequence import run
 from rnnjax.training import fit
 
@@ -277,6 +278,7 @@ def _plot(path, truth, preds, title, horizon):
     figures.save(fig, path)
 
 
+@writes_out
 def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, window=48,
                  horizon=4, test_fraction=0.25, modes=MODES, cell_name="gru", hidden=32,
                  steps=400, batch=64, lr=3e-3, ar_order=8, seed=0, print_fn=print):
@@ -291,6 +293,8 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
         raise ValueError(f"ar_order must be <= window ({window}), got {ar_order}")
     for m in modes:
         check_choice("mode", m, MODES)
+    _common.check_fit(steps=steps, batch=batch, lr=lr)
+    out = _common.out_dir(out)
     season = None
     if csv_path is not None:
         raw = read_csv_column(csv_path, 0 if column is None else column)
@@ -347,7 +351,7 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
     for k, v in sorted(mse.items(), key=lambda kv: kv[1]):
         lines.append(f"| {k} | {v:.5g} | {v / base:.3f} | {mases[k]:.3f} |")
     md = os.path.join(out, "forecast.md")
-    with open(md, "w") as f:
+    with atomic_open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
     png = os.path.join(out, "forecast.png")
     _plot(png, yte[:, -1] * sd + mu, {k: v[:, -1] * sd + mu for k, v in preds.items()},

@@ -43,6 +43,7 @@ from rnnjax.apps import _common
 from rnnjax.checks import (check_choice, check_file, check_fraction, check_nonneg_float,
                            check_positive_int)
 from rnnjax.models import cell_with_readout
+from rnnjax.outputs import atomic_open, writes_out
 from rnnjax.tasks.charlm import Vocab, load_text, sample, split_text
 from rnnjax.training import fit
 
@@ -153,6 +154,16 @@ def sample_key(seed: int, prompt: str, i: int):
     return jax.random.fold_in(key, i)
 
 
+def _check_prompt(prompt, vocab, source):
+    """Raise ``ValueError`` (before any training) for prompt characters that the
+    vocabulary of ``source`` lacks."""
+    unknown = sorted(set(prompt) - set(vocab.chars))
+    if unknown:
+        raise ValueError(f"prompt has characters {unknown} that are not in the vocabulary "
+                         f"of {os.fspath(source)!r} ({len(vocab.chars)} characters)")
+
+
+@writes_out
 def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, batch=32,
                  steps=800, lr=3e-3, holdout=0.1, prompt="The ", length=300,
                  temperatures=(0.0, 0.5, 1.0), seed=0, restore=None, run_dir=None,
@@ -161,6 +172,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
     checkpoints, reports bits per character against the unigram baseline, and writes
     ``samples.txt`` (one sample per temperature), ``generate.json`` and, after training,
     ``generate.png`` (training loss in bits per character)."""
+    _common.check_fit(steps=steps, batch=batch, lr=lr)
     out = _common.out_dir(out)
     for t in temperatures:
         check_nonneg_float("temperature", t)
@@ -177,6 +189,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
         check_fraction("holdout", holdout)
         text = load_text(data)
         vocab = Vocab.of(text)
+        _check_prompt(prompt, vocab, data)
         train_ids, eval_ids = split_text(vocab.encode(text), holdout, seq_len)
         model = CharModel(cell_name, hidden, len(vocab))
         params, losses = train(model, train_ids, seq_len=seq_len, batch=batch, steps=steps,
@@ -205,7 +218,7 @@ def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, ba
                                  key=sample_key(seed, prompt, i),
                                  temperature=t)
     summary["samples"] = samples
-    with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as f:
+    with atomic_open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as f:
         for t, s in samples.items():
             f.write(f"--- temperature {t} ---\n{prompt}{s}\n\n")
     _common.write_json(os.path.join(out, "generate.json"), summary)

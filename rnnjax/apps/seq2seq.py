@@ -34,6 +34,7 @@ from rnnjax.apps import _common
 from rnnjax.cell import HiddenState
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.layers import bidirectional
+from rnnjax.outputs import atomic_open, writes_out
 from rnnjax.training import fit
 
 TASKS = ("reverse", "sort")
@@ -195,6 +196,7 @@ def _plots(out, params, task, attention, acc, train_range, seed):
     return [int(v) for v in np.asarray(src[0])], [int(v) for v in pred]
 
 
+@writes_out
 def run_seq2seq(out, *, task="reverse", attention="additive", hidden=64, embed=32,
                 min_len=3, max_len=8, eval_max_len=None, steps=500, batch=64, lr=3e-3,
                 seed=0, print_fn=print):
@@ -202,6 +204,7 @@ def run_seq2seq(out, *, task="reverse", attention="additive", hidden=64, embed=3
     ``1 .. eval_max_len`` (default ``max_len + 4``), and write ``seq2seq.png`` (an
     attention heatmap and accuracy against length), ``seq2seq.csv`` and
     ``seq2seq.json``."""
+    _common.check_fit(steps=steps, batch=batch, lr=lr)
     out = _common.out_dir(out)
     eval_max_len = max_len + 4 if eval_max_len is None else eval_max_len
     check_positive_int("eval_max_len", eval_max_len)
@@ -210,7 +213,7 @@ def run_seq2seq(out, *, task="reverse", attention="additive", hidden=64, embed=3
                            lr=lr, seed=seed)
     acc = evaluate(params, task, range(1, eval_max_len + 1), attention=attention)
     example = _plots(out, params, task, attention, acc, (min_len, max_len), seed)
-    with open(os.path.join(out, "seq2seq.csv"), "w") as f:
+    with atomic_open(os.path.join(out, "seq2seq.csv"), "w") as f:
         f.write("length,token_accuracy,sequence_accuracy,trained\n")
         for L, (ta, sa) in acc.items():
             f.write(f"{L},{ta:.4f},{sa:.4f},{int(min_len <= L <= max_len)}\n")

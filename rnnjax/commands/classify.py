@@ -9,7 +9,7 @@ def _run(a):
     classify.run_classify(a.out, data=a.data or classify.DATA, cell_name=a.cell,
                           hidden=a.hidden, embed=a.embed, bidirectional_=a.bidirectional,
                           steps=a.steps, batch=a.batch, lr=a.lr,
-                          test_fraction=a.test_fraction, seed=a.seed)
+                          test_fraction=a.test_fraction, seed=a.seed, overwrite=a.overwrite)
     return 0
 
 
@@ -17,6 +17,8 @@ def register(sub):
     p = sub.add_parser("classify", help="sequence classification (sentiment of short texts) "
                                         "against the majority class")
     p.add_argument("--out", default="out/classify", help="output folder (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing its results")
     p.add_argument("--data", default=None,
                    help="label<TAB>text file (default: the shipped rnnjax/data/sentiment.tsv)")
     p.add_argument("--cell", default="gru", choices=["elman", "irnn", "lstm", "gru"])

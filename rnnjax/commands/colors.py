@@ -8,7 +8,8 @@ from rnnjax.apps import colors
 def _run(a):
     colors.run_colors(a.out, seeds=a.seeds, hidden=a.hidden, scale=a.scale,
                       temperature=a.temperature, length=a.length, seed=a.seed,
-                      palettes=a.palettes, train_steps=a.train_steps, lr=a.lr)
+                      palettes=a.palettes, train_steps=a.train_steps, lr=a.lr,
+                      overwrite=a.overwrite)
     return 0
 
 
@@ -16,6 +17,8 @@ def register(sub):
     p = sub.add_parser("colors", help="generate colour palettes with an autoregressive "
                                       "Elman RNN (PNG of stripes)")
     p.add_argument("--out", default="out/colors", help="output folder (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing its results")
     p.add_argument("--seeds", nargs="+", default=list(colors.DEFAULT_SEEDS),
                    help="seed colours, '#rrggbb' or 'r,g,b' in [0, 1]; one row each")
     p.add_argument("--hidden", type=int, default=16, help="hidden units (default 16)")

@@ -9,7 +9,8 @@ def _run(a):
     forecast.run_forecast(a.out, series=a.series, csv_path=a.csv, column=a.column, n=a.n,
                           window=a.window, horizon=a.horizon, test_fraction=a.test_fraction,
                           modes=a.modes, cell_name=a.cell, hidden=a.hidden, steps=a.steps,
-                          batch=a.batch, lr=a.lr, ar_order=a.ar_order, seed=a.seed)
+                          batch=a.batch, lr=a.lr, ar_order=a.ar_order, seed=a.seed,
+                          overwrite=a.overwrite)
     return 0
 
 
@@ -17,6 +18,8 @@ def register(sub):
     p = sub.add_parser("forecast", help="time-series forecasting: RNN vs last value, AR, ARMA "
                                         "(plot + MSE table)")
     p.add_argument("--out", default="out/forecast", help="output folder (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing its results")
     p.add_argument("--series", default="sines", choices=list(forecast.SERIES),
                    help="synthetic (sines: noisy sum of sines; walk: random walk + season) "
                         "or a statsmodels dataset (sunspots, co2, elnino, nile; needs the "

@@ -10,7 +10,7 @@ def _run(a):
                           hidden=a.hidden, seq_len=a.seq_len, batch=a.batch, steps=a.steps,
                           lr=a.lr, prompt=a.prompt, length=a.length,
                           temperatures=a.temperature, seed=a.seed, restore=a.restore,
-                          run_dir=a.run)
+                          run_dir=a.run, overwrite=a.overwrite)
     return 0
 
 
@@ -18,6 +18,8 @@ def register(sub):
     p = sub.add_parser("generate", help="character-level text generation (LSTM/GRU) with "
                                         "temperature; bits per character")
     p.add_argument("--out", default="out/generate", help="output folder (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing its results")
     p.add_argument("--data", default=None,
                    help="UTF-8 text file (default: the shipped rnnjax/data/tiny_text.txt)")
     p.add_argument("--cell", default="lstm", choices=["lstm", "gru", "elman"])

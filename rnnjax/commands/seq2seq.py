@@ -9,7 +9,7 @@ def _run(a):
     seq2seq.run_seq2seq(a.out, task=a.task, attention=a.attention, hidden=a.hidden,
                         embed=a.embed, min_len=a.min_len, max_len=a.max_len,
                         eval_max_len=a.eval_max_len, steps=a.steps, batch=a.batch,
-                        lr=a.lr, seed=a.seed)
+                        lr=a.lr, seed=a.seed, overwrite=a.overwrite)
     return 0
 
 
@@ -17,6 +17,8 @@ def register(sub):
     p = sub.add_parser("seq2seq", help="encoder-decoder with additive or dot-product "
                                        "attention (reverse / sort digits)")
     p.add_argument("--out", default="out/seq2seq", help="output folder (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing its results")
     p.add_argument("--task", default="reverse", choices=["reverse", "sort"])
     p.add_argument("--attention", default="additive", choices=["additive", "dot"])
     p.add_argument("--hidden", type=int, default=64)

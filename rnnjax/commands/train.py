@@ -146,16 +146,18 @@ def run(a) -> int:
     if a.resume and a.out and os.path.exists(os.path.join(a.out, "config.json")):
         config = resumed_config(a)
     try:
-        result = train(config, resume=a.resume, progress=not a.no_progress, print_fn=print)
+        result = train(config, resume=a.resume, overwrite=a.overwrite,
+                       progress=not a.no_progress, print_fn=print)
     except Preempted as e:
         print(f"rnnjax train: {e}", file=sys.stderr)
-        return 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM
+        return e.exit_code  # 143 (SIGTERM) or 130 (SIGINT), as a shell reports them
     except NonFiniteError as e:
         print(f"rnnjax train: error: {e}", file=sys.stderr)
         return 3
     last = result.history[-1] if result.history else None
     if last is not None and a.out and is_main():
-        print(f"wrote {a.out}/metrics.jsonl, metrics.csv, config.json, checkpoints/")
+        ckpt = ", checkpoints/" if config.checkpoint_every else ""
+        print(f"wrote {a.out}/metrics.jsonl, metrics.csv, config.json{ckpt}")
     return 0
 
 
@@ -174,6 +176,8 @@ def register(sub):
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --out, with the options "
                         "saved in its config.json (options given here override them)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in a non-empty --out (its checkpoints are removed)")
     g = p.add_argument_group("several processes (jax.distributed)")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize(); the three options below, when "

@@ -56,8 +56,11 @@ def load_text(path) -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"text file not found at {os.fspath(path)!r}: expected a "
                                 f"UTF-8 text file")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"text file {os.fspath(path)!r} is not UTF-8 text ({e})") from None
     if len(set(text)) < 2:
         raise ValueError(f"text file {os.fspath(path)!r} must hold at least two distinct "
                          f"characters")

@@ -1,0 +1,167 @@
+"""Output folders and files that are never lost or left half-written.
+
+* :func:`atomic_open`: every results file (metrics, config, report, summary) is written
+  to a temporary file in the same folder, flushed, ``fsync``-ed and renamed over the
+  target (``os.replace``, atomic on POSIX): a reader sees the old file or the new one,
+  never a torn one, whatever kills the writer (SIGKILL, a full disk).
+* :func:`prepare_out`: an output folder is checked before any work is done.  A folder
+  that already holds files is refused unless the caller continues that run
+  (``resume``) or asked to replace it (``overwrite``, which removes its ``checkpoints/``
+  so no step of the old run is mixed with the new one; other files are replaced as they
+  are rewritten).  A path that is a file, empty, or not writable is refused by name.
+* :func:`lock_out`: one writer per folder.  The writer holds an exclusive
+  ``fcntl.flock`` on ``<out>/.rnnjax.lock`` (released by the kernel when the process
+  dies, so a killed run never leaves a stale lock); a second writer is refused with the
+  holder's pid.  (``flock`` is advisory and may not work across NFS clients.)
+* :func:`writes_out`: the decorator of the applications: check ``out`` (and
+  ``overwrite``), lock it for the call, and remove the folder again when it was
+  created by this call and the call failed before writing anything.
+
+This module imports nothing from rnnjax (it sits at the bottom of the layers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import os
+import shutil
+import tempfile
+
+LOCK = ".rnnjax.lock"
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "w", **kwargs):
+    """``open(path, mode)`` written atomically (``mode`` ``"w"`` or ``"wb"``): the data
+    goes to a temporary file beside ``path`` that replaces ``path`` only once it is
+    complete and durable; on an error the temporary file is removed and ``path`` is left
+    as it was."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_open`)."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _contents(path):
+    return sorted(n for n in os.listdir(path) if n != LOCK)
+
+
+def prepare_out(path, resume: bool = False, overwrite: bool = False, *,
+                name: str = "out") -> str:
+    """Check the output folder ``path`` and create it; return it as a string.
+
+    Raises ``ValueError`` (naming ``name``) if ``path`` is empty, an existing file, not
+    writable, or a folder that already holds files while neither ``resume`` nor
+    ``overwrite`` is set.  With ``overwrite`` its ``checkpoints/`` folder is removed.
+    """
+    if path is None or not os.fspath(path):
+        raise ValueError(f"{name} must be a folder path, got {path!r}")
+    path = os.fspath(path)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run in "
+                         f"{name} {path!r}, or replace it, not both")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} must be a folder, got the existing file {path!r}")
+    if os.path.isdir(path):
+        held = _contents(path)
+        if held and not (resume or overwrite):
+            shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+            raise ValueError(f"{name} {path!r} already holds files ({shown}); pass --resume "
+                             f"to continue that run, --overwrite to replace it, or choose "
+                             f"another --{name.replace('_', '-')}")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"{name} {path!r} is not writable")
+        if overwrite and os.path.isdir(os.path.join(path, "checkpoints")):
+            shutil.rmtree(os.path.join(path, "checkpoints"))
+        return path
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {path!r} cannot be created: {parent!r} is not a "
+                         "writable folder")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class OutLock:
+    """An exclusive lock on the output folder ``path`` (see :func:`lock_out`)."""
+
+    def __init__(self, path, *, name: str = "out"):
+        self.path = os.path.join(os.fspath(path), LOCK)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            self._fd = None
+            raise ValueError(f"{name} {os.fspath(path)!r} is in use by another writer "
+                             f"(pid {holder} holds {self.path}); wait for it to finish or "
+                             f"choose another --{name.replace('_', '-')}") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_out(path, *, name: str = "out") -> OutLock:
+    """Take the writer's lock of the folder ``path``; raise ``ValueError`` naming the
+    holder's pid if another writer has it.  Release with ``.release()`` or ``with``."""
+    return OutLock(path, name=name)
+
+
+def writes_out(fn):
+    """Decorate ``fn(out, *, ..., overwrite=False)``: check and create ``out``
+    (:func:`prepare_out`), hold its lock during the call, and remove ``out`` again if
+    this call created it and failed leaving nothing in it."""
+
+    @functools.wraps(fn)
+    def wrapper(out, *args, overwrite: bool = False, **kwargs):
+        existed = out is not None and os.path.exists(os.fspath(out))
+        out = prepare_out(out, overwrite=overwrite)
+        ok = False
+        try:
+            with lock_out(out):
+                result = fn(out, *args, **kwargs)
+            ok = True
+            return result
+        finally:
+            if not ok and not existed and not _contents(out):
+                shutil.rmtree(out, ignore_errors=True)
+
+    return wrapper
+
+
+__all__ = ["LOCK", "OutLock", "atomic_open", "lock_out", "prepare_out", "write_text",
+           "writes_out"]
