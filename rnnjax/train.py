@@ -79,7 +79,6 @@ from rnnjax import tasks as tasks_lib
 from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonfinite,
                             format_record, load_history, make_record, write_metrics)
 from rnnjax.models import Model, cell_with_readout
-from rnnjax.outputs import atomic_open
 from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
                                  has_orthogonal_params, make_cell, orthogonal_cells,
                                  validate)
@@ -445,7 +444,7 @@ def _keep_best(out: str, rec: dict, state) -> bool:
                                                              -best["valid_loss"]):
             return False
     checkpointing.save_params(os.path.join(out, "best"), rec["step"], state.params, keep=1)
-    with atomic_open(path) as f:
+    with outputs.atomic_open(path) as f:
         json.dump({k: v for k, v in rec.items() if k != "seeds"}, f, indent=2)
     return True
 

@@ -39,7 +39,7 @@ def _deterministic(history):
     (dict(lr=0.0), "lr must be a positive number"),
     (dict(optimizer="adagrad"), "optimizer must be one of"),
     (dict(grad="by-hand"), r"grad must be one of \['auto', 'manual'\], got 'by-hand'"),
-    (dict(grad="manual", cell="exprnn"), "hand-written BPTT exists for the cells named"),
+    (dict(grad="manual", cell="mgu"), "needs a hand-written backward .cell.backward., and the 'mgu' cell has none"),
     (dict(grad="manual", cell="wavenet"), "got the baseline 'wavenet'"),
 ])
 def test_bad_config_fails_before_training(tmp_path, change, message):

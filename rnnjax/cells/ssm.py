@@ -296,7 +296,9 @@ def s5(hidden_size: int, state_size: int | None = None, blocks: int = 1,
         h_t = Lambda_bar * h_{t-1} + B_bar u_t          (P/2 complex states, u: (H,))
         y_t = 2 Re(C~ h_t) + D * u_t                    (H,)
 
-    ``P = state_size`` (default ``hidden_size``), split into ``blocks`` HiPPO blocks.
+    ``P = state_size`` (default: ``hidden_size`` rounded up to a multiple of
+    ``2 * blocks``, since states come in conjugate pairs), split into ``blocks`` HiPPO
+    blocks.
     Initialisation as the reference (``C_init="trunc_standard_normal"``): for each block
     of size ``P/J``, the first half of the DPLR HiPPO-LegS eigenvalues
     (:func:`hippo_legs_diagonal`) and eigenvectors ``V``; ``B~ = V^{-1} B`` with ``B
@@ -313,7 +315,7 @@ def s5(hidden_size: int, state_size: int | None = None, blocks: int = 1,
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("blocks", blocks)
-    P = hidden_size if state_size is None else state_size
+    P = -(-hidden_size // (2 * blocks)) * 2 * blocks if state_size is None else state_size
     _check_ssm(P, dt_min, dt_max)
     if P % (2 * blocks):
         raise ValueError(f"state_size must be a multiple of 2 * blocks = {2 * blocks}, "
