@@ -152,10 +152,10 @@ def _resolve_readout(cell, weights, carry, x, readout):
     """Check that ``readout(new carry)`` reproduces the step's output (one example)."""
     if readout == "step":
         return None
-    fn = carry_readout if readout == "auto" else readout
+    fn = carry_readout if readout in ("auto", "carry_or_step") else readout
     if not callable(fn):
-        raise ValueError(
-            f"readout must be 'auto', 'step' or a callable carry -> y, got {readout!r}")
+        raise ValueError(f"readout must be 'auto', 'carry_or_step', 'step' or a callable "
+                         f"carry -> y, got {readout!r}")
     c = jax.tree.map(lambda a: a[0], carry)
     if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((weights, c, x))):
         return fn  # under jit: values are abstract; the check runs on eager calls only
@@ -164,6 +164,8 @@ def _resolve_readout(cell, weights, carry, x, readout):
         ok = bool(np.allclose(np.asarray(fn(new)), np.asarray(y), rtol=1e-5, atol=1e-6))
     except (ValueError, TypeError, AttributeError):
         ok = False
+    if not ok and readout == "carry_or_step":
+        return None
     if not ok:
         raise ValueError(
             f"readout: the outputs of the {cell.name} cell are not readout(new carry) "
@@ -205,12 +207,14 @@ def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, carry=None,
       per_example: if True, norms per batch row (``(batch, T)`` leaves) instead of the
         norm of the whole ``(batch, ...)`` gradient at each ``t`` (``(T,)`` leaves).
       readout: how outputs depend on the carry.  ``"auto"``: :func:`carry_readout`
-        (``y_t = h_t``, or ``[Re h_t, Im h_t]`` for complex ``h``), which every built-in
-        cell satisfies; it is checked against one real step and a ``ValueError`` is
-        raised if it does not reproduce the cell's output (checked on eager calls; under
-        an outer ``jax.jit`` the check is skipped).  A callable ``carry -> y``
-        (one example) for other cells.  ``"step"``: keep the step's outputs, so
-        ``dL/dh_t`` is the gradient through future steps only.
+        (``y_t = h_t``, or ``[Re h_t, Im h_t]`` for complex ``h``), which most built-in
+        cells satisfy (not those with a readout such as ``lru``, ``s4d``, ``s5``); it is
+        checked against one real step and a ``ValueError`` is raised if it does not
+        reproduce the cell's output (checked on eager calls; under an outer ``jax.jit``
+        the check is skipped).  ``"carry_or_step"``: the same, falling back to
+        ``"step"`` where it does not.  A callable ``carry -> y`` (one example) for
+        other cells.  ``"step"``: keep the step's outputs, so ``dL/dh_t`` is the
+        gradient through future steps only.
 
     Returns:
       a pytree with the carry's structure (``HiddenState(h=...)``,

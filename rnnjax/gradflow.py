@@ -189,7 +189,8 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
             label = f"{name} (init)"
         for Tv in Ts:
             xs = get_xs(Tv)
-            res = analysis.hidden_grad_norms(cell, params, xs, loss)
+            # cells whose outputs are a readout of the state (SSMs) keep the step's outputs
+            res = analysis.hidden_grad_norms(cell, params, xs, loss, readout="carry_or_step")
             comps = [(f, np.asarray(a)) for f, a in _fields(res)]
             for f, _ in comps[1:]:
                 if f not in extra_fields:

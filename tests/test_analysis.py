@@ -307,3 +307,14 @@ def test_hidden_grad_norms_under_jit_equals_eager():
     eager = analysis.hidden_grad_norms(cell, p, xs, loss).h
     jitted = jax.jit(lambda p, xs: analysis.hidden_grad_norms(cell, p, xs, loss))(p, xs).h
     np.testing.assert_allclose(jitted, eager, rtol=1e-12)
+
+
+def test_carry_or_step_readout_falls_back_where_outputs_are_a_readout():
+    xs = jax.random.normal(jax.random.key(0), (2, 6, 4), jnp.float64)
+    loss = lambda ys: jnp.sum(ys[:, -1] ** 2)  # noqa: E731
+    for cell, fallback in ((cells.s4d(4, state_size=4), "step"), (cells.gru(4), "auto")):
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), cell.init(jax.random.key(1), 4))
+        got = analysis.hidden_grad_norms(cell, params, xs, loss, readout="carry_or_step")
+        want = analysis.hidden_grad_norms(cell, params, xs, loss, readout=fallback)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
