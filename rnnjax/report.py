@@ -133,12 +133,12 @@ class _Progress:
                           f"cost as much)")
         first_loss = self.records[0]["eval_loss"]
         bad = (rec.get("nonfinite_skipped", 0) > 0 or not np.isfinite(rec["eval_loss"])
-               or rec["grad_norm"] > 1e3 or rec["eval_loss"] > 1.5 * first_loss)
+               or rec["train_grad_norm"] > 1e3 or rec["eval_loss"] > 1.5 * first_loss)
         if bad and not self.warned and self.print_fn:
             self.warned = True
             self.print_fn(f"  warning: {self.cell} is diverging at step {rec['step']}: held-out "
                           f"loss {rec['eval_loss']:.4g} (baseline {rec.get('baseline', 0):.4g}), "
-                          f"gradient norm {rec['grad_norm']:.4g}, "
+                          f"gradient norm {rec['train_grad_norm']:.4g}, "
                           f"{int(rec.get('nonfinite_skipped', 0))} non-finite steps skipped")
 
 

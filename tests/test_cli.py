@@ -51,7 +51,7 @@ def test_every_subcommand_shows_its_defaults(name):
 
 def test_copy_help_shows_the_preset_values():
     text = " ".join(_subparsers()["copy"].format_help().split())
-    assert "--T T default 40 (--preset paper: 1000)" in text
+    assert "--T T default 200 (--preset paper: 1000)" in text
     assert "--num-seeds K default 1" in text
 
 

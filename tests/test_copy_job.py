@@ -133,8 +133,8 @@ def test_quick_copy_job_gradient_norms_resume_and_gradflow(tmp_path, capsys):
     assert main(argv + ["--resume"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["cells"]["exprnn"]["curve"] == summary["cells"]["exprnn"]["curve"]
-    # gradflow reads the job's own cell
-    assert main(["gradflow", "--checkpoint", str(out / "exprnn"), "--T", "4",
+    # gradflow reads the job's own cell (at its own length: T + 20 steps of the copy layout)
+    assert main(["gradflow", "--checkpoint", str(out / "exprnn"), "--T", "24",
                  "--out", str(tmp_path / "gf")]) == 0
 
 
@@ -157,7 +157,7 @@ def test_progress_prints_the_estimate_and_warns_once_on_divergence():
     lines = []
     p = _Progress(3, lines.append)
     p.start(0, "scornn", 100)
-    rec = {"step": 10, "time": 2.0, "eval_loss": 67.0, "baseline": 0.02, "grad_norm": 6000.0,
+    rec = {"step": 10, "time": 2.0, "eval_loss": 67.0, "baseline": 0.02, "train_grad_norm": 6000.0,
            "nonfinite_skipped": 0}
     p(rec)
     assert lines[0] == "[1/3] scornn" and "diverging" in lines[1] and "step 10" in lines[1]
@@ -165,7 +165,7 @@ def test_progress_prints_the_estimate_and_warns_once_on_divergence():
     assert "100 ms/step" in lines[2] and "estimated total" in lines[2]
     assert sum("diverging" in s for s in lines) == 1
     p.start(1, "urnn", 100)
-    ok = {"step": 10, "time": 1.0, "eval_loss": 2.3, "baseline": 0.02, "grad_norm": 1.0,
+    ok = {"step": 10, "time": 1.0, "eval_loss": 2.3, "baseline": 0.02, "train_grad_norm": 1.0,
           "nonfinite_skipped": 0}
     p(ok)
     p(dict(ok, step=20, time=2.0, eval_loss=0.5))  # far above the baseline, but falling

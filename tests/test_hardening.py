@@ -93,26 +93,26 @@ def test_a_second_writer_is_refused_by_the_lock(tmp_path):
 
 def test_disk_full_while_logging_leaves_the_previous_complete_metrics(tmp_path, monkeypatch):
     out = str(tmp_path)
-    metrics.write_metrics(out, [{"step": 1, "loss": 1.0}])
+    metrics.write_metrics(out, [{"step": 1, "train_loss": 1.0}])
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(outputs.os, "fsync", full)
     with pytest.raises(OSError, match="No space left"):
-        metrics.write_metrics(out, [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}])
+        metrics.write_metrics(out, [{"step": 1, "train_loss": 1.0}, {"step": 2, "train_loss": 0.5}])
     monkeypatch.undo()
-    assert load_history(out) == [{"step": 1, "loss": 1.0}]
+    assert load_history(out) == [{"step": 1, "train_loss": 1.0}]
     assert sorted(os.listdir(out)) == ["metrics.csv", "metrics.jsonl"]  # no temp file left
 
 
 def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path):
     with open(tmp_path / "metrics.jsonl", "w") as f:
-        f.write('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')
+        f.write('{"step": 1, "train_loss": 1.0}\n{"step": 2, "tra')
     with pytest.warns(RuntimeWarning, match="last line \\(2\\) is torn"):
-        assert load_history(str(tmp_path)) == [{"step": 1, "loss": 1.0}]
+        assert load_history(str(tmp_path)) == [{"step": 1, "train_loss": 1.0}]
     with open(tmp_path / "metrics.jsonl", "w") as f:
-        f.write('{"step": 1, "lo\n{"step": 2, "loss": 1.0}\n')
+        f.write('{"step": 1, "lo\n{"step": 2, "train_loss": 1.0}\n')
     with pytest.raises(ValueError, match="metrics.jsonl line 1 is not a JSON record"):
         load_history(str(tmp_path))
 
