@@ -59,9 +59,9 @@ def copy_batch(batch: int, T: int, seed: int = 0):
     return jax.nn.one_hot(x, SYMBOLS, dtype=jnp.float32), jnp.asarray(y)
 
 
-def make_step(cell, tx):
+def make_step(cell, tx, grad="auto"):
     def loss(params, xs, ys):
-        hs, _ = rnnjax.run(cell, params["cell"], xs)
+        hs, _ = rnnjax.run(cell, params["cell"], xs, grad=grad)
         logits = hs @ params["out"]["W"].T + params["out"]["b"]
         return optax.softmax_cross_entropy_with_integer_labels(logits, ys).mean()
 
@@ -79,7 +79,7 @@ def optimizer():
     return recipe("rmsprop", lr=1e-3) if recipe else optax.rmsprop(1e-3)
 
 
-def bench(name, H, T, batch, repeats, peak, out=None):
+def bench(name, H, T, batch, repeats, peak, out=None, grad="auto"):
     G, R, kwargs = CELLS[name]
     cell = rnnjax.cells.make(name.split("-")[0], H, **kwargs)
     params = {"cell": cell.init(jax.random.key(0), SYMBOLS),
@@ -89,8 +89,8 @@ def bench(name, H, T, batch, repeats, peak, out=None):
     tx = optimizer()
     state = tx.init(params)
     xs, ys = copy_batch(batch, T)
-    r = time_call(make_step(cell, tx), params, state, xs, ys, repeats=repeats, warmup=1)
-    rec = {"bench": "copy_step", "cell": name, "H": H, "T": T, "batch": batch,
+    r = time_call(make_step(cell, tx, grad), params, state, xs, ys, repeats=repeats, warmup=1)
+    rec = {"bench": "copy_step", "cell": name, "grad": grad, "H": H, "T": T, "batch": batch,
            "dtype": "float32", "median_s": r["median"], "min_s": r["min"],
            "compile_s": r["first"], "n": r["n"], "peak_gflops_step": peak}
     if R is not None:
@@ -113,6 +113,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--grad", nargs="+", default=["auto"], choices=("auto", "manual"),
+                    help="autodiff and/or the cells' hand-written backward (cells without "
+                         "one are timed with autodiff only)")
     a = ap.parse_args(argv)
     if a.quick:
         a.H, a.T, a.batch, a.repeats = 4, 5, 2, 1
@@ -125,7 +128,12 @@ def main(argv=None):
             print(f"# note: cell {name!r} is not in rnnjax.cells.REGISTRY; skipped",
                   flush=True)
             continue
-        records.append(bench(name, a.H, a.T, a.batch, a.repeats, peak, a.out))
+        has_backward = rnnjax.cells.make(name.split("-")[0], 4,
+                                         **CELLS[name][2]).backward is not None
+        for grad in a.grad:
+            if grad == "manual" and not has_backward:
+                continue
+            records.append(bench(name, a.H, a.T, a.batch, a.repeats, peak, a.out, grad))
     return records
 
 
