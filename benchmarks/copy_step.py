@@ -128,7 +128,7 @@ def main(argv=None):
             print(f"# note: cell {name!r} is not in rnnjax.cells.REGISTRY; skipped",
                   flush=True)
             continue
-        has_backward = rnnjax.cells.make(name.split("-")[0], 4,
+        has_backward = rnnjax.cells.make(name.split("-")[0], a.H,
                                          **CELLS[name][2]).backward is not None
         for grad in a.grad:
             if grad == "manual" and not has_backward:
