@@ -54,4 +54,16 @@ def dense(p, x):
     return x @ p["W"].T + p["b"]
 
 
-__all__ = ["check_fit", "dense", "dense_init", "out_dir", "write_json"]
+def random_rows(*arrays, batch: int):
+    """``key -> tuple``: the same ``min(batch, n)`` rows, drawn uniformly with
+    replacement, of each of ``arrays`` (``n`` rows each): a training batch for ``fit``."""
+    n = arrays[0].shape[0]
+
+    def batch_fn(key):
+        i = jax.random.randint(key, (min(batch, n),), 0, n)
+        return tuple(a[i] for a in arrays)
+
+    return batch_fn
+
+
+__all__ = ["check_fit", "dense", "dense_init", "out_dir", "random_rows", "write_json"]

@@ -116,11 +116,7 @@ def accuracy(layer, params, ids, lengths, y):
 def train(layer, params, ids, lengths, y, *, steps=300, batch=32, lr=3e-3, seed=0):
     """Adam on the mean cross-entropy; returns ``(params, losses)``."""
     ids, lengths, y = jnp.asarray(ids), jnp.asarray(lengths), jnp.asarray(y)
-    n = ids.shape[0]
-
-    def batch_fn(k):
-        i = jax.random.randint(k, (min(batch, n),), 0, n)
-        return ids[i], lengths[i], y[i]
+    batch_fn = _common.random_rows(ids, lengths, y, batch=batch)
 
     def loss(p, b):
         lg = jax.nn.log_softmax(logits(layer, p, b[0], b[1]))

@@ -243,11 +243,7 @@ def train_rnn(xtr, ytr, *, mode="vector", cell_name="gru", hidden=32, steps=400,
     W = xtr.shape[1]
     seq_targets = np.stack([full[:, i + 1:i + 1 + horizon] for i in range(W)], 1)
     X, Y, YS = jnp.asarray(xtr), jnp.asarray(ytr), jnp.asarray(seq_targets)
-    n = X.shape[0]
-
-    def batch_fn(k):
-        i = jax.random.randint(k, (min(batch, n),), 0, n)
-        return X[i], Y[i], YS[i]
+    batch_fn = _common.random_rows(X, Y, YS, batch=batch)
 
     def loss(p, b):
         x, y, ys = b

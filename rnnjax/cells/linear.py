@@ -18,7 +18,30 @@ from rnnjax.cell import Cell, HiddenState, Linear, identity
 from rnnjax.checks import check_choice, check_positive_int, check_rate
 from rnnjax.parametrize import complex_dtype
 
-__all__ = ["gated_linear", "lru", "lru_lambda"]
+__all__ = ["complex_carry", "diagonal_step", "gated_linear", "lru", "lru_lambda"]
+
+
+def diagonal_step(coeffs, readout):
+    """The ``step`` of a diagonal linear cell from its declared recurrence:
+    ``h_t = a_t * h_{t-1} + b_t`` (``(a_t, b_t) = coeffs(w, x_t)``, kept in the carry's
+    dtype), ``y_t = readout(w, h_t, x_t)``."""
+
+    def step(w, carry, x):
+        a, b = coeffs(w, x)
+        h = (a * carry.h + b).astype(carry.h.dtype)
+        return HiddenState(h), readout(w, h, x)
+
+    return step
+
+
+def complex_carry(n: int):
+    """``initial_carry`` of a complex diagonal state of ``n`` entries (complex128 for a
+    float64 dtype, complex64 otherwise)."""
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        return HiddenState(jnp.zeros(tuple(batch_shape) + (n,), complex_dtype(dtype)))
+
+    return initial_carry
 
 
 def lru_lambda(params):
@@ -103,16 +126,9 @@ def lru(hidden_size: int, r_min: float = 0.0, r_max: float = 1.0,
     def readout(w, h, x):
         return (w["C"] @ h).real.astype(x.dtype) + w["D"] * x
 
-    def step(w, carry, x):
-        a, b = coeffs(w, x)
-        h = (a * carry.h + b).astype(carry.h.dtype)
-        return HiddenState(h), readout(w, h, x)
-
-    def initial_carry(batch_shape=(), dtype=jnp.float32):
-        return HiddenState(jnp.zeros(tuple(batch_shape) + (N,), complex_dtype(dtype)))
-
     return Cell(
-        init=init, prepare=prepare, initial_carry=initial_carry, step=step,
+        init=init, prepare=prepare, initial_carry=complex_carry(N),
+        step=diagonal_step(coeffs, readout),
         input_size=lambda p: p["B_re"].shape[-1], output_size=M, name="lru",
         recurrent_matrix=lambda p: jnp.diag(lru_lambda(p)),
         linear=Linear(kind="diagonal", coeffs=coeffs, readout=readout),

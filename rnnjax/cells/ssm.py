@@ -19,7 +19,7 @@ import numpy as np
 
 from rnnjax import initializers
 from rnnjax.cell import Cell, HiddenState, Linear, identity, zeros_carry
-from rnnjax.parametrize import complex_dtype
+from rnnjax.cells.linear import complex_carry, diagonal_step
 from rnnjax.checks import check_choice, check_positive_int
 
 
@@ -206,16 +206,9 @@ def _ssm_cell(name, H, n_states, init, prepare, recurrent, drive, emit):
         u = _encode(w, x)
         return (2.0 * emit(w, h).real).astype(x.dtype) + w["D"] * u
 
-    def step(w, carry, x):
-        a, b = coeffs(w, x)
-        h = (a * carry.h + b).astype(carry.h.dtype)
-        return HiddenState(h), readout(w, h, x)
-
-    def initial_carry(batch_shape=(), dtype=jnp.float32):
-        return HiddenState(jnp.zeros(tuple(batch_shape) + (n_states,), complex_dtype(dtype)))
-
     return Cell(
-        init=init, prepare=prepare, initial_carry=initial_carry, step=step,
+        init=init, prepare=prepare, initial_carry=complex_carry(n_states),
+        step=diagonal_step(coeffs, readout),
         input_size=_input_size(H), output_size=H, name=name,
         recurrent_matrix=lambda p: jnp.diag(recurrent(p)),
         linear=Linear(kind="diagonal", coeffs=coeffs, readout=readout),
