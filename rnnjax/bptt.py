@@ -183,11 +183,11 @@ def backward_sweep(cell, weights, xs, carry0, states, lengths, reverse, truncate
     return grads, dxs, type(dfinal)(*(a + b for a, b in zip(g, g0))), deltas
 
 
-def _param_grads(cell, params, carry, xs, lengths, starts, states, reverse, truncate, unroll,
-                 dys, dfinal, chunk=CHUNK):
+def _param_grads(cell, weights, prepare_vjp, carry, xs, lengths, starts, states, reverse,
+                 truncate, unroll, dys, dfinal, chunk=CHUNK):
     """The reverse sweep over stored ``states``, mapped back to the params through
-    ``prepare``'s VJP: ``(d_params, d_xs, d_carry)``."""
-    weights, prepare_vjp = jax.vjp(cell.prepare, params)
+    ``prepare``'s VJP (kept from the forward, so ``prepare`` runs once per pass):
+    ``(d_params, d_xs, d_carry)``."""
     xs_run = flip_sequences(xs, lengths) if reverse else xs
     d_w, dxs, dcarry, _ = backward_sweep(cell, weights, xs_run, carry, states, lengths,
                                          reverse, truncate, unroll, dys, dfinal, chunk,
@@ -208,17 +208,17 @@ def _manual_scan(cell, reverse, truncate, unroll, params, carry, xs, lengths, st
 
 
 def _manual_scan_fwd(cell, reverse, truncate, unroll, params, carry, xs, lengths, starts):
-    weights = cell.prepare(params)
+    weights, prepare_vjp = jax.vjp(cell.prepare, params)
     ys, final, states = forward_states(cell, weights, carry, xs, lengths, reverse, unroll,
                                        starts)
-    return (ys, final), (params, carry, states, xs, lengths, starts)
+    return (ys, final), (params, weights, prepare_vjp, carry, states, xs, lengths, starts)
 
 
 def _manual_scan_bwd(cell, reverse, truncate, unroll, res, cotangents):
-    params, carry, states, xs, lengths, starts = res
+    params, weights, prepare_vjp, carry, states, xs, lengths, starts = res
     dys, dfinal = cotangents
-    grads, dxs, dcarry = _param_grads(cell, params, carry, xs, lengths, starts, states,
-                                      reverse, truncate, unroll, dys, dfinal)
+    grads, dxs, dcarry = _param_grads(cell, weights, prepare_vjp, carry, xs, lengths, starts,
+                                      states, reverse, truncate, unroll, dys, dfinal)
     return (_like(grads, params), _like(dcarry, carry), dxs.astype(xs.dtype), None, None)
 
 
@@ -243,10 +243,10 @@ def scan_manual(cell, params, carry, xs, lengths=None, *, reverse=False, truncat
 def _bptt_flat(cell, params, carry, xs, lengths, resets, dys, dfinal, *, reverse, truncate,
                chunk):
     starts = None if resets is None else segment_starts(resets, lengths, reverse)
-    ys, final, states = forward_states(cell, cell.prepare(params), carry, xs, lengths,
-                                       reverse, 1, starts)
-    grads = _param_grads(cell, params, carry, xs, lengths, starts, states, reverse, truncate,
-                         1, dys, dfinal, chunk)
+    weights, prepare_vjp = jax.vjp(cell.prepare, params)
+    ys, final, states = forward_states(cell, weights, carry, xs, lengths, reverse, 1, starts)
+    grads = _param_grads(cell, weights, prepare_vjp, carry, xs, lengths, starts, states,
+                         reverse, truncate, 1, dys, dfinal, chunk)
     return (ys, final) + grads
 
 

@@ -146,11 +146,10 @@ def test_every_readme_shell_command_is_known():
             raise AssertionError(f"README shows a command the test does not know: {words}")
 
 
-@pytest.mark.parametrize("words", shell_commands(readme()) + inline_rnnjax_commands(readme()),
+@pytest.mark.parametrize("words", [w for w in shell_commands(readme())
+                                   + inline_rnnjax_commands(readme()) if w[0] == "rnnjax"],
                          ids=lambda w: " ".join(w)[:60])
 def test_readme_rnnjax_command_parses_and_has_help(words):
-    if words[0] != "rnnjax":
-        pytest.skip("not an rnnjax command")
     ns = parse(words[1:])
     assert ns.command == words[1].replace("-", "_") or ns.command == words[1]
     assert "usage: rnnjax " + words[1] in help_text(words[1])
