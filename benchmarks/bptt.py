@@ -1,4 +1,4 @@
-"""Hand-written BPTT (``grad="manual"``) against autodiff (``grad="auto"``).
+"""Hand-written BPTT (``grad="manual"``) against autodiff (``grad="autodiff"``).
 
 Times one jitted forward + backward (``jax.value_and_grad`` of a sum over all outputs
 and the final state, with respect to params and inputs) of :func:`rnnjax.run` for the
@@ -36,18 +36,18 @@ def bench(name, T, H, batch=32, features=32, repeats=10, out=None):
     cell = CELLS[name](H)
     params = cell.init(jax.random.key(0), features)
     xs = jax.random.normal(jax.random.key(1), (batch, T, features), jnp.float32)
-    steps = {grad: make_step(cell, grad) for grad in ("auto", "manual")}
+    steps = {grad: make_step(cell, grad) for grad in ("autodiff", "manual")}
     res = {grad: time_call(f, params, xs, repeats=repeats) for grad, f in steps.items()}
     # the two gradients agree (float32)
-    ga, gm = steps["auto"](params, xs)[1], steps["manual"](params, xs)[1]
+    ga, gm = steps["autodiff"](params, xs)[1], steps["manual"](params, xs)[1]
     err = max(float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-30))
               for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gm)))
     return emit({"bench": "bptt", "cell": name, "T": T, "H": H, "batch": batch,
                  "features": features, "dtype": "float32",
-                 "auto_median_s": res["auto"]["median"],
+                 "auto_median_s": res["autodiff"]["median"],
                  "manual_median_s": res["manual"]["median"],
-                 "auto_min_s": res["auto"]["min"], "manual_min_s": res["manual"]["min"],
-                 "manual_over_auto": res["manual"]["median"] / res["auto"]["median"],
+                 "auto_min_s": res["autodiff"]["min"], "manual_min_s": res["manual"]["min"],
+                 "manual_over_auto": res["manual"]["median"] / res["autodiff"]["median"],
                  "max_rel_grad_diff": err}, out)
 
 

@@ -59,7 +59,7 @@ def copy_batch(batch: int, T: int, seed: int = 0):
     return jax.nn.one_hot(x, SYMBOLS, dtype=jnp.float32), jnp.asarray(y)
 
 
-def make_step(cell, tx, grad="auto"):
+def make_step(cell, tx, grad="autodiff"):
     def loss(params, xs, ys):
         hs, _ = rnnjax.run(cell, params["cell"], xs, grad=grad)
         logits = hs @ params["out"]["W"].T + params["out"]["b"]
@@ -79,7 +79,7 @@ def optimizer():
     return recipe("rmsprop", lr=1e-3) if recipe else optax.rmsprop(1e-3)
 
 
-def bench(name, H, T, batch, repeats, peak, out=None, grad="auto"):
+def bench(name, H, T, batch, repeats, peak, out=None, grad="autodiff"):
     G, R, kwargs = CELLS[name]
     cell = rnnjax.cells.make(name.split("-")[0], H, **kwargs)
     params = {"cell": cell.init(jax.random.key(0), SYMBOLS),
@@ -113,7 +113,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--grad", nargs="+", default=["auto"], choices=("auto", "manual"),
+    ap.add_argument("--grad", nargs="+", default=["autodiff"], choices=rnnjax.bptt.GRADS,
                     help="autodiff and/or the cells' hand-written backward (cells without "
                          "one are timed with autodiff only)")
     a = ap.parse_args(argv)

@@ -25,17 +25,18 @@ from rnnjax import cells
 
 
 # name -> (remat, grad) of rnnjax.run
-VARIANTS = {"plain": (False, "auto"), "remat": (True, "auto"), "manual": (False, "manual")}
+VARIANTS = {"plain": (False, "autodiff"), "remat": (True, "autodiff"),
+            "manual": (False, "manual")}
 
 
-def _step(c, remat, grad="auto"):
+def _step(c, remat, grad="autodiff"):
     def loss(p, x):
         return jnp.sum(rnnjax.run(c, p, x, remat=remat, grad=grad)[0])
 
     return jax.jit(jax.value_and_grad(loss))
 
 
-def compiled_bytes(cell, B, T, F, H, remat, grad="auto"):
+def compiled_bytes(cell, B, T, F, H, remat, grad="autodiff"):
     c = cells.make(cell, H)
     params = jax.eval_shape(lambda: c.init(jax.random.key(0), F))
     xs = jax.ShapeDtypeStruct((B, T, F), jnp.float32)
@@ -47,7 +48,7 @@ def compiled_bytes(cell, B, T, F, H, remat, grad="auto"):
                                + m.output_size_in_bytes)}
 
 
-def run_seconds(cell, B, T, F, H, remat, repeats, grad="auto"):
+def run_seconds(cell, B, T, F, H, remat, repeats, grad="autodiff"):
     """``time_call`` of one forward+backward, plus the page faults and kernel (system)
     seconds per call: each call's temporaries are fresh memory, first touched by it."""
     c = cells.make(cell, H)

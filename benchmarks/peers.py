@@ -16,8 +16,9 @@ A peer that is not installed is skipped with a printed note.  One JSON line per
 (config, library) with median/min seconds, compile (first call) seconds apart, the
 FLOP count of the matmuls and the achieved GFLOP/s, and ``over_best_peer`` on the
 rnnjax rows (rnnjax median / fastest peer median).  In ``fwdbwd`` mode rnnjax is timed
-twice: autodiff through the scan (``rnnjax``) and the hand-written BPTT
-(``rnnjax-manual``, ``grad="manual"``).
+three ways: its default (``rnnjax``, ``grad="auto"``: the faster of the two others on
+this backend by :func:`rnnjax.bptt.choose_grad`), autodiff through the scan
+(``rnnjax-autodiff``) and the hand-written BPTT (``rnnjax-manual``).
 
     python -m benchmarks peers                      # the aim configuration
     python -m benchmarks peers --grid               # the whole grid (long)
@@ -149,9 +150,11 @@ def torch_fns(cell, B, T, F, H, mode, key):
 
 
 PEERS = (flax_fns, equinox_fns, torch_fns)
-# rnnjax's ways to train (fwdbwd rows): autodiff through the scan, and the hand-written
-# BPTT of rnnjax.bptt (the same gradient; Elman, LSTM and GRU)
-VARIANTS = {"rnnjax": {}, "rnnjax-manual": {"grad": "manual"}}
+# rnnjax's ways to train (fwdbwd rows): the default (grad="auto": the faster of the two
+# below on this backend, rnnjax.bptt.choose_grad), autodiff through the scan, and the
+# hand-written BPTT of rnnjax.bptt (the same gradient; Elman, LSTM and GRU)
+VARIANTS = {"rnnjax": {}, "rnnjax-autodiff": {"grad": "autodiff"},
+            "rnnjax-manual": {"grad": "manual"}}
 
 
 def time_interleaved(fns: dict, repeats: int = 10, warmup: int = 2,

@@ -51,13 +51,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnnjax.cell import Cell, where_live
+from rnnjax.cell import Cell, cut_at, where_live
 from rnnjax.cells import elman, gru, lstm
 from rnnjax.checks import check_cell
 from rnnjax.masking import check_run_inputs, flip_sequences, reset_to, segment_starts
 
 __all__ = ["BPTT", "CHUNK", "backward_sweep", "bptt", "check_manual", "elman_bptt",
-           "forward_states", "gru_bptt", "lstm_bptt", "scan_manual"]
+           "forward_states", "gru_bptt", "lstm_bptt", "scan_manual", "GRADS", "choose_grad"]
 
 # steps per chunk of the backward pass (see the module docstring)
 CHUNK = 16
@@ -78,13 +78,37 @@ class BPTT(NamedTuple):
     d_carry: Any
 
 
+GRADS = ("auto", "autodiff", "manual")
+
+
 def check_manual(cell) -> None:
     """Raise unless ``cell`` is a :class:`rnnjax.Cell` with a hand-written backward."""
     check_cell(cell)
     if cell.backward is None:
         raise ValueError(
             f"grad='manual' needs a hand-written backward (cell.backward), and the "
-            f"{cell.name!r} cell has none; use grad='auto'")
+            f"{cell.name!r} cell has none; use grad='autodiff' or 'auto'")
+
+
+def choose_grad(cell: Cell, grad: str, *, scan: str = "sequential", remat: bool = False,
+                backend: str | None = None) -> str:
+    """Resolve ``grad="auto"`` to ``"manual"`` or ``"autodiff"`` (others pass through).
+
+    The rule: the hand-written backward where the cell has one (``cell.backward``), the
+    run is a sequential scan without ``remat`` (what the backward supports) and the
+    backend (``jax.default_backend()`` unless given) is one of ``backward.faster_on``,
+    the backends on which ``python -m benchmarks bptt`` / ``peers`` measured it faster
+    than autodiff; autodiff otherwise.  Both give the same values and gradients up to
+    float rounding (tests/test_bptt.py), but the hand-written one is a ``custom_vjp``:
+    forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) through ``run`` needs
+    ``grad="autodiff"``.
+    """
+    if grad != "auto":
+        return grad
+    bw = cell.backward
+    if bw is None or scan != "sequential" or remat:
+        return "autodiff"
+    return "manual" if (backend or jax.default_backend()) in bw.faster_on else "autodiff"
 
 
 # --------------------------------------------------------------------------- drivers
@@ -138,12 +162,14 @@ def backward_sweep(cell, weights, xs, carry0, states, lengths, reverse, truncate
 
     def body(acc, inp):
         g, g0 = acc
-        g, delta = bwd.body(weights, g, inp[:-1])
-        start_t = inp[-1]
+        g, delta = bwd.body(weights, g, inp[:-2])
+        cut_t, start_t = inp[-2:]
         if start_t is not None:  # the step read the initial carry: its gradient goes there
             g0 = tuple(a + where_live(start_t, b, 0.0) for a, b in zip(g0, g))
             g = tuple(where_live(start_t, 0.0, b) for b in g)
-        return (g, g0), delta
+        # truncation cuts the path to the step before, not a reset's path to the initial
+        # carry (a segment's first step always reaches its initial carry, as run alone)
+        return (tuple(cut_at(cut_t, b) for b in g), g0), delta
 
     def one_chunk(acc, inp):
         g, g0, grads = acc

@@ -68,7 +68,7 @@ class Backward(NamedTuple):
     future and ``dy_t = dL/dy_t``, the driver runs, per chunk (last chunk first)::
 
         res            = recompute(w)(xs, prev, cur)      # gates of the chunk, batched
-        g_{t-1}, d_t   = body(w, g_t, res_t + (dy_t, live_t, cut_t))   # t = last..first
+        g_{t-1}, d_t   = body(w, g_t, res_t + (dy_t, live_t))   # t = last..first
         dw, dxs        = grads(w, d, xs, prev)             # one matmul per weight
 
     The forward is the cell's own ``step`` (``vmap``-ed and scanned by the driver, which
@@ -81,16 +81,21 @@ class Backward(NamedTuple):
         each step, ``cur``: after).
       body: ``(w, g, inp) -> (g_prev, delta)``: one reverse step.  Past a sequence's
         length (``live_t`` false) ``delta`` must be zero and ``g`` pass unchanged
-        (:func:`where_live`); at a truncation boundary ``g_prev`` is cut (:func:`cut_at`).
+        (:func:`where_live`).  The driver itself routes ``g_prev`` to the initial carry
+        before a reset and cuts it at a truncation boundary (:func:`cut_at`).
       grads: ``(w, deltas, xs, prev) -> (dw, dxs)``: the chunk's weight gradients, a
         dict with a subset of ``w``'s keys (the rest are zero), and ``dL/dx_t``.
       output: ``stacked states -> ys (T, B, output_size)``; ``None``: the first state.
+      faster_on: the backends (``jax.default_backend()`` names) on which
+        ``benchmarks/README.md`` measured this backward faster than autodiff through the
+        scan; ``rnnjax.run(..., grad="auto")`` uses it there and autodiff elsewhere.
     """
 
     recompute: Callable
     body: Callable
     grads: Callable
     output: Optional[Callable] = None
+    faster_on: tuple = ()
 
 
 class Cell(NamedTuple):
@@ -109,7 +114,8 @@ class Cell(NamedTuple):
         stacked gate blocks) for analysis.
       linear: optional :class:`Linear` declaration of a linear recurrence.
       backward: optional :class:`Backward`, the cell's hand-written BPTT
-        (``rnnjax.run(..., grad="manual")``).  A wrapper that changes ``step`` must
+        (``rnnjax.run(..., grad="manual")``, and ``grad="auto"`` on the backends of
+        ``backward.faster_on``).  A wrapper that changes ``step`` must
         clear it (``backward=None``) or supply a matching one.
     """
 

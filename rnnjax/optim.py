@@ -37,7 +37,7 @@ reference code for the copy task.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,8 @@ import optax
 from rnnjax.checks import check_choice, check_optional_positive, check_positive_float
 from rnnjax.riemannian import riemannian
 
-__all__ = ["FROZEN_KEYS", "OPTIMIZERS", "ORTHOGONAL_KEYS", "PAPER_RECIPES", "PaperRecipe",
+__all__ = ["FROZEN_KEYS", "LossScaleState", "OPTIMIZERS", "ORTHOGONAL_KEYS", "PAPER_RECIPES",
+           "PaperRecipe", "dynamic_loss_scale",
            "label_params", "recipe", "riemannian", "rmsprop_accumulator", "rmsprop_tf1",
            "rmsprop_theano"]
 
@@ -225,3 +226,51 @@ PAPER_RECIPES = {
                         None, "global_norm",
                         "lezcano/expRNN: 1_copying.py (nn.LSTMCell)"),
 }
+
+
+# ------------------------------------------------------------ dynamic loss scaling
+
+class LossScaleState(NamedTuple):
+    """State of :func:`dynamic_loss_scale`: the inner optimiser's state, the current
+    loss scale ``scale`` and the finite steps ``good`` since it last changed."""
+
+    inner: Any
+    scale: jax.Array
+    good: jax.Array
+
+
+def dynamic_loss_scale(inner: optax.GradientTransformation, init_scale: float = 2.0 ** 15,
+                       period: int = 2000, factor: float = 2.0
+                       ) -> optax.GradientTransformation:
+    r"""Dynamic loss scaling for float16 training (Micikevicius et al. 2018; the rule of
+    ``jmp.DynamicLossScale`` and PyTorch's ``GradScaler``), around ``inner``.
+
+    :func:`rnnjax.training.make_update` reads ``state.scale = S`` and differentiates
+    ``S * loss`` (so small float16 cotangents do not flush to zero), divides the
+    gradients by ``S`` and passes them on; this transformation applies ``inner`` and
+    moves the scale::
+
+        finite gradients:  good += 1;  S <- factor * S and good <- 0 once good == period
+        otherwise:         S <- S / factor (at least 1), good <- 0  (the step is skipped)
+    """
+    check_positive_float("init_scale", init_scale)
+    check_positive_float("factor", factor)
+    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        raise ValueError(f"period must be a positive integer, got {period!r}")
+
+    def init(params):
+        return LossScaleState(inner.init(params), jnp.asarray(init_scale, jnp.float32),
+                              jnp.zeros((), jnp.int32))
+
+    def update(grads, state, params=None):
+        updates, inner_state = inner.update(grads, state.inner, params)
+        ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        good = jnp.where(ok, state.good + 1, 0)
+        grow = good >= period
+        scale = jnp.where(ok, jnp.where(grow, state.scale * factor, state.scale),
+                          jnp.maximum(state.scale / factor, 1.0))
+        return updates, LossScaleState(inner_state, scale,
+                                       jnp.where(grow, 0, good).astype(jnp.int32))
+
+    return optax.GradientTransformation(init, update)
+

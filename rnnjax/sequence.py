@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.associative import SCANS, associative_scan_cell, choose_scan
-from rnnjax.bptt import check_manual, scan_manual
+from rnnjax.bptt import GRADS, check_manual, choose_grad, scan_manual
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
 from rnnjax.masking import (check_run_inputs, common_float_dtype, flip_sequences, reset_to,
@@ -109,7 +109,7 @@ def _chunked_remat_scan(body, carry, xs, starts, unroll):
 @partial(jax.jit, static_argnames=("cell", "reverse", "time_major", "unroll", "remat",
                                    "truncate", "grad", "scan", "newton"))
 def _run(cell, params, xs, carry, lengths, resets, newton_init=None, *, reverse, time_major,
-         unroll, remat, truncate, grad="auto", scan="sequential", newton=None):
+         unroll, remat, truncate, grad="autodiff", scan="sequential", newton=None):
     if time_major:
         T, batch_shape, F = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
     else:
@@ -187,10 +187,16 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         ``O(sqrt(T))`` carries instead of ``O(T)`` steps of intermediates, for about one
         extra forward pass).
       truncate: ``k`` for truncated backpropagation through time: the gradient through
-        the carry is cut before steps ``k, 2k, ...`` (forward values unchanged).
-      grad: ``"auto"`` (autodiff through the scan) or ``"manual"``: the hand-written
-        backpropagation through time of :mod:`rnnjax.bptt` as a ``jax.custom_vjp``
-        (Elman, LSTM and GRU cells; not with ``remat``; always a sequential scan).
+        the carry is cut before steps ``k, 2k, ...`` (forward values unchanged); a
+        reset's first step still passes its gradient to the initial carry.
+      grad: ``"autodiff"`` (``jax`` differentiates the scan), ``"manual"`` (the cell's
+        hand-written backpropagation through time, ``cell.backward``, driven by
+        :mod:`rnnjax.bptt` as a ``jax.custom_vjp``; not with ``remat``; always a
+        sequential scan) or ``"auto"`` (default): the faster of the two as measured on
+        this backend, by the rule of :func:`rnnjax.bptt.choose_grad` (today: the
+        hand-written backward for the Elman cells and the LSTM on CPU, autodiff
+        otherwise).  Same values and gradients up to float rounding; forward-mode
+        autodiff (``jax.jvp``) through ``run`` needs ``"autodiff"``.
       scan: ``"sequential"`` (``lax.scan``, T steps), ``"associative"`` (parallel scan
         in O(log T) depth, for cells that declare a linear recurrence; see
         :mod:`rnnjax.associative`) or ``"auto"`` (associative for diagonal linear
@@ -214,7 +220,7 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
     """
     T, _ = check_run_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll,
                             resets)
-    check_choice("grad", grad, ("auto", "manual"))
+    check_choice("grad", grad, GRADS)
     check_choice("scan", scan, SCANS + ("newton",))
     newton, newton_init = run_options(newton, scan, grad=grad, remat=remat,
                                       truncate=truncate, unroll=unroll)
@@ -231,6 +237,7 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         scan = "sequential"
     else:
         scan = choose_scan(cell, scan, T, truncate=truncate, unroll=unroll)
+        grad = choose_grad(cell, grad, scan=scan, remat=remat)
     dtype = common_float_dtype(shape_dtype(xs)[1], params)  # reconcile half-precision xs
     xs = jnp.asarray(xs, dtype)
     if carry is not None:

@@ -122,13 +122,13 @@ def make_model(config: Config, task) -> Model:
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
     parameters get ``lr_orth``, or ``lr`` when it is None), after per-element clipping
-    when ``clip_mode="element"``."""
+    when ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
     global_clip = config.clip if config.clip_mode == "global_norm" else None
     tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth or config.lr,
                       clip=global_clip)
     if config.clip is not None and config.clip_mode == "element":
         tx = optax.chain(optax.clip(config.clip), tx)
-    return tx
+    return optim.dynamic_loss_scale(tx) if config.dtype == "float16" else tx
 
 
 class Experiment(NamedTuple):

@@ -27,7 +27,7 @@ from rnnjax.outputs import atomic_open
 
 OPTIMIZERS = optim.OPTIMIZERS
 CLIP_MODES = ("global_norm", "element")
-GRADS = ("auto", "manual")
+DTYPES = ("float32", "bfloat16", "float16")  # the cell's computation dtype
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ class Config:
     pixel MNIST, whose length is 784).  ``lr_orth=None`` trains every parameter with
     ``lr``.  ``clip=None`` disables clipping.  ``checkpoint_every=0`` saves no checkpoint;
     otherwise one is also saved at the last step.  ``cell_options`` are extra keyword
-    arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad="manual"``
-    trains with the cell's hand-written BPTT (:mod:`rnnjax.bptt`; the same gradient as
-    autodiff, see benchmarks/README.md for its speed).
+    arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad`` is
+    :func:`rnnjax.run`'s: ``"auto"`` the faster of autodiff and the cell's hand-written
+    BPTT on this backend (:func:`rnnjax.bptt.choose_grad`), or either one by name.
 
     Data-set tasks (``digits``, ``pdigits``, ``smnist``, ``pmnist``) train for ``epochs``
     passes over their training split when it is set (``steps`` and ``log_every`` are
@@ -48,6 +48,9 @@ class Config:
     :func:`rnnjax.train.build`); generated tasks train for ``steps``.  ``permutation``
     is the fixed pixel order of a permuted task, filled in from ``permutation_seed`` and
     saved so that a run is reproduced from its ``config.json`` alone.
+    ``dtype`` is the cell's computation dtype (``"bfloat16"``/``"float16"``: mixed
+    precision with float32 parameters, :mod:`rnnjax.precision`; float16 trains with
+    dynamic loss scaling, :func:`rnnjax.optim.dynamic_loss_scale`).
     ``tensorboard=True`` also writes
     TensorBoard event files to ``out/tensorboard`` (optional ``tensorboardX``).
     """
@@ -83,6 +86,7 @@ class Config:
     epochs: Optional[int] = None
     permutation: Optional[tuple] = None
     tensorboard: bool = False
+    dtype: str = "float32"
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -122,12 +126,15 @@ class Config:
 # Fields that must agree between a run and the checkpoint it resumes.
 RESUME_FIELDS = ("task", "cell", "T", "hidden", "batch", "lr", "lr_orth", "optimizer",
                  "clip", "clip_mode", "seed", "seeds", "log_every", "eval_batch",
-                 "variant", "permutation_seed", "cell_options")
+                 "variant", "permutation_seed", "cell_options", "dtype")
 
 
 def make_cell(config: Config):
     """The recurrent cell of ``config`` (``config.cell`` must not be a baseline)."""
-    return cells_lib.make(config.cell, config.hidden, **dict(config.cell_options))
+    options = dict(config.cell_options)
+    if config.dtype != "float32":
+        options["dtype"] = config.dtype
+    return cells_lib.make(config.cell, config.hidden, **options)
 
 
 def validate(config: Config) -> None:
@@ -152,7 +159,11 @@ def validate(config: Config) -> None:
         check_positive_int("devices", config.devices)
     if config.epochs is not None:
         check_positive_int("epochs", config.epochs)
-    check_choice("grad", config.grad, GRADS)
+    check_choice("grad", config.grad, bptt.GRADS)
+    check_choice("dtype", config.dtype, DTYPES)
+    if config.dtype != "float32" and config.cell in baselines.MODELS:
+        raise ValueError(f"dtype={config.dtype!r} applies to the recurrent cells, not to the "
+                         f"baseline {config.cell!r}; use dtype='float32'")
     k = config.retrivialize_every
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
         raise ValueError(f"retrivialize_every must be None or a non-negative integer, got {k!r}")
@@ -228,5 +239,5 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
             f"{k}={getattr(config, k)!r}" for k in diff))
 
 
-__all__ = ["CLIP_MODES", "Config", "GRADS", "OPTIMIZERS", "RESUME_FIELDS", "check_resume",
+__all__ = ["CLIP_MODES", "Config", "DTYPES", "OPTIMIZERS", "RESUME_FIELDS", "check_resume",
            "estimate_bytes", "has_orthogonal_params", "make_cell", "orthogonal_cells", "validate"]

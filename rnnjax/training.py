@@ -8,6 +8,10 @@ One step, for params ``theta``, optimiser state ``s`` and a batch ``b``::
     theta'  = theta + u                   if loss and ||g||_2 are finite
     theta', s' = theta, s                 otherwise (the step is skipped and counted)
 
+With a loss-scaled optimiser (:func:`rnnjax.optim.dynamic_loss_scale`, float16) the
+rule differentiates ``S * loss`` and divides the gradients by the state's scale ``S``;
+a skipped step still lowers ``S``.
+
 :func:`make_update` builds it over a :class:`TrainState` (params, optimiser state, PRNG
 key, step and the metric accumulators of the current logging window).  The training
 runner (:mod:`rnnjax.train`) ``vmap``s it over seeds and adds metrics, checkpoints and
@@ -25,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from rnnjax.checks import check_positive_float, check_positive_int
+from rnnjax.optim import LossScaleState
 
 
 class TrainState(NamedTuple):
@@ -62,15 +67,24 @@ def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation) -> C
 
     def update(state: TrainState, batch):
         key, _ = jax.random.split(jax.random.wrap_key_data(state.key))
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        scaled = isinstance(state.opt_state, LossScaleState)
+        if scaled:  # dynamic loss scaling: d(S loss)/S
+            S = state.opt_state.scale
+            loss, grads = jax.value_and_grad(lambda p, b: loss_fn(p, b) * S)(state.params,
+                                                                              batch)
+            loss, grads = loss / S, jax.tree.map(lambda g: g / S.astype(g.dtype), grads)
+        else:
+            loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
         gnorm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, new_scale = optax.apply_updates(state.params, updates), opt_state
         # A non-finite loss or gradient norm skips the update (params and optimiser
         # state stay as they were) and is counted.
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         params, opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
                                          (params, opt_state), (state.params, state.opt_state))
+        if scaled:  # the loss scale moves on a skipped step too
+            opt_state = opt_state._replace(scale=new_scale.scale, good=new_scale.good)
         zero = jnp.zeros((), jnp.float32)
         new = TrainState(params, opt_state, jax.random.key_data(key), state.step + 1,
                          state.loss_sum + jnp.where(ok, loss.astype(jnp.float32), zero),

@@ -116,7 +116,7 @@ def test_own_cell_with_lstm_equations_under_another_name_gets_the_manual_gradien
     mine = cells.lstm(5)._replace(name="my-memory-cell")
     xs = jax.random.normal(jax.random.key(1), (3, 11, 4), jnp.float64)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), mine.init(jax.random.key(0), 4))
-    (pm, xm), (pa, xa) = _grads(mine, params, xs, "manual"), _grads(mine, params, xs, "auto")
+    (pm, xm), (pa, xa) = _grads(mine, params, xs, "manual"), _grads(mine, params, xs, "autodiff")
     for k in pa:
         np.testing.assert_allclose(pm[k], pa[k], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(xm, xa, rtol=1e-10, atol=1e-12)

@@ -46,6 +46,7 @@ def _problem(name, seed, batch_shape, T, F, H):
 
 def _autodiff(cell, params, xs, carry, dys, dcarry, **kw):
     """(ys, final) of rnnjax.run and the gradients of sum(dys*ys) + sum(dcarry*final)."""
+    kw.setdefault("grad", "autodiff")
     out, vjp = jax.vjp(lambda p, x, c: rnnjax.run(cell, p, x, carry=c, **kw),
                        params, xs, carry)
     return out, vjp((dys, dcarry))
@@ -149,7 +150,7 @@ def test_float32_params_float64_inputs():
     params = cell.init(jax.random.key(0), 3)
     xs = jax.random.normal(jax.random.key(1), (2, 6, 3), jnp.float64)
     f = lambda p, g: jnp.sum(rnnjax.run(cell, p, xs, grad=g)[0] ** 2)  # noqa: E731
-    ga, gm = jax.grad(f)(params, "auto"), jax.grad(f)(params, "manual")
+    ga, gm = jax.grad(f)(params, "autodiff"), jax.grad(f)(params, "manual")
     for k in params:
         assert gm[k].dtype == params[k].dtype
         np.testing.assert_allclose(gm[k], ga[k], rtol=1e-4, atol=1e-6)
@@ -184,7 +185,7 @@ def test_manual_training_matches_autodiff(name):
             p, s = step(p, s)
         return p, float(loss(p)), float(loss(p0))
 
-    pa, la, l0 = train("auto")
+    pa, la, l0 = train("autodiff")
     pm, lm, _ = train("manual")
     for a, b in zip(jax.tree.leaves(pm), jax.tree.leaves(pa)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -289,3 +290,57 @@ def test_benchmark_quick(capsys):
         assert r["manual_median_s"] > 0 and r["auto_median_s"] > 0
         assert r["max_rel_grad_diff"] < 1e-4
     assert capsys.readouterr().out.count('"bench": "bptt"') == 2
+
+
+# ------------------------------------------------- grad="auto": the faster exact path
+
+def test_choose_grad_rule():
+    lstm, gru = cells.lstm(3), cells.gru(3)
+    assert bptt.choose_grad(lstm, "auto", backend="cpu") == "manual"
+    assert bptt.choose_grad(lstm, "auto", backend="gpu") == "autodiff"  # not measured there
+    assert bptt.choose_grad(gru, "auto", backend="cpu") == "autodiff"  # on par on CPU
+    assert bptt.choose_grad(cells.exprnn(4), "auto", backend="cpu") == "autodiff"  # slower
+    assert bptt.choose_grad(cells.mgu(3), "auto", backend="cpu") == "autodiff"  # none
+    assert bptt.choose_grad(lstm, "auto", backend="cpu", remat=True) == "autodiff"
+    assert bptt.choose_grad(lstm, "auto", backend="cpu", scan="associative") == "autodiff"
+    for g in ("autodiff", "manual"):
+        assert bptt.choose_grad(gru, g, backend="cpu") == g
+    # recurrent dropout changes the step and clears the backward (rnnjax.layers)
+    assert bptt.choose_grad(rnnjax.layers._masked_cell(lstm), "auto", backend="cpu") == "autodiff"
+
+
+SWITCHED = [n for n in CELLS  # the cells grad="auto" runs by hand on this backend
+            if bptt.choose_grad(CELLS[n](2), "auto") == "manual"]
+
+
+@pytest.mark.parametrize("name", SWITCHED)
+@pytest.mark.parametrize("case", [1, 4, 5])  # lengths/zeros, +truncate+reverse, no batch
+def test_auto_equals_autodiff(name, case):
+    """Default grad='auto' (the hand-written backward where it is the faster) gives the
+    autodiff values and gradients to 1e-10, with every option it may switch on with."""
+    batch_shape, T, F, H, lk, truncate, reverse = CASES[case]
+    cell, params, xs, carry, dys, dcarry = _problem(name, 5 + case, batch_shape, T, F, H)
+    lengths = None
+    if lk == "zeros":
+        lengths = jnp.arange(int(np.prod(batch_shape))).reshape(batch_shape) % (T + 1)
+    resets = jax.random.bernoulli(jax.random.key(case), 0.2, batch_shape + (T,))
+    kw = dict(lengths=lengths, truncate=truncate, reverse=reverse, resets=resets)
+    (ys, fin), grads = _autodiff(cell, params, xs, carry, dys, dcarry, **kw)
+    (ys_a, fin_a), grads_a = _autodiff(cell, params, xs, carry, dys, dcarry, grad="auto",
+                                       **kw)
+    for a, b in zip(jax.tree.leaves((ys_a, fin_a, grads_a)),
+                    jax.tree.leaves((ys, fin, grads))):
+        assert rel_err(a, b) <= 1e-10
+
+
+def test_auto_is_the_manual_path_here_and_forward_mode_needs_autodiff():
+    """On CPU grad='auto' runs the LSTM's custom_vjp (so jax.jvp through it is refused by
+    JAX), while grad='autodiff' supports forward mode."""
+    assert "lstm" in SWITCHED and "gru" not in SWITCHED
+    cell = cells.lstm(3)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jnp.ones((1, 4, 2))
+    f = lambda x, g: rnnjax.run(cell, params, x, grad=g)[0].sum()  # noqa: E731
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda x: f(x, "auto"), (xs,), (xs,))
+    jax.jvp(lambda x: f(x, "autodiff"), (xs,), (xs,))

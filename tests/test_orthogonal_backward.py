@@ -51,7 +51,7 @@ def test_manual_backward_equals_autodiff(case, opts):
         kw["lengths"] = jnp.asarray(kw["lengths"])
 
     def f(p, x, c):
-        return rnnjax.run(cell, p, x, carry=c, **kw)
+        return rnnjax.run(cell, p, x, carry=c, grad="autodiff", **kw)
 
     (ys, fin), vjp = jax.vjp(f, params, xs, carry)
     want_p, want_x, want_c = vjp((dys, dcarry))

@@ -4,16 +4,34 @@
 factories; :func:`make` builds a cell by name with a clear error for unknown names.
 """
 
-from rnnjax.cells.elman import elman, irnn
-from rnnjax.cells.gated import gru, lstm
-from rnnjax.cells.linear import gated_linear, lru
-from rnnjax.cells.minimal import indrnn, mgu, mingru, minlstm
-from rnnjax.cells.oscillator import antisymmetric, cornn, lipschitz, unicornn
-from rnnjax.cells.nonnormal import nnrnn, spectral
-from rnnjax.cells.orthogonal import exprnn, householder, scornn
-from rnnjax.cells.ssm import rglru, s4d, s5
-from rnnjax.cells.unitary import eunn, fcurnn, urnn
+from rnnjax.cells import elman as _elman
+from rnnjax.cells import gated as _gated
+from rnnjax.cells import linear as _linear
+from rnnjax.cells import minimal as _minimal
+from rnnjax.cells import nonnormal as _nonnormal
+from rnnjax.cells import orthogonal as _orthogonal
+from rnnjax.cells import oscillator as _oscillator
+from rnnjax.cells import ssm as _ssm
+from rnnjax.cells import unitary as _unitary
 from rnnjax.checks import check_choice
+from rnnjax.precision import precision_options
+
+
+# every factory takes dtype= and param_dtype= (mixed precision, rnnjax.precision)
+elman, irnn = precision_options(_elman.elman), precision_options(_elman.irnn)
+lstm, gru = precision_options(_gated.lstm), precision_options(_gated.gru)
+lru, gated_linear = precision_options(_linear.lru), precision_options(_linear.gated_linear)
+indrnn, mgu = precision_options(_minimal.indrnn), precision_options(_minimal.mgu)
+mingru, minlstm = precision_options(_minimal.mingru), precision_options(_minimal.minlstm)
+antisymmetric = precision_options(_oscillator.antisymmetric)
+cornn, lipschitz = precision_options(_oscillator.cornn), precision_options(_oscillator.lipschitz)
+unicornn = precision_options(_oscillator.unicornn)
+nnrnn, spectral = precision_options(_nonnormal.nnrnn), precision_options(_nonnormal.spectral)
+exprnn, scornn = precision_options(_orthogonal.exprnn), precision_options(_orthogonal.scornn)
+householder = precision_options(_orthogonal.householder)
+rglru, s4d, s5 = (precision_options(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
+eunn, fcurnn, urnn = (precision_options(f) for f in (_unitary.eunn, _unitary.fcurnn,
+                                                     _unitary.urnn))
 
 REGISTRY = {
     "elman": elman,

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from rnnjax import initializers as I
 from rnnjax import parametrize as P
-from rnnjax.cell import Backward, Cell, HiddenState, chunk_outer, cut_at, where_live, zeros_carry
+from rnnjax.cell import Backward, Cell, HiddenState, chunk_outer, where_live, zeros_carry
 from rnnjax.checks import check_choice, check_positive_int
 
 __all__ = ["ACTIVATIONS", "dense_backward", "dense_cell", "exprnn", "householder", "scornn"]
@@ -59,7 +59,7 @@ def dense_backward(f, complex_state: bool = False) -> Backward:
         return run
 
     def body(w, g, inp):
-        z, dy, live, cut = inp
+        z, dy, live = inp
         if complex_state:
             H = z.shape[-1]
             gh = g[0] + (dy[..., :H] - 1j * dy[..., H:]).astype(z.dtype)
@@ -68,7 +68,7 @@ def dense_backward(f, complex_state: bool = False) -> Backward:
         _, vjp = jax.vjp(f, z, jnp.broadcast_to(w["b"], z.real.shape))
         dz, db = vjp(gh)
         dz, db = where_live(live, dz, 0.0), where_live(live, db, 0.0)
-        return (cut_at(cut, where_live(live, dz @ w["W"], g[0])),), (dz, db)
+        return (where_live(live, dz @ w["W"], g[0]),), (dz, db)
 
     def grads(w, d, xs, prev):
         dz, db = d

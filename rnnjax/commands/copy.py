@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from rnnjax.bptt import GRADS
 from rnnjax.commands.train import add_deprecated_alias, cell_option
 from rnnjax.optim import OPTIMIZERS
 from rnnjax.report import ARJOVSKY_TS, DEFAULT, PAPER, default_cells, paper_configs, \
@@ -83,14 +84,15 @@ def register(sub):
                               ("--num-seeds", int, {"dest": "seeds", "metavar": "K"}),
                               ("--log-every", int, {}), ("--eval-batch", int, {}),
                               ("--variant", str, {"choices": ("arjovsky", "exprnn")}),
-                              ("--grad", str, {"choices": ("auto", "manual")})):
+                              ("--grad", str, {"choices": GRADS})):
         field = extra.get("dest", flag[2:].replace("-", "_"))
         p.add_argument(flag, type=kind, **extra,
                        help=f"default {getattr(DEFAULT, field)} "
                             f"(--preset paper: {getattr(PAPER, field)})"
                             + ("; seeds per cell, trained with jax.vmap"
                                if field == "seeds" else "")
-                            + ("; manual: the cells' hand-written BPTT"
+                            + ("; manual: the cells' hand-written BPTT; auto: the "
+                               "faster of it and autodiff on this backend"
                                if field == "grad" else ""))
     add_deprecated_alias(p, "--seeds", "--num-seeds", type=int, dest="seeds")
     p.add_argument("--cell-opt", action="append", default=[], metavar="KEY=VALUE",

@@ -14,9 +14,11 @@ import dataclasses
 import os
 import sys
 
+from rnnjax.bptt import GRADS
 from rnnjax.checkpointing import Preempted
 from rnnjax.distributed import initialize, is_main
 from rnnjax.train import CLIP_MODES, OPTIMIZERS, Config, NonFiniteError, train
+from rnnjax.train_config import DTYPES
 
 
 def cell_option(text):
@@ -99,9 +101,14 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     p.add_argument("--max-nonfinite", type=int, default=d.max_nonfinite,
                    help="stop after N consecutive non-finite losses/gradients, whose "
                         "updates are skipped (0: never stop; default %(default)s)")
-    p.add_argument("--grad", default=d.grad, choices=("auto", "manual"),
-                   help="autodiff through the scan, or the hand-written BPTT (Elman, LSTM, "
-                        "GRU; the same gradient, faster on CPU)")
+    p.add_argument("--grad", default=d.grad, choices=GRADS,
+                   help="autodiff through the scan, the cell's hand-written BPTT (manual), "
+                        "or auto: the faster on this backend (the same gradient; "
+                        "default %(default)s)")
+    p.add_argument("--dtype", default=d.dtype, choices=DTYPES,
+                   help="the cell's computation dtype: bfloat16/float16 compute in half "
+                        "precision with float32 parameters (float16 with dynamic loss "
+                        "scaling; default %(default)s)")
     p.add_argument("--retrivialize-every", type=int, default=None, metavar="K",
                    help="dynamic trivialization (exprnn dynamic=True): fold the skew "
                         "params into the base every K steps (default 100; 0: never)")
@@ -115,7 +122,7 @@ def config_kwargs(a) -> dict:
                 cell_options=tuple(cell_option(o) for o in a.cell_opt),
                 devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
                 retrivialize_every=a.retrivialize_every, epochs=a.epochs,
-                tensorboard=getattr(a, "tensorboard", False))
+                tensorboard=getattr(a, "tensorboard", False), dtype=a.dtype)
 
 
 def config_from_args(a) -> Config:
