@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import time
 
 import jax
@@ -47,7 +48,7 @@ import numpy as np
 from rnnjax import analysis, cells, gradflow_plots
 from rnnjax import train as train_lib
 from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.outputs import atomic_open
+from rnnjax.outputs import LOCK, atomic_open, lock_out, prepare_out
 
 DEFAULT_CELLS = ("elman", "lstm", "gru", "exprnn", "scornn", "urnn")
 DEFAULT_TS = (100, 500, 1000, 2000)
@@ -135,8 +136,15 @@ def _load_checkpoint(path, dtype, Ts):
 
 
 def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
-             lyap_steps=400, lyap_k=8, checkpoint=None, dtype="float64", print_fn=print):
+             lyap_steps=400, lyap_k=8, checkpoint=None, dtype="float64", print_fn=print,
+             overwrite=False):
     """Run the analysis and write the CSV, PNGs and ``summary.md`` under ``out``.
+
+    ``out`` is checked and created (:func:`rnnjax.outputs.prepare_out`) once every input
+    has been read and before any measurement: a folder that already holds files is
+    refused unless ``overwrite``; the writer's lock (:func:`rnnjax.outputs.lock_out`) is
+    held until the files are written, and a folder this call created is removed again
+    if it fails before writing anything.
 
     Returns ``{"rows": [...], "summary": [...]}`` (the CSV rows and summary records).
     """
@@ -179,8 +187,24 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     if not jobs:
         raise ValueError(f"--cells names no registered cell (registered: "
                          f"{sorted(cells.REGISTRY)}), got {list(cell_names)}")
-    os.makedirs(out, exist_ok=True)  # only once every input has been read
+    existed = out is not None and os.path.exists(os.fspath(out))
+    out = prepare_out(out, overwrite=overwrite)  # only once every input has been read
+    done = False
+    try:
+        with lock_out(out):
+            result = _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features,
+                                        dtype, dt, lyap_steps, lyap_k, print_fn, t0)
+        done = True
+        return result
+    finally:
+        if not done and not existed and os.path.isdir(out) and \
+                not [n for n in os.listdir(out) if n != LOCK]:
+            shutil.rmtree(out, ignore_errors=True)
 
+
+def _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features, dtype, dt,
+                       lyap_steps, lyap_k, print_fn, t0):
+    """The measurements of ``jobs`` at the lengths ``Ts``, written under ``out``."""
     rows, summary, curves, spectra, lyap = [], [], {T: {} for T in Ts}, {}, {}
     extra_fields = []
     for name, stage, cell, params, get_xs, loss in jobs:
