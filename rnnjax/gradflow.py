@@ -47,7 +47,7 @@ import numpy as np
 
 from rnnjax import analysis, cells, gradflow_plots
 from rnnjax import train as train_lib
-from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.checks import check_choice, check_memory, check_positive_int
 from rnnjax.outputs import LOCK, atomic_open, lock_out, prepare_out
 
 DEFAULT_CELLS = ("elman", "lstm", "gru", "exprnn", "scornn", "urnn")
@@ -95,6 +95,9 @@ def _load_checkpoint(path, dtype, Ts):
     :func:`rnnjax.analysis.save_params_npz` (loss ``v . y_T`` as at initialisation,
     inputs ``N(0, I)`` of length ``max(Ts)``, cut to each ``T``; ``Ts`` None: 100).
     """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--checkpoint {path} does not exist (expected a training "
+                                f"run's folder or a .npz of save_params_npz)")
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"--checkpoint {path} has no config.json")
@@ -159,18 +162,22 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
 
     # (label, stage, cell, params, xs_for_T(T), loss)
     jobs = []
+    if Ts is not None and len(set(Ts)) != len(list(Ts)):
+        raise ValueError(f"T must list distinct lengths, got {list(Ts)}")
     if checkpoint is not None:
         for Tv in Ts or ():
             check_positive_int("T", Tv)
         name, cell, trained, init, xs, loss_tr, loss_init = _load_checkpoint(checkpoint, dt,
                                                                               Ts)
         Ts = [xs.shape[-2]] if Ts is None else list(Ts)
+        _check_size(batch, max(Ts), features, cell.output_size, dt)
         jobs = [(name, "init", cell, init, lambda T, xs=xs: xs[:, :T], loss_init),
                 (name, "trained", cell, trained, lambda T, xs=xs: xs[:, :T], loss_tr)]
     else:
         Ts = list(DEFAULT_TS if Ts is None else Ts)
         for Tv in Ts:
             check_positive_int("T", Tv)
+        _check_size(batch, max(max(Ts), lyap_steps), features, hidden, dt)
         k_p, k_x, k_v = jax.random.split(jax.random.key(seed), 3)
         xs_all = jax.random.normal(k_x, (batch, max(max(Ts), lyap_steps), features), dt)
         for name in cell_names:
@@ -200,6 +207,15 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
         if not done and not existed and os.path.isdir(out) and \
                 not [n for n in os.listdir(out) if n != LOCK]:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def _check_size(batch, T, features, hidden, dt):
+    """Refuse before allocating when the inputs ``(batch, T, features)`` and the states
+    and gradients kept for the backward pass (at most ``8 * hidden`` numbers a step and
+    example: two carry fields, complex parts, forward and backward) cannot fit."""
+    nbytes = jnp.dtype(dt).itemsize * batch * T * (features + 8 * hidden)
+    check_memory(f"gradflow at T={T} (batch {batch}, hidden {hidden})", nbytes,
+                 "choose a smaller --T, --batch or --hidden")
 
 
 def _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features, dtype, dt,

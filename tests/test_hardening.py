@@ -231,6 +231,40 @@ def test_retrivialize_on_params_without_a_base_raises():
         parametrize.retrivialize(params)
 
 
+def test_gradflow_writes_a_non_empty_out_only_with_overwrite_and_holds_the_lock(
+        tmp_path, monkeypatch):
+    from rnnjax import gradflow
+    out = tmp_path / "gf"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    kw = dict(hidden=4, lyap_steps=10, lyap_k=2, dtype="float32", print_fn=lambda *a: None)
+    with pytest.raises(ValueError, match=r"already holds files \(mine.txt\)"):
+        gradflow.gradflow(["elman"], [5], str(out), **kw)
+    assert sorted(os.listdir(out)) == ["mine.txt"]
+    seen, real = [], gradflow._measure_and_write
+
+    def spy(jobs, Ts, o, *a):  # a second writer is refused while this one works
+        with pytest.raises(ValueError, match="in use by another writer"):
+            outputs.lock_out(o)
+        seen.append(o)
+        return real(jobs, Ts, o, *a)
+
+    monkeypatch.setattr(gradflow, "_measure_and_write", spy)
+    res = gradflow.gradflow(["elman"], [5], str(out), overwrite=True, **kw)
+    assert seen == [str(out)] and len(res["rows"]) == 5
+    assert (out / "mine.txt").read_text() == "mine" and (out / "gradflow.csv").exists()
+    outputs.lock_out(str(out)).release()  # released after the call
+
+    def fail(*a):
+        raise RuntimeError("simulated failure")
+
+    # a folder this call created is removed again when it fails before writing
+    monkeypatch.setattr(gradflow, "_measure_and_write", fail)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        gradflow.gradflow(["elman"], [5], str(tmp_path / "new"), **kw)
+    assert not (tmp_path / "new").exists()
+
+
 def test_bptt_explain_refuses_a_label_outside_0_1():
     from rnnjax import explain
     spec = {"W_xh": [[1.0]], "W_hh": [[0.5]], "b_h": [0.0], "W_ho": [[1.0]], "b_o": [0.0],
@@ -542,6 +576,11 @@ CLI_CASES = [
      r"already holds files \(x.txt\)"),
     (["gradflow", "--hidden", "0", "--out", "NEW"], "hidden must be a positive integer, got 0"),
     (["gradflow", "--T", "0", "--out", "NEW"], "T must be a positive integer, got 0"),
+    (["gradflow", "--checkpoint", "NEW", "--out", "NEW"],
+     r"--checkpoint .*new does not exist \(expected a training run's folder or a \.npz"),
+    (["gradflow", "--T", "5,5", "--out", "NEW"], r"T must list distinct lengths, got \[5, 5\]"),
+    (["gradflow", "--T", "2000000000", "--cells", "elman", "--out", "NEW"],
+     r"gradflow at T=2000000000 \(batch 4, hidden 64\) needs about [\d,.]+ GiB, more than"),
     (["train", "--distributed", "--coordinator", "localhost:1", "--num-processes", "2",
       "--process-id", "1", "--coordinator-timeout", "0"],
      r"timeout must be a positive number of seconds, got 0.0"),

@@ -191,8 +191,9 @@ def register(sub):
                    help="replace the run in a non-empty --out (its checkpoints are removed)")
     g = p.add_argument_group("several processes (jax.distributed)")
     g.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize(); the three options below, when "
-                        "left out, are detected from the cluster environment (e.g. SLURM)")
+                   help="call jax.distributed.initialize(); --coordinator, --num-processes "
+                        "and --process-id, when left out, are detected from the cluster "
+                        "environment (e.g. SLURM)")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="address of process 0's coordinator service")
     g.add_argument("--num-processes", type=int, default=None)
