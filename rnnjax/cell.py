@@ -154,9 +154,13 @@ def guard_init(init: Callable, name: str = "cell") -> Callable:
                 measured[sig] = nbytes
         else:
             nbytes = measured[sig]
-        check_memory(f"initialising the {name} cell (input_size={input_size!r})", nbytes,
-                     "choose a smaller hidden or input size")
-        return init(key, input_size, *args, **kwargs)
+        what = f"initialising the {name} cell (input_size={input_size!r})"
+        check_memory(what, nbytes, "choose a smaller hidden or input size")
+        try:
+            return init(key, input_size, *args, **kwargs)
+        except MemoryError as e:  # an init not traceable abstractly (numpy inside)
+            raise ValueError(f"{what} ran out of memory ({e}); choose a smaller hidden "
+                             f"or input size") from None
 
     guarded.memory_guarded = True
     return guarded

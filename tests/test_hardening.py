@@ -328,6 +328,10 @@ def _api_cases():
          r"more than the [\d,.]+ GiB available"),
         ("gru init of 1e10 inputs", lambda: gru.init(jax.random.key(0), 10**10), ValueError,
          r"initialising the gru cell \(input_size=10000000000\) needs about [\d,.]+ GiB"),
+        ("a numpy init out of memory", lambda: gru._replace(
+            init=lambda key, n: {"W": np.ones((2**40, n))}).init(jax.random.key(0), 2),
+         ValueError, r"initialising the gru cell \(input_size=2\) ran out of memory "
+         r"\(Unable to allocate"),
         ("init with an int key", lambda: gru.init(42, 2), TypeError,
          r"key must be a JAX PRNG key \(jax.random.key\(seed\)\), got int 42"),
         ("initial_carry of an int batch", lambda: gru.initial_carry(3, jnp.float32), TypeError,
