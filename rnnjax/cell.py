@@ -18,10 +18,14 @@ for the Elman cell and the LSTM it stacks ``[W_xh W_hh]^T`` so a step is one mat
 
 from __future__ import annotations
 
+import functools
+import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+
+from rnnjax.memory import check_memory, tree_bytes
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -98,7 +102,76 @@ class Backward(NamedTuple):
     faster_on: tuple = ()
 
 
-class Cell(NamedTuple):
+class _CellFields(NamedTuple):
+    """The fields of :class:`Cell` (see there)."""
+
+    init: Callable[[PRNGKey, int], Params]
+    prepare: Callable[[Params], Weights]
+    initial_carry: Callable[[tuple, Any], Carry]
+    step: Callable[[Weights, Carry, Array], tuple[Carry, Array]]
+    input_size: Callable[[Params], int]
+    output_size: int
+    name: str = "cell"
+    recurrent_matrix: Optional[Callable[[Params], Array]] = None
+    linear: Optional[Linear] = None
+    backward: Optional[Backward] = None
+
+
+def check_key(key, name: str = "key") -> None:
+    """Raise ``TypeError`` unless ``key`` is a JAX PRNG key: a typed key
+    (``jax.random.key(seed)``) or a raw ``uint32`` key (``jax.random.PRNGKey(seed)``)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and (jnp.issubdtype(dtype, jax.dtypes.prng_key) or (
+            dtype == jnp.uint32 and jnp.ndim(key) >= 1)):
+        return
+    raise TypeError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got "
+                    f"{type(key).__name__}" + (f" of dtype {dtype}" if dtype is not None
+                                               else f" {key!r}"))
+
+
+def guard_init(init: Callable, name: str = "cell") -> Callable:
+    """``init`` that first measures its params with ``jax.eval_shape`` (no allocation)
+    and refuses, naming the cell, the input size and the estimate, when they would not
+    fit in :func:`rnnjax.memory.available_memory` (instead of the process being killed
+    by the allocation).  Applied by :class:`Cell` to every cell's ``init`` once; an
+    ``init`` that cannot be traced abstractly runs unguarded."""
+    if getattr(init, "memory_guarded", False):
+        return init
+
+    measured: dict = {}  # bytes per (input_size, key type, args): one trace each
+
+    @functools.wraps(init)
+    def guarded(key, input_size, *args, **kwargs):
+        check_key(key)
+        try:
+            sig = (input_size, jnp.shape(key), str(jnp.result_type(key)), args,
+                   tuple(sorted(kwargs.items())))
+            hash(sig)
+        except Exception:  # noqa: BLE001 - unhashable arguments: measure every time
+            sig = None
+        if sig is None or sig not in measured:
+            try:
+                nbytes = tree_bytes(jax.eval_shape(
+                    lambda k: init(k, input_size, *args, **kwargs), key))
+            except Exception:  # noqa: BLE001 - not traceable abstractly: init will say why
+                nbytes = 0
+            if sig is not None:
+                measured[sig] = nbytes
+        else:
+            nbytes = measured[sig]
+        what = f"initialising the {name} cell (input_size={input_size!r})"
+        check_memory(what, nbytes, "choose a smaller hidden or input size")
+        try:
+            return init(key, input_size, *args, **kwargs)
+        except MemoryError as e:  # an init not traceable abstractly (numpy inside)
+            raise ValueError(f"{what} ran out of memory ({e}); choose a smaller hidden "
+                             f"or input size") from None
+
+    guarded.memory_guarded = True
+    return guarded
+
+
+class Cell(_CellFields):
     """A recurrent cell as a tuple of pure functions.
 
     Attributes:
@@ -117,24 +190,32 @@ class Cell(NamedTuple):
         (``rnnjax.run(..., grad="manual")``, and ``grad="auto"`` on the backends of
         ``backward.faster_on``).  A wrapper that changes ``step`` must
         clear it (``backward=None``) or supply a matching one.
+
+    Constructing a ``Cell`` wraps ``init`` with :func:`guard_init`: absurd sizes
+    (``lstm(2_000_000).init(key, 3)``) are refused with the memory estimate before
+    anything is allocated.
     """
 
-    init: Callable[[PRNGKey, int], Params]
-    prepare: Callable[[Params], Weights]
-    initial_carry: Callable[[tuple, Any], Carry]
-    step: Callable[[Weights, Carry, Array], tuple[Carry, Array]]
-    input_size: Callable[[Params], int]
-    output_size: int
-    name: str = "cell"
-    recurrent_matrix: Optional[Callable[[Params], Array]] = None
-    linear: Optional[Linear] = None
-    backward: Optional[Backward] = None
+    __slots__ = ()
+
+    def __new__(cls, init, *args, **kwargs):
+        name = kwargs.get("name", args[5] if len(args) > 5 else "cell")
+        return super().__new__(cls, guard_init(init, name), *args, **kwargs)
+
+    @classmethod
+    def _make(cls, iterable):  # _replace(init=...) is guarded too
+        return cls(*iterable)
 
 
 def zeros_carry(state_type, hidden_size: int):
     """An ``initial_carry`` function returning ``state_type`` of zero arrays."""
 
     def initial_carry(batch_shape=(), dtype=jnp.float32):
+        if not isinstance(batch_shape, (tuple, list)) or not all(
+                isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0
+                for d in batch_shape):
+            raise TypeError(f"batch_shape must be a tuple of non-negative ints (e.g. "
+                            f"(batch,) or ()), got {batch_shape!r}")
         shape = tuple(batch_shape) + (hidden_size,)
         return state_type(*(jnp.zeros(shape, dtype) for _ in state_type._fields))
 
@@ -191,5 +272,5 @@ def chunk_outer(d, a):
     return d.reshape(-1, d.shape[-1]).T @ a.reshape(-1, a.shape[-1])
 
 
-__all__ = ["Backward", "Cell", "HiddenState", "LSTMState", "Linear", "chunk_outer", "cut_at",
+__all__ = ["Backward", "Cell", "check_key", "guard_init", "HiddenState", "LSTMState", "Linear", "chunk_outer", "cut_at",
            "fuse_input_hidden", "fused_grads", "identity", "recurrent_matrix", "where_live", "zeros_carry"]

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from rnnjax.cell import Cell
+from rnnjax.memory import available_memory, check_memory
 
 
 def check_cell(cell, name: str = "cell"):
@@ -68,27 +69,6 @@ def check_fraction(name, value):
     """A number strictly between 0 and 1 (a held-out or test fraction)."""
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name} must be in (0, 1), got {value!r}")
-
-
-def available_memory() -> int:
-    """Bytes the first device can hold: its ``bytes_limit`` on an accelerator, the
-    machine's physical memory on CPU."""
-    try:
-        stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # noqa: BLE001 - a backend without memory statistics
-        stats = {}
-    if stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(what: str, nbytes: float, hint: str = "") -> None:
-    """Raise ``ValueError`` before allocating when ``nbytes`` (an estimate) exceeds
-    :func:`available_memory`; the message gives the estimate and the limit."""
-    limit = available_memory()
-    if nbytes > limit:
-        raise ValueError(f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than the "
-                         f"{limit / 2**30:,.1f} GiB available; {hint or 'use smaller sizes'}")
 
 
 def check_file(name, path):

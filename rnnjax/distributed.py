@@ -16,27 +16,95 @@ e.g. SLURM's ``SLURM_*`` variables).  Each process then contributes the rows of 
 global batch that live on its own devices (:func:`global_batch`,
 ``jax.make_array_from_process_local_data``); only process 0 logs and writes metrics
 (:func:`is_main`), and every process takes part in orbax checkpoints.
+
+Faults.  JAX's coordination client aborts the whole process (``SIGABRT``, exit 134,
+a C++ stack trace) when it gives up, so a bounded wait with a message of our own must
+end the process before JAX does:
+
+* joining: :func:`initialize` waits at most ``timeout`` seconds (default
+  :data:`DEFAULT_TIMEOUT`) for the coordinator and every process; past that a watchdog
+  prints one line (whether the coordinator at ``HOST:PORT`` answered at all) and exits
+  with :data:`EXIT_CODE` (75, ``EX_TEMPFAIL``: start every process again), instead of
+  JAX's silent 300 s and abort;
+* a process dies: the survivors' next collective fails at once (gloo: "connection
+  closed by peer"); :func:`exit_lost_peer` prints one line naming the newest intact
+  checkpoint and exits with :data:`EXIT_CODE` without JAX's shutdown barrier (which
+  would wait for the dead process and then abort).  A process that stops answering
+  without closing its connections is declared dead after ``heartbeat_timeout``
+  seconds (default :data:`DEFAULT_HEARTBEAT`; JAX's own abort, then).  No process
+  writes after the failure, so the last checkpoint stays as it was saved.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import socket
+import sys
+import threading
+import warnings
 from typing import Optional
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from rnnjax import checkpointing
+
 AXIS = "data"
+DEFAULT_TIMEOUT = 60.0     # seconds to wait for the coordinator and every process
+DEFAULT_HEARTBEAT = 60     # seconds of silence after which a process counts as dead
+EXIT_CODE = 75             # EX_TEMPFAIL: restart every process (with --resume)
+_GRACE = 10                # JAX's own deadlines lie this much beyond ours
+
+
+def _seconds(name, v, *, integer=False):
+    ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+          and v > 0 and (not integer or float(v).is_integer()))
+    if not ok:
+        kind = "a positive whole number of seconds" if integer else "a positive number of seconds"
+        raise ValueError(f"{name} must be {kind}, got {v!r}")
+    return v
+
+
+def coordinator_answers(address: str, wait: float = 1.0) -> bool:
+    """True if a TCP connection to ``address`` (``HOST:PORT``) opens within ``wait``
+    seconds (the coordinator service listens there)."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=wait):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def exit_now(message: str, code: int = EXIT_CODE) -> None:
+    """Print ``message`` on stderr and end the process with ``code`` at once
+    (``os._exit``): no atexit handler runs, so JAX's shutdown barrier, which would wait
+    for a dead process and then abort, is skipped.  The kernel releases the run's lock."""
+    try:
+        sys.stdout.flush()
+    finally:
+        print(message, file=sys.stderr, flush=True)
+        os._exit(code)
 
 
 def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None) -> None:
+               process_id: Optional[int] = None, *, timeout: float = DEFAULT_TIMEOUT,
+               heartbeat_timeout: int = DEFAULT_HEARTBEAT) -> None:
     """``jax.distributed.initialize`` with the given arguments; those left as None are
     detected from the environment (SLURM, Open MPI, Kubernetes, TPU pods; see JAX's
     ``cluster_detection_method``).  Must run before any other JAX call.  On CPU the
-    cross-process collectives use gloo."""
-    if coordinator is not None and ":" not in coordinator:
+    cross-process collectives use gloo.
+
+    ``timeout`` (seconds) bounds the wait for the coordinator and for every process to
+    join: past it the process prints which (the coordinator at ``coordinator`` never
+    answered, or it answered but not all ``num_processes`` joined) and exits with
+    :data:`EXIT_CODE` (see the module docstring; JAX would abort after its own
+    ``initialization_timeout``, set ``timeout + 10``).  ``heartbeat_timeout`` (whole
+    seconds) is JAX's ``heartbeat_timeout_seconds``: a process silent that long is
+    declared dead and the others stop."""
+    if coordinator is not None and (not isinstance(coordinator, str) or ":" not in coordinator):
         raise ValueError(f"coordinator must be HOST:PORT, got {coordinator!r}")
     for name, v in (("num_processes", num_processes), ("process_id", process_id)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
@@ -44,12 +112,83 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
     if num_processes is not None and process_id is not None and process_id >= num_processes:
         raise ValueError(f"process_id must be < num_processes={num_processes}, "
                          f"got {process_id}")
+    _seconds("timeout", timeout)
+    _seconds("heartbeat_timeout", heartbeat_timeout, integer=True)
     try:  # cross-process collectives of the CPU backend (no effect on GPU/TPU)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except (AttributeError, ValueError):  # pragma: no cover - option renamed
         pass
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+    joined = threading.Event()
+    who = f"process {process_id if process_id is not None else '?'}"
+
+    def give_up():
+        if joined.is_set():
+            return
+        if coordinator is None:
+            why, hint = ("the coordinator or a process (detected from the cluster "
+                         "environment) did not join"), "start every process"
+        elif process_id != 0 and not coordinator_answers(coordinator):
+            why, hint = (f"the coordinator at {coordinator} never answered",
+                         "is process 0 running and listening there?")
+        else:
+            n = "" if num_processes is None else f" {num_processes}"
+            why, hint = (f"the coordinator at {coordinator} answered but not all{n} "
+                         f"processes joined", "start every process")
+        exit_now(f"rnnjax: error: {who}: {why} within timeout={timeout:g} s "
+                 f"(--coordinator-timeout); {hint}, or raise the timeout")
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num_processes,
+            process_id=process_id, initialization_timeout=math.ceil(timeout) + _GRACE,
+            heartbeat_timeout_seconds=int(heartbeat_timeout))
+    finally:
+        joined.set()
+        watchdog.cancel()
+
+
+# What gloo and JAX's coordination service say when another process is gone (the error
+# comes as jax.errors.JaxRuntimeError from a step, as ValueError from orbax's barriers).
+_PEER_LOST = ("gloo", "connection closed by peer", "connection reset by peer",
+              "heartbeat timeout", "coordination service")
+
+
+def peer_lost(error: BaseException) -> bool:
+    """True if ``error`` (or an exception it was raised from) is a collective or the
+    coordination service failing because another process died or stopped answering."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if any(m in str(error).lower() for m in _PEER_LOST):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def exit_lost_peer(error: BaseException, out: Optional[str] = None) -> None:
+    """End this process after a collective failed because another process died
+    (``error``, e.g. gloo's "connection closed by peer"): one line naming the newest
+    intact checkpoint of the run directory ``out`` (read only, nothing moved), then
+    :func:`exit_now` with :data:`EXIT_CODE`.  Never returns."""
+    first = " ".join(str(error).split())[:300]
+    if out is None:
+        kept = "no run directory (--out), nothing saved"
+    else:
+        directory = os.path.join(out, "checkpoints")
+        try:
+            with warnings.catch_warnings():  # a damaged newer step: reported below
+                warnings.simplefilter("ignore")
+                step = checkpointing.latest_good_step(directory)
+            kept = (f"the last checkpoint, step {step} in {directory}, is intact: start "
+                    f"every process again with --resume")
+        except (OSError, ValueError):
+            kept = f"no complete checkpoint in {directory} yet"
+    exit_now(f"rnnjax: error: process {jax.process_index()} of {jax.process_count()}: "
+             f"another process died or stopped answering ({type(error).__name__}: "
+             f"{first}); {kept}")
 
 
 def is_main() -> bool:
@@ -162,5 +301,6 @@ def data_parallel(exp, mesh: Mesh):
     return step_fn, evaluate
 
 
-__all__ = ["AXIS", "data_parallel", "batch_sharding", "check_batch", "global_batch", "initialize", "is_main",
+__all__ = ["AXIS", "DEFAULT_HEARTBEAT", "DEFAULT_TIMEOUT", "EXIT_CODE", "coordinator_answers",
+           "exit_lost_peer", "exit_now", "peer_lost", "data_parallel", "batch_sharding", "check_batch", "global_batch", "initialize", "is_main",
            "local_rows", "make_mesh", "process_slice", "replicate", "replicated"]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import time
 
 import jax
@@ -46,8 +47,8 @@ import numpy as np
 
 from rnnjax import analysis, cells, gradflow_plots
 from rnnjax import train as train_lib
-from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.outputs import atomic_open
+from rnnjax.checks import check_choice, check_memory, check_positive_int
+from rnnjax.outputs import LOCK, atomic_open, lock_out, prepare_out
 
 DEFAULT_CELLS = ("elman", "lstm", "gru", "exprnn", "scornn", "urnn")
 DEFAULT_TS = (100, 500, 1000, 2000)
@@ -94,6 +95,9 @@ def _load_checkpoint(path, dtype, Ts):
     :func:`rnnjax.analysis.save_params_npz` (loss ``v . y_T`` as at initialisation,
     inputs ``N(0, I)`` of length ``max(Ts)``, cut to each ``T``; ``Ts`` None: 100).
     """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--checkpoint {path} does not exist (expected a training "
+                                f"run's folder or a .npz of save_params_npz)")
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"--checkpoint {path} has no config.json")
@@ -135,8 +139,15 @@ def _load_checkpoint(path, dtype, Ts):
 
 
 def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
-             lyap_steps=400, lyap_k=8, checkpoint=None, dtype="float64", print_fn=print):
+             lyap_steps=400, lyap_k=8, checkpoint=None, dtype="float64", print_fn=print,
+             overwrite=False):
     """Run the analysis and write the CSV, PNGs and ``summary.md`` under ``out``.
+
+    ``out`` is checked and created (:func:`rnnjax.outputs.prepare_out`) once every input
+    has been read and before any measurement: a folder that already holds files is
+    refused unless ``overwrite``; the writer's lock (:func:`rnnjax.outputs.lock_out`) is
+    held until the files are written, and a folder this call created is removed again
+    if it fails before writing anything.
 
     Returns ``{"rows": [...], "summary": [...]}`` (the CSV rows and summary records).
     """
@@ -151,18 +162,22 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
 
     # (label, stage, cell, params, xs_for_T(T), loss)
     jobs = []
+    if Ts is not None and len(set(Ts)) != len(list(Ts)):
+        raise ValueError(f"T must list distinct lengths, got {list(Ts)}")
     if checkpoint is not None:
         for Tv in Ts or ():
             check_positive_int("T", Tv)
         name, cell, trained, init, xs, loss_tr, loss_init = _load_checkpoint(checkpoint, dt,
                                                                               Ts)
         Ts = [xs.shape[-2]] if Ts is None else list(Ts)
+        _check_size(batch, max(Ts), features, cell.output_size, dt)
         jobs = [(name, "init", cell, init, lambda T, xs=xs: xs[:, :T], loss_init),
                 (name, "trained", cell, trained, lambda T, xs=xs: xs[:, :T], loss_tr)]
     else:
         Ts = list(DEFAULT_TS if Ts is None else Ts)
         for Tv in Ts:
             check_positive_int("T", Tv)
+        _check_size(batch, max(max(Ts), lyap_steps), features, hidden, dt)
         k_p, k_x, k_v = jax.random.split(jax.random.key(seed), 3)
         xs_all = jax.random.normal(k_x, (batch, max(max(Ts), lyap_steps), features), dt)
         for name in cell_names:
@@ -179,8 +194,33 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     if not jobs:
         raise ValueError(f"--cells names no registered cell (registered: "
                          f"{sorted(cells.REGISTRY)}), got {list(cell_names)}")
-    os.makedirs(out, exist_ok=True)  # only once every input has been read
+    existed = out is not None and os.path.exists(os.fspath(out))
+    out = prepare_out(out, overwrite=overwrite)  # only once every input has been read
+    done = False
+    try:
+        with lock_out(out):
+            result = _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features,
+                                        dtype, dt, lyap_steps, lyap_k, print_fn, t0)
+        done = True
+        return result
+    finally:
+        if not done and not existed and os.path.isdir(out) and \
+                not [n for n in os.listdir(out) if n != LOCK]:
+            shutil.rmtree(out, ignore_errors=True)
 
+
+def _check_size(batch, T, features, hidden, dt):
+    """Refuse before allocating when the inputs ``(batch, T, features)`` and the states
+    and gradients kept for the backward pass (at most ``8 * hidden`` numbers a step and
+    example: two carry fields, complex parts, forward and backward) cannot fit."""
+    nbytes = jnp.dtype(dt).itemsize * batch * T * (features + 8 * hidden)
+    check_memory(f"gradflow at T={T} (batch {batch}, hidden {hidden})", nbytes,
+                 "choose a smaller --T, --batch or --hidden")
+
+
+def _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features, dtype, dt,
+                       lyap_steps, lyap_k, print_fn, t0):
+    """The measurements of ``jobs`` at the lengths ``Ts``, written under ``out``."""
     rows, summary, curves, spectra, lyap = [], [], {T: {} for T in Ts}, {}, {}
     extra_fields = []
     for name, stage, cell, params, get_xs, loss in jobs:

@@ -52,8 +52,25 @@ _SUFFIXES = ("", "_reverse")
 def _numpy(x) -> np.ndarray:
     """A numpy copy of a torch tensor, jax or numpy array."""
     if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # numpy has no bfloat16: widen exactly
+            x = x.float()
+        x = x.numpy()
     return np.asarray(x)
+
+
+def _finite(where: str, a: np.ndarray, done: str = "loaded") -> np.ndarray:
+    """``a`` if it is a floating-point array of finite numbers; else a ``ValueError``
+    naming the weight ``where`` and how many entries are NaN / infinite."""
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{where} must be a floating-point weight, got dtype {a.dtype}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise ValueError(f"{where} holds non-finite values ({int(np.isnan(a).sum())} NaN, "
+                         f"{int(np.isinf(a).sum())} infinite of {a.size}, first at index "
+                         f"{tuple(int(i) for i in np.argwhere(bad)[0])}); the weights "
+                         f"are not {done}")
+    return a
 
 
 def _mode(mode) -> str:
@@ -96,7 +113,7 @@ def _get(state_dict, key, shape):
     a = _numpy(state_dict[key])
     if a.shape != shape:
         raise ValueError(f"state_dict[{key!r}] must have shape {shape}, got {a.shape}")
-    return a
+    return _finite(f"state_dict[{key!r}]", a)
 
 
 def from_torch(state_dict: Mapping[str, Any], *, mode: str, hidden_size: int,
@@ -233,7 +250,10 @@ def to_torch(params, *, mode: str, bias: bool = True, as_tensors: bool = False):
             if not isinstance(p, Mapping) or set(p) != want:
                 raise ValueError(f"{where} must hold exactly {sorted(want)} for mode={mode!r}, "
                                  f"got {sorted(p) if isinstance(p, Mapping) else p!r}")
-            w_ih, w_hh, b = _numpy(p["W_xh"]), _numpy(p["W_hh"]), _numpy(p["b"])
+            w_ih, w_hh, b = (_finite(f"{where}[{n!r}]", _numpy(p[n]), "exported")
+                             for n in ("W_xh", "W_hh", "b"))
+            if mode == "gru":
+                _finite(f"{where}['b_hn']", _numpy(p["b_hn"]), "exported")
             H = w_hh.shape[-1]
             if w_hh.shape != (G * H, H):
                 raise ValueError(f"{where}['W_hh'] must have shape ({G}*H, H) for "
@@ -308,14 +328,16 @@ def _flax_dense(p, name, use_bias, kind):
         got = sorted(p) if isinstance(p, Mapping) else type(p).__name__
         raise ValueError(f"Flax {kind} params must have a {name!r} entry, got {got}")
     d = p[name]
-    if "kernel" not in d or (use_bias and "bias" not in d):
+    if not isinstance(d, Mapping) or "kernel" not in d or (use_bias and "bias" not in d):
+        got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
         raise ValueError(f"Flax {kind} params[{name!r}] must hold 'kernel'"
-                         f"{' and bias' if use_bias else ''}, got {sorted(d)}")
-    k = jnp.asarray(d["kernel"])
+                         f"{' and bias' if use_bias else ''}, got {got}")
+    where = f"Flax {kind} params[{name!r}]"
+    k = _finite(f"{where}['kernel']", np.asarray(d["kernel"]))
     if k.ndim != 2:
-        raise ValueError(f"Flax {kind} params[{name!r}]['kernel'] must be (in, out), got "
-                         f"shape {k.shape}")
-    return k, (jnp.asarray(d["bias"]) if use_bias else None)
+        raise ValueError(f"{where}['kernel'] must be (in, out), got shape {k.shape}")
+    b = _finite(f"{where}['bias']", np.asarray(d["bias"])) if use_bias else None
+    return jnp.asarray(k), (None if b is None else jnp.asarray(b))
 
 
 def _stack_kernels(p, names, kind):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -39,6 +40,34 @@ class Layer(NamedTuple):
     init: Callable
     apply: Callable
     output_size: int
+
+
+def _check_keys(layer: str, what: str, value, expected: Sequence[str]) -> None:
+    """Refuse ``value`` (the params or carry of ``layer``) unless it is a dict with
+    exactly the keys ``expected``: the error names the layer, the keys expected and the
+    keys given (instead of a ``KeyError`` from deep inside ``apply``)."""
+    expected = sorted(expected)
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{layer} {what} must be a dict with the keys {expected}, "
+                        f"got {type(value).__name__}")
+    given = sorted(map(str, value))
+    if given != expected:
+        missing = sorted(set(expected) - set(given))
+        extra = sorted(set(given) - set(expected))
+        detail = "; ".join(x for x in (f"missing {missing}" if missing else "",
+                                         f"unexpected {extra}" if extra else "") if x)
+        raise ValueError(f"{layer} {what} must have the keys {expected}, got {given} "
+                         f"({detail})")
+
+
+def _check_list(layer: str, what: str, value, n: int) -> None:
+    """Refuse ``value`` unless it is a list or tuple of ``n`` entries (one per layer)."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{layer} {what} must be a list of {n} entries (one per layer), "
+                        f"got {type(value).__name__}")
+    if len(value) != n:
+        raise ValueError(f"{layer} {what} must hold {n} entries (one per layer), "
+                         f"got {len(value)}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,6 +137,9 @@ def bidirectional(forward: Cell, backward: Cell | None = None, merge: str = "con
         return {"fwd": forward.init(kf, input_size), "bwd": backward.init(kb, input_size)}
 
     def apply(params, xs, *, carry=None, lengths=None, key=None, **options):
+        _check_keys("bidirectional layer", "params", params, ("fwd", "bwd"))
+        if carry is not None:
+            _check_keys("bidirectional layer", "carry", carry, ("fwd", "bwd"))
         carry = carry or {"fwd": None, "bwd": None}
         kf, kb = jax.random.split(key) if key is not None else (None, None)
         yf, cf = _run_cell(forward, params["fwd"], xs, carry["fwd"], lengths, kf,
@@ -141,8 +173,9 @@ def stack(layers: Sequence[Cell | Layer], dropout: float = 0.0) -> Layer:
         return params
 
     def apply(params, xs, *, carry=None, lengths=None, key=None, **options):
-        if len(params) != len(layers):
-            raise ValueError(f"params must hold {len(layers)} layers, got {len(params)}")
+        _check_list("stack", "params", params, len(layers))
+        if carry is not None:
+            _check_list("stack", "carry", carry, len(layers))
         carry = carry if carry is not None else [None] * len(layers)
         keys = jax.random.split(key, 2 * len(layers)) if key is not None else \
             [None] * (2 * len(layers))
@@ -189,6 +222,9 @@ def lru_block(hidden_size: int, model_size: int, r_min: float = 0.0, r_max: floa
         return params
 
     def apply(params, xs, *, carry=None, lengths=None, key=None, **options):
+        _check_keys("lru_block layer", "params", params,
+                    ("norm", "lru", "W_1", "c_1", "W_2", "c_2"))
+        _check_keys("lru_block layer", "params['norm']", params["norm"], ("scale", "bias"))
         u = layer_norm(xs, params["norm"]["scale"], params["norm"]["bias"])
         v, final = run(cell, params["lru"], u, carry=carry, lengths=lengths, **options)
         g = jax.nn.gelu(v)

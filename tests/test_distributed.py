@@ -6,10 +6,12 @@ happen in fresh interpreters (subprocesses)."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -161,3 +163,87 @@ def test_single_process_helpers_are_identities():
     assert g.sharding == data
     r = dist.replicate({"a": x}, mesh)["a"]
     assert r.sharding.is_fully_replicated and dist.is_main()
+
+
+# ---------------------------------------------------------------------------------------
+# faults: a coordinator that never starts, a process that dies
+
+def _train_process(out, port, pid, *extra, steps=6):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnjax.cli", "train", *_cli_args({**SMALL, "steps": steps}),
+         "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+         "--process-id", str(pid), *(["--out", out] if out else []), *extra],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("pid, why", [
+    (1, r"the coordinator at 127\.0\.0\.1:\d+ never answered"),
+    (0, r"the coordinator at 127\.0\.0\.1:\d+ answered but not all 2 processes joined")])
+def test_a_missing_coordinator_or_process_fails_in_the_timeout_with_one_line(pid, why):
+    """Alone, process 1 finds no coordinator and process 0 waits for a process that
+    never comes: each gives up after --coordinator-timeout (not JAX's silent 300 s and
+    abort) with one line saying which, exit 75."""
+    p = _train_process(None, _free_port(), pid, "--coordinator-timeout", "1.5")
+    _, err = p.communicate(timeout=90)
+    assert p.returncode == dist.EXIT_CODE, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert re.search(rf"rnnjax: error: process {pid}: {why} within timeout=1.5 s "
+                     r"\(--coordinator-timeout\)", last), err[-2000:]
+    assert "Traceback" not in err and "Check failure" not in err
+
+
+@pytest.mark.slow
+def test_when_one_process_dies_the_survivor_stops_and_its_checkpoint_is_intact(tmp_path):
+    """SIGKILL process 1 of 2 after a checkpoint: process 0's next collective fails, it
+    prints one line naming the intact checkpoint and exits 75 (not JAX's abort after the
+    heartbeat timeout); the run resumes from that checkpoint."""
+    from rnnjax import checkpointing
+    out = str(tmp_path / "run")
+    port = _free_port()
+    procs = [_train_process(out, port, i, "--checkpoint-every", "2", "--heartbeat-timeout",
+                            "30", steps=100_000) for i in range(2)]
+    ckpt = os.path.join(out, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if len(checkpointing.steps(ckpt)) >= 2 and checkpointing.verify(
+                ckpt, checkpointing.steps(ckpt)[0]) is None:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+    procs[1].kill()
+    procs[1].communicate()
+    t0 = time.time()
+    _, err = procs[0].communicate(timeout=120)
+    assert procs[0].returncode == dist.EXIT_CODE, err[-3000:]
+    assert time.time() - t0 < 25  # the collective failed at once, before the heartbeat
+    last = err.strip().splitlines()[-1]
+    m = re.search(r"rnnjax: error: process 0 of 2: another process died or stopped "
+                  r"answering \(.*\); the last checkpoint, step (\d+) in (.*), is intact: "
+                  r"start every process again with --resume$", last)
+    assert m, err[-3000:]
+    assert "Traceback" not in err and "Check failure" not in err
+    step = int(m.group(1))
+    assert m.group(2) == os.path.abspath(ckpt)
+    assert checkpointing.steps(ckpt)[0] == step and checkpointing.verify(ckpt, step) is None
+    with jax.enable_x64(False):
+        params = load_params(out)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_distributed_timeouts_are_checked_before_jax():
+    with pytest.raises(ValueError, match=r"timeout must be a positive number of seconds, "
+                                         r"got 0"):
+        dist.initialize("localhost:1234", 2, 1, timeout=0)
+    with pytest.raises(ValueError, match=r"heartbeat_timeout must be a positive whole "
+                                         r"number of seconds, got 2\.5"):
+        dist.initialize("localhost:1234", 2, 1, heartbeat_timeout=2.5)
+    with pytest.raises(ValueError, match=r"timeout must be a positive number of seconds, "
+                                         r"got nan"):
+        dist.initialize("localhost:1234", 2, 1, timeout=float("nan"))
+    assert not dist.coordinator_answers(f"127.0.0.1:{_free_port()}", wait=0.5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert dist.coordinator_answers(f"127.0.0.1:{s.getsockname()[1]}", wait=0.5)

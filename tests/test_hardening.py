@@ -231,6 +231,40 @@ def test_retrivialize_on_params_without_a_base_raises():
         parametrize.retrivialize(params)
 
 
+def test_gradflow_writes_a_non_empty_out_only_with_overwrite_and_holds_the_lock(
+        tmp_path, monkeypatch):
+    from rnnjax import gradflow
+    out = tmp_path / "gf"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    kw = dict(hidden=4, lyap_steps=10, lyap_k=2, dtype="float32", print_fn=lambda *a: None)
+    with pytest.raises(ValueError, match=r"already holds files \(mine.txt\)"):
+        gradflow.gradflow(["elman"], [5], str(out), **kw)
+    assert sorted(os.listdir(out)) == ["mine.txt"]
+    seen, real = [], gradflow._measure_and_write
+
+    def spy(jobs, Ts, o, *a):  # a second writer is refused while this one works
+        with pytest.raises(ValueError, match="in use by another writer"):
+            outputs.lock_out(o)
+        seen.append(o)
+        return real(jobs, Ts, o, *a)
+
+    monkeypatch.setattr(gradflow, "_measure_and_write", spy)
+    res = gradflow.gradflow(["elman"], [5], str(out), overwrite=True, **kw)
+    assert seen == [str(out)] and len(res["rows"]) == 5
+    assert (out / "mine.txt").read_text() == "mine" and (out / "gradflow.csv").exists()
+    outputs.lock_out(str(out)).release()  # released after the call
+
+    def fail(*a):
+        raise RuntimeError("simulated failure")
+
+    # a folder this call created is removed again when it fails before writing
+    monkeypatch.setattr(gradflow, "_measure_and_write", fail)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        gradflow.gradflow(["elman"], [5], str(tmp_path / "new"), **kw)
+    assert not (tmp_path / "new").exists()
+
+
 def test_bptt_explain_refuses_a_label_outside_0_1():
     from rnnjax import explain
     spec = {"W_xh": [[1.0]], "W_hh": [[0.5]], "b_h": [0.0], "W_ho": [[1.0]], "b_o": [0.0],
@@ -246,14 +280,102 @@ def test_bptt_explain_refuses_a_label_outside_0_1():
 # what was expected and what came
 
 def _api_cases():
-    from rnnjax import analysis, cells, optim, parametrize, run
+    from rnnjax import (analysis, cells, distributed, gradflow, interop, layers, optim,
+                        parametrize, run)
     from rnnjax.apps import classify, colors, forecast, generate, seq2seq
     from rnnjax.train import validate
     gru = cells.gru(3)
     p = gru.init(jax.random.key(0), 2)
     xs = jnp.ones((2, 4, 2))
     C = lambda **kw: validate(Config(**kw))  # noqa: E731
+    bi = layers.bidirectional(gru)
+    p_bi = bi.init(jax.random.key(0), 2)
+    st = layers.stack([gru, gru])
+    p_st = st.init(jax.random.key(0), 2)
+    lb = layers.lru_block(4, 2)
+    p_lb = lb.init(jax.random.key(0), 2)
+    sd = {"weight_ih_l0": np.ones((9, 2), np.float32), "weight_hh_l0": np.ones((9, 3), np.float32),
+          "bias_ih_l0": np.zeros(9, np.float32), "bias_hh_l0": np.zeros(9, np.float32)}
+    nan_hh = sd["weight_hh_l0"].copy()
+    nan_hh[1, 2] = np.nan
+    flax_lstm = {n: {"kernel": np.ones((2, 3), np.float32),
+                     **({"bias": np.zeros(3, np.float32)} if n[0] == "h" else {})}
+                 for n in ("ii", "if", "ig", "io", "hi", "hf", "hg", "ho")}
     return [
+        # layers: params and carries with missing or extra keys, named by layer
+        ("bidirectional params missing bwd", lambda: bi.apply({"fwd": p_bi["fwd"]}, xs),
+         ValueError, r"bidirectional layer params must have the keys \['bwd', 'fwd'\], "
+         r"got \['fwd'\] \(missing \['bwd'\]\)"),
+        ("bidirectional params extra key", lambda: bi.apply({**p_bi, "up": p}, xs), ValueError,
+         r"bidirectional layer params must have the keys .*\(unexpected \['up'\]\)"),
+        ("bidirectional params a list", lambda: bi.apply([p, p], xs), TypeError,
+         r"bidirectional layer params must be a dict with the keys \['bwd', 'fwd'\], got list"),
+        ("bidirectional carry missing fwd", lambda: bi.apply(p_bi, xs, carry={
+            "bwd": gru.initial_carry((2,), jnp.float32)}), ValueError,
+         r"bidirectional layer carry must have the keys .*\(missing \['fwd'\]\)"),
+        ("stack params of one layer for two", lambda: st.apply(p_st[:1], xs), ValueError,
+         r"stack params must hold 2 entries \(one per layer\), got 1"),
+        ("stack carry of three layers for two", lambda: st.apply(p_st, xs, carry=[None] * 3),
+         ValueError, r"stack carry must hold 2 entries \(one per layer\), got 3"),
+        ("stack params a dict", lambda: st.apply({"0": p}, xs), TypeError,
+         r"stack params must be a list of 2 entries \(one per layer\), got dict"),
+        ("lru_block params missing W_1", lambda: lb.apply(
+            {k: v for k, v in p_lb.items() if k != "W_1"}, xs), ValueError,
+         r"lru_block layer params must have the keys .*\(missing \['W_1'\]\)"),
+        # cells: absurd sizes refused with the estimate before any allocation; bad keys
+        ("lstm(2_000_000).init", lambda: cells.lstm(2_000_000).init(jax.random.key(0), 3),
+         ValueError, r"initialising the lstm cell \(input_size=3\) needs about [\d,.]+ GiB, "
+         r"more than the [\d,.]+ GiB available"),
+        ("gru init of 1e10 inputs", lambda: gru.init(jax.random.key(0), 10**10), ValueError,
+         r"initialising the gru cell \(input_size=10000000000\) needs about [\d,.]+ GiB"),
+        ("a numpy init out of memory", lambda: gru._replace(
+            init=lambda key, n: {"W": np.ones((2**40, n))}).init(jax.random.key(0), 2),
+         ValueError, r"initialising the gru cell \(input_size=2\) ran out of memory "
+         r"\(Unable to allocate"),
+        ("init with an int key", lambda: gru.init(42, 2), TypeError,
+         r"key must be a JAX PRNG key \(jax.random.key\(seed\)\), got int 42"),
+        ("initial_carry of an int batch", lambda: gru.initial_carry(3, jnp.float32), TypeError,
+         r"batch_shape must be a tuple of non-negative ints .*got 3"),
+        # interop: non-finite and mis-shaped weights named
+        ("from_torch NaN weight", lambda: interop.from_torch(
+            {**sd, "weight_hh_l0": nan_hh}, mode="gru", hidden_size=3), ValueError,
+         r"state_dict\['weight_hh_l0'\] holds non-finite values \(1 NaN, 0 infinite of 27, "
+         r"first at index \(1, 2\)\)"),
+        ("from_torch Inf bias", lambda: interop.from_torch(
+            {**sd, "bias_hh_l0": np.full(9, np.inf, np.float32)}, mode="gru", hidden_size=3),
+         ValueError, r"state_dict\['bias_hh_l0'\] holds non-finite values \(0 NaN, 9 infinite"),
+        ("from_torch integer weight", lambda: interop.from_torch(
+            {**sd, "weight_ih_l0": np.ones((9, 2), np.int64)}, mode="gru", hidden_size=3),
+         ValueError, r"state_dict\['weight_ih_l0'\] must be a floating-point weight, got "
+         r"dtype int64"),
+        ("from_torch missing key", lambda: interop.from_torch(
+            {k: v for k, v in sd.items() if k != "bias_hh_l0"}, mode="gru", hidden_size=3),
+         ValueError, r"state_dict is missing key 'bias_hh_l0'"),
+        ("from_torch extra key", lambda: interop.from_torch(
+            {**sd, "weight_hr_l0": np.ones((3, 3))}, mode="gru", hidden_size=3), ValueError,
+         r"state_dict has keys \['weight_hr_l0'\] that a gru module"),
+        ("from_torch wrong shape", lambda: interop.from_torch(
+            {**sd, "weight_hh_l0": np.ones((9, 4), np.float32)}, mode="gru", hidden_size=3),
+         ValueError, r"state_dict\['weight_hh_l0'\] must have shape \(9, 3\), got \(9, 4\)"),
+        ("from_flax_lstm NaN kernel", lambda: interop.from_flax_lstm(
+            {**flax_lstm, "hf": {"kernel": np.full((3, 3), np.nan), "bias": np.zeros(3)}}),
+         ValueError, r"Flax LSTMCell params\['hf'\]\['kernel'\] holds non-finite values "
+         r"\(9 NaN"),
+        ("to_torch NaN param", lambda: interop.to_torch(
+            [{**p, "W_hh": p["W_hh"].at[0, 0].set(jnp.inf)}], mode="gru"), ValueError,
+         r"params\[0\]\['W_hh'\] holds non-finite values \(0 NaN, 1 infinite.*not exported"),
+        # gradflow writes through prepare_out and the writer's lock
+        ("gradflow into a non-empty out", lambda: gradflow.gradflow(
+            ["elman"], [5], _folder_with("x.txt", b"mine"), hidden=4), ValueError,
+         r"already holds files \(x.txt\)"),
+        ("gradflow into a locked out", lambda: _locked(lambda d: gradflow.gradflow(
+            ["elman"], [5], d, hidden=4)), ValueError, r"is in use by another writer \(pid"),
+        # distributed: timeouts checked before JAX
+        ("initialize timeout 0", lambda: distributed.initialize("localhost:1", 2, 1, timeout=0),
+         ValueError, "timeout must be a positive number of seconds, got 0"),
+        ("initialize heartbeat 2.5", lambda: distributed.initialize(
+            "localhost:1", 2, 1, heartbeat_timeout=2.5), ValueError,
+         "heartbeat_timeout must be a positive whole number of seconds, got 2.5"),
         # the sequence engine
         ("run params of another hidden size", lambda: run(gru, cells.gru(5).init(
             jax.random.key(0), 2), xs), ValueError, r"params\['W_hh'\] has shape \(15, 5\) but "
@@ -397,6 +519,13 @@ def _fresh(create=False):
     return d
 
 
+def _locked(call):
+    """``call(d)`` on an empty folder ``d`` whose writer's lock another writer holds."""
+    d = _fresh(True)
+    with outputs.lock_out(d):
+        return call(d)
+
+
 def _a_file():
     path = _fresh() + ".txt"
     with open(path, "w") as f:
@@ -447,6 +576,23 @@ CLI_CASES = [
     (["bptt-explain", "BADLABEL"], r"spec label must lie in \[0, 1\] for loss 'bce'"),
     (["gradflow", "--checkpoint", "OUTFILE", "--out", "NEW", "--T", "5"],
      r"OUTFILE.* is not a params file of save_params_npz"),
+    (["gradflow", "--out", "NONEMPTY", "--cells", "elman", "--T", "5", "--hidden", "4"],
+     r"already holds files \(x.txt\)"),
+    (["gradflow", "--hidden", "0", "--out", "NEW"], "hidden must be a positive integer, got 0"),
+    (["gradflow", "--T", "0", "--out", "NEW"], "T must be a positive integer, got 0"),
+    (["gradflow", "--checkpoint", "NEW", "--out", "NEW"],
+     r"--checkpoint .*new does not exist \(expected a training run's folder or a \.npz"),
+    (["gradflow", "--T", "5,5", "--out", "NEW"], r"T must list distinct lengths, got \[5, 5\]"),
+    (["gradflow", "--T", "2000000000", "--cells", "elman", "--out", "NEW"],
+     r"gradflow at T=2000000000 \(batch 4, hidden 64\) needs about [\d,.]+ GiB, more than"),
+    (["train", "--distributed", "--coordinator", "localhost:1", "--num-processes", "2",
+      "--process-id", "1", "--coordinator-timeout", "0"],
+     r"timeout must be a positive number of seconds, got 0.0"),
+    (["train", "--distributed", "--coordinator", "localhost:1", "--num-processes", "2",
+      "--process-id", "1", "--heartbeat-timeout", "-1"],
+     r"heartbeat_timeout must be a positive whole number of seconds, got -1"),
+    (["train", "--distributed", "--coordinator", "localhost", "--num-processes", "2",
+      "--process-id", "1"], r"coordinator must be HOST:PORT, got 'localhost'"),
 ]
 
 

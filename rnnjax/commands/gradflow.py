@@ -25,7 +25,7 @@ def _main(a):
     Ts = None if a.T is None else parse_list("T", a.T, int)
     gradflow(names, Ts, a.out, hidden=a.hidden, batch=a.batch,
              features=a.features, seed=a.seed, lyap_steps=a.lyap_steps, lyap_k=a.lyap_k,
-             checkpoint=a.checkpoint, dtype=a.dtype)
+             checkpoint=a.checkpoint, dtype=a.dtype, overwrite=a.overwrite)
     return 0
 
 
@@ -39,7 +39,11 @@ def register(sub):
                    help="comma-separated lengths (default: "
                         + ",".join(map(str, DEFAULT_TS)) + "; with --checkpoint of a "
                         "training run, its task's length, and another --T is refused)")
-    p.add_argument("--out", default="runs/gradflow", help="output directory")
+    p.add_argument("--out", default="runs/gradflow",
+                   help="output directory (refused if it already holds files, unless "
+                        "--overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing the files of this command")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--features", type=int, default=8)

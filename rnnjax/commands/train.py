@@ -13,10 +13,14 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
+
+import jax
 
 from rnnjax.bptt import GRADS
 from rnnjax.checkpointing import Preempted
-from rnnjax.distributed import initialize, is_main
+from rnnjax.distributed import DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT, exit_lost_peer, \
+    initialize, is_main, peer_lost
 from rnnjax.train import CLIP_MODES, OPTIMIZERS, Config, NonFiniteError, train
 from rnnjax.train_config import DTYPES
 
@@ -148,7 +152,8 @@ def resumed_config(a) -> Config:
 
 def run(a) -> int:
     if a.distributed:  # before any other JAX call
-        initialize(a.coordinator, a.num_processes, a.process_id)
+        initialize(a.coordinator, a.num_processes, a.process_id,
+                   timeout=a.coordinator_timeout, heartbeat_timeout=a.heartbeat_timeout)
     config = config_from_args(a)
     if a.resume and a.out and os.path.exists(os.path.join(a.out, "config.json")):
         config = resumed_config(a)
@@ -161,6 +166,12 @@ def run(a) -> int:
     except NonFiniteError as e:
         print(f"rnnjax train: error: {e}", file=sys.stderr)
         return 3
+    except Exception as e:  # noqa: BLE001 - a dead process: stop before JAX's abort
+        if jax.process_count() > 1 and peer_lost(e):
+            if getattr(a, "debug", False):
+                traceback.print_exc()
+            exit_lost_peer(e, a.out)  # one line naming the intact checkpoint; exit 75
+        raise
     last = result.history[-1] if result.history else None
     if last is not None and a.out and is_main():
         ckpt = ", checkpoints/" if config.checkpoint_every else ""
@@ -187,12 +198,22 @@ def register(sub):
                    help="replace the run in a non-empty --out (its checkpoints are removed)")
     g = p.add_argument_group("several processes (jax.distributed)")
     g.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize(); the three options below, when "
-                        "left out, are detected from the cluster environment (e.g. SLURM)")
+                   help="call jax.distributed.initialize(); --coordinator, --num-processes "
+                        "and --process-id, when left out, are detected from the cluster "
+                        "environment (e.g. SLURM)")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="address of process 0's coordinator service")
     g.add_argument("--num-processes", type=int, default=None)
     g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--coordinator-timeout", type=float, default=DEFAULT_TIMEOUT,
+                   metavar="SECONDS",
+                   help="give up (one line, exit 75) when the coordinator or another "
+                        "process has not joined within SECONDS")
+    g.add_argument("--heartbeat-timeout", type=int, default=DEFAULT_HEARTBEAT,
+                   metavar="SECONDS",
+                   help="a process silent this long counts as dead; the others stop "
+                        "(a process that dies outright is noticed at the next step, "
+                        "exit 75, its last checkpoint intact)")
     p.set_defaults(func=run, train_parser=p)
 
 
