@@ -26,6 +26,11 @@ LSTM (layer norm, other equations; checked on the cell's ``step``, not its name)
 0 is legal: cuDNN is given length 1 and the result replaced by the initial carry and zero
 outputs.
 
+Precision: like an XLA matmul, cuDNN may compute float32 products in TF32 on Ampere and
+later GPUs unless ``jax.default_matmul_precision("float32")`` (or ``"highest"``) is set,
+which both paths obey; expect differences of about 1e-3 relative from the sequential
+scan otherwise.
+
 Where there is no CUDA backend the call raises ``RuntimeError`` naming the backend.
 :func:`choose_cudnn` lets ``scan="auto"`` pick cuDNN only on the backends in
 :data:`CUDNN_AUTO_BACKENDS`, those where ``python -m benchmarks device`` measured it
@@ -104,8 +109,12 @@ def from_cudnn(weights, input_size: int, hidden_size: int):
 
 
 def cudnn_available() -> bool:
-    """True when the default backend is a GPU and jaxlib carries its cuDNN RNN kernels."""
-    return (jax.default_backend() == "gpu" and jrnn.gpu_rnn is not None
+    """True when the default backend is a CUDA GPU and jaxlib carries its cuDNN RNN
+    kernels (ROCm's MIOpen orders the gates otherwise and is not supported here)."""
+    if jax.default_backend() != "gpu":
+        return False
+    version = str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
+    return (jrnn.gpu_rnn is not None and "rocm" not in version
             and hasattr(jrnn.gpu_rnn, "compute_rnn_workspace_reserve_space_sizes"))
 
 
@@ -171,6 +180,12 @@ def check_cudnn(cell, params, xs, *, grad="auto", remat=False, truncate=None, un
     if dtype != jnp.float32:
         raise ValueError(f"scan='cudnn' computes in float32 only (jax.experimental.rnn); "
                          f"xs and params give {np.dtype(dtype).name}")
+    try:  # cuDNN's LSTM takes float32 or TF32 products, not bfloat16 ones
+        jrnn._lstm_cudnn_allow_tf32(None)
+    except NotImplementedError:
+        raise ValueError(f"scan='cudnn' cannot run under jax.default_matmul_precision"
+                         f"({jax.config.jax_default_matmul_precision!r}) (bfloat16 "
+                         f"products); use 'float32' or 'tensorfloat32'") from None
     if not cudnn_available():
         raise RuntimeError(f"scan='cudnn' needs a CUDA GPU with cuDNN, but the backend is "
                            f"{jax.default_backend()!r}; use scan='sequential' or 'auto'")

@@ -144,6 +144,9 @@ def test_other_cells_and_dtypes_are_refused():
         rnnjax.run(other, _params(jnp.float32), xs, scan="cudnn")
     with pytest.raises(ValueError, match="float32 only.*float64"):
         rnnjax.run(plain, _params(jnp.float64), xs, scan="cudnn")
+    with jax.default_matmul_precision("bfloat16"), pytest.raises(
+            ValueError, match=r"default_matmul_precision\('bfloat16'\)"):
+        rnnjax.run(plain, _params(jnp.float32), xs, scan="cudnn")
 
 
 def test_auto_never_picks_cudnn_on_cpu(monkeypatch):
