@@ -125,3 +125,30 @@ def test_device_rel_diff_and_md_folder(tmp_path):
     assert device.rel_diff(a, b) == pytest.approx(1.0 / 5.0)
     with pytest.raises(SystemExit):
         device.main(["--quick", "--md", str(tmp_path / "no" / "such" / "d.md")])
+
+
+@pytest.mark.slow
+def test_device_cudnn_part_glue_with_reference_kernel(monkeypatch):
+    """The cuDNN part as it runs on a GPU, with JAX's reference LSTM standing in for the
+    kernel: every variant agrees with the scan (jit-traced run(scan="cudnn") included)."""
+    import jax.experimental.rnn as jrnn
+
+    from rnnjax import cudnn
+
+    def fake(x, h0, c0, w, seq, F, H, layers, dropout, bidirectional):
+        w_ih, w_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(w, F, H, layers, bidirectional)
+        return jrnn.lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh, seq, F, H, layers, dropout,
+                             bidirectional)
+
+    monkeypatch.setattr(cudnn.jrnn, "lstm", fake)
+    monkeypatch.setattr(cudnn, "cudnn_available", lambda: True)
+    monkeypatch.setattr(device, "cudnn_available", lambda: True)
+    recs, _ = device.part_cudnn(device.QUICK["cudnn"], None)
+    assert [r["variant"] for r in recs] == ["sequential", "manual", "cudnn",
+                                            "check lengths reverse=False",
+                                            "check lengths reverse=True"]
+    assert recs[0]["over_sequential"] == 1.0 and recs[0]["ys_rel_diff"] == 0.0
+    for r in recs[1:]:
+        assert r["ys_rel_diff"] < 1e-5 and r["grad_rel_diff"] < 1e-5, r
+    assert "| 16 | 8 | check lengths reverse=True | - |" in device.markdown(
+        {"cudnn": (recs, [], 1.0)}, 1.0, True)
