@@ -102,6 +102,13 @@ def test_run_scan_cudnn_wiring(monkeypatch):
     assert a[0].shape == (2, 3, 7, H) and a[1].h.shape == (2, 3, H)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(u, v, rtol=2e-6, atol=2e-6)
+    xt = jnp.moveaxis(xs[0], 1, 0)  # time-major (7, 3, F), read backwards
+    a = rnnjax.run(cell, p, xt, lengths=lengths[0], reverse=True, time_major=True,
+                   scan="cudnn")
+    b = rnnjax.run(cell, p, xt, lengths=lengths[0], reverse=True, time_major=True,
+                   scan="sequential")
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=2e-6, atol=2e-6)
 
 
 def test_cpu_backend_is_named():
@@ -113,6 +120,10 @@ def test_cpu_backend_is_named():
     # a cell with the LSTM's equations under another name passes every check but the backend
     with pytest.raises(RuntimeError, match="'cpu'"):
         rnnjax.run(cell._replace(name="mine"), p, jnp.ones((4, F), jnp.float32), scan="cudnn")
+    # forget_bias lives in b (cuDNN's b_ih): any value is the plain LSTM
+    with pytest.raises(RuntimeError, match="'cpu'"):
+        rnnjax.run(cells.lstm(H, forget_bias=0.0), p, jnp.ones((4, F), jnp.float32),
+                   scan="cudnn")
 
 
 @pytest.mark.parametrize("option, value", [("grad", "manual"), ("remat", True),
