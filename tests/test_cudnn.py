@@ -180,3 +180,20 @@ def test_bad_flat_weights_named():
     with pytest.raises(ValueError, match=r"params\['b'\] must have shape \(20,\)"):
         cudnn.to_cudnn({"W_xh": jnp.zeros((20, F)), "W_hh": jnp.zeros((20, H)),
                         "b": jnp.zeros(3)})
+
+
+def test_step_check_without_a_cpu_backend(monkeypatch):
+    """JAX_PLATFORMS may leave no CPU backend: the step check then runs where it is."""
+    real = jax.devices
+
+    def devices(backend=None):
+        if backend == "cpu":
+            raise RuntimeError("Unknown backend cpu")
+        return real(backend)
+
+    monkeypatch.setattr(jax, "devices", devices)
+    cudnn._step_error.cache_clear()
+    assert cudnn._step_error(cells.lstm(H), F, H) is None
+    assert "computes another h" in cudnn._step_error(
+        cells.lstm(H)._replace(step=lambda w, c, x: (c, c.h)), F, H)
+    cudnn._step_error.cache_clear()
