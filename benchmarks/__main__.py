@@ -23,7 +23,10 @@ SUITES = {
     "scan": "sequential against associative scan",
     "gradflow": "gradient-flow analysis against a parameter gradient",
     "newton": "sequential against DEER and quasi-DEER (Newton over time) against T and H",
+    "device": "one accelerator run: peers, orthogonal copy steps, scans, cuDNN, bf16",
 }
+# suites that repeat others' parts (left out of "all")
+COMPOSITE = ("device",)
 UTILITIES = {"summary": "JSON lines -> markdown tables and plots"}
 
 
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
         common = [a for a in rest if a == "--quick"]
         if "--out" in rest:
             common += rest[rest.index("--out"):rest.index("--out") + 2]
-        for suite in SUITES:
+        for suite in (s for s in SUITES if s not in COMPOSITE):
             print(f"# suite {suite}", flush=True)
             run_suite(suite, list(common))
         return 0
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["SUITES", "UTILITIES", "main", "run_suite", "usage"]
+__all__ = ["COMPOSITE", "SUITES", "UTILITIES", "main", "run_suite", "usage"]
 
 
 if __name__ == "__main__":

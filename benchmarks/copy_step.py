@@ -38,7 +38,7 @@ CELLS = {
     "elman": (1, 1, {"init": "orthogonal"}), "lstm": (4, 4, {}),
     "exprnn": (1, 1, {}), "scornn": (1, 1, {}), "householder": (1, 1, {}),
     "fcurnn": (1, 4, {}), "urnn": (1, 4, {"apply": "dense"}),
-    "eunn": (1, 4, {"apply": "dense"}),
+    "eunn": (1, 4, {"apply": "dense"}), "nnrnn": (1, 1, {}), "spectral": (1, 1, {}),
     # the same cells applying their factors every step (O(H log H), O(H L)), side by side
     "urnn-structured": (1, None, {"apply": "structured"}),
     "eunn-structured": (1, None, {"apply": "structured"}),

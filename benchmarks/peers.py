@@ -10,7 +10,8 @@ hits all of them alike.  Peers:
   ``GRUCell`` (GRU), ``SimpleCell`` (Elman);
 * Equinox ``LSTMCell`` / ``GRUCell`` under ``lax.scan`` + ``vmap`` (Equinox has no
   Elman cell);
-* PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (``batch_first``), eager.
+* PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (``batch_first``), eager; on a CUDA
+  device (library ``torch-cudnn``) they run cuDNN's kernels.
 
 A peer that is not installed is skipped with a printed note.  One JSON line per
 (config, library) with median/min seconds, compile (first call) seconds apart, the
@@ -131,14 +132,16 @@ def torch_fns(cell, B, T, F, H, mode, key):
     import torch
     torch.manual_seed(0)
     kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}[cell]
-    model = kind(F, H, batch_first=True)
-    xs = torch.randn(B, T, F)
+    cuda = torch.cuda.is_available()  # then nn.LSTM/GRU/RNN run cuDNN's kernels
+    dev = "cuda" if cuda else "cpu"
+    model = kind(F, H, batch_first=True).to(dev)
+    xs = torch.randn(B, T, F, device=dev)
 
     if mode == "fwd":
         def fn():
             with torch.no_grad():
                 ys, _ = model(xs)
-            return ys.numpy()
+            return ys.cpu().numpy()  # waits for the device
     else:
         def fn():
             model.zero_grad(set_to_none=True)
@@ -146,7 +149,7 @@ def torch_fns(cell, B, T, F, H, mode, key):
             loss = ys.sum()
             loss.backward()
             return loss.item()
-    return {"torch": fn}, None
+    return {"torch-cudnn" if cuda else "torch": fn}, None
 
 
 PEERS = (flax_fns, equinox_fns, torch_fns)

@@ -35,7 +35,7 @@ def _cells():
 def bench(name, cell, features, T, repeats, out):
     params = cell.init(jax.random.key(0), features)
     xs = jax.random.normal(jax.random.key(1), (BATCH, T, features), jnp.float32)
-    times = {}
+    times, records = {}, []
     for scan in ("sequential", "associative"):
         fwd = jax.jit(lambda p, x, scan=scan: rnnjax.run(cell, p, x, scan=scan)[0])
         bwd = jax.jit(jax.grad(
@@ -43,12 +43,13 @@ def bench(name, cell, features, T, repeats, out):
         for kind, fn in (("forward", fwd), ("forward+backward", bwd)):
             t = time_call(fn, params, xs, repeats=repeats, warmup=1)
             times[(kind, scan)] = t["median"]
-            emit({"benchmark": "scan", "cell": name, "T": T, "batch": BATCH, "pass": kind,
-                  "scan": scan, **t}, out)
+            records.append(emit({"benchmark": "scan", "cell": name, "T": T, "batch": BATCH,
+                                 "pass": kind, "scan": scan, **t}, out))
     for kind in ("forward", "forward+backward"):
         ratio = times[(kind, "sequential")] / times[(kind, "associative")]
-        emit({"benchmark": "scan", "cell": name, "T": T, "pass": kind,
-              "ratio_sequential_over_associative": ratio}, out)
+        records.append(emit({"benchmark": "scan", "cell": name, "T": T, "pass": kind,
+                             "ratio_sequential_over_associative": ratio}, out))
+    return records
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ from rnnjax.associative import SCANS, associative_scan_cell, choose_scan
 from rnnjax.bptt import GRADS, check_manual, choose_grad, scan_manual
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
+from rnnjax.cudnn import CUDNN, check_cudnn, choose_cudnn, scan_cudnn
 from rnnjax.masking import (check_run_inputs, common_float_dtype, flip_sequences, reset_to,
                             segment_starts, shape_dtype)
 from rnnjax.newton import run_options, scan_newton, time_major_init
@@ -126,7 +127,9 @@ def _run(cell, params, xs, carry, lengths, resets, newton_init=None, *, reverse,
         xs = jnp.where((jnp.arange(T)[:, None] < lengths)[..., None], xs, jnp.zeros_like(xs))
     if resets is not None:
         resets = (resets if time_major else jnp.moveaxis(resets, -1, 0)).reshape(T, B)
-    if grad == "manual":  # hand-written BPTT as a custom_vjp (rnnjax.bptt)
+    if scan == CUDNN:  # one cuDNN call (rnnjax.cudnn)
+        ys, final = scan_cudnn(params, carry, xs, lengths, reverse=reverse)
+    elif grad == "manual":  # hand-written BPTT as a custom_vjp (rnnjax.bptt)
         ys, final = scan_manual(cell, params, carry, xs, lengths, reverse=reverse,
                                 truncate=truncate, unroll=unroll, resets=resets)
     elif scan == "associative":
@@ -206,6 +209,9 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         associative scans (DEER, quasi-DEER or ELK; :func:`rnnjax.newton.scan_newton`),
         gradients by the implicit function theorem; not with ``grad="manual"``,
         ``remat``, ``truncate`` or ``unroll``.
+        ``"cudnn"``: the plain float32 LSTM as one cuDNN call on a CUDA GPU
+        (:mod:`rnnjax.cudnn`; not with ``grad="manual"``, ``remat``, ``truncate``,
+        ``unroll`` or ``resets``; ``"auto"`` picks it only where measured faster).
         All give the same outputs, final carry and gradients up to rounding (Newton: up
         to its tolerance).
       newton: :class:`rnnjax.newton.NewtonOptions` for ``scan="newton"`` (method,
@@ -221,11 +227,14 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
     T, _ = check_run_inputs(cell, params, xs, carry, lengths, time_major, truncate, unroll,
                             resets)
     check_choice("grad", grad, GRADS)
-    check_choice("scan", scan, SCANS + ("newton",))
+    check_choice("scan", scan, SCANS + ("newton", CUDNN))
     newton, newton_init = run_options(newton, scan, grad=grad, remat=remat,
                                       truncate=truncate, unroll=unroll)
+    opts = dict(grad=grad, remat=remat, truncate=truncate, unroll=unroll, resets=resets)
     if scan == "newton":
         pass
+    elif scan == CUDNN:
+        check_cudnn(cell, params, xs, **opts)
     elif grad == "manual":
         check_manual(cell)
         if remat:
@@ -235,6 +244,8 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
             raise ValueError("scan='associative' cannot be combined with grad='manual' "
                              "(the hand-written backward is a sequential scan), got both")
         scan = "sequential"
+    elif scan == "auto" and choose_cudnn(cell, params, xs, **opts):
+        scan = CUDNN
     else:
         scan = choose_scan(cell, scan, T, truncate=truncate, unroll=unroll)
         grad = choose_grad(cell, grad, scan=scan, remat=remat)

@@ -10,12 +10,12 @@ import pytest
 
 import rnnjax
 from benchmarks import __main__ as bench_main
-from benchmarks import peers, summary
+from benchmarks import device, peers, summary
 from rnnjax import cells
 from rnnjax.commands import bench as bench_cmd
 
 # the quick runs of the other branches' suites take tens of seconds: marked slow
-SLOW = ("scan", "orthogonal")
+SLOW = ("scan", "orthogonal", "device")
 SUITES = [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s
           for s in bench_main.SUITES]
 
@@ -85,3 +85,70 @@ def test_remat_equals_plain(T):
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(loss(params, xs, False), loss(params, xs, True), rtol=1e-13)
+
+
+def test_device_without_gpu_says_so(tmp_path):
+    """On CPU the cuDNN part is one line naming the backend, in the JSON lines and in the
+    markdown under the device's name; bf16 is a row or, before cells take dtype, a line."""
+    out, md = tmp_path / "r.jsonl", tmp_path / "device.md"
+    device.main(["--quick", "--parts", "cudnn", "bf16", "--out", str(out), "--md", str(md)])
+    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    text = md.read_text()
+    assert text.startswith("## Device benchmark: cpu (cpu")
+    cud = [r for r in recs if r["bench"] == "device-cudnn"]
+    assert len(cud) == 1 and "no cuDNN on backend 'cpu'" in cud[0]["skipped"]
+    assert cud[0]["skipped"] in text
+    bf = [r for r in recs if r["bench"] == "device-bf16"]
+    assert len(bf) == 1
+    if "skipped" in bf[0]:
+        assert "does not take dtype/param_dtype" in bf[0]["skipped"] and bf[0]["skipped"] in text
+    else:  # the cells take dtype: bfloat16 within its rounding of float32
+        assert bf[0]["loss_rel_diff"] < 5e-2 and "| lstm | 5 | 4 | 2 |" in text
+
+
+def test_device_bf16_part_compares_like_with_like(monkeypatch, tmp_path):
+    """The bf16 part's glue: a factory that ignores dtype gives the float32 cell twice,
+    so loss and gradient differ by exactly zero."""
+    real = device.cells.make
+    monkeypatch.setattr(device.cells, "make",
+                        lambda name, H, dtype=None, param_dtype=None, **kw: real(name, H, **kw))
+    recs, notes = device.part_bf16(device.QUICK["bf16"], None)
+    assert notes == [] and [r["cell"] for r in recs] == ["lstm"]
+    assert recs[0]["loss_rel_diff"] == 0.0 and recs[0]["grad_rel_diff"] == 0.0
+    assert recs[0]["bf16_over_f32"] == pytest.approx(
+        recs[0]["bfloat16_s"] / recs[0]["float32_s"])
+
+
+def test_device_rel_diff_and_md_folder(tmp_path):
+    a = {"x": jnp.array([1.0, 2.0]), "y": jnp.array([[4.0]])}
+    b = {"x": jnp.array([1.0, 2.5]), "y": jnp.array([[5.0]])}
+    assert device.rel_diff(a, b) == pytest.approx(1.0 / 5.0)
+    with pytest.raises(SystemExit):
+        device.main(["--quick", "--md", str(tmp_path / "no" / "such" / "d.md")])
+
+
+@pytest.mark.slow
+def test_device_cudnn_part_glue_with_reference_kernel(monkeypatch):
+    """The cuDNN part as it runs on a GPU, with JAX's reference LSTM standing in for the
+    kernel: every variant agrees with the scan (jit-traced run(scan="cudnn") included)."""
+    import jax.experimental.rnn as jrnn
+
+    from rnnjax import cudnn
+
+    def fake(x, h0, c0, w, seq, F, H, layers, dropout, bidirectional):
+        w_ih, w_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(w, F, H, layers, bidirectional)
+        return jrnn.lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh, seq, F, H, layers, dropout,
+                             bidirectional)
+
+    monkeypatch.setattr(cudnn.jrnn, "lstm", fake)
+    monkeypatch.setattr(cudnn, "cudnn_available", lambda: True)
+    monkeypatch.setattr(device, "cudnn_available", lambda: True)
+    recs, _ = device.part_cudnn(device.QUICK["cudnn"], None)
+    assert [r["variant"] for r in recs] == ["sequential", "manual", "cudnn",
+                                            "check lengths reverse=False",
+                                            "check lengths reverse=True"]
+    assert recs[0]["over_sequential"] == 1.0 and recs[0]["ys_rel_diff"] == 0.0
+    for r in recs[1:]:
+        assert r["ys_rel_diff"] < 1e-5 and r["grad_rel_diff"] < 1e-5, r
+    assert "| 16 | 8 | check lengths reverse=True | - |" in device.markdown(
+        {"cudnn": (recs, [], 1.0)}, 1.0, True)
