@@ -38,7 +38,8 @@ def _collapsing_init(key, H=16):
     """The first version's init: W_hh = 0.5 I + 0.1 N, b_h = 0, W_hy ~ 0.4 N, b_y = 0.5."""
     k1, k2, k3 = jax.random.split(key, 3)
     return {"cell": {"W_xh": 0.3 * jax.random.normal(k1, (H, 3), jnp.float32),
-                     "W_hh": 0.5 * jnp.eye(H, dtype=jnp.float32) + 0.1 * jax.random.normal(k2, (H, H), jnp.float32),
+                     "W_hh": 0.5 * jnp.eye(H, dtype=jnp.float32)
+                     + 0.1 * jax.random.normal(k2, (H, H), jnp.float32),
                      "b": jnp.zeros((H,), jnp.float32)},
             "W_hy": 0.4 * jax.random.normal(k3, (3, H), jnp.float32),
             "b_y": jnp.full((3,), 0.5, jnp.float32)}
@@ -148,3 +149,22 @@ def test_cli_writes_png_and_json(tmp_path, capsys):
     assert summary["palettes"]["#ff0000"] == [colors.to_hex(c) for c in expected]
     assert "#ff0000" in capsys.readouterr().out
     assert cli.main(["colors", "--out", str(tmp_path), "--seeds", "nonsense"]) == 2
+
+
+def test_cli_default_out_is_a_new_folder_per_run(tmp_path, monkeypatch, capsys):
+    from rnnjax import outputs
+    monkeypatch.chdir(tmp_path)
+    stamps = iter(["20260101-000000", "20260101-000001"])
+    monkeypatch.setattr(outputs.time, "strftime", lambda fmt: next(stamps))
+    argv = ["colors", "--length", "3", "--seeds", "#ff0000", "#00ff00"]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0
+    for stamp in ("20260101-000000", "20260101-000001"):
+        summary = json.loads((tmp_path / "runs" / "colors" / stamp / "colors.json").read_text())
+        assert summary["palette_distance"] == pytest.approx(colors.palette_distance(
+            np.array([[colors.parse_color(c) for c in row] for row in summary["palettes"].values()])),
+            abs=0.01)  # hex rounding
+    assert "mean distance between palettes" in capsys.readouterr().out
+    # an explicit --out that holds files: refused, offering --overwrite (colors cannot resume)
+    assert cli.main(argv + ["--out", "runs/colors/20260101-000000"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--resume" not in err
