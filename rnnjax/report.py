@@ -403,7 +403,7 @@ def write_copy_report(out: str, summary: dict) -> None:
                      format_mean_std(_seed_values(s, "factor_end"), 4), oe,
                      f"{s['seconds']:.0f}"))
     head = ("cell", "cross-entropy", "/ baseline", "recall accuracy", "",
-            "grad factor/step (init)", "grad factor/step (end)", "orth. error", "seconds")
+            "grad factor/step at init", "grad factor/step at end", "orth. error", "seconds")
     if seeds > 1:
         head = tuple(h + " (mean ± std)" if h and h not in ("cell", "seconds") else h
                      for h in head)
