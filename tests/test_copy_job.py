@@ -285,3 +285,26 @@ def test_a_cell_keeps_its_colour_and_marker_in_every_figure():
     # the gradient-flow figures use the same mapping (one mapping, in rnnjax.figures)
     assert gradflow_plots.figures.cell_style is cell_style
     assert len({want[c] for c in want}) == 3
+
+
+@pytest.mark.slow
+def test_sweep_writes_one_report_per_delay_and_refuses_a_used_folder(tmp_path):
+    from rnnjax.report import run_copy_sweep
+    import dataclasses
+    base = dataclasses.replace(DEFAULT, hidden=4, batch=4, steps=2, log_every=1, eval_batch=4)
+    kw = dict(runs_dir=str(tmp_path), progress=False, print_fn=None)
+    got = run_copy_sweep("sw", base, ["elman"], Ts=(3, 4), **kw)
+    assert sorted(got) == [3, 4]
+    out = tmp_path / "sw"
+    assert (out / "copy_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert "[3](T3/report.md)" in md and "[4](T4/report.md)" in md
+    for T in (3, 4):
+        s = json.loads((out / f"T{T}" / "summary.json").read_text())
+        assert s["baseline"] == pytest.approx(10 * np.log(8) / (T + 20))
+    before = _tree(out)
+    with pytest.raises(ValueError, match="already holds files"):
+        run_copy_sweep("sw", base, ["elman"], Ts=(3, 4), **kw)
+    with pytest.raises(ValueError, match="T must be"):   # checked before any folder
+        run_copy_sweep("sw2", base, ["elman"], Ts=(3, 0), **kw)
+    assert _tree(out) == before and not (tmp_path / "sw2").exists()
