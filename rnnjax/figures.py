@@ -3,6 +3,11 @@ objects drawn without pyplot, so no backend is chosen or changed (importing rnnj
 never touches the user's matplotlib state) and no display is needed; :func:`save`
 writes PNG (or any format matplotlib knows from the extension).
 
+A cell keeps one style in every figure of every report (:func:`cell_style`: a colour
+and a marker fixed by the cell's place in :data:`rnnjax.cells.REGISTRY`), and markers
+are staggered along coinciding lines (:func:`markevery`) so that curves drawn on top
+of each other (the orthogonal cells' gradient norms) stay distinguishable.
+
 Used by :mod:`rnnjax.plots`, :mod:`rnnjax.gradflow_plots` and the applications
 (:mod:`rnnjax.apps`).  matplotlib is imported on first use.
 """
@@ -10,8 +15,36 @@ Used by :mod:`rnnjax.plots`, :mod:`rnnjax.gradflow_plots` and the applications
 from __future__ import annotations
 
 import os
+import zlib
 
+from rnnjax import cells
 from rnnjax.outputs import atomic_open
+
+_COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9")
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p")
+
+
+def cell_style(label: str) -> dict:
+    """Matplotlib line options for ``label`` (``"<cell>"``, ``"<cell> (trained)"``,
+    ``"<cell> block 2"``, ...): the colour and marker of the cell name (its first
+    word) are fixed by the cell's index ``i`` in the registry (unregistered names: by a
+    CRC of the name), colour ``C{i mod 10}`` and marker number ``(i // 10 + i) mod 12``,
+    the pair being distinct for the first 60 cells; ``"(trained)"`` labels are dashed
+    (gradient-flow figures: initialisation solid, trained dashed)."""
+    name = str(label).split()[0] if str(label).split() else ""
+    names = list(cells.REGISTRY)
+    i = names.index(name) if name in names else zlib.crc32(name.encode()) % 60
+    return {"color": _COLORS[i % 10], "marker": _MARKERS[(i // 10 + i) % len(_MARKERS)],
+            "ls": "--" if "trained" in str(label) else "-"}
+
+
+def markevery(j: int, n_lines: int, n_points: int, marks: int = 8) -> tuple:
+    """Matplotlib ``markevery`` for line ``j`` of ``n_lines`` with ``n_points`` points:
+    about ``marks`` markers, every ``e = max(1, n_points // marks)`` points, starting at
+    ``min(j e // n_lines, e - 1)``, so the markers of lines drawn on top of each other
+    fall at different points."""
+    every = max(1, n_points // marks)
+    return (min(j * every // max(n_lines, 1), every - 1), every)
 
 
 def figure(**kwargs):
@@ -44,4 +77,4 @@ def save(fig, path, *, dpi: int = 100, tight: str = "bbox") -> str:
     return path
 
 
-__all__ = ["axes", "figure", "save"]
+__all__ = ["axes", "cell_style", "figure", "markevery", "save"]

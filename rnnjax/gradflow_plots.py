@@ -4,36 +4,18 @@ Each function takes plain dictionaries ``label -> numbers`` and writes one PNG
 (:mod:`rnnjax.figures`: no pyplot, no backend chosen, no display needed); it returns
 the path written.
 
-A cell keeps one style in every figure (:func:`cell_style`: a colour and a marker
-fixed by its place in :data:`rnnjax.cells.REGISTRY`; ``"(trained)"`` labels are
-dashed), so lines that coincide (the orthogonal cells' gradient norms) stay
-distinguishable by their markers, which are staggered along each line.
+A cell keeps one style in every figure (:func:`rnnjax.figures.cell_style`: a colour and
+a marker fixed by its place in :data:`rnnjax.cells.REGISTRY`, the same in the copy
+report; ``"(trained)"`` labels are dashed), so lines that coincide (the orthogonal
+cells' gradient norms) stay distinguishable by their markers, which are staggered along
+each line (:func:`rnnjax.figures.markevery`).
 """
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
-from rnnjax import cells, figures
-
-_COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9")
-_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p")
-
-
-def cell_style(label: str) -> dict:
-    """Matplotlib line options for ``label`` (``"<cell>"``, ``"<cell> (trained)"``,
-    ``"<cell> block 2"``, ...): the colour and marker of the cell name (its first
-    word) are fixed by the cell's index in the registry (unregistered names: by a CRC
-    of the name), the pair being distinct for the first 60 cells; trained curves are
-    dashed."""
-    name = str(label).split()[0] if str(label).split() else ""
-    names = list(cells.REGISTRY)
-    i = names.index(name) if name in names else zlib.crc32(name.encode()) % 60
-    return {"color": _COLORS[i % 10], "marker": _MARKERS[(i // 10 + i) % len(_MARKERS)],
-            "ls": "--" if "trained" in str(label) else "-"}
-
+from rnnjax import figures
 
 def sv_deviation(sv, dtype=np.float64) -> np.ndarray:
     """``|s - 1|`` of singular values ``s``, floored at the dtype's machine epsilon (a
@@ -60,10 +42,9 @@ def plot_grad_norms(curves: dict, path: str, *, title: str = "") -> str:
         t, n = c if isinstance(c, tuple) else (np.arange(1, len(c) + 1), c)
         t, n = np.asarray(t), np.asarray(n, dtype=float)
         keep = np.isfinite(n) & (n > 0)
-        every = max(1, keep.sum() // 8)
         ax.plot(t[keep], n[keep], label=label, lw=1.4, ms=5, mfc="none",
-                markevery=(min(j * every // max(len(curves), 1), every - 1), every),
-                **cell_style(label))
+                markevery=figures.markevery(j, len(curves), int(keep.sum())),
+                **figures.cell_style(label))
     ax.set_yscale("log")
     ax.set_xlabel("t")
     ax.set_ylabel(r"$\|\partial L / \partial h_t\|$")
@@ -84,7 +65,7 @@ def plot_singular_values(spectra: dict, path: str, *, title: str = "",
     for label, sv in spectra.items():
         sv = np.sort(np.asarray(sv, dtype=float).ravel())[::-1]
         ax.plot(np.arange(1, len(sv) + 1), sv_deviation(sv, dtype), ms=3, lw=1, label=label,
-                **cell_style(label))
+                **figures.cell_style(label))
     ax.axhline(float(np.finfo(dtype).eps), color="k", lw=0.6, ls=":")
     ax.set_yscale("log")
     ax.set_xlabel("index (singular values in descending order)")
@@ -103,7 +84,7 @@ def plot_lyapunov(spectra: dict, path: str, *, title: str = "") -> str:
     for label, lam in spectra.items():
         lam = np.asarray(lam, dtype=float).ravel()
         ax.plot(np.arange(1, len(lam) + 1), lam, ms=3, lw=1, label=label,
-                **cell_style(label))
+                **figures.cell_style(label))
     ax.axhline(0.0, color="k", lw=0.6, ls=":")
     ax.set_xlabel("index")
     ax.set_ylabel("Lyapunov exponent (per step)")
@@ -113,5 +94,5 @@ def plot_lyapunov(spectra: dict, path: str, *, title: str = "") -> str:
     return _save(fig, path)
 
 
-__all__ = ["cell_style", "plot_grad_norms", "plot_lyapunov", "plot_singular_values",
+__all__ = ["plot_grad_norms", "plot_lyapunov", "plot_singular_values",
            "sv_deviation"]

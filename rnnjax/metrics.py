@@ -83,13 +83,15 @@ def format_loss(loss: float, baseline=None, name: str = "loss") -> str:
     return text
 
 
-def format_mean_std(values, digits: int = 4) -> str:
+def format_mean_std(values, digits: int = 4, spec: str | None = None) -> str:
     """``mean ± std`` of the per-seed ``values`` (population std, as the records);
-    the mean alone for one value."""
+    the mean alone for one value.  Numbers as ``f"{x:.{digits}f}"``, or with the format
+    ``spec`` when given (e.g. ``".1e"``)."""
     v = np.asarray(values, np.float64).reshape(-1)
+    spec = spec or f".{digits}f"
     if v.size == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+        return f"{v[0]:{spec}}"
+    return f"{v.mean():{spec}} ± {v.std():{spec}}"
 
 
 def format_record(rec: dict, task: str = "") -> str:

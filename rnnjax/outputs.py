@@ -13,6 +13,8 @@
   ``fcntl.flock`` on ``<out>/.rnnjax.lock`` (released by the kernel when the process
   dies, so a killed run never leaves a stale lock); a second writer is refused with the
   holder's pid.  (``flock`` is advisory and may not work across NFS clients.)
+* :func:`default_out`: the folder a command writes to when no ``--out`` is given,
+  ``runs/<command>/<YYYYmmdd-HHMMSS>``: a new one per run, so two runs never collide.
 * :func:`writes_out`: the decorator of the applications: check ``out`` (and
   ``overwrite``), lock it for the call, and remove the folder again when it was
   created by this call and the call failed before writing anything.
@@ -28,6 +30,7 @@ import functools
 import os
 import shutil
 import tempfile
+import time
 
 LOCK = ".rnnjax.lock"
 
@@ -67,12 +70,13 @@ def _contents(path):
 
 
 def prepare_out(path, resume: bool = False, overwrite: bool = False, *,
-                name: str = "out") -> str:
+                name: str = "out", resumable: bool = True) -> str:
     """Check the output folder ``path`` and create it; return it as a string.
 
     Raises ``ValueError`` (naming ``name``) if ``path`` is empty, an existing file, not
     writable, or a folder that already holds files while neither ``resume`` nor
-    ``overwrite`` is set.  With ``overwrite`` its ``checkpoints/`` folder is removed.
+    ``overwrite`` is set (the message offers ``--resume`` only when ``resumable``: the
+    caller can continue a run).  With ``overwrite`` its ``checkpoints/`` folder is removed.
     """
     if path is None or not os.fspath(path):
         raise ValueError(f"{name} must be a folder path, got {path!r}")
@@ -86,8 +90,9 @@ def prepare_out(path, resume: bool = False, overwrite: bool = False, *,
         held = _contents(path)
         if held and not (resume or overwrite):
             shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
-            raise ValueError(f"{name} {path!r} already holds files ({shown}); pass --resume "
-                             f"to continue that run, --overwrite to replace it, or choose "
+            resume_hint = "--resume to continue that run, " if resumable else ""
+            raise ValueError(f"{name} {path!r} already holds files ({shown}); pass "
+                             f"{resume_hint}--overwrite to replace it, or choose "
                              f"another --{name.replace('_', '-')}")
         if not os.access(path, os.W_OK | os.X_OK):
             raise ValueError(f"{name} {path!r} is not writable")
@@ -141,6 +146,12 @@ def lock_out(path, *, name: str = "out") -> OutLock:
     return OutLock(path, name=name)
 
 
+def default_out(command: str, root: str = "runs") -> str:
+    """``root/command/YYYYmmdd-HHMMSS`` (local time): the default ``--out`` of a command,
+    a fresh folder for every run started in a different second."""
+    return os.path.join(root, command, time.strftime("%Y%m%d-%H%M%S"))
+
+
 def writes_out(fn):
     """Decorate ``fn(out, *, ..., overwrite=False)``: check and create ``out``
     (:func:`prepare_out`), hold its lock during the call, and remove ``out`` again if
@@ -149,7 +160,7 @@ def writes_out(fn):
     @functools.wraps(fn)
     def wrapper(out, *args, overwrite: bool = False, **kwargs):
         existed = out is not None and os.path.exists(os.fspath(out))
-        out = prepare_out(out, overwrite=overwrite)
+        out = prepare_out(out, overwrite=overwrite, resumable=False)
         ok = False
         try:
             with lock_out(out):
@@ -163,5 +174,5 @@ def writes_out(fn):
     return wrapper
 
 
-__all__ = ["LOCK", "OutLock", "atomic_open", "lock_out", "prepare_out", "write_text",
-           "writes_out"]
+__all__ = ["LOCK", "OutLock", "atomic_open", "default_out", "lock_out", "prepare_out",
+           "write_text", "writes_out"]

@@ -9,8 +9,18 @@ the memoryless baseline ``10 ln 8 / (T+20)``), ``copy_grad_norms.png``
 (``||dL/dh_t||`` against ``t`` on the held-out batch at initialisation and after
 training, :func:`rnnjax.analysis.hidden_grad_norms`), ``copy_orth_error.png``
 (``||W^H W - I||_F`` over training), ``summary.json``, ``report.md`` and ``report.html``.
-``resume=True`` skips the cells already done and continues an interrupted one from its
-latest checkpoint.
+The job writes through :func:`rnnjax.outputs.prepare_out`: a ``runs/<name>`` that already
+holds files is refused before anything is trained or written, unless ``resume=True``
+(skip the cells already done and continue an interrupted one from its latest
+checkpoint) or ``overwrite=True`` (train every cell again, replacing its run); one
+writer at a time holds the folder's lock (:func:`rnnjax.outputs.lock_out`).
+
+With ``K = config.seeds > 1`` seeds per cell (one ``jax.vmap``-ed program), the table
+shows ``mean ± std`` over the seeds (population std) of every number, the loss and
+orthogonality figures shade ``mean ± std`` and the gradient-norm figure shades the
+spread of ``log ||dL/dh_t||`` (``exp(mean ± std)`` of the log over seeds; the line is
+the geometric mean).  Every figure draws a cell in its own colour and marker
+(:func:`rnnjax.figures.cell_style`).
 """
 
 from __future__ import annotations
@@ -27,12 +37,15 @@ import numpy as np
 
 from rnnjax import analysis, optim, plots
 from rnnjax import cells as cells_lib
+from rnnjax.metrics import format_loss, format_mean_std
+from rnnjax.outputs import lock_out, prepare_out, write_text
 from rnnjax.train import Config, build, initial_state, train
 from rnnjax.train_config import orthogonal_cells, validate
 
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "default_cells",
-           "gradient_profile", "paper_configs", "per_step_factor", "reproduce_command",
-           "run_copy_job", "write_copy_report", "write_sweep_report"]
+           "gradient_profile", "log_spread", "paper_configs", "per_step_factor",
+           "reproduce_command", "run_copy_job", "run_copy_sweep", "write_copy_report",
+           "write_sweep_report"]
 
 # Cells that are always compared; the orthogonal/unitary cells registered in
 # rnnjax.cells.REGISTRY join them (default_cells()).
@@ -99,8 +112,27 @@ def gradient_profile(exp, params, data) -> np.ndarray:
     return np.asarray(jax.tree.leaves(norms)[0], np.float64)
 
 
-def _first_seed(tree):
-    return jax.tree.map(lambda a: a[0], tree)
+def _seed(tree, k: int):
+    return jax.tree.map(lambda a: a[k], tree)
+
+
+def log_spread(profiles):
+    """``(center, low, high)`` of ``K`` positive profiles ``(K, n)`` in log space:
+    ``exp(m)``, ``exp(m - s)``, ``exp(m + s)`` with ``m``, ``s`` the mean and (population)
+    standard deviation over the seeds of ``log p`` at each point (zeros, i.e. underflow,
+    left out; a point with none left is 0).  For one profile all three are that profile."""
+    p = np.asarray(profiles, np.float64)
+    if p.ndim != 2 or p.shape[0] < 1:
+        raise ValueError(f"profiles must have shape (K >= 1, n), got {p.shape}")
+    if p.shape[0] == 1:
+        return p[0], p[0], p[0]
+    ok = p > 0
+    logp = np.log(np.where(ok, p, 1.0))
+    n = ok.sum(axis=0)
+    m = np.where(n > 0, (logp * ok).sum(axis=0) / np.maximum(n, 1), -np.inf)
+    dev = np.where(ok, logp - np.where(n > 0, m, 0.0), 0.0)
+    sd = np.sqrt((dev ** 2).sum(axis=0) / np.maximum(n, 1))
+    return np.exp(m), np.exp(m - sd), np.exp(m + sd)
 
 
 class _Progress:
@@ -143,7 +175,10 @@ class _Progress:
 
 
 def _train_cell(cfg, resume, progress, tracker):
-    """Train one cell (or continue it); returns its summary entry."""
+    """Train one cell (or continue it); returns its summary entry.  A cell without a
+    checkpoint to continue (new, interrupted before its first one, or replaced with
+    ``--overwrite``) starts again in its own folder: :func:`run_copy_job` has already
+    checked the job's folder."""
     done = os.path.join(cfg.out, "cell_summary.json")
     if resume and os.path.exists(done):
         with open(done) as f:
@@ -151,48 +186,77 @@ def _train_cell(cfg, resume, progress, tracker):
     ckpt = os.path.join(cfg.out, "checkpoints")
     again = resume and os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt))
     t0 = time.perf_counter()
-    result = train(cfg, resume=again, progress=progress, on_record=tracker)
+    result = train(cfg, resume=again, overwrite=not again, progress=progress,
+                   on_record=tracker)
     exp = result.experiment
     state0, data = initial_state(exp)
-    data = _first_seed(data)
-    trained = _first_seed(result.state.params)
-    g0 = gradient_profile(exp, _first_seed(state0.params), data)
-    g1 = gradient_profile(exp, trained, data)
+    K = cfg.seeds
+    g0 = [gradient_profile(exp, _seed(state0.params, k), _seed(data, k)) for k in range(K)]
+    g1 = [gradient_profile(exp, _seed(result.state.params, k), _seed(data, k))
+          for k in range(K)]
     hist = result.history
     last = hist[-1]
+
+    def per_seed(name):
+        return list(last["seeds"][name]) if K > 1 else [last[name]]
+
+    losses = per_seed("eval_loss")
+    orth = "orth_error" in last
     entry = {
+        "seeds": K,
         "eval_loss": last["eval_loss"], "over_baseline": last["eval_loss_over_baseline"],
         "eval_accuracy": last["eval_accuracy"], "seconds": time.perf_counter() - t0,
         "baseline": last["baseline"],
+        "eval_loss_seeds": losses,
+        "over_baseline_seeds": [v / last["baseline"] for v in losses],
+        "eval_accuracy_seeds": per_seed("eval_accuracy"),
         "steps": [r["step"] for r in hist], "curve": [r["eval_loss"] for r in hist],
         "curve_std": [r["eval_loss_std"] for r in hist],
-        "orth_error": [r["orth_error"] for r in hist] if "orth_error" in last else None,
-        "grad_norms_init": g0.tolist(), "grad_norms_end": g1.tolist(),
-        "factor_init": per_step_factor(g0), "factor_end": per_step_factor(g1),
+        "orth_error": [r["orth_error"] for r in hist] if orth else None,
+        "orth_error_std": [r["orth_error_std"] for r in hist] if orth else None,
+        "orth_error_seeds": per_seed("orth_error") if orth else None,
+        "grad_norms_init": log_spread(g0)[0].tolist(),
+        "grad_norms_end": log_spread(g1)[0].tolist(),
+        "factor_init_seeds": [per_step_factor(g) for g in g0],
+        "factor_end_seeds": [per_step_factor(g) for g in g1],
         "diverged": tracker.warned,
     }
-    with open(done, "w") as f:
-        json.dump(entry, f)
+    entry["factor_init"] = float(np.mean(entry["factor_init_seeds"]))
+    entry["factor_end"] = float(np.mean(entry["factor_end_seeds"]))
+    if K > 1:
+        entry["grad_norms_init_seeds"] = [g.tolist() for g in g0]
+        entry["grad_norms_end_seeds"] = [g.tolist() for g in g1]
+    write_text(done, json.dumps(entry))
     return entry
+
+
+def _check_cells(cells):
+    """Every name checked before any training starts."""
+    if not cells:
+        raise ValueError("cells must name at least one cell")
+    for c in cells:
+        if c not in cells_lib.REGISTRY:
+            raise ValueError(f"cell must be one of {sorted(cells_lib.REGISTRY)}, got {c!r}")
 
 
 def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
                  cell_options: dict | None = None, command: str | None = None,
                  progress: bool = True, print_fn=print, resume: bool = False,
-                 configs: dict | None = None, checkpoint_every: int | None = None) -> dict:
-    """Train each cell of ``cells`` with the recipe ``base`` and write the report.
+                 overwrite: bool = False, configs: dict | None = None,
+                 checkpoint_every: int | None = None) -> dict:
+    """Train each cell of ``cells`` with the recipe ``base`` and write the report into
+    ``runs_dir/name``.
 
     ``configs`` (``{cell: Config}``, e.g. :func:`paper_configs`) overrides ``base`` per
     cell; ``cell_options`` adds factory options per cell.  Each cell checkpoints every
-    ``checkpoint_every`` steps (default ``min(steps, 200)``) and at its end.  Returns the
-    summary ``{"cells": {cell: {...final metrics...}}, ...}``.
+    ``checkpoint_every`` steps (default ``min(steps, 200)``) and at its end.  A folder
+    that already holds files is refused (``ValueError``, nothing written) unless
+    ``resume`` (continue: finished cells are read back, an interrupted one continues
+    from its checkpoint) or ``overwrite`` (train every cell again).  Returns the summary
+    ``{"cells": {cell: {...final metrics...}}, ...}``.
     """
     cells = default_cells() if cells is None else list(cells)
-    if not cells:
-        raise ValueError("cells must name at least one cell")
-    for c in cells:  # every name checked before any training starts
-        if c not in cells_lib.REGISTRY:
-            raise ValueError(f"cell must be one of {sorted(cells_lib.REGISTRY)}, got {c!r}")
+    _check_cells(cells)
     out = os.path.join(runs_dir, name)
     every = checkpoint_every or min(base.steps, 200) or 1
     cfgs = {}
@@ -201,17 +265,17 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
         opts = tuple(cfg.cell_options) + tuple((cell_options or {}).get(c, ()))
         cfgs[c] = dataclasses.replace(cfg, cell=c, out=os.path.join(out, c),
                                       checkpoint_every=every, cell_options=opts)
-    for c, cfg in cfgs.items():
+    for cfg in cfgs.values():
         validate(cfg)
-        ckpt = os.path.join(cfg.out, "checkpoints")
-        if not resume and os.path.isdir(ckpt) and os.listdir(ckpt):
-            raise ValueError(f"runs_dir/name {out!r} already holds a run of {c!r}; pass "
-                             f"--resume to continue it or choose another --name")
-    os.makedirs(out, exist_ok=True)
+    out = prepare_out(out, resume, overwrite, name="name")
+    with lock_out(out, name="name"):
+        return _run_cells(out, name, base, cfgs, command, progress, print_fn, resume)
 
+
+def _run_cells(out, name, base, cfgs, command, progress, print_fn, resume):
     summary = {"name": name, "T": base.T, "baseline": None, "cells": {},
                "command": command, "config": base.to_json(), "recipes": {}}
-    tracker = _Progress(len(cells), print_fn)
+    tracker = _Progress(len(cfgs), print_fn)
     for i, (c, cfg) in enumerate(cfgs.items()):
         tracker.start(i, c, cfg.steps)
         s = _train_cell(cfg, resume, progress, tracker)
@@ -221,14 +285,38 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
                                  ("optimizer", "lr", "lr_orth", "clip")} | {
             "cell_options": [list(kv) for kv in cfg.cell_options]}
         if print_fn:
-            print_fn(f"{c:12s} cross-entropy {s['eval_loss']:.4f}  "
-                     f"/ baseline {s['over_baseline']:.3f}  "
-                     f"recall accuracy {s['eval_accuracy']:.3f}  ({s['seconds']:.0f} s)")
+            K = s.get("seeds", 1)
+            spread = (f" (mean of {K} seeds, std "
+                      f"{np.std(s['eval_loss_seeds']):.4f})" if K > 1 else "")
+            print_fn(f"{c:12s} eval {format_loss(s['eval_loss'], s['baseline'], 'CE')}"
+                     f"{spread}  recall accuracy {s['eval_accuracy']:.3f}  "
+                     f"({s['seconds']:.0f} s)")
     summary["seconds"] = time.perf_counter() - tracker.t0
     write_copy_report(out, summary)
     if print_fn:
         print_fn(f"wrote {os.path.join(out, 'report.md')} ({summary['seconds']:.0f} s)")
     return summary
+
+
+def run_copy_sweep(name: str, base: Config, cells=None, Ts=ARJOVSKY_TS, *,
+                   runs_dir: str = "runs", command: str | None = None,
+                   resume: bool = False, overwrite: bool = False, **kwargs) -> dict:
+    """``--preset arjovsky``: :func:`run_copy_job` at each delay of ``Ts`` into
+    ``runs_dir/name/T<T>``, then :func:`write_sweep_report` in ``runs_dir/name`` (checked
+    and locked like a single job's folder).  Returns ``{T: summary}``."""
+    cells = default_cells() if cells is None else list(cells)
+    _check_cells(cells)
+    for T in Ts:  # every recipe checked before any folder is touched
+        for c in cells:
+            validate(dataclasses.replace(base, T=T, cell=c))
+    top = prepare_out(os.path.join(runs_dir, name), resume, overwrite, name="name")
+    with lock_out(top, name="name"):
+        summaries = {T: run_copy_job(os.path.join(name, f"T{T}"),
+                                     dataclasses.replace(base, T=T), cells,
+                                     runs_dir=runs_dir, command=command, resume=resume,
+                                     overwrite=overwrite, **kwargs) for T in Ts}
+        write_sweep_report(top, name, summaries, command)
+    return summaries
 
 
 def _paragraph(summary) -> str:
@@ -261,6 +349,12 @@ def _paragraph(summary) -> str:
     return text
 
 
+def _seed_values(s, key):
+    """Per-seed values of ``key`` in a cell's summary entry (one value for a single seed
+    or an entry written before per-seed values were kept)."""
+    return s.get(f"{key}_seeds") or [s[key]]
+
+
 def write_copy_report(out: str, summary: dict) -> None:
     """Write ``copy_loss.png``, ``copy_grad_norms.png``, ``copy_orth_error.png``,
     ``summary.json``, ``report.md`` and ``report.html``."""
@@ -269,44 +363,58 @@ def write_copy_report(out: str, summary: dict) -> None:
     seeds = cfg.get("seeds", 1)
     cs = summary["cells"]
     curves = {c: (s["steps"], s["curve"]) for c, s in cs.items()}
-    bands = None
+    bands = grad_bands = orth_bands = None
     if seeds > 1:
         bands = {c: ([m - d for m, d in zip(s["curve"], s["curve_std"])],
                      [m + d for m, d in zip(s["curve"], s["curve_std"])])
                  for c, s in cs.items()}
+        grad_bands = {c: tuple(log_spread(s[k])[1:] for k in ("grad_norms_init_seeds",
+                                                              "grad_norms_end_seeds"))
+                      for c, s in cs.items() if s.get("grad_norms_end_seeds")}
+        orth_bands = {c: ([max(m - d, 1e-12) for m, d in zip(s["orth_error"],
+                                                              s["orth_error_std"])],
+                          [m + d for m, d in zip(s["orth_error"], s["orth_error_std"])])
+                      for c, s in cs.items() if s.get("orth_error_std")}
     plots.loss_curves(curves, baseline=baseline, bands=bands,
                       path=os.path.join(out, "copy_loss.png"),
                       title=f"Copy task, T={T}: held-out cross-entropy")
     plots.grad_norm_curves({c: (s["grad_norms_init"], s["grad_norms_end"])
-                            for c, s in cs.items()},
+                            for c, s in cs.items()}, bands=grad_bands,
                            path=os.path.join(out, "copy_grad_norms.png"),
                            title=f"Copy task, T={T}: ||dL/dh_t|| on the held-out batch")
     orth = {c: (s["steps"], s["orth_error"]) for c, s in cs.items() if s.get("orth_error")}
     if orth:
         plots.loss_curves({c: (st, [max(e, 1e-12) for e in v]) for c, (st, v) in orth.items()},
-                          path=os.path.join(out, "copy_orth_error.png"),
+                          bands=orth_bands, path=os.path.join(out, "copy_orth_error.png"),
                           title="orthogonality error over training",
                           ylabel="||W^H W - I||_F")
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1))
 
     rows = []
     for c, s in cs.items():
         verdict = "below baseline" if s["over_baseline"] < 0.9 else (
             "at baseline" if s["over_baseline"] < 1.1 else "above baseline")
-        oe = f"{s['orth_error'][-1]:.1e}" if s.get("orth_error") else "-"
-        rows.append((c, f"{s['eval_loss']:.4f}", f"{s['over_baseline']:.3f}",
-                     f"{s['eval_accuracy']:.3f}", verdict, f"{s['factor_init']:.4f}",
-                     f"{s['factor_end']:.4f}", oe, f"{s['seconds']:.0f}"))
+        oe = (format_mean_std(s.get("orth_error_seeds") or [s["orth_error"][-1]], spec=".1e")
+              if s.get("orth_error") else "-")
+        rows.append((c, format_mean_std(_seed_values(s, "eval_loss"), 4),
+                     format_mean_std(_seed_values(s, "over_baseline"), 3),
+                     format_mean_std(_seed_values(s, "eval_accuracy"), 3), verdict,
+                     format_mean_std(_seed_values(s, "factor_init"), 4),
+                     format_mean_std(_seed_values(s, "factor_end"), 4), oe,
+                     f"{s['seconds']:.0f}"))
     head = ("cell", "cross-entropy", "/ baseline", "recall accuracy", "",
-            "grad factor/step (init)", "grad factor/step (end)", "orth. error", "seconds")
+            "grad factor/step at init", "grad factor/step at end", "orth. error", "seconds")
+    if seeds > 1:
+        head = tuple(h + " (mean ± std)" if h and h not in ("cell", "seconds") else h
+                     for h in head)
     recipe = (f"T={T} (sequence length {T + 20}, {cfg.get('variant', 'arjovsky')} layout), "
               f"hidden {cfg['hidden']}, batch {cfg['batch']}, {cfg['steps']} steps, "
               f"{cfg['optimizer']} lr {cfg['lr']}"
               + (f", orthogonal lr {cfg['lr_orth']}" if cfg.get("lr_orth") else "")
               + (f", clipping {cfg['clip']} ({cfg['clip_mode']})" if cfg.get("clip") else "")
-              + (f", {seeds} seeds (mean; band: ±1 std)" if seeds > 1
-                 else f", seed {cfg['seed']}"))
+              + (f", {seeds} seeds {cfg['seed']}..{cfg['seed'] + seeds - 1} trained together "
+                 f"(jax.vmap; table: mean ± std over seeds; bands: ±1 std, gradient norms "
+                 f"in log space)" if seeds > 1 else f", seed {cfg['seed']}"))
     per_cell = [f"- {c}: {json.dumps(r)}" for c, r in summary.get("recipes", {}).items()
                 if (r.get("optimizer"), r.get("lr"), r.get("lr_orth"), r.get("clip"))
                 != (cfg["optimizer"], cfg["lr"], cfg["lr_orth"], cfg["clip"])
@@ -334,8 +442,7 @@ def write_copy_report(out: str, summary: dict) -> None:
            "", "Per-cell metrics: `<cell>/metrics.jsonl` and `<cell>/metrics.csv`; "
            "configuration: `<cell>/config.json`; trained params: `<cell>/checkpoints` "
            "(`rnnjax gradflow --checkpoint <cell>`).", ""]
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(md))
+    write_text(os.path.join(out, "report.md"), "\n".join(md))
 
     table = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>"
                     for r in rows)
@@ -343,13 +450,13 @@ def write_copy_report(out: str, summary: dict) -> None:
             f"</title><h1>Copy task report: {html.escape(summary['name'])}</h1>"
             f"<p>Recipe: {html.escape(recipe)}.</p><p>Memoryless baseline 10 ln 8 / (T+20) = "
             f"<b>{baseline:.4f}</b> nats.</p><img src='copy_loss.png'>"
-            "<table border=1 cellpadding=4><tr>" + "".join(f"<th>{h}</th>" for h in head)
+            "<table border=1 cellpadding=4><tr>" + "".join(f"<th>{html.escape(h)}</th>"
+                                                           for h in head)
             + f"</tr>{table}</table><img src='copy_grad_norms.png'>"
             + ("<img src='copy_orth_error.png'>" if orth else "")
             + f"<p>{html.escape(_paragraph(summary))}</p><p>Reproduce with:</p><pre>"
             f"{html.escape(summary.get('command') or 'rnnjax copy')}</pre>")
-    with open(os.path.join(out, "report.html"), "w") as f:
-        f.write(page)
+    write_text(os.path.join(out, "report.html"), page)
 
 
 def write_sweep_report(out: str, name: str, summaries: dict, command: str | None) -> None:
@@ -369,8 +476,7 @@ def write_sweep_report(out: str, name: str, summaries: dict, command: str | None
             for s in sm["cells"].values()) + " |")
     md += ["", "Reproduce with:", "", "```bash", command or "rnnjax copy --preset arjovsky",
            "```", ""]
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(md))
+    write_text(os.path.join(out, "report.md"), "\n".join(md))
 
 
 def reproduce_command(argv) -> str:

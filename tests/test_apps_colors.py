@@ -13,16 +13,66 @@ from rnnjax.apps import colors
 SEEDS = np.array([[0.9, 0.2, 0.3], [0.1, 0.6, 0.5], [1.0, 1.0, 1.0]], np.float32)
 
 
-def test_default_weights_follow_the_teaching_example():
+def test_default_weights_follow_the_docstring():
     p = colors.init(jax.random.key(42), 16)
     k1, k2, k3 = jax.random.split(jax.random.key(42), 3)
-    np.testing.assert_allclose(p["cell"]["W_xh"], 0.3 * jax.random.normal(k1, (16, 3), jnp.float32))
-    np.testing.assert_allclose(p["cell"]["W_hh"],
-                               0.5 * np.eye(16) + 0.1 * jax.random.normal(k2, (16, 16), jnp.float32),
-                               rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(p["W_hy"], 0.4 * jax.random.normal(k3, (3, 16), jnp.float32))
-    np.testing.assert_array_equal(p["cell"]["b"], np.zeros(16))
+    W_xh = jax.random.normal(k1, (16, 3), jnp.float32)
+    np.testing.assert_allclose(p["cell"]["W_xh"], W_xh)
+    np.testing.assert_allclose(p["cell"]["b"], -0.5 * W_xh.sum(1), rtol=1e-6)
+    # W_hh = expm(S(A)) for A ~ 0.5 N(0, 1) / sqrt(H): orthogonal, a slow rotation
+    A = 0.5 / 4.0 * np.asarray(jax.random.normal(k2, (16, 16), jnp.float32), np.float64)
+    S = np.triu(A, 1) - np.triu(A, 1).T
+    W_hh = np.asarray(p["cell"]["W_hh"], np.float64)
+    np.testing.assert_allclose(W_hh.T @ W_hh, np.eye(16), atol=1e-5)
+    taylor = sum(np.linalg.matrix_power(S, k) / np.prod(np.arange(1, k + 1)) for k in range(12))
+    np.testing.assert_allclose(W_hh, taylor, atol=1e-5)
+    np.testing.assert_allclose(p["W_hy"], 0.5 / 4.0 * jax.random.normal(k3, (3, 16), jnp.float32),
+                               rtol=1e-6)
     np.testing.assert_array_equal(p["b_y"], np.full(3, 0.5))
+    # the pre-activation of the first step is zero at mid grey
+    np.testing.assert_allclose(colors.first_step(p, np.full(3, 0.5, np.float32)), [0.5] * 3,
+                               atol=1e-6)
+
+
+def _collapsing_init(key, H=16):
+    """The first version's init: W_hh = 0.5 I + 0.1 N, b_h = 0, W_hy ~ 0.4 N, b_y = 0.5."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {"cell": {"W_xh": 0.3 * jax.random.normal(k1, (H, 3), jnp.float32),
+                     "W_hh": 0.5 * jnp.eye(H, dtype=jnp.float32)
+                     + 0.1 * jax.random.normal(k2, (H, H), jnp.float32),
+                     "b": jnp.zeros((H,), jnp.float32)},
+            "W_hy": 0.4 * jax.random.normal(k3, (3, H), jnp.float32),
+            "b_y": jnp.full((3,), 0.5, jnp.float32)}
+
+
+def _mode_fraction(g):
+    """Largest fraction of all generated colours within 0.05 (RGB distance) of one of them."""
+    flat = np.asarray(g).reshape(-1, 3)
+    return (np.linalg.norm(flat[:, None] - flat[None], axis=-1) < 0.05).mean(1).max()
+
+
+def test_palette_distance_is_the_mean_pairwise_distance():
+    g = np.zeros((3, 2, 3))
+    g[1, :, 0] = 0.3          # 0.3 from palette 0
+    g[2, 0, 1] = 0.4          # (0.4 + 0) / 2 from palette 0, (0.5 + 0.3) / 2 from palette 1
+    assert colors.palette_distance(g) == pytest.approx((0.3 + 0.2 + 0.4) / 3)
+    assert colors.palette_distance(np.ones((4, 5, 3))) == 0.0
+    with pytest.raises(ValueError, match="colors must have shape"):
+        colors.palette_distance(np.zeros((1, 5, 3)))
+
+
+@pytest.mark.parametrize("key", [42, 0, 1, 2, 3, 4])
+def test_palettes_from_different_seeds_stay_apart(key):
+    # The first init sent every seed to the same fixed point (#ff00ff): palettes 0.03 apart
+    # and 82% of all colours one colour.  The default init keeps them apart at H = 16.
+    seeds = np.stack([colors.parse_color(s) for s in colors.DEFAULT_SEEDS])
+    old = colors.generate(_collapsing_init(jax.random.key(key)), seeds, 24)
+    assert colors.palette_distance(old) < 0.06 and _mode_fraction(old) > 0.5
+    new = colors.generate(colors.init(jax.random.key(key)), seeds, 24)
+    assert colors.palette_distance(new) > 0.2
+    assert _mode_fraction(new) < 0.4
+    if key == 42:   # the command's default
+        assert colors.palette_distance(new) > 0.5 and _mode_fraction(new) < 0.1
 
 
 def test_deterministic_for_a_seed_and_in_unit_range():
@@ -49,7 +99,7 @@ def test_first_colour_is_one_step_of_the_cell_in_closed_form(temperature):
     np.testing.assert_allclose(ys[:, 0], y1, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(colors.first_step(p, x0[0], temperature), y1[0], rtol=1e-12)
     # and the second step feeds y1 back: h2 = tanh((W_xh y1 + W_hh h1) / T)
-    h2 = np.tanh((y1 @ W_xh.T + h1 @ np.asarray(p["cell"]["W_hh"]).T) / temperature)
+    h2 = np.tanh((y1 @ W_xh.T + h1 @ np.asarray(p["cell"]["W_hh"]).T + b_h) / temperature)
     y2 = np.clip(h2 @ np.asarray(p["W_hy"]).T + 0.5, 0.0, 1.0)
     np.testing.assert_allclose(ys[:, 1], y2, rtol=1e-12, atol=1e-12)
 
@@ -99,3 +149,22 @@ def test_cli_writes_png_and_json(tmp_path, capsys):
     assert summary["palettes"]["#ff0000"] == [colors.to_hex(c) for c in expected]
     assert "#ff0000" in capsys.readouterr().out
     assert cli.main(["colors", "--out", str(tmp_path), "--seeds", "nonsense"]) == 2
+
+
+def test_cli_default_out_is_a_new_folder_per_run(tmp_path, monkeypatch, capsys):
+    from rnnjax import outputs
+    monkeypatch.chdir(tmp_path)
+    stamps = iter(["20260101-000000", "20260101-000001"])
+    monkeypatch.setattr(outputs.time, "strftime", lambda fmt: next(stamps))
+    argv = ["colors", "--length", "3", "--seeds", "#ff0000", "#00ff00"]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0
+    for stamp in ("20260101-000000", "20260101-000001"):
+        summary = json.loads((tmp_path / "runs" / "colors" / stamp / "colors.json").read_text())
+        assert summary["palette_distance"] == pytest.approx(colors.palette_distance(
+            np.array([[colors.parse_color(c) for c in row] for row in summary["palettes"].values()])),
+            abs=0.01)  # hex rounding
+    assert "mean distance between palettes" in capsys.readouterr().out
+    # an explicit --out that holds files: refused, offering --overwrite (colors cannot resume)
+    assert cli.main(argv + ["--out", "runs/colors/20260101-000000"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--resume" not in err

@@ -85,6 +85,7 @@ def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
     assert "\r" not in out + err
     assert [line.split()[1] for line in out.splitlines() if line.startswith("step")] == \
         ["2", "4"]
+    assert out.splitlines()[-1].startswith("nothing saved: no --out given")  # says so
     # a terminal: the bar redraws itself with carriage returns
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -172,3 +173,138 @@ def test_progress_prints_the_estimate_and_warns_once_on_divergence():
     assert not any("diverging" in s for s in lines[4:])
     p(dict(ok, step=30, time=3.0, eval_loss=3.6))  # above 1.5x its first value
     assert "diverging" in lines[-1]
+
+
+def _tree(path):
+    """Every file under ``path`` but the writer's lock: relative name -> (bytes, mtime)."""
+    out = {}
+    for root, _, names in os.walk(path):
+        for n in names:
+            if n == ".rnnjax.lock":
+                continue
+            p = os.path.join(root, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, path)] = (f.read(), os.stat(p).st_mtime_ns)
+    return out
+
+
+@pytest.mark.slow
+def test_copy_job_with_seeds_refuses_a_used_folder_and_resumes(tmp_path, capsys):
+    """--num-seeds 2: the table's mean ± std are those of the per-seed metrics and the
+    gradient norms are kept per seed; a second run into the folder is refused (without
+    --resume, or while another writer holds it) and changes nothing; --resume retrains
+    only the cell that has no checkpoint."""
+    import jax
+
+    from rnnjax import train as train_lib
+    from rnnjax.outputs import lock_out
+    from rnnjax.report import gradient_profile, log_spread
+
+    argv = ["copy", "--name", "s", "--runs-dir", str(tmp_path), "--T", "3", "--hidden", "4",
+            "--batch", "4", "--steps", "2", "--log-every", "1", "--eval-batch", "4",
+            "--cells", "exprnn", "--num-seeds", "2", "--no-progress"]
+    assert main(argv) == 0
+    out = tmp_path / "s"
+    assert "CE " in capsys.readouterr().out  # eval CE 0.1234 (1.00 x baseline 0.123)
+    md = (out / "report.md").read_text()
+    assert "cross-entropy (mean ± std)" in md and "2 seeds 0..1" in md
+    last = load_history(str(out / "exprnn"))[-1]
+    loss = np.asarray(last["seeds"]["eval_loss"])
+    row = re.search(r"^\| exprnn \| ([0-9.]+) ± ([0-9.]+) \| ([0-9.]+) ± ([0-9.]+) \|", md, re.M)
+    assert row, md
+    assert float(row.group(1)) == pytest.approx(loss.mean(), abs=1e-4)
+    assert float(row.group(2)) == pytest.approx(loss.std(), abs=1e-4)
+    assert float(row.group(3)) == pytest.approx(loss.mean() / last["baseline"], abs=1e-3)
+    s = json.loads((out / "summary.json").read_text())["cells"]["exprnn"]
+    cfg = train_lib.Config.from_json(json.loads((out / "exprnn" / "config.json").read_text()))
+    exp = train_lib.build(cfg)
+    params = train_lib.load_params(str(out / "exprnn"))
+    _, data = train_lib.initial_state(exp)
+    per_seed = [gradient_profile(exp, jax.tree.map(lambda a: a[k], params),
+                                 jax.tree.map(lambda a: a[k], data)) for k in range(2)]
+    np.testing.assert_allclose(s["grad_norms_end_seeds"], per_seed, rtol=1e-5)
+    np.testing.assert_allclose(s["grad_norms_end"], log_spread(per_seed)[0], rtol=1e-5)
+    assert s["factor_end"] == pytest.approx(np.mean(s["factor_end_seeds"]))
+
+    before = _tree(out)
+    assert main(argv) == 2  # the folder holds a report: refused, nothing touched
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--resume" in err and "--overwrite" in err
+    assert _tree(out) == before
+    with lock_out(out):  # another writer: refused even with --resume
+        assert main(argv + ["--resume"]) == 2
+    assert "in use by another writer" in capsys.readouterr().err
+    assert _tree(out) == before
+    # interrupted before its first checkpoint: --resume trains the cell again
+    os.remove(out / "exprnn" / "cell_summary.json")
+    shutil.rmtree(out / "exprnn" / "checkpoints")
+    assert main(argv + ["--resume"]) == 0
+    again = json.loads((out / "summary.json").read_text())["cells"]["exprnn"]
+    assert again["curve"] == s["curve"]  # the same seeds give the same run
+    assert (out / "exprnn" / "cell_summary.json").exists()
+
+
+def test_log_spread_is_the_mean_and_std_of_the_logs():
+    from rnnjax.report import log_spread
+    p = np.array([[1.0, 1e-3, 0.0], [100.0, 1e-5, 0.0], [10.0, 0.0, 0.0]])
+    mid, lo, hi = log_spread(p)
+    np.testing.assert_allclose(mid[:2], [10.0, 1e-4], rtol=1e-12)  # geometric means
+    sd = np.std(np.log([1.0, 100.0, 10.0]))
+    np.testing.assert_allclose([lo[0], hi[0]], [10 * np.exp(-sd), 10 * np.exp(sd)], rtol=1e-12)
+    np.testing.assert_allclose([lo[1], hi[1]], [1e-4 / 10, 1e-4 * 10], rtol=1e-12)  # zero left out
+    assert mid[2] == lo[2] == hi[2] == 0.0  # every seed underflowed
+    for a in log_spread(p[:1]):
+        np.testing.assert_array_equal(a, p[0])
+    with pytest.raises(ValueError, match="profiles must have shape"):
+        log_spread(np.ones(3))
+
+
+def test_a_cell_keeps_its_colour_and_marker_in_every_figure():
+    from matplotlib.colors import to_hex
+
+    from rnnjax import gradflow_plots, plots
+    from rnnjax.figures import cell_style
+
+    def styles(ax):
+        return {ln.get_label(): (to_hex(ln.get_color()), ln.get_marker())
+                for ln in ax.get_lines() if not ln.get_label().startswith("memoryless")}
+
+    want = {c: (to_hex(cell_style(c)["color"]), cell_style(c)["marker"])
+            for c in ("elman", "exprnn", "urnn")}
+    for order in (["elman", "exprnn", "urnn"], ["urnn", "exprnn"]):
+        loss = plots.loss_curves({c: ([1, 2, 3], [1.0, 0.5, 0.2]) for c in order}, baseline=0.3)
+        got = styles(loss.axes[0])
+        assert got == {c: want[c] for c in order}
+        grads = plots.grad_norm_curves({c: ([1.0, 0.5], [1.0, 0.9]) for c in order},
+                                       bands={order[0]: (([0.9, 0.4], [1.1, 0.6]),
+                                                         ([0.9, 0.8], [1.1, 1.0]))})
+        got = styles(grads.axes[0])
+        for c in order:
+            assert got[f"{c} (trained)"] == got[f"{c} (init)"] == want[c]
+        assert len(grads.axes[0].collections) == 2  # the two shaded bands
+    # the gradient-flow figures use the same mapping (one mapping, in rnnjax.figures)
+    assert gradflow_plots.figures.cell_style is cell_style
+    assert len({want[c] for c in want}) == 3
+
+
+@pytest.mark.slow
+def test_sweep_writes_one_report_per_delay_and_refuses_a_used_folder(tmp_path):
+    from rnnjax.report import run_copy_sweep
+    import dataclasses
+    base = dataclasses.replace(DEFAULT, hidden=4, batch=4, steps=2, log_every=1, eval_batch=4)
+    kw = dict(runs_dir=str(tmp_path), progress=False, print_fn=None)
+    got = run_copy_sweep("sw", base, ["elman"], Ts=(3, 4), **kw)
+    assert sorted(got) == [3, 4]
+    out = tmp_path / "sw"
+    assert (out / "copy_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert "[3](T3/report.md)" in md and "[4](T4/report.md)" in md
+    for T in (3, 4):
+        s = json.loads((out / f"T{T}" / "summary.json").read_text())
+        assert s["baseline"] == pytest.approx(10 * np.log(8) / (T + 20))
+    before = _tree(out)
+    with pytest.raises(ValueError, match="already holds files"):
+        run_copy_sweep("sw", base, ["elman"], Ts=(3, 4), **kw)
+    with pytest.raises(ValueError, match="T must be"):   # checked before any folder
+        run_copy_sweep("sw2", base, ["elman"], Ts=(3, 0), **kw)
+    assert _tree(out) == before and not (tmp_path / "sw2").exists()

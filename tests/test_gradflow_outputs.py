@@ -10,7 +10,8 @@ import pytest
 
 from rnnjax import analysis, cells, cli
 from rnnjax import gradflow as gf
-from rnnjax.gradflow_plots import cell_style, plot_singular_values, sv_deviation
+from rnnjax.figures import cell_style
+from rnnjax.gradflow_plots import plot_singular_values, sv_deviation
 from rnnjax.train import Config, train
 
 

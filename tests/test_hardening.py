@@ -570,7 +570,7 @@ CLI_CASES = [
     (["seq2seq", "--lr", "nan", "--out", "NEW"], r"lr must be a positive number \(finite\)"),
     (["forecast", "--batch", "0", "--out", "NEW"], "batch must be a positive integer, got 0"),
     (["generate", "--batch", "0", "--out", "NEW"], "batch must be a positive integer, got 0"),
-    (["generate", "--out", "NONEMPTY"], r"already holds files \(x.txt\); pass --resume"),
+    (["generate", "--out", "NONEMPTY"], r"already holds files \(x.txt\); pass --overwrite"),
     (["generate", "--data", "BINARY", "--out", "NEW", "--steps", "1"], r"BINARY|UTF-8"),
     (["classify", "--out", "NONEMPTY"], r"already holds files"),
     (["bptt-explain", "BADLABEL"], r"spec label must lie in \[0, 1\] for loss 'bce'"),

@@ -11,10 +11,23 @@ starting from a seed colour ``x_0``.  The temperature divides the pre-activation
 ``tau < 1`` sharpens ``tanh`` towards saturated (more contrasting) colours, ``tau > 1``
 flattens it towards ``b_y`` (greyer palettes); ``tau = 1`` is the plain cell.
 
-Default weights (:func:`init`), as in the teaching example, with ``s`` the weight scale::
+Default weights (:func:`init`), with ``s`` the weight scale and ``S(A) = triu(A, 1) -
+triu(A, 1)^T`` (:func:`rnnjax.parametrize.skew`)::
 
-    W_xh ~ 0.3 s N(0, 1)   W_hh = 0.5 I + 0.1 s N(0, 1)   W_hy ~ 0.4 s N(0, 1)
-    b_h = 0                b_y = 0.5
+    W_xh ~ s N(0, 1)          b_h = -W_xh (1/2, 1/2, 1/2)    (a_t = 0 at mid grey)
+    W_hh = expm(S(A)),  A ~ 0.5 s N(0, 1) / sqrt(H)         (orthogonal: a slow rotation)
+    W_hy ~ 0.5 s N(0, 1) / sqrt(H)                         b_y = 1/2
+
+Why these and not ``W_hh = 0.5 I + 0.1 s N(0, 1)``, ``b_h = 0``, ``W_hy ~ 0.4 s N(0, 1)``
+(the first version): that recurrence contracts (spectral radius about 0.9), the
+uncentred input ``W_xh x`` drives every state the same way and the readout gain of
+about ``0.4 sqrt(H)`` pushes all three channels past the clip, so after a few steps
+the fed-back colour is the constant corner ``(1, 0, 1)``, the loop's gain is zero and
+every seed falls into the same fixed point: 21 of 24 colours of every palette were
+``#ff00ff`` whatever the seed.  An orthogonal ``W_hh`` forgets nothing by itself, the
+centred input bias makes the drive depend on how the colour departs from grey, and
+the readout gain of order one keeps colours inside the cube, so palettes stay apart
+(:func:`palette_distance`; tests/test_apps_colors.py bounds it against the old init).
 
 The recurrence is :func:`rnnjax.cells.elman` (its params ``W_xh, W_hh, b``) with the
 readout ``{"W_hy", "b_y"}``; the feedback loop is a ``lax.scan`` over ``cell.step``
@@ -25,6 +38,7 @@ the unclipped readout).
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -37,6 +51,7 @@ from rnnjax.cells import elman
 from rnnjax.checks import (check_file, check_nonneg_float, check_positive_float,
                            check_positive_int)
 from rnnjax.outputs import writes_out
+from rnnjax.parametrize import expm_orthogonal
 from rnnjax.sequence import run
 from rnnjax.training import fit
 
@@ -44,17 +59,16 @@ DEFAULT_SEEDS = ("#e63946", "#2a9d8f", "#f4a261", "#264653", "#ffffff")
 
 
 def init(key, hidden_size: int = 16, scale: float = 1.0):
-    """Default weights of the teaching example (see the module docstring)."""
+    """Default weights (see the module docstring for the equations and why)."""
     check_positive_int("hidden_size", hidden_size)
     check_nonneg_float("scale", scale)
     H = hidden_size
     k1, k2, k3 = jax.random.split(key, 3)
+    W_xh = scale * jax.random.normal(k1, (H, 3), jnp.float32)
+    A = 0.5 * scale / math.sqrt(H) * jax.random.normal(k2, (H, H), jnp.float32)
     return {
-        "cell": {"W_xh": 0.3 * scale * jax.random.normal(k1, (H, 3), jnp.float32),
-                 "W_hh": 0.5 * jnp.eye(H, dtype=jnp.float32)
-                 + 0.1 * scale * jax.random.normal(k2, (H, H), jnp.float32),
-                 "b": jnp.zeros((H,), jnp.float32)},
-        "W_hy": 0.4 * scale * jax.random.normal(k3, (3, H), jnp.float32),
+        "cell": {"W_xh": W_xh, "W_hh": expm_orthogonal(A), "b": -0.5 * W_xh.sum(axis=1)},
+        "W_hy": 0.5 * scale / math.sqrt(H) * jax.random.normal(k3, (3, H), jnp.float32),
         "b_y": jnp.full((3,), 0.5, jnp.float32),
     }
 
@@ -100,6 +114,17 @@ def generate(params, seeds, length: int, temperature: float = 1.0):
 
     out = jax.vmap(one)(seeds)
     return out[0] if single else out
+
+
+def palette_distance(colors) -> float:
+    """Mean distance between palettes: ``mean_{i<j} mean_t ||c_i(t) - c_j(t)||_2`` over
+    the ``(S, L, 3)`` generated colours (0 when every seed gives the same palette; at
+    most ``sqrt(3)``)."""
+    c = np.asarray(colors, np.float64)
+    if c.ndim != 3 or c.shape[-1] != 3 or c.shape[0] < 2:
+        raise ValueError(f"colors must have shape (S >= 2, L, 3), got {c.shape}")
+    d = np.linalg.norm(c[:, None] - c[None], axis=-1).mean(axis=-1)
+    return float(d[np.triu_indices(c.shape[0], 1)].mean())
 
 
 def first_step(params, seed, temperature: float = 1.0):
@@ -243,16 +268,21 @@ def run_colors(out, *, seeds=DEFAULT_SEEDS, hidden: int = 16, scale: float = 1.0
     colors = np.asarray(generate(params, seed_rgb, length, temperature))
     summary["palettes"] = {to_hex(s): [to_hex(c) for c in row]
                            for s, row in zip(seed_rgb, colors)}
+    if len(colors) > 1:
+        summary["palette_distance"] = palette_distance(colors)
     png = os.path.join(out, "colors.png")
     plot_stripes(seed_rgb, colors, png,
                  title=f"Elman H={hidden}, scale {scale}, temperature {temperature}")
     _common.write_json(os.path.join(out, "colors.json"), summary)
     for s, row in summary["palettes"].items():
         print_fn(f"{s}: {' '.join(row[:8])}{' ...' if len(row) > 8 else ''}")
+    if "palette_distance" in summary:
+        print_fn(f"mean distance between palettes {summary['palette_distance']:.3f} "
+                 f"(RGB in [0, 1]; 0 = all alike)")
     print_fn(f"wrote {png}")
     return summary
 
 
 __all__ = ["DEFAULT_SEEDS", "first_step", "free_running_mse", "generate", "init",
-           "parse_color", "plot_stripes", "read_palettes", "run_colors", "to_hex",
-           "train"]
+           "palette_distance", "parse_color", "plot_stripes", "read_palettes", "run_colors",
+           "to_hex", "train"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from rnnjax.apps import classify
+from rnnjax.outputs import default_out
 
 
 def _run(a):
-    classify.run_classify(a.out, data=a.data or classify.DATA, cell_name=a.cell,
+    out = a.out or default_out("classify")
+    classify.run_classify(out, data=a.data or classify.DATA, cell_name=a.cell,
                           hidden=a.hidden, embed=a.embed, bidirectional_=a.bidirectional,
                           steps=a.steps, batch=a.batch, lr=a.lr,
                           test_fraction=a.test_fraction, seed=a.seed, overwrite=a.overwrite)
@@ -16,7 +18,9 @@ def _run(a):
 def register(sub):
     p = sub.add_parser("classify", help="sequence classification (sentiment of short texts) "
                                         "against the majority class")
-    p.add_argument("--out", default="out/classify", help="output folder (default %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/classify/YYYYmmdd-HHMMSS, a new one "
+                        "per run)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing its results")
     p.add_argument("--data", default=None,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from rnnjax.apps import colors
+from rnnjax.outputs import default_out
 
 
 def _run(a):
-    colors.run_colors(a.out, seeds=a.seeds, hidden=a.hidden, scale=a.scale,
+    out = a.out or default_out("colors")
+    colors.run_colors(out, seeds=a.seeds, hidden=a.hidden, scale=a.scale,
                       temperature=a.temperature, length=a.length, seed=a.seed,
                       palettes=a.palettes, train_steps=a.train_steps, lr=a.lr,
                       overwrite=a.overwrite)
@@ -16,7 +18,9 @@ def _run(a):
 def register(sub):
     p = sub.add_parser("colors", help="generate colour palettes with an autoregressive "
                                       "Elman RNN (PNG of stripes)")
-    p.add_argument("--out", default="out/colors", help="output folder (default %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/colors/YYYYmmdd-HHMMSS, a new one "
+                        "per run)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing its results")
     p.add_argument("--seeds", nargs="+", default=list(colors.DEFAULT_SEEDS),

@@ -14,13 +14,12 @@ steps, RMSprop 2e-4 / 2e-5; every cell with its own paper's init and optimiser,
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from rnnjax.bptt import GRADS
 from rnnjax.commands.train import add_deprecated_alias, cell_option
 from rnnjax.optim import OPTIMIZERS
-from rnnjax.report import ARJOVSKY_TS, DEFAULT, PAPER, default_cells, paper_configs, \
-    reproduce_command, run_copy_job, write_sweep_report
+from rnnjax.report import DEFAULT, PAPER, default_cells, paper_configs, reproduce_command, \
+    run_copy_job, run_copy_sweep
 
 PRESETS = {"default": DEFAULT, "paper": PAPER, "arjovsky": DEFAULT}
 _FLAGS = {"seeds": "--num-seeds"}  # Config field -> option, where they differ
@@ -54,13 +53,9 @@ def run(a) -> int:
         words += ["--cell-opt", text]
     command = reproduce_command(words + ["--cells", ",".join(cells)])
     kw = dict(runs_dir=a.runs_dir, cell_options=cell_options, command=command,
-              progress=not a.no_progress, resume=a.resume)
+              progress=not a.no_progress, resume=a.resume, overwrite=a.overwrite)
     if a.preset == "arjovsky" and a.T is None:
-        summaries = {}
-        for T in ARJOVSKY_TS:
-            summaries[T] = run_copy_job(os.path.join(a.name, f"T{T}"),
-                                        dataclasses.replace(base, T=T), cells, **kw)
-        write_sweep_report(os.path.join(a.runs_dir, a.name), a.name, summaries, command)
+        run_copy_sweep(a.name, base, cells, **kw)
         return 0
     configs = paper_configs(base, cells) if a.preset == "paper" else None
     run_copy_job(a.name, base, cells, configs=configs, **kw)
@@ -70,8 +65,9 @@ def run(a) -> int:
 def register(sub):
     p = sub.add_parser("copy", help="train several cells on the copy task and write a report",
                        description=__doc__)
-    p.add_argument("--name", default="copy", help="report directory runs/NAME (default copy)")
-    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--name", default="copy",
+                   help="report directory RUNS_DIR/NAME (default copy)")
+    p.add_argument("--runs-dir", default="runs", help="folder of the report directories")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS))
     p.add_argument("--cells", default=None,
                    help="comma-separated cell names (default: elman,lstm,gru + the "
@@ -98,8 +94,12 @@ def register(sub):
     p.add_argument("--cell-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument passed to every cell factory (repeatable)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted job: skip finished cells, resume the "
-                        "interrupted one from its latest checkpoint")
+                   help="continue an interrupted job in runs/NAME: skip finished cells, "
+                        "resume the interrupted one from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train every cell again in a non-empty runs/NAME, replacing its "
+                        "runs (without --resume or --overwrite a non-empty folder is "
+                        "refused)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is drawn only on a terminal anyway)")
     p.set_defaults(func=run)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from rnnjax.apps import forecast
+from rnnjax.outputs import default_out
 
 
 def _run(a):
-    forecast.run_forecast(a.out, series=a.series, csv_path=a.csv, column=a.column, n=a.n,
+    out = a.out or default_out("forecast")
+    forecast.run_forecast(out, series=a.series, csv_path=a.csv, column=a.column, n=a.n,
                           window=a.window, horizon=a.horizon, test_fraction=a.test_fraction,
                           modes=a.modes, cell_name=a.cell, hidden=a.hidden, steps=a.steps,
                           batch=a.batch, lr=a.lr, ar_order=a.ar_order, seed=a.seed,
@@ -17,7 +19,9 @@ def _run(a):
 def register(sub):
     p = sub.add_parser("forecast", help="time-series forecasting: RNN vs last value, AR, ARMA "
                                         "(plot + MSE table)")
-    p.add_argument("--out", default="out/forecast", help="output folder (default %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/forecast/YYYYmmdd-HHMMSS, a new one "
+                        "per run)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing its results")
     p.add_argument("--series", default="sines", choices=list(forecast.SERIES),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from rnnjax.apps import generate
+from rnnjax.outputs import default_out
 
 
 def _run(a):
-    generate.run_generate(a.out, data=a.data or generate.DATA, cell_name=a.cell,
+    out = a.out or default_out("generate")
+    generate.run_generate(out, data=a.data or generate.DATA, cell_name=a.cell,
                           hidden=a.hidden, seq_len=a.seq_len, batch=a.batch, steps=a.steps,
                           lr=a.lr, prompt=a.prompt, length=a.length,
                           temperatures=a.temperature, seed=a.seed, restore=a.restore,
@@ -17,7 +19,9 @@ def _run(a):
 def register(sub):
     p = sub.add_parser("generate", help="character-level text generation (LSTM/GRU) with "
                                         "temperature; bits per character")
-    p.add_argument("--out", default="out/generate", help="output folder (default %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/generate/YYYYmmdd-HHMMSS, a new one "
+                        "per run)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing its results")
     p.add_argument("--data", default=None,

@@ -7,6 +7,7 @@ there describes the measurements and the files written under ``--out``).
 from __future__ import annotations
 
 from rnnjax.gradflow import DEFAULT_CELLS, DEFAULT_TS, decay_fit, default_cells, gradflow
+from rnnjax.outputs import default_out
 
 
 def parse_list(name, text, conv):
@@ -23,7 +24,7 @@ def parse_list(name, text, conv):
 def _main(a):
     names = parse_list("cells", a.cells, str) if a.cells else default_cells()
     Ts = None if a.T is None else parse_list("T", a.T, int)
-    gradflow(names, Ts, a.out, hidden=a.hidden, batch=a.batch,
+    gradflow(names, Ts, a.out or default_out("gradflow"), hidden=a.hidden, batch=a.batch,
              features=a.features, seed=a.seed, lyap_steps=a.lyap_steps, lyap_k=a.lyap_k,
              checkpoint=a.checkpoint, dtype=a.dtype, overwrite=a.overwrite)
     return 0
@@ -39,9 +40,9 @@ def register(sub):
                    help="comma-separated lengths (default: "
                         + ",".join(map(str, DEFAULT_TS)) + "; with --checkpoint of a "
                         "training run, its task's length, and another --T is refused)")
-    p.add_argument("--out", default="runs/gradflow",
-                   help="output directory (refused if it already holds files, unless "
-                        "--overwrite)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/gradflow/YYYYmmdd-HHMMSS, a new one "
+                        "per run; refused if it already holds files, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing the files of this command")
     p.add_argument("--hidden", type=int, default=64)

@@ -8,6 +8,7 @@ T=10, hidden 16, 400 steps)."""
 from __future__ import annotations
 
 from rnnjax.orthogonality import FULL, QUICK, run_orthogonality
+from rnnjax.outputs import default_out
 
 _FIELDS = ("T", "hidden", "batch", "steps", "lr", "lr_orth", "seed")
 
@@ -21,18 +22,24 @@ def run(a) -> int:
     if a.tasks:
         s = s._replace(tasks=tuple(t.strip() for t in a.tasks.split(",") if t.strip()))
     names = [n.strip() for n in a.methods.split(",") if n.strip()] if a.methods else None
-    run_orthogonality(a.out, s, names)
+    run_orthogonality(a.out or default_out("orthogonality"), s, names)
     return 0
 
 
 def register(sub):
     p = sub.add_parser("orthogonality", help="compare ways of keeping W orthogonal",
                        description=__doc__)
-    p.add_argument("--out", required=True, help="new (or empty) output directory")
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=None,
+                   help="new (or empty) output folder (default "
+                        "runs/orthogonality/YYYYmmdd-HHMMSS, a new one per run)")
+    p.add_argument("--quick", action="store_true",
+                   help="the few-minute smoke settings (the defaults after '--quick:')")
     for field in _FIELDS:  # override the preset's value
         p.add_argument("--" + field.replace("_", "-"), dest=field,
-                       type=float if field.startswith("lr") else int)
-    p.add_argument("--tasks", help="comma-separated: copy,adding")
+                       type=float if field.startswith("lr") else int,
+                       help=f"default {getattr(FULL, field)} "
+                            f"(--quick: {getattr(QUICK, field)})")
+    p.add_argument("--tasks", help=f"comma-separated: copy,adding (default "
+                                   f"{','.join(FULL.tasks)}; --quick: {','.join(QUICK.tasks)})")
     p.add_argument("--methods", help="comma-separated method names (default: all)")
     p.set_defaults(func=run)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from rnnjax.apps import seq2seq
+from rnnjax.outputs import default_out
 
 
 def _run(a):
-    seq2seq.run_seq2seq(a.out, task=a.task, attention=a.attention, hidden=a.hidden,
+    out = a.out or default_out("seq2seq")
+    seq2seq.run_seq2seq(out, task=a.task, attention=a.attention, hidden=a.hidden,
                         embed=a.embed, min_len=a.min_len, max_len=a.max_len,
                         eval_max_len=a.eval_max_len, steps=a.steps, batch=a.batch,
                         lr=a.lr, seed=a.seed, overwrite=a.overwrite)
@@ -16,7 +18,9 @@ def _run(a):
 def register(sub):
     p = sub.add_parser("seq2seq", help="encoder-decoder with additive or dot-product "
                                        "attention (reverse / sort digits)")
-    p.add_argument("--out", default="out/seq2seq", help="output folder (default %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/seq2seq/YYYYmmdd-HHMMSS, a new one "
+                        "per run)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing its results")
     p.add_argument("--task", default="reverse", choices=["reverse", "sort"])

@@ -176,6 +176,9 @@ def run(a) -> int:
     if last is not None and a.out and is_main():
         ckpt = ", checkpoints/" if config.checkpoint_every else ""
         print(f"wrote {a.out}/metrics.jsonl, metrics.csv, config.json{ckpt}")
+    elif not a.out and is_main():
+        print("nothing saved: no --out given (pass --out DIR to keep the metrics, the "
+              "config and checkpoints)")
     return 0
 
 
