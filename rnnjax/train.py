@@ -76,6 +76,7 @@ from rnnjax import analysis, baselines, checkpointing, optim, parametrize
 from rnnjax import distributed as dist
 from rnnjax import outputs
 from rnnjax import tasks as tasks_lib
+from rnnjax.tasks import stateful
 from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonfinite,
                             format_record, load_history, make_record, write_metrics)
 from rnnjax.models import Model, cell_with_readout
@@ -91,18 +92,33 @@ def make_task(config: Config):
                           permutation=config.permutation)
 
 
+def _per_epoch(config: Config, task) -> Optional[int]:
+    """Steps of one epoch: ``floor(N_train / batch)`` for a data set, the
+    :func:`rnnjax.tasks.stateful.windows_per_epoch` of a stateful task, None for a
+    generated one."""
+    if task.stream is not None:
+        return stateful.windows_per_epoch(len(task.stream.train), config.batch,
+                                          task.stream.length)
+    if task.splits is not None:
+        return tasks_lib.steps_per_epoch(len(task.splits.train[1]), config.batch)
+    return None
+
+
 def resolve(config: Config, task) -> Config:
-    """``config`` with what the built task fixes filled in: ``steps = epochs *
-    floor(N_train / batch)`` and ``log_every`` one epoch when ``epochs`` is set (a
+    """``config`` with what the built task fixes filled in: ``steps = epochs * E`` and
+    ``log_every = E`` (one epoch, :func:`_per_epoch`) when ``epochs`` is set (a
     ``ValueError`` for a generated task, or a training split smaller than ``batch``),
-    and the pixel ``permutation`` of a permuted task."""
+    the pixel ``permutation`` of a permuted task and the data fingerprint
+    ``data_sha256`` (``Task.fingerprint``)."""
     splits = task.splits
+    per = _per_epoch(config, task)  # also checks that a stateful task has a window
     if config.epochs is not None:
-        if splits is None:
+        if per is None:
             raise ValueError(f"epochs is for data-set tasks; the {config.task!r} task is "
                              f"generated: give steps instead")
-        per = tasks_lib.steps_per_epoch(len(splits.train[1]), config.batch)
         config = dataclasses.replace(config, steps=config.epochs * per, log_every=per)
+    if task.fingerprint is not None:
+        config = dataclasses.replace(config, data_sha256=task.fingerprint)
     if splits is not None and splits.permutation is not None and config.permutation is None:
         config = dataclasses.replace(
             config, permutation=tuple(int(i) for i in np.asarray(splits.permutation)))
@@ -152,7 +168,7 @@ def build(config: Config) -> Experiment:
     validate(config)
     task = make_task(config)
     config = resolve(config, task)
-    splits = task.splits
+    splits, stream = task.splits, task.stream
     # Epoch order: one key per run (shared by the seeds of one program).
     order_key = jax.random.fold_in(jax.random.key(config.seed), 2 << 20)
     model = make_model(config, task)
@@ -167,7 +183,11 @@ def build(config: Config) -> Experiment:
         params = jax.tree.map(
             lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
             model.init(k_init))
-        return init_state(params, opt, k_data)
+        state = init_state(params, opt, k_data)
+        if stream is not None:
+            state = state._replace(carry=model.cell.initial_carry((config.batch,),
+                                                                  jnp.float32))
+        return state
 
     def loss_fn(params, data):
         xs, ys = data
@@ -178,11 +198,35 @@ def build(config: Config) -> Experiment:
     def update(state: TrainState, data) -> TrainState:
         return update_with_loss(state, data)[0]
 
+    if stream is not None:  # stateful: consecutive windows, the carry passed on
+        if model.cell is None:
+            raise ValueError(f"the {config.task!r} task is stateful and needs a recurrent "
+                             f"cell; got the baseline {config.cell!r}")
+        streams = jnp.asarray(stateful.batchify(stream.train, config.batch))
+        per_epoch = _per_epoch(config, task)
+        update_window = make_update(
+            lambda params, b: stateful.window_loss(model.cell, params, *b, stream.vocab,
+                                                   config.grad), opt, has_aux=True)
+
+        def stateful_step(state: TrainState) -> TrainState:
+            # Window k = step mod K; the carry left by window k-1 enters window k (zeros
+            # at the start of each epoch); window_loss cuts its gradient.
+            k = state.step % per_epoch
+            xs, ys = stateful.window_at(streams, k, stream.length)
+            carry = jax.tree.map(lambda c: jnp.where(k == 0, jnp.zeros_like(c), c),
+                                 state.carry)
+            new, (_, carry) = update_window(state, (carry, xs, ys))
+            # A non-finite carry (a diverged window) is not passed on.
+            carry = jax.tree.map(lambda c: jnp.where(jnp.isfinite(c), c, 0), carry)
+            return new._replace(carry=carry)
+
     def batch(key_data):
         _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
         return task.sample(k_batch, config.batch)
 
     def step(state: TrainState) -> TrainState:
+        if stream is not None:
+            return stateful_step(state)
         if config.epochs is not None:
             return update(state, tasks_lib.epoch_batch(splits.train, order_key, state.step,
                                                        config.batch, splits.prepare))
@@ -195,8 +239,14 @@ def build(config: Config) -> Experiment:
 
     def evaluate(state: TrainState, data):
         xs, ys = data
-        out = {f"eval_{k}": v for k, v in
-               task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
+        if stream is not None:  # the whole test ("eval") and valid texts, state carried
+            out = {}
+            for name, part in (("eval", stream.test), ("valid", stream.valid)):
+                out.update({f"{name}_{k}": v for k, v in stateful.text_metrics(
+                    model.cell, state.params, part, stream.length, stream.vocab).items()})
+        else:
+            out = {f"eval_{k}": v for k, v in
+                   task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
         if splits is not None:  # the whole test (and validation) split
             def logits(x):
                 return model.apply(state.params, task.encode(x))
@@ -254,14 +304,16 @@ class _Run(NamedTuple):
     lock: Any = None
 
 
-def _mesh(config):
-    """The data-parallel mesh, or None for one device in one process."""
+def _mesh(config, stateful_task: bool = False):
+    """The data-parallel mesh, or None for one device in one process (epochs and a
+    stateful task need one device)."""
     n = config.devices if config.devices is not None else jax.local_device_count() \
         if jax.process_count() == 1 else jax.device_count()
     if n == 1 and jax.process_count() == 1:
         return None
-    if config.epochs is not None:
-        raise ValueError(f"epochs trains on one device; pass devices=1 (got {n} devices)")
+    if config.epochs is not None or stateful_task:
+        raise ValueError(f"epochs and stateful tasks ({config.task!r}) train on one "
+                         f"device; pass devices=1 (got {n} devices)")
     mesh = dist.make_mesh(n)
     dist.check_batch(config.batch, mesh)
     return mesh
@@ -272,7 +324,8 @@ def _manager(config):
                                  every=config.checkpoint_every or max(config.steps, 1))
 
 
-def _open_run(config: Config, resume: bool, overwrite: bool = False) -> _Run:
+def _open_run(config: Config, resume: bool, overwrite: bool = False,
+              stateful_task: bool = False) -> _Run:
     """Check the run directory (no silent overwrite: a folder holding files needs
     ``resume`` or ``overwrite``; a resumed run must agree with its config.json), lock it
     for this writer and open its checkpoint manager."""
@@ -299,7 +352,7 @@ def _open_run(config: Config, resume: bool, overwrite: bool = False) -> _Run:
             if lock is not None:
                 lock.release()
             raise
-    return _Run(out, mngr, dist.is_main(), _mesh(config), lock)
+    return _Run(out, mngr, dist.is_main(), _mesh(config, stateful_task), lock)
 
 
 def _starting_state(exp: Experiment, run: _Run, resume: bool):
@@ -431,17 +484,23 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     return state, history
 
 
+def _rank(rec: dict) -> tuple:
+    """Higher is better: ``(valid_accuracy, -valid_loss)``, or ``-valid_loss`` alone for
+    a task without accuracy (the char LM's bits per character)."""
+    return (rec.get("valid_accuracy", 0.0), -rec["valid_loss"])
+
+
 def _keep_best(out: str, rec: dict, state) -> bool:
     """Save ``state.params`` in ``out/best`` and ``rec`` in ``out/best.json`` when ``rec``
-    has the best ``valid_accuracy`` so far (ties: lower ``valid_loss``)."""
-    if "valid_accuracy" not in rec:
+    has the best ``valid_accuracy`` so far (ties: lower ``valid_loss``; a task without
+    accuracy: the lowest ``valid_loss``)."""
+    if "valid_loss" not in rec:
         return False
     path = os.path.join(out, "best.json")
     if os.path.exists(path):
         with open(path) as f:
             best = json.load(f)
-        if (rec["valid_accuracy"], -rec["valid_loss"]) <= (best["valid_accuracy"],
-                                                             -best["valid_loss"]):
+        if _rank(rec) <= _rank(best):
             return False
     checkpointing.save_params(os.path.join(out, "best"), rec["step"], state.params, keep=1)
     with outputs.atomic_open(path) as f:
@@ -464,7 +523,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     """
     exp = build(config)
     config = exp.config  # with epochs and permutation resolved
-    run = _open_run(config, resume, overwrite)
+    run = _open_run(config, resume, overwrite, exp.task.stream is not None)
     try:
         state, eval_data, history = _starting_state(exp, run, resume)
         if resume and print_fn is not None and run.main:

@@ -50,6 +50,9 @@ class Config:
     saved so that a run is reproduced from its ``config.json`` alone.
     ``tensorboard=True`` also writes
     TensorBoard event files to ``out/tensorboard`` (optional ``tensorboardX``).
+    ``data_sha256`` is the fingerprint of the task's data (``Task.fingerprint``, e.g.
+    the SHA-256 of the char-LM text), filled in by :func:`rnnjax.train.build` and
+    checked by :func:`check_resume`.
     """
 
     task: str = "copy"
@@ -83,6 +86,7 @@ class Config:
     epochs: Optional[int] = None
     permutation: Optional[tuple] = None
     tensorboard: bool = False
+    data_sha256: Optional[str] = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -221,6 +225,12 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
                          "hyper-parameters of the run cannot be checked; restore it (or "
                          "start a new run with another --out)")
     saved = Config.load(out)
+    if saved.data_sha256 is not None and saved.data_sha256 != config.data_sha256:
+        raise ValueError(f"resume: the run in {out!r} was trained on other data (data "
+                         f"{saved.data!r}, sha256 {saved.data_sha256[:16]}...); this call "
+                         f"has data {config.data!r}, sha256 "
+                         f"{str(config.data_sha256)[:16]}...: give the run's own data file "
+                         f"or start a new run with another --out")
     diff = [k for k in RESUME_FIELDS if getattr(saved, k) != getattr(config, k)]
     if diff:
         raise ValueError("resume: the run in " + repr(out) + " was made with " + ", ".join(

@@ -34,6 +34,8 @@ class TrainState(NamedTuple):
     ``loss_sum``/``gnorm_sum``/``count`` accumulate the current logging window (finite
     steps only); ``nonfinite`` counts the current run of consecutive steps whose loss or
     gradient was not finite (their updates are skipped) and ``skipped`` all of them.
+    ``carry`` is the recurrent state a stateful task passes from one batch to the next
+    (None for the others): it is part of the state, so it is checkpointed and resumed.
     """
 
     params: Any
@@ -45,6 +47,7 @@ class TrainState(NamedTuple):
     count: jax.Array
     nonfinite: jax.Array
     skipped: jax.Array
+    carry: Any = None
 
 
 def init_state(params, optimizer: optax.GradientTransformation, key) -> TrainState:
@@ -55,14 +58,19 @@ def init_state(params, optimizer: optax.GradientTransformation, key) -> TrainSta
                       i0, z, z, i0, i0, i0)
 
 
-def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                has_aux: bool = False) -> Callable:
     """``update(state, batch) -> (state, loss)``: one step of the rule in the module
     docstring, with ``loss_fn(params, batch) -> scalar``.  Pure and traceable (jit and
-    vmap it); the state's key is split once per step (``key, _ = split(key)``)."""
+    vmap it); the state's key is split once per step (``key, _ = split(key)``).
+    ``has_aux=True``: ``loss_fn(params, batch) -> (scalar, aux)`` (as
+    ``jax.value_and_grad``) and ``update`` returns ``(state, (loss, aux))``; a stateful
+    task's ``aux`` is the carry leaving the batch."""
 
     def update(state: TrainState, batch):
         key, _ = jax.random.split(jax.random.wrap_key_data(state.key))
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(state.params, batch)
+        loss = value[0] if has_aux else value
         gnorm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -77,8 +85,8 @@ def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation) -> C
                          state.gnorm_sum + jnp.where(ok, gnorm.astype(jnp.float32), zero),
                          state.count + ok.astype(jnp.int32),
                          jnp.where(ok, 0, state.nonfinite + 1).astype(jnp.int32),
-                         state.skipped + (~ok).astype(jnp.int32))
-        return new, loss
+                         state.skipped + (~ok).astype(jnp.int32), state.carry)
+        return new, value
 
     return update
 
