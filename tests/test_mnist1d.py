@@ -11,6 +11,7 @@ pytest.importorskip("sklearn")
 
 from rnnjax import tasks  # noqa: E402
 from rnnjax.tasks import mnist1d  # noqa: E402
+from rnnjax.tasks.base import arrays_sha256  # noqa: E402
 from rnnjax.train import Config, build, train  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def test_task_and_fingerprints():
     assert (task.time, task.input_size, task.output_size, task.readout) == (40, 1, 10, "last")
     xs, ys = task.sample(jax.random.key(0), 5)
     assert xs.shape == (5, 40, 1) and ys.shape == (5,)
-    assert task.fingerprint == tasks.arrays_sha256(
+    assert task.fingerprint == arrays_sha256(
         *(a for part in (task.splits.train, task.splits.valid, task.splits.test)
           for a in part))
     d1, d2 = tasks.make("digits"), tasks.make("digits")
