@@ -42,6 +42,18 @@ Data-set tasks train by ``epochs`` (:func:`resolve`): each epoch visits every tr
 example once (:func:`rnnjax.tasks.epoch_batch`, order from ``seed``, shared by the seeds
 of one program; one device).
 
+Stateful tasks (``Task.stream``, the char LM; :mod:`rnnjax.tasks.stateful`) run the PTB
+protocol through the same update rule (``make_update(..., has_aux=True)``): the training
+text is laid out as ``batch`` streams, step ``i`` trains on window ``k = i mod K`` of
+``T`` characters of every stream from ``TrainState.carry``, the carry window ``k-1``
+left (zeros when ``k = 0``; its gradient is cut), and stores the carry leaving window
+``k`` back in the state, so checkpoints hold it and a resumed run continues exactly.
+Their records report ``eval_*`` / ``valid_*`` (loss, bpc) over the whole test / valid
+text read with carried state (:func:`rnnjax.tasks.stateful.text_metrics`); the best
+params are those of the lowest ``valid_loss``.  The data's fingerprint
+(``Task.fingerprint``) is saved as ``config.data_sha256``; a resumed run on other data
+is refused (:func:`rnnjax.train_config.check_resume`).
+
 Scale-out and faults (:mod:`rnnjax.distributed`, :mod:`rnnjax.checkpointing`): with
 several devices (``Config.devices``, default all local ones) or processes the step runs
 data-parallel over a ``("data",)`` mesh; checkpoints are verified on resume (a damaged

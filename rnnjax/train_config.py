@@ -42,9 +42,11 @@ class Config:
     trains with the cell's hand-written BPTT (:mod:`rnnjax.bptt`; the same gradient as
     autodiff, see benchmarks/README.md for its speed).
 
-    Data-set tasks (``digits``, ``pdigits``, ``smnist``, ``pmnist``) train for ``epochs``
-    passes over their training split when it is set (``steps`` and ``log_every`` are
-    then ``epochs * floor(N_train / batch)`` and one epoch, filled in by
+    Data-set tasks (``digits``, ``pdigits``, ``mnist1d``, ``smnist``, ``pmnist``) train
+    for ``epochs`` passes over their training split when it is set, the stateful
+    ``charlm`` over its training text (``steps`` and ``log_every`` are then ``epochs *
+    E`` and one epoch, ``E = floor(N_train / batch)`` batches or the number of windows,
+    filled in by
     :func:`rnnjax.train.build`); generated tasks train for ``steps``.  ``permutation``
     is the fixed pixel order of a permuted task, filled in from ``permutation_seed`` and
     saved so that a run is reproduced from its ``config.json`` alone.
