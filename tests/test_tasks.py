@@ -156,6 +156,11 @@ def test_mnist_reads_local_files(tmp_path, fmt):
     np.testing.assert_allclose(np.asarray(xp[..., 0]), np.asarray(xs[..., 0])[:, p])
     np.testing.assert_array_equal(yp, ys)
     assert perm.baseline == pytest.approx(math.log(10))
+    # The data's fingerprint: the same arrays give the same one, other arrays another.
+    assert seq.fingerprint == perm.fingerprint == tasks.mnist_task(path).fingerprint
+    other = _fake_mnist(seed=1)
+    np.savez(str(tmp_path / "other.npz"), **other)
+    assert tasks.mnist_task(str(tmp_path / "other.npz")).fingerprint != seq.fingerprint
 
 
 def test_mnist_missing_file_names_path_and_format(tmp_path):

@@ -216,5 +216,6 @@ def identity_encoder(xs):
 
 
 __all__ = ["Splits", "Task", "accuracy", "arrays_sha256", "check_permutation",
-           "classification_metrics", "cross_entropy", "dataset_task", "epoch_batch", "identity_encoder", "mean_cross_entropy",
+           "classification_metrics", "cross_entropy", "dataset_task", "epoch_batch",
+           "identity_encoder", "mean_cross_entropy",
            "one_hot_encoder", "split_metrics", "steps_per_epoch"]
