@@ -46,13 +46,11 @@ def test_runner_passes_the_carry_cuts_gradients_and_evaluates_whole_texts(tmp_pa
     streams = stateful.batchify(stream.train, 3)
     assert K == (streams.shape[1] - 1) // 5 >= 2
     cell, V = exp.model.cell, stream.vocab
-    state = exp.init(jnp.asarray(0, jnp.int32))
+    state = jax.jit(exp.init)(jnp.asarray(0, jnp.int32))
     step = jax.jit(exp.step)
-    for i in range(K + 2):  # across one epoch boundary
-        k = i % K
-        x, y = (jnp.asarray(a) for a in stateful.window(streams, k, 5))
-        carry_in = (state.carry if k else
-                    cell.initial_carry((3,), jnp.float32))  # zeros at each epoch start
+
+    @jax.jit
+    def reference(state, carry_in, x, y):
         # The window's loss from a constant carry: its gradient stops at the boundary.
         def loss(p):
             xs = jax.nn.one_hot(x, V, dtype=jnp.float32)
@@ -61,9 +59,16 @@ def test_runner_passes_the_carry_cuts_gradients_and_evaluates_whole_texts(tmp_pa
             return jnp.mean(tasks.cross_entropy(logits, y))
         grads = jax.grad(loss)(state.params)
         updates, _ = exp.optimizer.update(grads, state.opt_state, state.params)
-        want = jax.tree.map(lambda p, u: p + u, state.params, updates)
         _, carry_out = rnnjax.run(cell, state.params["cell"],
                                   jax.nn.one_hot(x, V, dtype=jnp.float32), carry=carry_in)
+        return jax.tree.map(lambda p, u: p + u, state.params, updates), carry_out
+
+    for i in range(K + 2):  # across one epoch boundary
+        k = i % K
+        x, y = (jnp.asarray(a) for a in stateful.window(streams, k, 5))
+        carry_in = (state.carry if k else
+                    cell.initial_carry((3,), jnp.float32))  # zeros at each epoch start
+        want, carry_out = reference(state, carry_in, x, y)
         state = step(state)
         for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(want)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
@@ -71,7 +76,7 @@ def test_runner_passes_the_carry_cuts_gradients_and_evaluates_whole_texts(tmp_pa
         for a, b in zip(jax.tree.leaves(state.carry), jax.tree.leaves(carry_out)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Whole-text evaluation with carried state equals one long rnnjax.run per part.
-    got = exp.evaluate(state, exp.eval_batch(jnp.asarray(0, jnp.int32)))
+    got = jax.jit(exp.evaluate)(state, exp.eval_batch(jnp.asarray(0, jnp.int32)))
     for name, part in (("eval", stream.test), ("valid", stream.valid)):
         xs = jax.nn.one_hot(part[:-1], V, dtype=jnp.float32)[None]
         hs, _ = rnnjax.run(cell, state.params["cell"], xs)
