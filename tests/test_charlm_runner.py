@@ -88,7 +88,7 @@ def test_runner_passes_the_carry_cuts_gradients_and_evaluates_whole_texts(tmp_pa
             stateful.evaluate_bpc(cell, state.params, part, 5, V), rel=1e-5)
 
 
-def test_resume_equals_an_uninterrupted_run_and_checks_the_data(tmp_path):
+def test_resume_equals_an_uninterrupted_run_and_checks_the_data(tmp_path, capsys):
     data = _text(tmp_path)
     # Checkpoint at step 3, inside the first epoch (the carry is not zero there).
     full = train(_config(data, steps=6, log_every=3, checkpoint_every=3,
@@ -113,6 +113,12 @@ def test_resume_equals_an_uninterrupted_run_and_checks_the_data(tmp_path):
     with pytest.raises(ValueError, match="trained on other data"):
         train(_config(other, steps=9, log_every=3, checkpoint_every=3,
                       out=str(tmp_path / "r")), resume=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == before
+    # The same through the CLI (options from the run's config.json): one line, exit 2.
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--data", other,
+                 "--steps", "9", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on other data" in err and err.count("\n") == 1, err
     assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == before
 
 
