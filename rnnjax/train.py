@@ -42,6 +42,18 @@ Data-set tasks train by ``epochs`` (:func:`resolve`): each epoch visits every tr
 example once (:func:`rnnjax.tasks.epoch_batch`, order from ``seed``, shared by the seeds
 of one program; one device).
 
+Stateful tasks (``Task.stream``, the char LM; :mod:`rnnjax.tasks.stateful`) run the PTB
+protocol through the same update rule (``make_update(..., has_aux=True)``): the training
+text is laid out as ``batch`` streams, step ``i`` trains on window ``k = i mod K`` of
+``T`` characters of every stream from ``TrainState.carry``, the carry window ``k-1``
+left (zeros when ``k = 0``; its gradient is cut), and stores the carry leaving window
+``k`` back in the state, so checkpoints hold it and a resumed run continues exactly.
+Their records report ``eval_*`` / ``valid_*`` (loss, bpc) over the whole test / valid
+text read with carried state (:func:`rnnjax.tasks.stateful.text_metrics`); the best
+params are those of the lowest ``valid_loss``.  The data's fingerprint
+(``Task.fingerprint``) is saved as ``config.data_sha256``; a resumed run on other data
+is refused (:func:`rnnjax.train_config.check_resume`).
+
 Scale-out and faults (:mod:`rnnjax.distributed`, :mod:`rnnjax.checkpointing`): with
 several devices (``Config.devices``, default all local ones) or processes the step runs
 data-parallel over a ``("data",)`` mesh; checkpoints are verified on resume (a damaged
@@ -76,6 +88,7 @@ from rnnjax import analysis, baselines, checkpointing, optim, parametrize
 from rnnjax import distributed as dist
 from rnnjax import outputs
 from rnnjax import tasks as tasks_lib
+from rnnjax.tasks import stateful
 from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonfinite,
                             format_record, load_history, make_record, write_metrics)
 from rnnjax.models import Model, cell_with_readout
@@ -91,18 +104,33 @@ def make_task(config: Config):
                           permutation=config.permutation)
 
 
+def _per_epoch(config: Config, task) -> Optional[int]:
+    """Steps of one epoch: ``floor(N_train / batch)`` for a data set, the
+    :func:`rnnjax.tasks.stateful.windows_per_epoch` of a stateful task, None for a
+    generated one."""
+    if task.stream is not None:
+        return stateful.windows_per_epoch(len(task.stream.train), config.batch,
+                                          task.stream.length)
+    if task.splits is not None:
+        return tasks_lib.steps_per_epoch(len(task.splits.train[1]), config.batch)
+    return None
+
+
 def resolve(config: Config, task) -> Config:
-    """``config`` with what the built task fixes filled in: ``steps = epochs *
-    floor(N_train / batch)`` and ``log_every`` one epoch when ``epochs`` is set (a
+    """``config`` with what the built task fixes filled in: ``steps = epochs * E`` and
+    ``log_every = E`` (one epoch, :func:`_per_epoch`) when ``epochs`` is set (a
     ``ValueError`` for a generated task, or a training split smaller than ``batch``),
-    and the pixel ``permutation`` of a permuted task."""
+    the pixel ``permutation`` of a permuted task and the data fingerprint
+    ``data_sha256`` (``Task.fingerprint``)."""
     splits = task.splits
+    per = _per_epoch(config, task)  # also checks that a stateful task has a window
     if config.epochs is not None:
-        if splits is None:
+        if per is None:
             raise ValueError(f"epochs is for data-set tasks; the {config.task!r} task is "
                              f"generated: give steps instead")
-        per = tasks_lib.steps_per_epoch(len(splits.train[1]), config.batch)
         config = dataclasses.replace(config, steps=config.epochs * per, log_every=per)
+    if task.fingerprint is not None:
+        config = dataclasses.replace(config, data_sha256=task.fingerprint)
     if splits is not None and splits.permutation is not None and config.permutation is None:
         config = dataclasses.replace(
             config, permutation=tuple(int(i) for i in np.asarray(splits.permutation)))
@@ -152,7 +180,7 @@ def build(config: Config) -> Experiment:
     validate(config)
     task = make_task(config)
     config = resolve(config, task)
-    splits = task.splits
+    splits, stream = task.splits, task.stream
     # Epoch order: one key per run (shared by the seeds of one program).
     order_key = jax.random.fold_in(jax.random.key(config.seed), 2 << 20)
     model = make_model(config, task)
@@ -167,7 +195,11 @@ def build(config: Config) -> Experiment:
         params = jax.tree.map(
             lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
             model.init(k_init))
-        return init_state(params, opt, k_data)
+        state = init_state(params, opt, k_data)
+        if stream is not None:
+            state = state._replace(carry=model.cell.initial_carry((config.batch,),
+                                                                  jnp.float32))
+        return state
 
     def loss_fn(params, data):
         xs, ys = data
@@ -178,11 +210,35 @@ def build(config: Config) -> Experiment:
     def update(state: TrainState, data) -> TrainState:
         return update_with_loss(state, data)[0]
 
+    if stream is not None:  # stateful: consecutive windows, the carry passed on
+        if model.cell is None:
+            raise ValueError(f"the {config.task!r} task is stateful and needs a recurrent "
+                             f"cell; got the baseline {config.cell!r}")
+        streams = jnp.asarray(stateful.batchify(stream.train, config.batch))
+        per_epoch = _per_epoch(config, task)
+        update_window = make_update(
+            lambda params, b: stateful.window_loss(model.cell, params, *b, stream.vocab,
+                                                   config.grad), opt, has_aux=True)
+
+        def stateful_step(state: TrainState) -> TrainState:
+            # Window k = step mod K; the carry left by window k-1 enters window k (zeros
+            # at the start of each epoch); window_loss cuts its gradient.
+            k = state.step % per_epoch
+            xs, ys = stateful.window_at(streams, k, stream.length)
+            carry = jax.tree.map(lambda c: jnp.where(k == 0, jnp.zeros_like(c), c),
+                                 state.carry)
+            new, (_, carry) = update_window(state, (carry, xs, ys))
+            # A non-finite carry (a diverged window) is not passed on.
+            carry = jax.tree.map(lambda c: jnp.where(jnp.isfinite(c), c, 0), carry)
+            return new._replace(carry=carry)
+
     def batch(key_data):
         _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
         return task.sample(k_batch, config.batch)
 
     def step(state: TrainState) -> TrainState:
+        if stream is not None:
+            return stateful_step(state)
         if config.epochs is not None:
             return update(state, tasks_lib.epoch_batch(splits.train, order_key, state.step,
                                                        config.batch, splits.prepare))
@@ -195,8 +251,14 @@ def build(config: Config) -> Experiment:
 
     def evaluate(state: TrainState, data):
         xs, ys = data
-        out = {f"eval_{k}": v for k, v in
-               task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
+        if stream is not None:  # the whole test ("eval") and valid texts, state carried
+            out = {}
+            for name, part in (("eval", stream.test), ("valid", stream.valid)):
+                out.update({f"{name}_{k}": v for k, v in stateful.text_metrics(
+                    model.cell, state.params, part, stream.length, stream.vocab).items()})
+        else:
+            out = {f"eval_{k}": v for k, v in
+                   task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
         if splits is not None:  # the whole test (and validation) split
             def logits(x):
                 return model.apply(state.params, task.encode(x))
@@ -254,14 +316,16 @@ class _Run(NamedTuple):
     lock: Any = None
 
 
-def _mesh(config):
-    """The data-parallel mesh, or None for one device in one process."""
+def _mesh(config, stateful_task: bool = False):
+    """The data-parallel mesh, or None for one device in one process (epochs and a
+    stateful task need one device)."""
     n = config.devices if config.devices is not None else jax.local_device_count() \
         if jax.process_count() == 1 else jax.device_count()
     if n == 1 and jax.process_count() == 1:
         return None
-    if config.epochs is not None:
-        raise ValueError(f"epochs trains on one device; pass devices=1 (got {n} devices)")
+    if config.epochs is not None or stateful_task:
+        raise ValueError(f"epochs and stateful tasks ({config.task!r}) train on one "
+                         f"device; pass devices=1 (got {n} devices)")
     mesh = dist.make_mesh(n)
     dist.check_batch(config.batch, mesh)
     return mesh
@@ -272,7 +336,8 @@ def _manager(config):
                                  every=config.checkpoint_every or max(config.steps, 1))
 
 
-def _open_run(config: Config, resume: bool, overwrite: bool = False) -> _Run:
+def _open_run(config: Config, resume: bool, overwrite: bool = False,
+              stateful_task: bool = False) -> _Run:
     """Check the run directory (no silent overwrite: a folder holding files needs
     ``resume`` or ``overwrite``; a resumed run must agree with its config.json), lock it
     for this writer and open its checkpoint manager."""
@@ -299,7 +364,7 @@ def _open_run(config: Config, resume: bool, overwrite: bool = False) -> _Run:
             if lock is not None:
                 lock.release()
             raise
-    return _Run(out, mngr, dist.is_main(), _mesh(config), lock)
+    return _Run(out, mngr, dist.is_main(), _mesh(config, stateful_task), lock)
 
 
 def _starting_state(exp: Experiment, run: _Run, resume: bool):
@@ -431,17 +496,23 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     return state, history
 
 
+def _rank(rec: dict) -> tuple:
+    """Higher is better: ``(valid_accuracy, -valid_loss)``, or ``-valid_loss`` alone for
+    a task without accuracy (the char LM's bits per character)."""
+    return (rec.get("valid_accuracy", 0.0), -rec["valid_loss"])
+
+
 def _keep_best(out: str, rec: dict, state) -> bool:
     """Save ``state.params`` in ``out/best`` and ``rec`` in ``out/best.json`` when ``rec``
-    has the best ``valid_accuracy`` so far (ties: lower ``valid_loss``)."""
-    if "valid_accuracy" not in rec:
+    has the best ``valid_accuracy`` so far (ties: lower ``valid_loss``; a task without
+    accuracy: the lowest ``valid_loss``)."""
+    if "valid_loss" not in rec:
         return False
     path = os.path.join(out, "best.json")
     if os.path.exists(path):
         with open(path) as f:
             best = json.load(f)
-        if (rec["valid_accuracy"], -rec["valid_loss"]) <= (best["valid_accuracy"],
-                                                             -best["valid_loss"]):
+        if _rank(rec) <= _rank(best):
             return False
     checkpointing.save_params(os.path.join(out, "best"), rec["step"], state.params, keep=1)
     with outputs.atomic_open(path) as f:
@@ -464,7 +535,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     """
     exp = build(config)
     config = exp.config  # with epochs and permutation resolved
-    run = _open_run(config, resume, overwrite)
+    run = _open_run(config, resume, overwrite, exp.task.stream is not None)
     try:
         state, eval_data, history = _starting_state(exp, run, resume)
         if resume and print_fn is not None and run.main:

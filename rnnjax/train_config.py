@@ -42,9 +42,11 @@ class Config:
     :func:`rnnjax.run`'s: ``"auto"`` the faster of autodiff and the cell's hand-written
     BPTT on this backend (:func:`rnnjax.bptt.choose_grad`), or either one by name.
 
-    Data-set tasks (``digits``, ``pdigits``, ``smnist``, ``pmnist``) train for ``epochs``
-    passes over their training split when it is set (``steps`` and ``log_every`` are
-    then ``epochs * floor(N_train / batch)`` and one epoch, filled in by
+    Data-set tasks (``digits``, ``pdigits``, ``mnist1d``, ``smnist``, ``pmnist``) train
+    for ``epochs`` passes over their training split when it is set, the stateful
+    ``charlm`` over its training text (``steps`` and ``log_every`` are then ``epochs *
+    E`` and one epoch, ``E = floor(N_train / batch)`` batches or the number of windows,
+    filled in by
     :func:`rnnjax.train.build`); generated tasks train for ``steps``.  ``permutation``
     is the fixed pixel order of a permuted task, filled in from ``permutation_seed`` and
     saved so that a run is reproduced from its ``config.json`` alone.
@@ -53,6 +55,9 @@ class Config:
     dynamic loss scaling, :func:`rnnjax.optim.dynamic_loss_scale`).
     ``tensorboard=True`` also writes
     TensorBoard event files to ``out/tensorboard`` (optional ``tensorboardX``).
+    ``data_sha256`` is the fingerprint of the task's data (``Task.fingerprint``, e.g.
+    the SHA-256 of the char-LM text), filled in by :func:`rnnjax.train.build` and
+    checked by :func:`check_resume`.
     """
 
     task: str = "copy"
@@ -87,6 +92,7 @@ class Config:
     permutation: Optional[tuple] = None
     tensorboard: bool = False
     dtype: str = "float32"
+    data_sha256: Optional[str] = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -232,6 +238,12 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
                          "hyper-parameters of the run cannot be checked; restore it (or "
                          "start a new run with another --out)")
     saved = Config.load(out)
+    if saved.data_sha256 is not None and saved.data_sha256 != config.data_sha256:
+        raise ValueError(f"resume: the run in {out!r} was trained on other data (data "
+                         f"{saved.data!r}, sha256 {saved.data_sha256[:16]}...); this call "
+                         f"has data {config.data!r}, sha256 "
+                         f"{str(config.data_sha256)[:16]}...: give the run's own data file "
+                         f"or start a new run with another --out")
     diff = [k for k in RESUME_FIELDS if getattr(saved, k) != getattr(config, k)]
     if diff:
         raise ValueError("resume: the run in " + repr(out) + " was made with " + ", ".join(

@@ -39,6 +39,8 @@ class TrainState(NamedTuple):
     ``loss_sum``/``gnorm_sum``/``count`` accumulate the current logging window (finite
     steps only); ``nonfinite`` counts the current run of consecutive steps whose loss or
     gradient was not finite (their updates are skipped) and ``skipped`` all of them.
+    ``carry`` is the recurrent state a stateful task passes from one batch to the next
+    (None for the others): it is part of the state, so it is checkpointed and resumed.
     """
 
     params: Any
@@ -50,6 +52,7 @@ class TrainState(NamedTuple):
     count: jax.Array
     nonfinite: jax.Array
     skipped: jax.Array
+    carry: Any = None
 
 
 def init_state(params, optimizer: optax.GradientTransformation, key) -> TrainState:
@@ -60,21 +63,30 @@ def init_state(params, optimizer: optax.GradientTransformation, key) -> TrainSta
                       i0, z, z, i0, i0, i0)
 
 
-def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                has_aux: bool = False) -> Callable:
     """``update(state, batch) -> (state, loss)``: one step of the rule in the module
     docstring, with ``loss_fn(params, batch) -> scalar``.  Pure and traceable (jit and
-    vmap it); the state's key is split once per step (``key, _ = split(key)``)."""
+    vmap it); the state's key is split once per step (``key, _ = split(key)``).
+    ``has_aux=True``: ``loss_fn(params, batch) -> (scalar, aux)`` (as
+    ``jax.value_and_grad``) and ``update`` returns ``(state, (loss, aux))``; a stateful
+    task's ``aux`` is the carry leaving the batch."""
 
     def update(state: TrainState, batch):
         key, _ = jax.random.split(jax.random.wrap_key_data(state.key))
         scaled = isinstance(state.opt_state, LossScaleState)
-        if scaled:  # dynamic loss scaling: d(S loss)/S
-            S = state.opt_state.scale
-            loss, grads = jax.value_and_grad(lambda p, b: loss_fn(p, b) * S)(state.params,
-                                                                              batch)
+        S = state.opt_state.scale if scaled else None
+
+        def objective(p, b):  # dynamic loss scaling differentiates S * loss
+            out = loss_fn(p, b)
+            if not scaled:
+                return out
+            return (out[0] * S, out[1]) if has_aux else out * S
+
+        value, grads = jax.value_and_grad(objective, has_aux=has_aux)(state.params, batch)
+        loss = value[0] if has_aux else value
+        if scaled:
             loss, grads = loss / S, jax.tree.map(lambda g: g / S.astype(g.dtype), grads)
-        else:
-            loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
         gnorm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params, new_scale = optax.apply_updates(state.params, updates), opt_state
@@ -91,8 +103,8 @@ def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation) -> C
                          state.gnorm_sum + jnp.where(ok, gnorm.astype(jnp.float32), zero),
                          state.count + ok.astype(jnp.int32),
                          jnp.where(ok, 0, state.nonfinite + 1).astype(jnp.int32),
-                         state.skipped + (~ok).astype(jnp.int32))
-        return new, loss
+                         state.skipped + (~ok).astype(jnp.int32), state.carry)
+        return new, ((loss, value[1]) if has_aux else loss)
 
     return update
 

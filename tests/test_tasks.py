@@ -156,6 +156,11 @@ def test_mnist_reads_local_files(tmp_path, fmt):
     np.testing.assert_allclose(np.asarray(xp[..., 0]), np.asarray(xs[..., 0])[:, p])
     np.testing.assert_array_equal(yp, ys)
     assert perm.baseline == pytest.approx(math.log(10))
+    # The data's fingerprint: the same arrays give the same one, other arrays another.
+    assert seq.fingerprint == perm.fingerprint == tasks.mnist_task(path).fingerprint
+    other = _fake_mnist(seed=1)
+    np.savez(str(tmp_path / "other.npz"), **other)
+    assert tasks.mnist_task(str(tmp_path / "other.npz")).fingerprint != seq.fingerprint
 
 
 def test_mnist_missing_file_names_path_and_format(tmp_path):
@@ -181,12 +186,16 @@ def test_charlm_windows_vocab_bpc_and_generation(tmp_path):
     np.testing.assert_array_equal(xs[:, 1:], ys[:, :-1])  # targets are the next character
     for row_x, row_y in zip(np.asarray(xs), np.asarray(ys)):
         assert (vocab.decode(row_x) + vocab.decode(row_y[-1:])) in text
-    held = int(len(text) * 0.1)
-    ex, ey = task.eval_sample(jax.random.key(0), 4)
+    # Contiguous parts: train, then the valid 5%, then the test 5%.
+    n5 = int(len(text) * 0.05)
+    valid = text[len(text) - 2 * n5:len(text) - n5]
+    assert vocab.decode(task.stream.valid) == valid
+    assert vocab.decode(task.stream.test) == text[len(text) - n5:]
+    ex, ey = task.eval_sample(jax.random.key(0), 4)  # windows of the valid part
     for row_x, row_y in zip(np.asarray(ex), np.asarray(ey)):
-        assert (vocab.decode(row_x) + vocab.decode(row_y[-1:])) in text[len(text) - held:]
+        assert (vocab.decode(row_x) + vocab.decode(row_y[-1:])) in valid
     # Unigram baseline: entropy of the training characters.
-    train = text[:len(text) - held]
+    train = text[:len(text) - 2 * n5]
     freq = np.array([train.count(c) for c in vocab.chars if c in train], float) / len(train)
     assert task.baseline == pytest.approx(-(freq * np.log(freq)).sum(), rel=1e-12)
     logits = jnp.zeros((8, 16, len(vocab)))
@@ -218,6 +227,6 @@ def test_charlm_windows_vocab_bpc_and_generation(tmp_path):
 
 def test_task_registry_lists_names():
     assert set(tasks.TASKS) == {"copy", "adding", "smnist", "pmnist", "charlm", "digits",
-                                "pdigits"}
+                                "pdigits", "mnist1d"}
     with pytest.raises(ValueError, match=r"task must be one of \['adding', 'charlm', 'copy'"):
         tasks.make("kopy", T=5)

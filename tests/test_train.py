@@ -31,7 +31,7 @@ def _deterministic(history):
 
 @pytest.mark.parametrize("change,message", [
     (dict(task="kopy"), r"task must be one of \['adding', 'charlm', 'copy', 'digits', "
-                        r"'pdigits', 'pmnist', 'smnist'\]"),
+                        r"'mnist1d', 'pdigits', 'pmnist', 'smnist'\]"),
     (dict(cell="lsmt"), r"cell must be one of \[.*'elman'.*'gru'.*'lstm'.*\], got 'lsmt'"),
     (dict(T=0), "T must be a positive integer, got 0"),
     (dict(hidden=0), "hidden must be a positive integer, got 0"),

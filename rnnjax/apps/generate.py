@@ -44,7 +44,7 @@ from rnnjax.checks import (check_choice, check_file, check_fraction, check_nonne
                            check_positive_int)
 from rnnjax.models import cell_with_readout
 from rnnjax.outputs import atomic_open, writes_out
-from rnnjax.tasks.charlm import Vocab, load_text, sample, split_text
+from rnnjax.tasks.charlm import Vocab, load_text, sample, split_text, vocab_of
 from rnnjax.training import fit
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "tiny_text.txt")
@@ -132,15 +132,16 @@ def load_checkpoint(out, step=None):
 
 def load_runner_run(run_dir, seed_index=0):
     """``(model, params, vocab)`` of a char-LM run of the training runner: reads
-    ``run_dir/config.json`` (task charlm, its data file, cell, hidden) and the runner's
+    ``run_dir/config.json`` (task charlm, its data file or the shipped text, cell,
+    hidden) and the runner's
     checkpoints via :func:`rnnjax.train.load_params` (params stacked over seeds: entry
     ``seed_index`` is used)."""
     check_file("run (its config.json)", os.path.join(os.fspath(run_dir), "config.json"))
     config = runner.Config.load(run_dir)
     if config.task != "charlm":
         raise ValueError(f"run must be a charlm run, got task {config.task!r}")
-    vocab = Vocab.of(load_text(config.data))
-    model = runner.build(config).model
+    exp = runner.build(config)  # the text of config.data (the shipped one when None)
+    vocab, model = vocab_of(exp.task), exp.model
     params = jax.tree.map(lambda a: a[seed_index], runner.load_params(run_dir))
     return model, params, vocab
 

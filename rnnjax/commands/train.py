@@ -66,8 +66,9 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     d = Config() if defaults is None else defaults
     if task:
         p.add_argument("--task", default=d.task,
-                       help="copy, adding, charlm (generated / sampled windows: --steps), or the "
-                            "data sets digits, pdigits, smnist, pmnist (--epochs) "
+                       help="copy, adding (generated: --steps), charlm (stateful, "
+                            "consecutive windows of the text: --steps or --epochs), or the "
+                            "data sets digits, pdigits, mnist1d, smnist, pmnist (--epochs) "
                             "(default %(default)s)")
     if cell:
         p.add_argument("--cell", default=d.cell, help="a name in rnnjax.cells.REGISTRY")
@@ -79,7 +80,8 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
                    help="training steps of a generated task (default %(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help="passes over the training split of a data-set task (digits, "
-                        "pdigits, smnist, pmnist); replaces --steps and logs every epoch")
+                        "pdigits, mnist1d, smnist, pmnist) or the training text of "
+                        "charlm; replaces --steps and logs every epoch")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-orth", type=float, default=d.lr_orth,
                    help="learning rate of orthogonal/unitary parameters (default: --lr)")
@@ -93,7 +95,8 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--eval-batch", type=int, default=d.eval_batch)
     p.add_argument("--data", default=d.data,
-                   help="MNIST directory/.npz (smnist, pmnist) or UTF-8 text file (charlm)")
+                   help="MNIST directory/.npz (smnist, pmnist) or UTF-8 text file (charlm; "
+                        "default: the shipped rnnjax/data/shakespeare.txt)")
     p.add_argument("--variant", default=d.variant, choices=("arjovsky", "exprnn"),
                    help="copy-task timing (default %(default)s)")
     p.add_argument("--permutation-seed", type=int, default=d.permutation_seed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -32,6 +34,12 @@ class Task(NamedTuple):
       time: sequence length.
       splits: for data-set tasks, their fixed :class:`Splits` (whole-split evaluation,
         training by epochs); None for generated tasks.
+      stream: for stateful tasks (char LM), their
+        :class:`rnnjax.tasks.stateful.Stream`: the runner trains on consecutive windows
+        with the carry passed on and evaluates whole texts; None for the others.
+      fingerprint: SHA-256 (hex) of the task's data (a file's bytes, or the arrays of a
+        generated data set), checked when a run resumes; None when the other config
+        fields determine the data.
     """
 
     name: str
@@ -47,6 +55,8 @@ class Task(NamedTuple):
     baseline_note: str
     time: int
     splits: Optional[Any] = None
+    stream: Optional[Any] = None
+    fingerprint: Optional[str] = None
 
 
 class Splits(NamedTuple):
@@ -61,6 +71,55 @@ class Splits(NamedTuple):
     test: tuple
     permutation: Optional[Any] = None
     prepare: Callable = lambda xs: xs
+
+
+def arrays_sha256(*arrays) -> str:
+    """SHA-256 (hex) of the dtypes, shapes and bytes of ``arrays`` (a data set's
+    fingerprint, :attr:`Task.fingerprint`)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def dataset_task(name: str, arrays: dict, *, order=None, permuted: bool = False,
+                 n_classes: int = 10) -> Task:
+    """A sequence-classification :class:`Task` over a fixed data set with one feature
+    per step, read in ``order`` (a fixed permutation of the time steps; the identity
+    when None): ``arrays`` holds ``x_train, y_train, x_valid, y_valid, x_test, y_test``
+    with ``x (N, T)`` float and ``y (N,)`` integer classes.  xs ``(batch, T, 1)``, ys
+    ``(batch,)``, the class read at the last step, mean cross-entropy loss, uniform
+    predictor ``ln n_classes``; ``task.splits`` are the fixed :class:`Splits`
+    (``permutation = order`` when ``permuted``) and ``task.fingerprint`` their
+    :func:`arrays_sha256`.  ``sample`` / ``eval_sample`` draw uniform rows of the train
+    / test split."""
+    T = arrays["x_train"].shape[1]
+    order = np.arange(T) if order is None else order
+
+    def part(s):
+        return (np.asarray(arrays[f"x_{s}"], np.float32)[:, order][..., None],
+                np.asarray(arrays[f"y_{s}"], np.int32))
+
+    splits = Splits(part("train"), part("valid"), part("test"), order if permuted else None)
+
+    def sampler(data):
+        xs_all, ys_all = (jnp.asarray(a) for a in data)
+
+        def sample(key, batch):
+            idx = jax.random.randint(key, (batch,), 0, xs_all.shape[0])
+            return xs_all[idx], ys_all[idx]
+        return sample
+
+    return Task(name=name, sample=sampler(splits.train), eval_sample=sampler(splits.test),
+                encode=identity_encoder, loss=mean_cross_entropy,
+                metrics=classification_metrics, input_size=1, output_size=n_classes,
+                readout="last", baseline=math.log(n_classes),
+                baseline_note=f"uniform over {n_classes} classes: ln {n_classes}", time=T,
+                splits=splits,
+                fingerprint=arrays_sha256(*(a for part_ in (splits.train, splits.valid,
+                                                            splits.test) for a in part_)))
 
 
 def check_permutation(perm, n: int) -> np.ndarray:
@@ -156,6 +215,7 @@ def identity_encoder(xs):
     return jnp.asarray(xs, jnp.float32)
 
 
-__all__ = ["Splits", "Task", "accuracy", "check_permutation", "classification_metrics",
-           "cross_entropy", "epoch_batch", "identity_encoder", "mean_cross_entropy",
+__all__ = ["Splits", "Task", "accuracy", "arrays_sha256", "check_permutation",
+           "classification_metrics", "cross_entropy", "dataset_task", "epoch_batch",
+           "identity_encoder", "mean_cross_entropy",
            "one_hot_encoder", "split_metrics", "steps_per_epoch"]

@@ -1,18 +1,29 @@
 r"""Character-level language modelling over any UTF-8 text file.
 
-The vocabulary is the sorted set of characters in the file; the last 10% of the text is
-held out.  A batch is ``batch`` windows of ``seq_len + 1`` characters at uniform
-positions: inputs are the first ``seq_len``, targets the next character at each step.
-Loss: mean cross-entropy in nats; the metric ``bpc = loss / ln 2`` (bits per
-character).  Baseline: the unigram entropy of the training text (a model with no
-context).  :func:`sample` draws text after a prompt: each next character is ``argmax(logits)``
-when ``temperature == 0`` and is drawn from ``softmax(logits / temperature)``
-otherwise, with one PRNG key per step split from ``key``; as ``temperature -> 0`` the
-draw tends to greedy decoding.
+The vocabulary is the sorted set of characters in the file.  :func:`charlm_task` follows
+the PTB protocol (:mod:`rnnjax.tasks.stateful`): the text is cut into contiguous train /
+valid / test parts (the last 5% and 5% by default) and the task carries a
+:class:`~rnnjax.tasks.stateful.Stream`, so the training runner trains it statefully
+(consecutive windows of ``B`` streams, the carry passed on, gradients cut at window
+boundaries) and evaluates the whole valid and test parts with carried state.  Without a
+file it reads the shipped public-domain text :data:`DEFAULT_TEXT` (200,376 characters of
+Shakespeare's plays; see ``rnnjax/data/SOURCES.md``).  ``task.fingerprint`` is the
+SHA-256 of the file's bytes (a resumed run must train on the same text).
+
+``task.sample`` still draws ``batch`` windows of ``seq_len + 1`` characters of the
+training part at uniform positions (``eval_sample``: of the valid part): inputs are the
+first ``seq_len``, targets the next character at each step.  Loss: mean cross-entropy in
+nats; the metric ``bpc = loss / ln 2`` (bits per character).  Baseline: the unigram
+entropy of the training text (a model with no context).  :func:`sample` draws text after
+a prompt: each next character is ``argmax(logits)`` when ``temperature == 0`` and is
+drawn from ``softmax(logits / temperature)`` otherwise, with one PRNG key per step split
+from ``key``; as ``temperature -> 0`` the draw tends to greedy decoding.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import os
 
@@ -20,10 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import functools
-
 from rnnjax.checks import check_positive_int
 from rnnjax.tasks.base import Task, accuracy, cross_entropy, one_hot_encoder
+from rnnjax.tasks.stateful import Stream, split_contiguous
+
+DEFAULT_TEXT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "data", "shakespeare.txt")
 
 
 class Vocab:
@@ -48,6 +61,20 @@ class Vocab:
 
     def __len__(self):
         return len(self.chars)
+
+
+def text_path(path) -> str:
+    """``path``, or the shipped :data:`DEFAULT_TEXT` when it is None."""
+    return DEFAULT_TEXT if path is None else os.fspath(path)
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 (hex) of the bytes of the file ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_text(path) -> str:
@@ -79,13 +106,22 @@ def split_text(ids, holdout: float, seq_len: int):
     return train_ids, eval_ids
 
 
-def charlm_task(path, seq_len: int = 100, holdout: float = 0.1) -> Task:
-    """Character LM as a :class:`Task`; ``task.vocab`` is reachable as ``vocab_of(task)``."""
+def charlm_task(path=None, seq_len: int = 100, valid: float = 0.05,
+                test: float = 0.05) -> Task:
+    """Character LM as a stateful :class:`Task` (see the module docstring) over the text
+    file ``path`` (the shipped :data:`DEFAULT_TEXT` when None), windows of ``seq_len``;
+    ``task.vocab`` is reachable as ``vocab_of(task)``."""
     check_positive_int("seq_len", seq_len)
+    path = text_path(path)
     text = load_text(path)
     vocab = Vocab(sorted(set(text)))
     ids = vocab.encode(text)
-    train_ids, eval_ids = split_text(ids, holdout, seq_len)
+    train_ids, valid_ids, test_ids = split_contiguous(ids, valid, test)
+    for name, part in (("train", train_ids), ("valid", valid_ids)):
+        if len(part) < seq_len + 1:
+            raise ValueError(f"the {name} part of the text {path!r} has {len(part)} "
+                             f"characters; T={seq_len} needs at least {seq_len + 1}: "
+                             f"lower T or give a longer text")
     counts = np.bincount(train_ids, minlength=len(vocab)).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     unigram = float(-(p * np.log(p)).sum())
@@ -106,11 +142,13 @@ def charlm_task(path, seq_len: int = 100, holdout: float = 0.1) -> Task:
         l = loss(logits, ys)
         return {"loss": l, "bpc": l / math.log(2), "accuracy": accuracy(logits, ys)}
 
-    task = Task(name="charlm", sample=sampler(train_ids), eval_sample=sampler(eval_ids),
+    task = Task(name="charlm", sample=sampler(train_ids), eval_sample=sampler(valid_ids),
                 encode=one_hot_encoder(len(vocab)), loss=loss, metrics=metrics,
                 input_size=len(vocab), output_size=len(vocab), readout="all",
                 baseline=unigram, baseline_note="unigram entropy of the training text",
-                time=seq_len)
+                time=seq_len,
+                stream=Stream(train_ids, valid_ids, test_ids, seq_len, len(vocab)),
+                fingerprint=file_sha256(path))
     _VOCABS[id(task.encode)] = vocab
     return task
 
@@ -173,4 +211,5 @@ def _sampler(model, V, length, temperature):
     return go
 
 
-__all__ = ["Vocab", "charlm_task", "load_text", "sample", "split_text", "vocab_of"]
+__all__ = ["DEFAULT_TEXT", "Vocab", "charlm_task", "file_sha256", "load_text", "sample",
+           "split_text", "text_path", "vocab_of"]

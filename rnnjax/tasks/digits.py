@@ -19,13 +19,9 @@ Needs the ``data`` extra (``pip install -e ".[data]"``).
 
 from __future__ import annotations
 
-import math
-
-import jax
 import numpy as np
 
-from rnnjax.tasks.base import (Splits, Task, check_permutation, classification_metrics,
-                               identity_encoder, mean_cross_entropy)
+from rnnjax.tasks.base import Task, check_permutation, dataset_task
 
 T_DIGITS = 64
 TEST_FRACTION = 0.2
@@ -65,34 +61,16 @@ def permutation(seed: int = 0) -> np.ndarray:
 
 def digits_task(permuted: bool = False, permutation_seed: int = 0, split_seed: int = 0,
                 perm=None) -> Task:
-    """``digits`` / ``pdigits`` as a :class:`Task`: xs ``(batch, 64, 1)``, ys ``(batch,)``,
-    with ``task.splits`` the fixed train/valid/test :class:`Splits`."""
+    """``digits`` / ``pdigits`` as a :class:`Task` (:func:`rnnjax.tasks.base.dataset_task`):
+    xs ``(batch, 64, 1)``, ys ``(batch,)``, with ``task.splits`` the fixed
+    train/valid/test :class:`Splits`."""
     arrays = load_digits(split_seed)
+    order = None
     if permuted:
         order = check_permutation(permutation(permutation_seed) if perm is None else perm,
                                   T_DIGITS)
-    else:
-        order = np.arange(T_DIGITS)
-
-    def part(s):
-        return arrays[f"x_{s}"][:, order][..., None], arrays[f"y_{s}"]
-
-    splits = Splits(part("train"), part("valid"), part("test"),
-                    order if permuted else None)
-
-    def sampler(data):
-        xs_all, ys_all = (jax.numpy.asarray(a) for a in data)
-
-        def sample(key, batch):
-            idx = jax.random.randint(key, (batch,), 0, xs_all.shape[0])
-            return xs_all[idx], ys_all[idx]
-        return sample
-
-    return Task(name="pdigits" if permuted else "digits", sample=sampler(splits.train),
-                eval_sample=sampler(splits.test), encode=identity_encoder,
-                loss=mean_cross_entropy, metrics=classification_metrics, input_size=1, output_size=10, readout="last",
-                baseline=math.log(10), baseline_note="uniform over 10 classes: ln 10",
-                time=T_DIGITS, splits=splits)
+    return dataset_task("pdigits" if permuted else "digits", arrays, order=order,
+                        permuted=permuted)
 
 
 __all__ = ["T_DIGITS", "TEST_FRACTION", "VALID_FRACTION", "digits_task", "load_digits",

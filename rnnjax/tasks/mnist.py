@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.tasks.base import (Splits, Task, check_permutation, classification_metrics,
-                               identity_encoder, mean_cross_entropy)
+from rnnjax.tasks.base import (Splits, Task, arrays_sha256, check_permutation,
+                               classification_metrics, identity_encoder, mean_cross_entropy)
 
 EXPECTED_FORMAT = (
     "a directory with the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -105,7 +105,9 @@ def pixels(rows):
 def mnist_task(path, permuted: bool = False, permutation_seed: int = 0, perm=None) -> Task:
     """Pixel MNIST as a :class:`Task`: xs ``(batch, 784, 1)``, labels ``(batch,)``;
     ``task.splits`` holds the whole train and test parts (no validation part).  ``perm``:
-    a saved pixel order (``config.json``) instead of the one drawn from the seed."""
+    a saved pixel order (``config.json``) instead of the one drawn from the seed.
+    ``task.fingerprint``: the SHA-256 of the loaded arrays (their dtypes, shapes and
+    bytes), checked when a run resumes."""
     arrays = load_mnist(path)
     if permuted:
         perm = check_permutation(permutation(permutation_seed) if perm is None else perm, 784)
@@ -132,7 +134,8 @@ def mnist_task(path, permuted: bool = False, permutation_seed: int = 0, perm=Non
                 output_size=10, readout="last",
                 baseline=math.log(10), baseline_note="uniform over 10 classes: ln 10",
                 time=784, splits=Splits(splits["train"], None, splits["test"],
-                                        perm if permuted else None, pixels))
+                                        perm if permuted else None, pixels),
+                fingerprint=arrays_sha256(*(arrays[k] for k in sorted(arrays))))
 
 
 __all__ = ["EXPECTED_FORMAT", "IDX_FILES", "load_mnist", "mnist_task", "permutation",

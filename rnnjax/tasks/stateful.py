@@ -19,11 +19,19 @@ The recipe of Zaremba, Sutskever & Vinyals (2014) and the PTB character tables
 
 The model is a cell with a linear readout, params ``{"cell", "readout": {"W", "b"}}`` as
 :func:`rnnjax.models.cell_with_readout` builds them.
+
+The training runner (``rnnjax train --task charlm``, :mod:`rnnjax.train`) runs the same
+protocol through its one update rule: a task that carries a :class:`Stream` is stateful;
+step ``i`` trains on window ``k = i mod K`` (:func:`window_at`, full windows only, so
+``K = floor((M - 1) / L)`` per epoch, :func:`windows_per_epoch`) from the carry that
+window ``k - 1`` left (zeros at ``k = 0``), and the records report
+:func:`text_metrics` over the whole valid and test parts.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +41,7 @@ import optax
 from rnnjax.checks import check_fraction, check_positive_int
 from rnnjax.sequence import run
 from rnnjax.tasks.base import cross_entropy
+from rnnjax.training import init_state, make_update
 
 
 def split_contiguous(ids, valid: float = 0.05, test: float = 0.05):
@@ -71,50 +80,110 @@ def window(streams, k: int, length: int):
     return x[:, :y.shape[1]], y
 
 
-def _logits(cell, params, carry, x_ids, vocab):
+class Stream(NamedTuple):
+    """The stateful protocol of a task (``Task.stream``): the contiguous ``train``,
+    ``valid`` and ``test`` parts of the text (int32 token ids), the window length
+    ``length`` (``L``) and the vocabulary size ``vocab``."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    length: int
+    vocab: int
+
+
+def windows_per_epoch(n: int, streams: int, length: int) -> int:
+    """``K = floor((M - 1) / L)`` full windows of ``L`` inputs (and their ``L`` targets)
+    in ``streams`` streams of ``M = floor(n / streams)`` characters; a ``ValueError``
+    naming the sizes when there is none."""
+    check_positive_int("streams", streams)
+    check_positive_int("length", length)
+    m = n // streams
+    k = (m - 1) // length if m > 0 else 0
+    if k < 1:
+        raise ValueError(f"the training text of {n} characters in batch={streams} streams "
+                         f"({m} characters each) holds no window of length T={length} "
+                         f"(each stream needs at least {length + 1} characters): lower "
+                         f"the batch or T, or give a longer text")
+    return k
+
+
+def window_at(streams, k, length: int):
+    """Inputs and targets ``(B, L)`` of full window ``k`` of ``streams (B, M)``:
+    ``streams[:, kL : kL+L]`` and ``streams[:, kL+1 : kL+L+1]``; ``k`` may be traced
+    (``0 <= k < K``, :func:`windows_per_epoch`)."""
+    b = streams.shape[0]
+    start = jnp.asarray(k) * length
+    zero = jnp.zeros_like(start)  # the same integer type (x64 or not)
+    x = jax.lax.dynamic_slice(streams, (zero, start), (b, length))
+    y = jax.lax.dynamic_slice(streams, (zero, start + 1), (b, length))
+    return x, y
+
+
+def _logits(cell, params, carry, x_ids, vocab, grad="auto"):
     xs = jax.nn.one_hot(x_ids, vocab, dtype=params["readout"]["W"].dtype)
-    hs, carry = run(cell, params["cell"], xs, carry=carry)
+    hs, carry = run(cell, params["cell"], xs, carry=carry, grad=grad)
     return hs @ params["readout"]["W"].T + params["readout"]["b"], carry
 
 
-def window_loss(cell, params, carry, x_ids, y_ids, vocab):
+def window_loss(cell, params, carry, x_ids, y_ids, vocab, grad="auto"):
     """``(mean cross-entropy (nats), carry out)`` of one window, starting from
     ``stop_gradient(carry)``: no gradient reaches the previous window."""
-    logits, carry = _logits(cell, params, jax.lax.stop_gradient(carry), x_ids, vocab)
+    logits, carry = _logits(cell, params, jax.lax.stop_gradient(carry), x_ids, vocab, grad)
     return jnp.mean(cross_entropy(logits, y_ids)), carry
+
+
+def text_metrics(cell, params, ids, length: int, vocab: int) -> dict:
+    r"""``{"loss", "bpc"}`` of the whole text ``ids`` read end to end from a zero carry,
+    the carry passed across windows of ``length`` (bounded memory): ``loss = (1/n)
+    \sum_t -\ln p(x_{t+1} | x_{\le t})`` over the ``n = len(ids) - 1`` predictions and
+    ``bpc = loss / ln 2``.  Traceable (the runner jits and vmaps it); the same number as
+    :func:`evaluate_bpc` with one stream and as one long ``rnnjax.run``."""
+    ids = jnp.asarray(ids)
+    n = ids.shape[0] - 1
+    k = -(-n // length)
+    pad = k * length - n  # padded positions come after every real one: masked out
+    x = jnp.concatenate([ids[:-1], jnp.zeros((pad,), ids.dtype)]).reshape(k, 1, length)
+    y = jnp.concatenate([ids[1:], jnp.zeros((pad,), ids.dtype)]).reshape(k, 1, length)
+    mask = (jnp.arange(k * length) < n).reshape(k, 1, length)
+
+    def body(carry, xym):
+        xk, yk, mk = xym
+        logits, carry = _logits(cell, params, carry, xk, vocab)
+        return carry, jnp.sum(jnp.where(mk, cross_entropy(logits, yk), 0.0))
+
+    carry0 = cell.initial_carry((1,), params["readout"]["W"].dtype)
+    _, sums = jax.lax.scan(body, carry0, (x, y, mask))
+    loss = jnp.sum(sums) / n
+    return {"loss": loss, "bpc": loss / math.log(2)}
 
 
 def train_stateful(cell, params, streams, length: int, vocab: int, *, epochs: int = 1,
                    optimizer=None, lr: float = 2e-3, clip: float = 0.25, trace=None):
     """Stateful truncated BPTT over ``streams (B, M)`` for ``epochs`` passes (the carry
-    starts at zero each epoch).  The optimiser is Adam after global-norm clipping at
-    ``clip`` unless given.  ``trace``: a list that receives ``(carry in, carry out,
-    params used)`` per window.  Returns ``(params, per-window losses)``."""
+    starts at zero each epoch), each window one step of the update rule
+    :func:`rnnjax.training.make_update` (a non-finite step is skipped).  The optimiser
+    is Adam after global-norm clipping at ``clip`` unless given.  ``trace``: a list that
+    receives ``(carry in, carry out, params used)`` per window.  Returns ``(params,
+    per-window losses)``."""
     check_positive_int("length", length)
     check_positive_int("epochs", epochs)
     if optimizer is None:
         optimizer = optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
-    opt_state = optimizer.init(params)
-
-    @jax.jit
-    def step(params, opt_state, carry, x, y):
-        (loss, carry_out), g = jax.value_and_grad(
-            lambda p: window_loss(cell, p, carry, x, y, vocab), has_aux=True)(params)
-        updates, opt_state = optimizer.update(g, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, carry_out, loss
-
+    update = jax.jit(make_update(lambda p, b: window_loss(cell, p, *b, vocab), optimizer,
+                                 has_aux=True))
+    state = init_state(params, optimizer, jax.random.key(0))
     losses = []
     for _ in range(epochs):
         carry = cell.initial_carry((streams.shape[0],), params["readout"]["W"].dtype)
         for k in range(n_windows(streams, length)):
             x, y = window(streams, k, length)
-            new_params, opt_state, carry_out, loss = step(params, opt_state, carry,
-                                                          jnp.asarray(x), jnp.asarray(y))
+            new, (loss, carry_out) = update(state, (carry, jnp.asarray(x), jnp.asarray(y)))
             if trace is not None:
-                trace.append((carry, carry_out, params))
-            params, carry = new_params, carry_out
+                trace.append((carry, carry_out, state.params))
+            state, carry = new, carry_out
             losses.append(float(loss))
-    return params, losses
+    return state.params, losses
 
 
 def evaluate_bpc(cell, params, ids, length: int, vocab: int, streams: int = 1) -> float:
@@ -136,5 +205,6 @@ def _window_sum(cell, params, carry, x, y, vocab):
     return jnp.sum(cross_entropy(logits, y)), carry
 
 
-__all__ = ["batchify", "evaluate_bpc", "n_windows", "split_contiguous", "train_stateful",
-           "window", "window_loss"]
+__all__ = ["Stream", "batchify", "evaluate_bpc", "n_windows", "split_contiguous",
+           "text_metrics", "train_stateful", "window", "window_at", "window_loss",
+           "windows_per_epoch"]
