@@ -72,7 +72,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from rnnjax import analysis, baselines, checkpointing, optim, parametrize
+from rnnjax import analysis, baselines, checkpointing, constraints, optim, parametrize
 from rnnjax import distributed as dist
 from rnnjax import outputs
 from rnnjax import tasks as tasks_lib
@@ -81,7 +81,7 @@ from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonf
 from rnnjax.models import Model, cell_with_readout
 from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
                                  has_orthogonal_params, make_cell, orthogonal_cells,
-                                 validate)
+                                 penalties, validate)
 from rnnjax.training import TrainState, init_state, make_update
 
 
@@ -121,11 +121,12 @@ def make_model(config: Config, task) -> Model:
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
-    parameters get ``lr_orth``, or ``lr`` when it is None), after per-element clipping
-    when ``clip_mode="element"``."""
+    parameters get ``lr_orth``, or ``lr`` when it is None; with ``riemannian`` the
+    cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
+    ``clip_mode="element"``."""
     global_clip = config.clip if config.clip_mode == "global_norm" else None
     tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth or config.lr,
-                      clip=global_clip)
+                      clip=global_clip, retraction=config.riemannian)
     if config.clip is not None and config.clip_mode == "element":
         tx = optax.chain(optax.clip(config.clip), tx)
     return tx
@@ -145,6 +146,11 @@ class Experiment(NamedTuple):
     orthogonal: bool
     batch: Any = None  # key data -> the training batch (xs, ys) step draws from it
     update: Any = None  # (TrainState, (xs, ys)) -> TrainState; step = update(s, batch(s.key))
+    # (params, (xs, ys)) -> the training objective: task loss + the config's penalties
+    loss_fn: Any = None
+    # Gradient flossing (config.floss_every): the same step with the flossing term added
+    floss_step: Any = None
+    floss_update: Any = None
 
 
 def build(config: Config) -> Experiment:
@@ -158,7 +164,8 @@ def build(config: Config) -> Experiment:
     model = make_model(config, task)
     opt = make_optimizer(config)
     orthogonal = (model.cell is not None and model.cell.recurrent_matrix is not None
-                  and has_orthogonal_params(jax.eval_shape(model.init, jax.random.key(0))))
+                  and (config.has_constraint() or has_orthogonal_params(
+                      jax.eval_shape(model.init, jax.random.key(0)))))
 
     def init(seed):
         k_init, k_data = jax.random.split(jax.random.key(seed))
@@ -169,14 +176,29 @@ def build(config: Config) -> Experiment:
             model.init(k_init))
         return init_state(params, opt, k_data)
 
-    def loss_fn(params, data):
+    spec = penalties(config)
+
+    def objective(params, data, floss=False):
+        # task loss + the soft constraints (rnnjax.constraints.penalty; 0 when none)
         xs, ys = data
-        return task.loss(model.apply(params, task.encode(xs)), ys)
+        enc = task.encode(xs)
+        loss = task.loss(model.apply(params, enc), ys)
+        if not config.has_constraint():
+            return loss
+        return loss + constraints.penalty(model.cell, params["cell"], enc, spec, floss=floss)
+
+    def loss_fn(params, data):
+        return objective(params, data)
 
     update_with_loss = make_update(loss_fn, opt)
+    floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt)
+                       if config.floss_every else None)
 
     def update(state: TrainState, data) -> TrainState:
         return update_with_loss(state, data)[0]
+
+    def floss_update(state: TrainState, data) -> TrainState:
+        return floss_with_loss(state, data)[0]
 
     def batch(key_data):
         _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
@@ -187,6 +209,9 @@ def build(config: Config) -> Experiment:
             return update(state, tasks_lib.epoch_batch(splits.train, order_key, state.step,
                                                        config.batch, splits.prepare))
         return update(state, batch(state.key))
+
+    def floss_step(state: TrainState) -> TrainState:
+        return floss_update(state, batch(state.key))
 
     def eval_batch(seed):
         # A held-out batch fixed by the seed, from a key the training stream never uses.
@@ -212,8 +237,10 @@ def build(config: Config) -> Experiment:
                 out["eval_grad_norm_" + name.strip("[]'")] = norm
         return out
 
+    flossing = config.floss_every > 0
     return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
-                      batch, update)
+                      batch, update, loss_fn, floss_step if flossing else None,
+                      floss_update if flossing else None)
 
 
 def seed_list(config: Config) -> list:
@@ -319,11 +346,16 @@ def _starting_state(exp: Experiment, run: _Run, resume: bool):
 
 
 def _compile(exp: Experiment, mesh):
-    """``(step_fn, eval_fn)`` over the stacked seeds (and the mesh, if any)."""
+    """``(step_fn, eval_fn, floss_fn)`` over the stacked seeds (and the mesh, if any);
+    ``floss_fn``, the step with gradient flossing, is None unless ``floss_every``."""
     if mesh is None:
+        floss = (None if exp.floss_step is None
+                 else jax.jit(jax.vmap(exp.floss_step), donate_argnums=0))
         return (jax.jit(jax.vmap(exp.step), donate_argnums=0),
-                jax.jit(jax.vmap(exp.evaluate)))
-    return dist.data_parallel(exp, mesh)
+                jax.jit(jax.vmap(exp.evaluate)), floss)
+    floss = (None if exp.floss_update is None
+             else dist.data_parallel(exp._replace(update=exp.floss_update), mesh)[0])
+    return (*dist.data_parallel(exp, mesh), floss)
 
 
 def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
@@ -363,7 +395,7 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     """Steps ``start+1 .. steps``: train, log every ``log_every``, checkpoint every
     ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``."""
     config = exp.config
-    step_fn, eval_fn = _compile(exp, run.mesh)
+    step_fn, eval_fn, floss_fn = _compile(exp, run.mesh)
     retrivialize_every, retrivialize = _retrivializer(config, state.params)
     start = int(np.asarray(state.step)[0])
     mngr = run.mngr
@@ -382,7 +414,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     sigterm = checkpointing.SigtermFlag()
     try:
         for i in range(start + 1, config.steps + 1):
-            state = step_fn(state)
+            flossing = floss_fn is not None and (i - 1) % config.floss_every == 0
+            state = (floss_fn if flossing else step_fn)(state)
             if retrivialize_every and i % retrivialize_every == 0:
                 state = state._replace(params=retrivialize(state.params))
             try:
