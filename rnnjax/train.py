@@ -20,8 +20,9 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
    PRNG key (``key, k = split(key)``), so the data stream is a pure function of the seed;
 5. every ``log_every`` steps writes one record (:mod:`rnnjax.metrics`) to
    ``metrics.jsonl`` and ``metrics.csv``: ``train_loss`` (mean training loss since the
-   last record), ``train_grad_norm`` (mean global gradient norm on those training
-   batches), ``eval_*`` (the task's metrics on a held-out batch fixed by the seed; for
+   last record, with the penalties of the constraint options), ``train_grad_norm``
+   (mean global gradient norm on those training batches), ``eval_*`` (the task's
+   metrics on a held-out batch fixed by the seed; for
    data-set tasks ``eval_loss`` and ``eval_accuracy`` over the *whole* test split and
    ``valid_*`` over the whole validation split, batched and jitted,
    :func:`rnnjax.tasks.split_metrics`), ``eval_grad_norm_<layer>`` (gradient norm per
@@ -49,6 +50,11 @@ newest one is reported and the previous one used); a step with a non-finite loss
 gradient is skipped and counted (``nonfinite_skipped``), ``max_nonfinite`` consecutive
 ones stop the run (:class:`NonFiniteError`); SIGTERM saves a checkpoint and raises
 :class:`rnnjax.checkpointing.Preempted`.
+
+Orthogonality by constraint, for any recurrent cell (:mod:`rnnjax.constraints`):
+``orth_penalty``, the nnRNN penalties and gradient flossing add their terms to the
+training loss (flossing on every ``floss_every``-th step, a second compiled step);
+``riemannian`` moves ``W_hh`` on ``O(H)`` (:func:`rnnjax.optim.recipe`).
 
 Optimiser: ``optax`` RMSprop as PyTorch's (``decay 0.99``, ``eps`` outside the square
 root; the expRNN recipe), Adam or SGD; optional clipping by global norm or per
@@ -146,8 +152,9 @@ class Experiment(NamedTuple):
     orthogonal: bool
     batch: Any = None  # key data -> the training batch (xs, ys) step draws from it
     update: Any = None  # (TrainState, (xs, ys)) -> TrainState; step = update(s, batch(s.key))
-    # (params, (xs, ys)) -> the training objective: task loss + the config's penalties
-    loss_fn: Any = None
+    # (params, (xs, ys), floss=False) -> the training objective: task loss + the
+    # config's penalties (+ the flossing term with floss=True)
+    objective: Any = None
     # Gradient flossing (config.floss_every): the same step with the flossing term added
     floss_step: Any = None
     floss_update: Any = None
@@ -187,10 +194,11 @@ def build(config: Config) -> Experiment:
             return loss
         return loss + constraints.penalty(model.cell, params["cell"], enc, spec, floss=floss)
 
-    def loss_fn(params, data):
-        return objective(params, data)
+    def loss_fn(params, data):  # evaluation's gradient norms: the task loss only
+        xs, ys = data
+        return task.loss(model.apply(params, task.encode(xs)), ys)
 
-    update_with_loss = make_update(loss_fn, opt)
+    update_with_loss = make_update(objective, opt)
     floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt)
                        if config.floss_every else None)
 
@@ -239,7 +247,7 @@ def build(config: Config) -> Experiment:
 
     flossing = config.floss_every > 0
     return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
-                      batch, update, loss_fn, floss_step if flossing else None,
+                      batch, update, objective, floss_step if flossing else None,
                       floss_update if flossing else None)
 
 
