@@ -10,16 +10,34 @@ flossing, and the nnRNN recipe's penalties.
   sequences, from :func:`rnnjax.analysis.lyapunov_spectrum` -- the QR method, whose
   ``log|R_ii|`` terms are differentiated through ``jnp.linalg.qr`` -- so its gradient
   pushes the exponents towards 0 (neither exploding nor vanishing products of
-  Jacobians).  The paper adds it every few steps (and before training); see
-  :mod:`rnnjax.orthogonality` for a loop that does.
+  Jacobians).
 * :func:`nnrnn_penalty`: ``alpha_lam sum_k (alpha_k - 1)^2 + (t_decay / 2) ||T||_F^2``,
   the regularisers of the nnRNN code (``KyleGoyette/nnRNN``: ``alpha_loss`` and the
   weight decay ``Tdecay`` on the upper-triangular ``T``).
 
+:class:`Penalties` and :func:`penalty` combine them into the one extra term the
+training runner adds to the task loss (``rnnjax train --orth-penalty``,
+``--floss-every/--floss-k/--floss-weight``, ``--nnrnn-alpha/--nnrnn-decay``)::
+
+    L(theta) = task_loss + orth ||W^H W - I||_F^2 + nnrnn terms
+               [+ floss_weight sum_{i<=k} lambda_i^2   on flossing steps]
+
 Each returns a scalar that is added to the task loss before ``jax.grad``.
+
+Flossing in the runner and in Engelken's reference code
+(``RainerEngelken/GradientFlossing``): there, flossing is a separate phase -- ``Ep``
+steps before training and ``Ei`` steps every ``Ef`` epochs, each minimising
+``mean_i (lambda_i - 0)^2`` alone on one fresh sequence (batch 1, transient
+discarded) with its own Adam.  Here it keeps the one update rule: on every
+``floss_every``-th step (the first included, "preflossing") the loss gains
+``floss_weight sum_{i<=k} lambda_i^2`` on the first ``floss_batch`` training sequences,
+the first tenth of each sequence discarded as the transient (as the reference's
+``nStepTransientONS = ceil(T / 10)``), under the run's optimiser.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +45,8 @@ import jax.numpy as jnp
 from rnnjax import analysis
 from rnnjax.cell import Cell
 
-__all__ = ["flossing_penalty", "lyapunov_exponents", "nnrnn_penalty",
-           "orthogonality_penalty"]
+__all__ = ["Penalties", "flossing_penalty", "lyapunov_exponents", "nnrnn_penalty",
+           "orthogonality_penalty", "penalty"]
 
 
 def _check_cell(cell):
@@ -93,3 +111,45 @@ def nnrnn_penalty(params, alpha_lam: float = 1e-4, t_decay: float = 1e-6):
     _check_nonneg("t_decay", t_decay)
     T = jnp.triu(params["upper"], 1)
     return alpha_lam * jnp.sum((params["alphas"] - 1.0) ** 2) + 0.5 * t_decay * jnp.sum(T ** 2)
+
+
+class Penalties(NamedTuple):
+    """The soft constraints of a run (all off by default); see :func:`penalty`.
+
+    ``orth``: ``lam`` of :func:`orthogonality_penalty`; ``nnrnn_alpha``,
+    ``nnrnn_decay``: ``alpha_lam``, ``t_decay`` of :func:`nnrnn_penalty`;
+    ``floss_weight``, ``floss_k``, ``floss_batch``: the weight, number of exponents and
+    number of training sequences of :func:`flossing_penalty` (added only when
+    :func:`penalty` is called with ``floss=True``)."""
+
+    orth: float = 0.0
+    nnrnn_alpha: float = 0.0
+    nnrnn_decay: float = 0.0
+    floss_weight: float = 0.0
+    floss_k: int = 1
+    floss_batch: int = 1
+
+
+def penalty(cell: Cell, params, xs, spec: Penalties, *, floss: bool = False):
+    r"""The extra loss of ``spec`` for ``cell`` with its ``params`` on the encoded
+    training inputs ``xs (batch, T, F)``::
+
+        orth ||W^H W - I||_F^2 + nnrnn_alpha sum_k (alpha_k - 1)^2
+          + (nnrnn_decay / 2) ||T||_F^2
+          + [floss] floss_weight mean_b sum_{i<=floss_k} lambda_i(xs_b)^2
+
+    (terms whose coefficient is 0 are left out; ``lambda_i`` over the first
+    ``floss_batch`` sequences with burn-in ``T // 10``).  Returns a scalar (0.0 when
+    nothing is on)."""
+    if not isinstance(spec, Penalties):
+        raise TypeError(f"spec must be a constraints.Penalties, got {type(spec).__name__}")
+    total = 0.0
+    if spec.orth:
+        total = total + orthogonality_penalty(cell, params, spec.orth)
+    if spec.nnrnn_alpha or spec.nnrnn_decay:
+        total = total + nnrnn_penalty(params, spec.nnrnn_alpha, spec.nnrnn_decay)
+    if floss and spec.floss_weight:
+        seqs = xs[:spec.floss_batch]
+        total = total + spec.floss_weight * flossing_penalty(
+            cell, params, seqs, k=spec.floss_k, burn_in=seqs.shape[1] // 10)
+    return jnp.asarray(total)

@@ -16,6 +16,9 @@ Param groups (:func:`label_params`), decided by the dict key holding each leaf:
   rotations);
 * ``"frozen"``: keys in :data:`FROZEN_KEYS` -- ``"base"``, the base of the dynamic
   trivialization, changed only by :func:`rnnjax.parametrize.retrivialize`;
+* ``"manifold"``: only when asked (``manifold_keys``, e.g. ``{"W_hh"}``): matrices
+  kept on the orthogonal group by a Riemannian optimiser (``recipe(...,
+  retraction="cayley")``, :func:`rnnjax.riemannian.riemannian`);
 * ``"other"``: everything else (input matrices, biases, readouts).
 
 Global-norm clipping, when asked, is applied to all gradients together before the
@@ -44,15 +47,16 @@ import jax.numpy as jnp
 import optax
 
 from rnnjax.checks import check_choice, check_optional_positive, check_positive_float
-from rnnjax.riemannian import riemannian
+from rnnjax.riemannian import RETRACTIONS, riemannian
 
-__all__ = ["FROZEN_KEYS", "LossScaleState", "OPTIMIZERS", "ORTHOGONAL_KEYS", "PAPER_RECIPES",
-           "PaperRecipe", "dynamic_loss_scale",
+__all__ = ["FROZEN_KEYS", "LossScaleState", "MANIFOLD_KEYS", "OPTIMIZERS", "ORTHOGONAL_KEYS",
+           "PAPER_RECIPES", "PaperRecipe", "RETRACTIONS", "dynamic_loss_scale",
            "label_params", "recipe", "riemannian", "rmsprop_accumulator", "rmsprop_tf1",
            "rmsprop_theano"]
 
 ORTHOGONAL_KEYS = frozenset({"skew", "reflections", "phases", "angles"})
 FROZEN_KEYS = frozenset({"base"})
+MANIFOLD_KEYS = frozenset({"W_hh"})
 OPTIMIZERS = ("rmsprop", "rmsprop_tf1", "rmsprop_theano", "adam", "sgd")
 # (decay, eps) of each RMSprop convention when recipe() is not told otherwise.
 _RMSPROP_DEFAULTS = {"rmsprop": (0.99, 1e-8), "rmsprop_tf1": (0.9, 1e-10),
@@ -108,10 +112,12 @@ def _key_name(entry):
     return None
 
 
-def label_params(params, orthogonal_keys=ORTHOGONAL_KEYS, frozen_keys=FROZEN_KEYS):
-    """Pytree of labels ``"orthogonal"`` / ``"frozen"`` / ``"other"`` with the structure
-    of ``params``: a leaf is labelled by the nearest enclosing dict key found in
-    ``orthogonal_keys`` or ``frozen_keys`` (so ``{"cell": {"skew": ...}}`` works)."""
+def label_params(params, orthogonal_keys=ORTHOGONAL_KEYS, frozen_keys=FROZEN_KEYS,
+                 manifold_keys=()):
+    """Pytree of labels ``"orthogonal"`` / ``"frozen"`` / ``"manifold"`` / ``"other"``
+    with the structure of ``params``: a leaf is labelled by the nearest enclosing dict
+    key found in ``orthogonal_keys``, ``frozen_keys`` or ``manifold_keys`` (so
+    ``{"cell": {"skew": ...}}`` works)."""
 
     def label(path, _):
         names = [_key_name(e) for e in path]
@@ -120,6 +126,8 @@ def label_params(params, orthogonal_keys=ORTHOGONAL_KEYS, frozen_keys=FROZEN_KEY
                 return "frozen"
             if name in orthogonal_keys:
                 return "orthogonal"
+            if name in manifold_keys:
+                return "manifold"
         return "other"
 
     return jax.tree_util.tree_map_with_path(label, params)
@@ -140,7 +148,8 @@ def _base(optimizer, lr, decay, eps, momentum):
 
 def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None = None,
            decay: float | None = None, eps: float | None = None, momentum: float = 0.0,
-           orthogonal_keys=ORTHOGONAL_KEYS, frozen_keys=FROZEN_KEYS
+           orthogonal_keys=ORTHOGONAL_KEYS, frozen_keys=FROZEN_KEYS,
+           retraction: str | None = None, manifold_keys=MANIFOLD_KEYS
            ) -> optax.GradientTransformation:
     r"""The papers' optimizer: ``optimizer`` with learning rate ``lr`` for the ordinary
     params and ``lr_orth`` (default ``lr / 10``) for the orthogonal / unitary ones.
@@ -152,11 +161,17 @@ def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None
       lr, lr_orth: floats or optax schedules.
       clip: maximum global gradient norm (``optax.clip_by_global_norm``), or None.
       orthogonal_keys, frozen_keys: override the grouping of :func:`label_params`.
+      retraction: ``None``, or ``"cayley"``/``"qr"``/``"polar"``: the leaves under
+        ``manifold_keys`` (default ``{"W_hh"}``, square and orthogonal at init) are
+        moved on ``O(n)`` by :func:`rnnjax.riemannian.riemannian` of ``optimizer`` at
+        ``lr_orth`` (constrained optimisation, e.g. Wisdom et al. 2016's Cayley step).
 
     Returns:
       ``optax.GradientTransformation``; params labelled ``"frozen"`` get zero updates.
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
+    if retraction is not None:
+        check_choice("retraction", retraction, RETRACTIONS)
     d0, e0 = _RMSPROP_DEFAULTS.get(optimizer, (0.99, 1e-8))
     decay = d0 if decay is None else decay
     eps = e0 if eps is None else eps
@@ -168,11 +183,15 @@ def recipe(optimizer: str = "rmsprop", lr=1e-3, lr_orth=None, clip: float | None
         if callable(lr):
             raise ValueError("lr_orth must be given when lr is a schedule")
         lr_orth = lr / 10.0
+    groups = {"orthogonal": _base(optimizer, lr_orth, decay, eps, momentum),
+              "other": _base(optimizer, lr, decay, eps, momentum),
+              "frozen": optax.set_to_zero()}
+    if retraction is not None:
+        groups["manifold"] = riemannian(_base(optimizer, lr_orth, decay, eps, momentum),
+                                        "orthogonal", retraction)
+    keys = manifold_keys if retraction is not None else ()
     tx = optax.multi_transform(
-        {"orthogonal": _base(optimizer, lr_orth, decay, eps, momentum),
-         "other": _base(optimizer, lr, decay, eps, momentum),
-         "frozen": optax.set_to_zero()},
-        lambda p: label_params(p, orthogonal_keys, frozen_keys))
+        groups, lambda p: label_params(p, orthogonal_keys, frozen_keys, keys))
     if clip is not None:
         tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
     return tx

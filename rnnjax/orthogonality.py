@@ -1,53 +1,56 @@
 r"""Orthogonality by constraint, penalty or parametrisation, compared on one task.
 
 :func:`run_orthogonality` trains the same hidden size on the copy task (delay ``T``)
-and the adding task (length ``T``) under each method of :func:`methods`:
+and the adding task (length ``T``) under each method of :func:`methods`, each one a
+:class:`rnnjax.train.Config` run by the training runner (:func:`rnnjax.train.train`;
+the runner's options do the constraining, there is no loop here):
 
 =====================  ==============================================================
-``elman``              tanh Elman, orthogonal init, unconstrained (RMSprop)
-``penalty_<lam>``      the same + ``lam ||W^T W - I||_F^2`` (two strengths)
+``elman``              tanh Elman, orthogonal init, unconstrained
+``penalty_<lam>``      the same + ``lam ||W^T W - I||_F^2`` (``orth_penalty``, two
+                       strengths)
 ``spectral_<m>``       spectral margin ``W = U diag(s) V^T``, ``s in [1-m, 1+m]``
 ``riemannian``         orthogonal Elman, ``W_hh`` moved on ``O(H)`` by the Cayley
-                       retraction (:func:`rnnjax.riemannian.riemannian` of RMSprop, as
+                       retraction of RMSprop at ``lr`` (``riemannian="cayley"``, as
                        Wisdom et al.'s ``natGradRMS``)
 ``exprnn``/``scornn``  the parametrisations (``lr_orth`` on the generator)
-``nnrnn``              ``P (Lambda + T) P^T`` with its penalties
-``floss_elman/lstm``   gradient flossing (Engelken 2023): every ``floss_every`` steps
-                       the loss gains ``sum_{i<=k} lambda_i^2`` (QR Lyapunov method on
-                       a few training sequences)
+``nnrnn``              ``P (Lambda + T) P^T`` with its penalties (``nnrnn_alpha=1e-4``,
+                       ``nnrnn_decay=1e-6``)
+``floss_elman/lstm``   gradient flossing (Engelken 2023; ``floss_every``, ``floss_k``,
+                       ``floss_batch``, weight 1) on the default-init Elman / LSTM
 =====================  ==============================================================
 
 Everything else is shared: RMSprop (PyTorch's), ``lr``, ``lr_orth`` for the
 ``"orthogonal"`` group of :func:`rnnjax.optim.label_params`, global-norm clipping 1.0,
-the same seed and batches.  The loop is its own (``rnnjax.train`` takes neither extra
-loss terms nor custom transformations yet); it may be folded into the runner later.
+the same seed and batches.
 
-Writes under ``out``: ``summary.json`` (one entry per task and method: final loss, loss
-/ baseline, recall accuracy (copy), orthogonality error ``||W^T W - I||_F`` at every
-evaluation, seconds per step, the curve), ``report.md`` (the table) and
-``curves.png`` (loss / baseline against step, one panel per task).
+Writes under ``out`` (:func:`rnnjax.outputs.prepare_out`: a folder holding files is
+refused unless ``resume`` or ``overwrite``; the writer's lock is held): ``runs/<task>_<method>/``
+(each run's ``config.json`` and metrics: ``rnnjax train`` reproduces it),
+``summary.json`` (rewritten after every method; one entry per task and method: final
+eval loss, loss / baseline, recall accuracy (copy), orthogonality error
+``||W^T W - I||_F`` at the start and at every evaluation where the runner logs it,
+seconds per step, the curve), ``report.md`` (the table) and ``curves.png`` (loss /
+baseline against step, one panel per task).  ``resume=True`` keeps the methods
+``summary.json`` already holds (same settings) and trains the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import time
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from rnnjax import analysis, cells, constraints, optim, tasks
+from rnnjax import analysis, outputs
 from rnnjax.checks import check_positive_int
-from rnnjax.models import cell_with_readout
-from rnnjax.outputs import atomic_open
-from rnnjax.riemannian import riemannian
+from rnnjax.train import Config, build, train
 
-__all__ = ["FULL", "QUICK", "Method", "Settings", "methods", "run_orthogonality",
-           "train_method", "write_report"]
+__all__ = ["FULL", "QUICK", "Settings", "configs", "methods", "run_orthogonality",
+           "summarize", "write_report"]
 
 
 class Settings(NamedTuple):
@@ -73,152 +76,127 @@ FULL = Settings()
 QUICK = Settings(T=10, hidden=16, batch=32, steps=400, log_every=50, eval_batch=64,
                  floss_k=2, floss_batch=2, tasks=("copy",))
 
-
-class Method(NamedTuple):
-    """One way of (not) constraining the recurrent matrix."""
-
-    cell: object
-    optimizer: str = "recipe"  # "recipe" (rmsprop + lr_orth group) or "riemannian"
-    penalty: Optional[Callable] = None  # params["cell"] -> scalar, added every step
-    floss: bool = False
+_ORTH_INIT = (("init", "orthogonal"),)
 
 
-def methods(hidden: int) -> dict:
-    """The methods compared, by name (see the module doc)."""
-    orth = cells.elman(hidden, init="orthogonal")
-    out = {"elman": Method(orth)}
+def methods(s: Settings = FULL) -> dict:
+    """The methods compared, by name: the :class:`Config` fields each one sets (see the
+    module doc)."""
+    floss = dict(floss_every=s.floss_every, floss_k=s.floss_k, floss_batch=s.floss_batch)
+    out = {"elman": dict(cell="elman", cell_options=_ORTH_INIT)}
     for lam in (0.01, 1.0):
-        out[f"penalty_{lam:g}"] = Method(
-            orth, penalty=lambda p, lam=lam: constraints.orthogonality_penalty(orth, p, lam))
+        out[f"penalty_{lam:g}"] = dict(cell="elman", cell_options=_ORTH_INIT, orth_penalty=lam)
     for m in (0.1, 1.0):
-        out[f"spectral_{m:g}"] = Method(cells.spectral(hidden, margin=m))
-    out["riemannian"] = Method(orth, optimizer="riemannian")
-    out["exprnn"] = Method(cells.exprnn(hidden))
-    out["scornn"] = Method(cells.scornn(hidden))
-    out["nnrnn"] = Method(cells.nnrnn(hidden), penalty=constraints.nnrnn_penalty)
-    out["floss_elman"] = Method(cells.elman(hidden), floss=True)
-    out["floss_lstm"] = Method(cells.lstm(hidden), floss=True)
+        out[f"spectral_{m:g}"] = dict(cell="spectral", cell_options=(("margin", m),))
+    out["riemannian"] = dict(cell="elman", cell_options=_ORTH_INIT, riemannian="cayley",
+                             lr_orth=s.lr)
+    out["exprnn"] = dict(cell="exprnn")
+    out["scornn"] = dict(cell="scornn")
+    out["nnrnn"] = dict(cell="nnrnn", nnrnn_alpha=1e-4, nnrnn_decay=1e-6)
+    out["floss_elman"] = dict(cell="elman", **floss)
+    out["floss_lstm"] = dict(cell="lstm", **floss)
     return out
 
 
-def _optimizer(method: Method, s: Settings):
-    if method.optimizer == "riemannian":
-        rms = lambda lr: optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False)
-        tx = optax.multi_transform(
-            {"orthogonal": riemannian(rms(s.lr), "orthogonal", "cayley"),
-             "other": rms(s.lr), "frozen": optax.set_to_zero()},
-            lambda p: optim.label_params(p, orthogonal_keys={"W_hh"}))
-        return optax.chain(optax.clip_by_global_norm(s.clip), tx)
-    return optim.recipe("rmsprop", lr=s.lr, lr_orth=s.lr_orth, clip=s.clip)
+def configs(s: Settings, task: str, names=None, out=None) -> dict:
+    """``name -> Config`` of the methods ``names`` (default all) on ``task``; with
+    ``out``, each run writes to ``out/runs/<task>_<name>`` (no checkpoints)."""
+    table = methods(s)
+    names = list(table) if names is None else list(names)
+    for n in names:
+        if n not in table:
+            raise ValueError(f"method must be one of {list(table)}, got {n!r}")
+    base = dict(task=task, T=s.T, hidden=s.hidden, batch=s.batch, steps=s.steps, lr=s.lr,
+                lr_orth=s.lr_orth, optimizer="rmsprop", clip=s.clip, seed=s.seed,
+                log_every=s.log_every, eval_batch=s.eval_batch, checkpoint_every=0)
+    return {n: Config(**{**base, **table[n],
+                         "out": None if out is None else
+                         os.path.join(out, "runs", f"{task}_{n}")}) for n in names}
 
 
-def _task(name: str, T: int):
-    return tasks.copy_task(T) if name == "copy" else tasks.adding_task(T)
-
-
-def train_method(task, method: Method, s: Settings) -> dict:
-    """Train one method on one task; returns its summary entry (numbers only)."""
-    cell = method.cell
-    model = cell_with_readout(cell, task.input_size, task.output_size, task.readout)
-    tx = _optimizer(method, s)
-    key = jax.random.key(s.seed)
-    params = model.init(key)
-    opt_state = tx.init(params)
-
-    def loss_fn(p, xs, ys, floss):
-        loss = task.loss(model.apply(p, xs), ys)
-        total = loss if method.penalty is None else loss + method.penalty(p["cell"])
-        if floss:
-            total = total + constraints.flossing_penalty(
-                cell, p["cell"], xs[:s.floss_batch], k=s.floss_k)
-        return total, loss
-
-    def make_step(floss):
-        @jax.jit
-        def step(p, st, k):
-            xs, ys = task.sample(k, s.batch)
-            (_, loss), g = jax.value_and_grad(loss_fn, has_aux=True)(
-                p, task.encode(xs), ys, floss)
-            u, st = tx.update(g, st, p)
-            return optax.apply_updates(p, u), st, loss
-        return step
-
-    step, floss_step = make_step(False), (make_step(True) if method.floss else None)
-
-    @jax.jit
-    def evaluate(p, k):
-        xs, ys = task.eval_sample(k, s.eval_batch)
-        m = task.metrics(model.apply(p, task.encode(xs)), ys)
-        return m, analysis.orthogonality_error(cell, p["cell"])
-
-    ekey = jax.random.key(s.seed + 10_000)
-    history = []
-    elapsed, timed = 0.0, 0
-    for i in range(s.steps + 1):
-        if i % s.log_every == 0 or i == s.steps:
-            m, err = evaluate(params, ekey)
-            history.append({"step": i, "ortho_error": float(err),
-                            **{k: float(v) for k, v in m.items()}})
-        if i == s.steps:
-            break
-        k = jax.random.fold_in(key, i)
-        fn = floss_step if (floss_step is not None and i % s.floss_every == 0) else step
-        t0 = time.perf_counter()
-        params, opt_state, loss = fn(params, opt_state, k)
-        loss.block_until_ready()
-        if i >= 2 * max(1, s.floss_every if method.floss else 1):  # past compilation
-            elapsed += time.perf_counter() - t0
-            timed += 1
-    last = history[-1]
-    return {"loss": last["loss"], "ratio": last["loss"] / task.baseline,
-            "accuracy": last.get("accuracy"), "ortho_error": [h["ortho_error"] for h in history],
-            "sec_per_step": elapsed / max(timed, 1),
-            "finite": bool(np.isfinite(last["loss"])), "history": history}
-
-
-def _check_out(out):
-    if not isinstance(out, (str, os.PathLike)) or not str(out):
-        raise ValueError(f"out must be a directory path, got {out!r}")
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise ValueError(f"out {str(out)!r} exists and is not an empty directory; "
-                         "choose a new one (results are never overwritten)")
-
-
-def run_orthogonality(out: str, settings: Settings = QUICK, names=None,
-                      progress: bool = True) -> dict:
-    """Train every method (or those in ``names``) on ``settings.tasks`` and write the
-    summary, report and figure under ``out`` (which must not hold files)."""
-    _check_out(out)
-    s = settings
+def _check_settings(s: Settings):
+    if not isinstance(s, Settings):
+        raise TypeError(f"settings must be an orthogonality.Settings, got {type(s).__name__}")
     for f in ("T", "hidden", "batch", "steps", "log_every", "eval_batch", "floss_every",
               "floss_k", "floss_batch"):
         check_positive_int(f, getattr(s, f))
+    if not s.tasks:
+        raise ValueError("tasks must name at least one of 'copy', 'adding', got none")
     for t in s.tasks:
         if t not in ("copy", "adding"):
             raise ValueError(f"tasks must be 'copy' and/or 'adding', got {t!r}")
     if s.floss_k > s.hidden:
         raise ValueError(f"floss_k must be <= hidden ({s.hidden}), got {s.floss_k}")
-    table = methods(s.hidden)
-    names = list(table) if names is None else list(names)
-    for n in names:
-        if n not in table:
-            raise ValueError(f"method must be one of {list(table)}, got {n!r}")
-    os.makedirs(out, exist_ok=True)
-    summary = {"settings": s._asdict(), "results": {}}
-    for t in s.tasks:
-        task = _task(t, s.T)
-        summary["results"][t] = {"baseline": task.baseline, "methods": {}}
-        for n in names:
-            res = train_method(task, table[n], s)
-            summary["results"][t]["methods"][n] = res
-            if progress:
-                acc = "" if res["accuracy"] is None else f"  recall {res['accuracy']:.3f}"
-                print(f"{t:6s} {n:14s} loss/baseline {res['ratio']:.3f}{acc}  "
-                      f"ortho err {res['ortho_error'][-1]:.2e}  "
-                      f"{1e3 * res['sec_per_step']:.1f} ms/step", flush=True)
-    with atomic_open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    write_report(out, summary)
+
+
+def summarize(config: Config, result) -> dict:
+    """The summary entry of one finished run (:class:`rnnjax.train.Result`)."""
+    exp, hist = result.experiment, result.history
+    last = hist[-1]
+    cell = exp.model.cell
+    seed = np.asarray(config.seed, np.int32)
+    first = analysis.orthogonality_error(cell, jax.jit(exp.init)(seed).params["cell"])
+    final = jax.tree.map(lambda a: a[0], result.state.params)["cell"]
+    logged = [h for h in hist if "orth_error" in h]
+    steps = [0] + ([h["step"] for h in logged] if logged else [config.steps])
+    errors = [float(first)] + ([h["orth_error"] for h in logged] if logged else
+                               [float(analysis.orthogonality_error(cell, final))])
+    rates = [h["steps_per_sec"] for h in hist[1:]] or [last["steps_per_sec"]]
+    return {"loss": last["eval_loss"], "ratio": last["eval_loss"] / exp.task.baseline,
+            "accuracy": last.get("eval_accuracy"), "ortho_error": errors,
+            "ortho_steps": steps, "ortho_logged": bool(logged),
+            "sec_per_step": 1.0 / float(np.mean(rates)),
+            "finite": bool(np.isfinite(last["eval_loss"])),
+            "history": [{"step": h["step"], "loss": h["eval_loss"]} for h in hist]}
+
+
+def _load_done(out: str, s: Settings) -> dict:
+    path = os.path.join(out, "summary.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        old = json.load(f)
+    saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in old["settings"].items()}
+    diff = [k for k in s._fields if saved.get(k) != getattr(s, k)]
+    if diff:
+        raise ValueError("resume: the comparison in " + repr(out) + " was made with "
+                         + ", ".join(f"{k}={saved.get(k)!r}" for k in diff) + "; this call has "
+                         + ", ".join(f"{k}={getattr(s, k)!r}" for k in diff))
+    return old["results"]
+
+
+def run_orthogonality(out: str, settings: Settings = QUICK, names=None,
+                      progress: bool = True, *, resume: bool = False,
+                      overwrite: bool = False) -> dict:
+    """Train every method (or those in ``names``) on ``settings.tasks`` through the
+    runner and write the summary, report and figure under ``out`` (see the module doc)."""
+    s = settings
+    _check_settings(s)
+    plan = {t: configs(s, t, names, out) for t in s.tasks}
+    for t in plan.values():
+        for c in t.values():
+            build(c)  # every config checked before anything is written
+    out = outputs.prepare_out(out, resume, overwrite)
+    with outputs.lock_out(out):
+        done = _load_done(out, s) if resume else {}
+        summary = {"settings": s._asdict(), "results": {}}
+        for t, cfgs in plan.items():
+            task = build(next(iter(cfgs.values()))).task
+            entry = summary["results"][t] = {"baseline": task.baseline, "methods": {}}
+            for n, config in cfgs.items():
+                res = done.get(t, {}).get("methods", {}).get(n)
+                if res is None:
+                    result = train(config, overwrite=True, progress=False)
+                    res = summarize(config, result)
+                entry["methods"][n] = res
+                with outputs.atomic_open(os.path.join(out, "summary.json"), "w") as f:
+                    json.dump(summary, f, indent=1)
+                if progress:
+                    acc = "" if res["accuracy"] is None else f"  recall {res['accuracy']:.3f}"
+                    print(f"{t:6s} {n:14s} loss/baseline {res['ratio']:.3f}{acc}  "
+                          f"ortho err {res['ortho_error'][-1]:.2e}  "
+                          f"{1e3 * res['sec_per_step']:.1f} ms/step", flush=True)
+        write_report(out, summary)
     return summary
 
 
@@ -245,8 +223,9 @@ def write_report(out: str, summary: dict) -> None:
         for j, (n, m) in enumerate(r["methods"].items()):
             acc = "" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
             e = m["ortho_error"]
+            mx = f"{max(e):.2e}" if m.get("ortho_logged", True) else "-"
             lines.append(f"| {n} | {m['loss']:.4f} | {m['ratio']:.3f} | {acc} | {e[0]:.2e} | "
-                         f"{e[-1]:.2e} | {max(e):.2e} | {1e3 * m['sec_per_step']:.1f} |")
+                         f"{e[-1]:.2e} | {mx} | {1e3 * m['sec_per_step']:.1f} |")
             h = m["history"]
             ax.plot([x["step"] for x in h], [x["loss"] / r["baseline"] for x in h], label=n,
                     ls="-" if j < 10 else "--")  # the colour cycle has 10 colours
@@ -256,11 +235,15 @@ def write_report(out: str, summary: dict) -> None:
         ax.set(title=t, xlabel="training step", ylabel="loss / baseline")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    lines += ["Orthogonality error: ``||W^T W - I||_F`` of the recurrent matrix (the "
-              "largest over the LSTM's gate blocks), at every evaluation.", "",
+    lines += ["Final loss: the task loss on the held-out batch at the last step.  "
+              "Orthogonality error: ``||W^T W - I||_F`` of the recurrent matrix (the "
+              "largest over the LSTM's gate blocks) at the start and at every evaluation "
+              "(``-``: not logged by the runner for an unconstrained cell without "
+              "orthogonal params; start and end only).  ms / step: mean over the logging "
+              "windows after the first (which compiles), evaluation excluded.", "",
               "![curves](curves.png)", ""]
     fig.tight_layout()
     fig.savefig(os.path.join(out, "curves.png"), dpi=100)
     plt.close(fig)
-    with atomic_open(os.path.join(out, "report.md"), "w") as f:
+    with outputs.atomic_open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines))

@@ -20,8 +20,9 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
    PRNG key (``key, k = split(key)``), so the data stream is a pure function of the seed;
 5. every ``log_every`` steps writes one record (:mod:`rnnjax.metrics`) to
    ``metrics.jsonl`` and ``metrics.csv``: ``train_loss`` (mean training loss since the
-   last record), ``train_grad_norm`` (mean global gradient norm on those training
-   batches), ``eval_*`` (the task's metrics on a held-out batch fixed by the seed; for
+   last record, with the penalties of the constraint options), ``train_grad_norm``
+   (mean global gradient norm on those training batches), ``eval_*`` (the task's
+   metrics on a held-out batch fixed by the seed; for
    data-set tasks ``eval_loss`` and ``eval_accuracy`` over the *whole* test split and
    ``valid_*`` over the whole validation split, batched and jitted,
    :func:`rnnjax.tasks.split_metrics`), ``eval_grad_norm_<layer>`` (gradient norm per
@@ -62,6 +63,11 @@ gradient is skipped and counted (``nonfinite_skipped``), ``max_nonfinite`` conse
 ones stop the run (:class:`NonFiniteError`); SIGTERM saves a checkpoint and raises
 :class:`rnnjax.checkpointing.Preempted`.
 
+Orthogonality by constraint, for any recurrent cell (:mod:`rnnjax.constraints`):
+``orth_penalty``, the nnRNN penalties and gradient flossing add their terms to the
+training loss (flossing on every ``floss_every``-th step, a second compiled step);
+``riemannian`` moves ``W_hh`` on ``O(H)`` (:func:`rnnjax.optim.recipe`).
+
 Optimiser: ``optax`` RMSprop as PyTorch's (``decay 0.99``, ``eps`` outside the square
 root; the expRNN recipe), Adam or SGD; optional clipping by global norm or per
 element before it; the parameters that :func:`rnnjax.optim.label_params` labels
@@ -84,7 +90,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from rnnjax import analysis, baselines, checkpointing, optim, parametrize
+from rnnjax import analysis, baselines, checkpointing, constraints, optim, parametrize
 from rnnjax import distributed as dist
 from rnnjax import outputs
 from rnnjax import tasks as tasks_lib
@@ -94,7 +100,7 @@ from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonf
 from rnnjax.models import Model, cell_with_readout
 from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
                                  has_orthogonal_params, make_cell, orthogonal_cells,
-                                 validate)
+                                 penalties, validate)
 from rnnjax.training import TrainState, init_state, make_update
 
 
@@ -151,9 +157,13 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
     parameters get ``lr_orth``, or ``lr`` when it is None), after per-element clipping
     when ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
+
+    parameters get ``lr_orth``, or ``lr`` when it is None; with ``riemannian`` the
+    cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
+    ``clip_mode="element"``."""
     global_clip = config.clip if config.clip_mode == "global_norm" else None
     tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth or config.lr,
-                      clip=global_clip)
+                      clip=global_clip, retraction=config.riemannian)
     if config.clip is not None and config.clip_mode == "element":
         tx = optax.chain(optax.clip(config.clip), tx)
     return optim.dynamic_loss_scale(tx) if config.dtype == "float16" else tx
@@ -173,6 +183,12 @@ class Experiment(NamedTuple):
     orthogonal: bool
     batch: Any = None  # key data -> the training batch (xs, ys) step draws from it
     update: Any = None  # (TrainState, (xs, ys)) -> TrainState; step = update(s, batch(s.key))
+    # (params, (xs, ys), floss=False) -> the training objective: task loss + the
+    # config's penalties (+ the flossing term with floss=True)
+    objective: Any = None
+    # Gradient flossing (config.floss_every): the same step with the flossing term added
+    floss_step: Any = None
+    floss_update: Any = None
 
 
 def build(config: Config) -> Experiment:
@@ -186,7 +202,8 @@ def build(config: Config) -> Experiment:
     model = make_model(config, task)
     opt = make_optimizer(config)
     orthogonal = (model.cell is not None and model.cell.recurrent_matrix is not None
-                  and has_orthogonal_params(jax.eval_shape(model.init, jax.random.key(0))))
+                  and (config.has_constraint() or has_orthogonal_params(
+                      jax.eval_shape(model.init, jax.random.key(0)))))
 
     def init(seed):
         k_init, k_data = jax.random.split(jax.random.key(seed))
@@ -201,36 +218,31 @@ def build(config: Config) -> Experiment:
                                                                   jnp.float32))
         return state
 
-    def loss_fn(params, data):
+    spec = penalties(config)
+
+    def objective(params, data, floss=False):
+        # task loss + the soft constraints (rnnjax.constraints.penalty; 0 when none)
+        xs, ys = data
+        enc = task.encode(xs)
+        loss = task.loss(model.apply(params, enc), ys)
+        if not config.has_constraint():
+            return loss
+        return loss + constraints.penalty(model.cell, params["cell"], enc, spec, floss=floss)
+
+    def loss_fn(params, data):  # evaluation's gradient norms: the task loss only
         xs, ys = data
         return task.loss(model.apply(params, task.encode(xs)), ys)
 
-    update_with_loss = make_update(loss_fn, opt)
+    update_with_loss = make_update(objective, opt)
+    floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt)
+                       if config.floss_every else None)
 
     def update(state: TrainState, data) -> TrainState:
         return update_with_loss(state, data)[0]
 
-    if stream is not None:  # stateful: consecutive windows, the carry passed on
-        if model.cell is None:
-            raise ValueError(f"the {config.task!r} task is stateful and needs a recurrent "
-                             f"cell; got the baseline {config.cell!r}")
-        streams = jnp.asarray(stateful.batchify(stream.train, config.batch))
-        per_epoch = _per_epoch(config, task)
-        update_window = make_update(
-            lambda params, b: stateful.window_loss(model.cell, params, *b, stream.vocab,
-                                                   config.grad), opt, has_aux=True)
-
-        def stateful_step(state: TrainState) -> TrainState:
-            # Window k = step mod K; the carry left by window k-1 enters window k (zeros
-            # at the start of each epoch); window_loss cuts its gradient.
-            k = state.step % per_epoch
-            xs, ys = stateful.window_at(streams, k, stream.length)
-            carry = jax.tree.map(lambda c: jnp.where(k == 0, jnp.zeros_like(c), c),
-                                 state.carry)
-            new, (_, carry) = update_window(state, (carry, xs, ys))
-            # A non-finite carry (a diverged window) is not passed on.
-            carry = jax.tree.map(lambda c: jnp.where(jnp.isfinite(c), c, 0), carry)
-            return new._replace(carry=carry)
+    parameters get ``lr_orth``, or ``lr`` when it is None; with ``riemannian`` the
+    cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
+    ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
 
     def batch(key_data):
         _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
@@ -243,6 +255,9 @@ def build(config: Config) -> Experiment:
             return update(state, tasks_lib.epoch_batch(splits.train, order_key, state.step,
                                                        config.batch, splits.prepare))
         return update(state, batch(state.key))
+
+    def floss_step(state: TrainState) -> TrainState:
+        return floss_update(state, batch(state.key))
 
     def eval_batch(seed):
         # A held-out batch fixed by the seed, from a key the training stream never uses.
@@ -274,8 +289,10 @@ def build(config: Config) -> Experiment:
                 out["eval_grad_norm_" + name.strip("[]'")] = norm
         return out
 
+    flossing = config.floss_every > 0
     return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
-                      batch, update)
+                      batch, update, objective, floss_step if flossing else None,
+                      floss_update if flossing else None)
 
 
 def seed_list(config: Config) -> list:
@@ -384,11 +401,16 @@ def _starting_state(exp: Experiment, run: _Run, resume: bool):
 
 
 def _compile(exp: Experiment, mesh):
-    """``(step_fn, eval_fn)`` over the stacked seeds (and the mesh, if any)."""
+    """``(step_fn, eval_fn, floss_fn)`` over the stacked seeds (and the mesh, if any);
+    ``floss_fn``, the step with gradient flossing, is None unless ``floss_every``."""
     if mesh is None:
+        floss = (None if exp.floss_step is None
+                 else jax.jit(jax.vmap(exp.floss_step), donate_argnums=0))
         return (jax.jit(jax.vmap(exp.step), donate_argnums=0),
-                jax.jit(jax.vmap(exp.evaluate)))
-    return dist.data_parallel(exp, mesh)
+                jax.jit(jax.vmap(exp.evaluate)), floss)
+    floss = (None if exp.floss_update is None
+             else dist.data_parallel(exp._replace(update=exp.floss_update), mesh)[0])
+    return (*dist.data_parallel(exp, mesh), floss)
 
 
 def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
@@ -428,7 +450,7 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     """Steps ``start+1 .. steps``: train, log every ``log_every``, checkpoint every
     ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``."""
     config = exp.config
-    step_fn, eval_fn = _compile(exp, run.mesh)
+    step_fn, eval_fn, floss_fn = _compile(exp, run.mesh)
     retrivialize_every, retrivialize = _retrivializer(config, state.params)
     start = int(np.asarray(state.step)[0])
     mngr = run.mngr
@@ -447,7 +469,8 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
     sigterm = checkpointing.SigtermFlag()
     try:
         for i in range(start + 1, config.steps + 1):
-            state = step_fn(state)
+            flossing = floss_fn is not None and (i - 1) % config.floss_every == 0
+            state = (floss_fn if flossing else step_fn)(state)
             if retrivialize_every and i % retrivialize_every == 0:
                 state = state._replace(params=retrivialize(state.params))
             try:

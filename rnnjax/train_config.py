@@ -3,7 +3,7 @@
 built) and the agreement check of a resumed run (:func:`check_resume`).
 
 Whether a cell trains with the orthogonal learning rate ``lr_orth`` and reports
-``orth_error`` is decided by its params (:func:`has_orthogonal_params`, from
+``orth_error`` (also reported when a constraint option is on) is decided by its params (:func:`has_orthogonal_params`, from
 :func:`rnnjax.optim.label_params`), never by its name.
 """
 
@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 
-from rnnjax import baselines, bptt, optim
+from rnnjax import baselines, bptt, constraints, optim
 from rnnjax import cells as cells_lib
 from rnnjax import tasks as tasks_lib
-from rnnjax.checks import (check_choice, check_memory, check_nonneg_int,
+from rnnjax.checks import (check_choice, check_memory, check_nonneg_float, check_nonneg_int,
                            check_optional_positive, check_positive_float, check_positive_int)
 from rnnjax.outputs import atomic_open
 
@@ -58,6 +59,15 @@ class Config:
     ``data_sha256`` is the fingerprint of the task's data (``Task.fingerprint``, e.g.
     the SHA-256 of the char-LM text), filled in by :func:`rnnjax.train.build` and
     checked by :func:`check_resume`.
+
+    Orthogonality by constraint (:mod:`rnnjax.constraints`, :mod:`rnnjax.riemannian`),
+    for any recurrent cell: ``orth_penalty`` adds ``lam ||W^H W - I||_F^2`` to the loss;
+    ``nnrnn_alpha``/``nnrnn_decay`` the nnRNN penalties (nnrnn cell); ``floss_every=N``
+    adds ``floss_weight sum_{i<=floss_k} lambda_i^2`` (gradient flossing, on
+    ``floss_batch`` training sequences) at steps 1, N+1, 2N+1, ...; ``riemannian``
+    (``"cayley"``/``"qr"``/``"polar"``) moves the cell's square ``W_hh`` on ``O(H)``
+    with the run's optimiser at ``lr_orth`` (the cell must start orthogonal, e.g.
+    ``cell_options=(("init", "orthogonal"),)``).
     """
 
     task: str = "copy"
@@ -93,6 +103,19 @@ class Config:
     tensorboard: bool = False
     dtype: str = "float32"
     data_sha256: Optional[str] = None
+    orth_penalty: float = 0.0
+    nnrnn_alpha: float = 0.0
+    nnrnn_decay: float = 0.0
+    floss_every: int = 0
+    floss_k: int = 1
+    floss_weight: float = 1.0
+    floss_batch: int = 1
+    riemannian: Optional[str] = None
+
+    def has_constraint(self) -> bool:
+        """Whether a penalty, flossing or the Riemannian optimiser is on."""
+        return bool(self.orth_penalty or self.nnrnn_alpha or self.nnrnn_decay
+                    or self.floss_every or self.riemannian)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -132,7 +155,9 @@ class Config:
 # Fields that must agree between a run and the checkpoint it resumes.
 RESUME_FIELDS = ("task", "cell", "T", "hidden", "batch", "lr", "lr_orth", "optimizer",
                  "clip", "clip_mode", "seed", "seeds", "log_every", "eval_batch",
-                 "variant", "permutation_seed", "cell_options", "dtype")
+                 "variant", "permutation_seed", "cell_options", "dtype", "orth_penalty",
+                 "nnrnn_alpha", "nnrnn_decay", "floss_every", "floss_k", "floss_weight",
+                 "floss_batch", "riemannian")
 
 
 def make_cell(config: Config):
@@ -178,10 +203,72 @@ def validate(config: Config) -> None:
             raise ValueError(f"grad='manual' needs a recurrent cell with a hand-written "
                              f"BPTT, got the baseline {config.cell!r}")
         bptt.check_manual(make_cell(config))  # raises for a cell without cell.backward
+    _validate_constraints(config)
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
     check_memory("this run", estimate_bytes(config),
                  "lower --hidden, --T, --batch or --seeds")
+
+
+def penalties(config: Config) -> constraints.Penalties:
+    """The soft constraints of ``config`` (:func:`rnnjax.constraints.penalty`)."""
+    return constraints.Penalties(
+        orth=config.orth_penalty, nnrnn_alpha=config.nnrnn_alpha,
+        nnrnn_decay=config.nnrnn_decay,
+        floss_weight=config.floss_weight if config.floss_every else 0.0,
+        floss_k=config.floss_k, floss_batch=config.floss_batch)
+
+
+def _validate_constraints(config: Config) -> None:
+    for name in ("orth_penalty", "nnrnn_alpha", "nnrnn_decay"):
+        check_nonneg_float(name, getattr(config, name))
+    check_nonneg_int("floss_every", config.floss_every)
+    check_positive_float("floss_weight", config.floss_weight)
+    for name in ("floss_k", "floss_batch"):
+        check_positive_int(name, getattr(config, name))
+    if config.riemannian is not None:
+        check_choice("riemannian", config.riemannian, optim.RETRACTIONS)
+    if not config.has_constraint():
+        return
+    on = [n for n in ("orth_penalty", "nnrnn_alpha", "nnrnn_decay", "floss_every",
+                      "riemannian") if getattr(config, n)]
+    if config.cell in baselines.MODELS:
+        raise ValueError(f"{', '.join(on)} need a recurrent cell, got the baseline "
+                         f"{config.cell!r}")
+    if config.floss_every:
+        if config.floss_k > config.hidden:
+            raise ValueError(f"floss_k must be <= hidden ({config.hidden}), got "
+                             f"{config.floss_k}")
+        if config.floss_batch > config.batch:
+            raise ValueError(f"floss_batch must be <= batch ({config.batch}), got "
+                             f"{config.floss_batch}")
+    cell = make_cell(config)
+    if config.orth_penalty and cell.recurrent_matrix is None:
+        raise ValueError(f"orth_penalty needs a cell exposing its recurrent matrix; the "
+                         f"{config.cell!r} cell has none")
+    if not (config.nnrnn_alpha or config.nnrnn_decay or config.riemannian):
+        return
+    try:
+        params = cell.init(jax.random.key(0), 1)  # one small init: the shapes and W_hh
+    except ValueError:  # a cell whose input size is tied to its width (LRU)
+        params = cell.init(jax.random.key(0), config.hidden)
+    if (config.nnrnn_alpha or config.nnrnn_decay) and not (
+            isinstance(params, dict) and {"alphas", "upper"} <= set(params)):
+        raise ValueError(f"nnrnn_alpha/nnrnn_decay need the nnrnn cell (params 'alphas' "
+                         f"and 'upper'), got the {config.cell!r} cell")
+    if config.riemannian:
+        W = params.get("W_hh") if isinstance(params, dict) else None
+        if W is None or W.ndim != 2 or W.shape[0] != W.shape[1]:
+            got = "no W_hh" if W is None else f"W_hh of shape {tuple(W.shape)}"
+            raise ValueError(f"riemannian needs a cell with a square recurrent matrix "
+                             f"param 'W_hh' (e.g. elman), got the {config.cell!r} cell "
+                             f"with {got}")
+        err = float(jnp.max(jnp.abs(W.T @ W - jnp.eye(W.shape[0], dtype=W.dtype))))
+        if err > 1e-4:
+            raise ValueError(f"riemannian keeps W_hh on O({W.shape[0]}), so it must start "
+                             f"orthogonal; the {config.cell!r} cell's initial W_hh has "
+                             f"max|W^T W - I| = {err:.2g} (pass the cell option "
+                             f"init=orthogonal)")
 
 
 def estimate_bytes(config: Config) -> float:
@@ -252,4 +339,5 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
 
 
 __all__ = ["CLIP_MODES", "Config", "DTYPES", "OPTIMIZERS", "RESUME_FIELDS", "check_resume",
-           "estimate_bytes", "has_orthogonal_params", "make_cell", "orthogonal_cells", "validate"]
+           "estimate_bytes", "has_orthogonal_params", "make_cell", "orthogonal_cells",
+           "penalties", "validate"]

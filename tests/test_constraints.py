@@ -1,6 +1,8 @@
 """Soft constraints (orthogonality penalty, gradient flossing, nnRNN penalties) and the
 non-normal cells (nnRNN, spectral margin)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,7 +158,7 @@ def test_orthogonality_command_refuses_existing_results_and_bad_names(tmp_path):
     from rnnjax import cli, orthogonality
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "summary.json").write_text("{}")
-    with pytest.raises(ValueError, match="not an empty directory"):
+    with pytest.raises(ValueError, match="already holds files"):
         orthogonality.run_orthogonality(str(tmp_path / "old"))
     assert cli.main(["orthogonality", "--quick", "--out", str(tmp_path / "old")]) == 2
     assert (tmp_path / "old" / "summary.json").read_text() == "{}"
@@ -166,6 +168,33 @@ def test_orthogonality_command_refuses_existing_results_and_bad_names(tmp_path):
         orthogonality.run_orthogonality(
             str(tmp_path / "new"), orthogonality.QUICK._replace(tasks=("mnist",)))
     assert not (tmp_path / "new").exists()  # nothing written before the checks pass
-    assert set(orthogonality.methods(4)) == {
+    assert set(orthogonality.methods()) == {
         "elman", "penalty_0.01", "penalty_1", "spectral_0.1", "spectral_1", "riemannian",
         "exprnn", "scornn", "nnrnn", "floss_elman", "floss_lstm"}
+
+
+def test_orthogonality_runs_each_method_through_the_runner(tmp_path, monkeypatch):
+    from rnnjax import orthogonality, outputs
+    from rnnjax.train import Config
+    s = orthogonality.Settings(T=3, hidden=4, batch=4, steps=2, log_every=1, eval_batch=4,
+                               floss_k=1, floss_batch=1, tasks=("copy",))
+    out = tmp_path / "cmp"
+    summary = orthogonality.run_orthogonality(str(out), s, ["riemannian"], progress=False)
+    res = summary["results"]["copy"]["methods"]["riemannian"]
+    assert res["ortho_steps"] == [0, 1, 2] and max(res["ortho_error"]) < 1e-5
+    config = Config.load(str(out / "runs" / "copy_riemannian"))  # rnnjax train reruns it
+    assert (config.cell, config.riemannian, config.cell_options) == (
+        "elman", "cayley", (("init", "orthogonal"),))
+    assert "| riemannian |" in (out / "report.md").read_text()
+    # --resume keeps what summary.json holds (nothing is trained again) ...
+    monkeypatch.setattr(orthogonality, "train", lambda *a, **k: 1 / 0)
+    again = orthogonality.run_orthogonality(str(out), s, ["riemannian"], progress=False,
+                                            resume=True)
+    assert again["results"] == json.loads(json.dumps(summary["results"]))
+    # ... but only for the same settings, and not while another writer holds the folder
+    with pytest.raises(ValueError, match="steps=2"):
+        orthogonality.run_orthogonality(str(out), s._replace(steps=3), ["riemannian"],
+                                        resume=True)
+    with outputs.lock_out(str(out)):
+        with pytest.raises(ValueError, match="in use"):
+            orthogonality.run_orthogonality(str(out), s, ["riemannian"], resume=True)

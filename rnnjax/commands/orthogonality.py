@@ -2,15 +2,17 @@
 (Cayley), parametrised (expRNN, scoRNN), non-normal (nnRNN) and flossed recurrent
 networks trained on the copy task (and the adding task) at the same hidden size; writes
 ``summary.json``, ``report.md`` and ``curves.png`` under ``--out``
-(:mod:`rnnjax.orthogonality`).  ``--quick`` is a few-minute smoke version (copy only,
-T=10, hidden 16, 400 steps)."""
+(:mod:`rnnjax.orthogonality`; every method is a run of the training runner, kept in
+``--out/runs/``).  ``--quick`` is a few-minute smoke version (copy only, T=10, hidden
+16, 400 steps)."""
 
 from __future__ import annotations
 
 from rnnjax.orthogonality import FULL, QUICK, run_orthogonality
 from rnnjax.outputs import default_out
 
-_FIELDS = ("T", "hidden", "batch", "steps", "lr", "lr_orth", "seed")
+_FIELDS = ("T", "hidden", "batch", "steps", "lr", "lr_orth", "seed", "log_every",
+           "floss_every", "floss_k", "floss_batch")
 
 
 __all__ = ["register", "run"]
@@ -22,7 +24,8 @@ def run(a) -> int:
     if a.tasks:
         s = s._replace(tasks=tuple(t.strip() for t in a.tasks.split(",") if t.strip()))
     names = [n.strip() for n in a.methods.split(",") if n.strip()] if a.methods else None
-    run_orthogonality(a.out or default_out("orthogonality"), s, names)
+    run_orthogonality(a.out or default_out("orthogonality"), s, names, resume=a.resume,
+                      overwrite=a.overwrite)
     return 0
 
 
@@ -32,6 +35,11 @@ def register(sub):
     p.add_argument("--out", default=None,
                    help="new (or empty) output folder (default "
                         "runs/orthogonality/YYYYmmdd-HHMMSS, a new one per run)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the methods --out/summary.json already holds (same "
+                        "settings) and train the others")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain every method into a non-empty --out")
     p.add_argument("--quick", action="store_true",
                    help="the few-minute smoke settings (the defaults after '--quick:')")
     for field in _FIELDS:  # override the preset's value

@@ -119,6 +119,27 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     p.add_argument("--retrivialize-every", type=int, default=None, metavar="K",
                    help="dynamic trivialization (exprnn dynamic=True): fold the skew "
                         "params into the base every K steps (default 100; 0: never)")
+    g = p.add_argument_group("orthogonality by constraint (any recurrent cell)")
+    g.add_argument("--orth-penalty", type=float, default=d.orth_penalty, metavar="LAMBDA",
+                   help="add LAMBDA ||W^T W - I||_F^2 of the recurrent matrix to the loss")
+    g.add_argument("--floss-every", type=int, default=d.floss_every, metavar="N",
+                   help="gradient flossing (Engelken 2023): at steps 1, N+1, 2N+1, ... add "
+                        "W sum_{i<=K} lambda_i^2 of the top Lyapunov exponents (0: off)")
+    g.add_argument("--floss-k", type=int, default=d.floss_k, metavar="K",
+                   help="Lyapunov exponents flossed (default %(default)s)")
+    g.add_argument("--floss-weight", type=float, default=d.floss_weight, metavar="W",
+                   help="weight of the flossing term (default %(default)s)")
+    g.add_argument("--floss-batch", type=int, default=d.floss_batch, metavar="B",
+                   help="training sequences the exponents are measured on "
+                        "(default %(default)s)")
+    g.add_argument("--nnrnn-alpha", type=float, default=d.nnrnn_alpha,
+                   help="nnrnn cell: alpha_lam sum_k (alpha_k - 1)^2 (its paper: 1e-4)")
+    g.add_argument("--nnrnn-decay", type=float, default=d.nnrnn_decay,
+                   help="nnrnn cell: (decay/2) ||T||_F^2 of the upper-triangular part "
+                        "(its paper: 1e-6)")
+    g.add_argument("--riemannian", default=d.riemannian, choices=("cayley", "qr", "polar"),
+                   help="move the cell's square W_hh on O(H) with this retraction, at "
+                        "--lr-orth (needs an orthogonal init: --cell-opt init=orthogonal)")
 
 
 def config_kwargs(a) -> dict:
@@ -129,6 +150,10 @@ def config_kwargs(a) -> dict:
                 cell_options=tuple(cell_option(o) for o in a.cell_opt),
                 devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
                 retrivialize_every=a.retrivialize_every, epochs=a.epochs,
+                orth_penalty=a.orth_penalty, floss_every=a.floss_every, floss_k=a.floss_k,
+                floss_weight=a.floss_weight, floss_batch=a.floss_batch,
+                nnrnn_alpha=a.nnrnn_alpha, nnrnn_decay=a.nnrnn_decay,
+                riemannian=a.riemannian,
                 tensorboard=getattr(a, "tensorboard", False), dtype=a.dtype)
 
 
