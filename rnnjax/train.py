@@ -155,12 +155,9 @@ def make_model(config: Config, task) -> Model:
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
-    parameters get ``lr_orth``, or ``lr`` when it is None), after per-element clipping
-    when ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
-
     parameters get ``lr_orth``, or ``lr`` when it is None; with ``riemannian`` the
     cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
-    ``clip_mode="element"``."""
+    ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
     global_clip = config.clip if config.clip_mode == "global_norm" else None
     tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth or config.lr,
                       clip=global_clip, retraction=config.riemannian)
@@ -240,9 +237,33 @@ def build(config: Config) -> Experiment:
     def update(state: TrainState, data) -> TrainState:
         return update_with_loss(state, data)[0]
 
-    parameters get ``lr_orth``, or ``lr`` when it is None; with ``riemannian`` the
-    cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
-    ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
+    if stream is not None:  # stateful: consecutive windows, the carry passed on
+        if model.cell is None:
+            raise ValueError(f"the {config.task!r} task is stateful and needs a recurrent "
+                             f"cell; got the baseline {config.cell!r}")
+        if config.has_constraint():
+            raise ValueError(f"the {config.task!r} task is stateful; the penalties, flossing "
+                             f"and riemannian options apply to the sampled-batch tasks")
+        streams = jnp.asarray(stateful.batchify(stream.train, config.batch))
+        per_epoch = _per_epoch(config, task)
+        update_window = make_update(
+            lambda params, b: stateful.window_loss(model.cell, params, *b, stream.vocab,
+                                                   config.grad), opt, has_aux=True)
+
+        def stateful_step(state: TrainState) -> TrainState:
+            # Window k = step mod K; the carry left by window k-1 enters window k (zeros
+            # at the start of each epoch); window_loss cuts its gradient.
+            k = state.step % per_epoch
+            xs, ys = stateful.window_at(streams, k, stream.length)
+            carry = jax.tree.map(lambda c: jnp.where(k == 0, jnp.zeros_like(c), c),
+                                 state.carry)
+            new, (_, carry) = update_window(state, (carry, xs, ys))
+            # A non-finite carry (a diverged window) is not passed on.
+            carry = jax.tree.map(lambda c: jnp.where(jnp.isfinite(c), c, 0), carry)
+            return new._replace(carry=carry)
+
+    def floss_update(state: TrainState, data) -> TrainState:
+        return floss_with_loss(state, data)[0]
 
     def batch(key_data):
         _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
