@@ -326,6 +326,8 @@ def _api_cases():
         ("lstm(2_000_000).init", lambda: cells.lstm(2_000_000).init(jax.random.key(0), 3),
          ValueError, r"initialising the lstm cell \(input_size=3\) needs about [\d,.]+ GiB, "
          r"more than the [\d,.]+ GiB available"),
+        ("s5 factory of 1e6 states", lambda: cells.make("s5", 1_000_000), ValueError,
+         r"the HiPPO-LegS initialisation at state_size=1000000 needs about [\d,.]+ GiB"),
         ("gru init of 1e10 inputs", lambda: gru.init(jax.random.key(0), 10**10), ValueError,
          r"initialising the gru cell \(input_size=10000000000\) needs about [\d,.]+ GiB"),
         ("a numpy init out of memory", lambda: gru._replace(

@@ -20,7 +20,7 @@ import numpy as np
 from rnnjax import initializers
 from rnnjax.cell import Cell, HiddenState, Linear, identity, zeros_carry
 from rnnjax.cells.linear import complex_carry, diagonal_step
-from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.checks import check_choice, check_memory, check_positive_int
 
 
 def _encoder(key, H, F):
@@ -191,6 +191,10 @@ def _check_ssm(state_size, dt_min, dt_max):
     if not 0.0 < float(dt_min) < float(dt_max):
         raise ValueError(f"dt_min and dt_max must satisfy 0 < dt_min < dt_max, "
                          f"got {dt_min!r}, {dt_max!r}")
+    # the factory itself diagonalises the (N, N) HiPPO-LegS matrix in NumPy (complex128
+    # eigenvectors and their inverse, a few copies): refuse before allocating
+    check_memory(f"the HiPPO-LegS initialisation at state_size={state_size}",
+                 64.0 * float(state_size) ** 2, "use a smaller hidden_size or state_size")
 
 
 def _ssm_cell(name, H, n_states, init, prepare, recurrent, drive, emit):
