@@ -184,6 +184,9 @@ def backward_sweep(cell, weights, xs, carry0, states, lengths, reverse, truncate
         grads = {k: v + d_grads[k] if k in d_grads else v for k, v in grads.items()}
         return (g, g0, grads), (dxs, deltas if with_deltas else None)
 
+    if T == 0:  # no step: the carry's gradient passes through, nothing else has one
+        return (jax.tree.map(jnp.zeros_like, dict(weights)), jnp.zeros_like(xs), dfinal,
+                None)
     K = min(chunk, T)
     n, r = divmod(T, K)
     seqs = (xs, states, dys, live, cut, starts)

@@ -412,7 +412,7 @@ def _api_cases():
         ("run unroll 0", lambda: run(gru, p, xs, unroll=0), ValueError,
          "unroll must be a positive integer, got 0"),
         ("run grad name", lambda: run(gru, p, xs, grad="magic"), ValueError,
-         r"grad must be one of \['auto', 'manual'\], got 'magic'"),
+         r"grad must be one of \['auto', 'autodiff', 'manual'\], got 'magic'"),
         ("run not a cell", lambda: run(lambda x: x, p, xs), TypeError,
          "cell must be an rnnjax.Cell, got function"),
         ("run resets of another shape", lambda: run(gru, p, xs, resets=jnp.zeros((2, 3),

@@ -38,7 +38,7 @@ def _deterministic(history):
     (dict(hidden=-4), "hidden must be a positive integer, got -4"),
     (dict(lr=0.0), "lr must be a positive number"),
     (dict(optimizer="adagrad"), "optimizer must be one of"),
-    (dict(grad="by-hand"), r"grad must be one of \['auto', 'manual'\], got 'by-hand'"),
+    (dict(grad="by-hand"), r"grad must be one of \['auto', 'autodiff', 'manual'\], got 'by-hand'"),
     (dict(grad="manual", cell="mgu"), "needs a hand-written backward .cell.backward., and the 'mgu' cell has none"),
     (dict(grad="manual", cell="wavenet"), "got the baseline 'wavenet'"),
 ])
