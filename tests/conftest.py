@@ -1,18 +1,23 @@
 """Tests run with float64 available; each test chooses its dtype explicitly.
 
-The test processes themselves use no persistent compilation cache: with one shared by
-the two xdist workers, XLA:CPU crashed a worker with a segmentation fault while
-deserialising a cached executable, twice in three full runs (JAX 0.10.2), even with
-JAX's file lock on every read and write.  The subprocesses the tests start (the
-runner's resume, fault and distributed tests run one configuration in several fresh
-processes, one after another) share a cache private to their worker and to this run,
-under JAX's lock (a size limit turns it on), so each of their programs is compiled once.
+Each test module starts from empty JAX caches (an autouse fixture): a pytest-xdist
+worker that kept every program compiled by hundreds of tests grew past 5 GB and XLA:CPU
+crashed it with a segmentation fault inside compilation or deserialisation, at random
+tests, late in full runs.
+
+The test processes use no persistent compilation cache (XLA:CPU crashed deserialising
+from one shared by the two workers).  The subprocesses the tests start (the runner's
+resume, fault and distributed tests run one configuration in several fresh processes,
+one after another) share a cache private to their worker and to this run, under JAX's
+lock (a size limit turns it on), so each of their programs is compiled once.
 """
 
+import gc
 import os
 import tempfile
 
 import jax
+import pytest
 
 jax.config.update("jax_compilation_cache_dir", None)  # not in the test processes
 os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
@@ -20,3 +25,10 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(16 * 2**30)
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches():
+    yield
+    jax.clear_caches()
+    gc.collect()
