@@ -20,11 +20,12 @@ import zlib
 from rnnjax import cells
 from rnnjax.outputs import atomic_open
 
-# matplotlib's ten default colours, then ten more of distinct hue (the default copy job
-# draws eleven cells, and a repeated colour told apart by its marker alone is easy to miss)
+# matplotlib's ten default colours, then sixteen more of distinct hue: one colour per
+# registered cell (a repeated colour told apart by its marker alone is easy to miss)
 _COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "#000000",
            "#8b4513", "#ffd700", "#00ced1", "#4b0082", "#9acd32", "#ff1493", "#808000",
-           "#000080", "#ff4500")
+           "#000080", "#ff4500", "#2f4f4f", "#7fff00", "#ba55d3", "#ff00ff", "#800000",
+           "#00ff7f")
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p")
 
 
@@ -32,13 +33,14 @@ def cell_style(label: str) -> dict:
     """Matplotlib line options for ``label`` (``"<cell>"``, ``"<cell> (trained)"``,
     ``"<cell> block 2"``, ...): the colour and marker of the cell name (its first
     word) are fixed by the cell's index ``i`` in the registry (unregistered names: by a
-    CRC of the name), colour number ``i mod 20`` and marker number
-    ``(i // 20 + i) mod 12``, the pair being distinct for the first 240 cells; ``"(trained)"`` labels are dashed
+    CRC of the name), colour number ``i mod 26`` and marker number
+    ``(i // 26 + i) mod 12``, the pair being distinct for the first 312 cells; ``"(trained)"`` labels are dashed
     (gradient-flow figures: initialisation solid, trained dashed)."""
     name = str(label).split()[0] if str(label).split() else ""
     names = list(cells.REGISTRY)
-    i = names.index(name) if name in names else zlib.crc32(name.encode()) % 240
-    return {"color": _COLORS[i % 20], "marker": _MARKERS[(i // 20 + i) % len(_MARKERS)],
+    i = names.index(name) if name in names else zlib.crc32(name.encode()) % 312
+    return {"color": _COLORS[i % len(_COLORS)],
+            "marker": _MARKERS[(i // len(_COLORS) + i) % len(_MARKERS)],
             "ls": "--" if "trained" in str(label) else "-"}
 
 
