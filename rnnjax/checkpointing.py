@@ -28,6 +28,7 @@ takes seconds to import).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -121,10 +122,25 @@ def restore(mngr, step, like, *, set_aside: bool = False):
     if step is None:
         step = latest_good_step(mngr.directory, set_aside=set_aside)
         mngr.reload()
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                     history=ocp.args.JsonRestore()))
-    return got["state"], list(got["history"])
+    def load(target):
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        return mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()))
+
+    try:
+        got = load(like)
+        state = got["state"]
+    except ValueError as err:
+        # A checkpoint written before a NamedTuple state gained a field that defaults
+        # to None (``TrainState.carry``) lacks that key: restore it without those fields.
+        absent = [f for f in getattr(like, "_fields", ()) if getattr(like, f) is None]
+        if not absent or "do not match" not in str(err):
+            raise
+        kept = [f for f in like._fields if f not in absent]
+        older = collections.namedtuple(type(like).__name__, kept)
+        got = load(older(*(getattr(like, f) for f in kept)))
+        state = type(like)(**got["state"]._asdict(), **{f: None for f in absent})
+    return state, list(got["history"])
 
 
 def save_params(out, step: int, params, *, keep: int = 3) -> None:

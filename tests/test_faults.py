@@ -248,3 +248,23 @@ def test_nonfinite_params_are_never_checkpointed():
     checkpointing.check_finite({"step": np.int32(3), "w": np.zeros(3)})
     with pytest.raises(ValueError, match="max_nonfinite must be a non-negative integer"):
         train(Config(**SMALL, steps=2, max_nonfinite=-1), progress=False)
+
+
+def test_a_checkpoint_from_before_train_state_had_a_carry_restores(tmp_path):
+    # Runs checkpointed before ``TrainState.carry`` existed saved nine fields; resuming
+    # them must restore (carry None), not fail on orbax's tree-structure check.
+    import collections
+    from rnnjax.training import TrainState
+    fields = [f for f in TrainState._fields if f != "carry"]
+    Older = collections.namedtuple("TrainState", fields)
+    values = {f: np.full((2,), i, np.float32) for i, f in enumerate(fields)}
+    values["params"] = {"cell": {"W": np.arange(6.0, dtype=np.float32).reshape(2, 3)}}
+    with checkpointing.manager(tmp_path) as mngr:
+        checkpointing.save(mngr, 5, Older(**values), [{"step": 5}], force=True)
+    like = TrainState(**jax.tree.map(np.zeros_like, values), carry=None)
+    with checkpointing.manager(tmp_path) as mngr:
+        state, history = checkpointing.restore(mngr, None, like)
+    assert isinstance(state, TrainState) and state.carry is None
+    np.testing.assert_array_equal(state.params["cell"]["W"], values["params"]["cell"]["W"])
+    np.testing.assert_array_equal(state.skipped, values["skipped"])
+    assert history == [{"step": 5}]
