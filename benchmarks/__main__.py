@@ -23,6 +23,7 @@ SUITES = {
     "scan": "sequential against associative scan",
     "gradflow": "gradient-flow analysis against a parameter gradient",
     "newton": "sequential against DEER and quasi-DEER (Newton over time) against T and H",
+    "cpu_options": "XLA:CPU flags, allocator, donation, unroll, remat policies vs default",
     "device": "one accelerator run: peers, orthogonal copy steps, scans, cuDNN, bf16",
 }
 # suites that repeat others' parts (left out of "all")

@@ -39,8 +39,7 @@ def _cli(out, resume):
             str(c["batch"]), "--steps", str(c["steps"]), "--log-every", str(c["log_every"]),
             "--eval-batch", str(c["eval_batch"]), "--lr", str(c["lr"]), "--checkpoint-every",
             str(c["checkpoint_every"]), "--out", out, "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    env.pop("XLA_FLAGS", None)
+    env = {**os.environ, "PYTHONPATH": ROOT}  # XLA_FLAGS as in this process (conftest)
     return subprocess.Popen(args + (["--resume"] if resume else []), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
