@@ -5,7 +5,8 @@ respect to the params, ``rnnjax.run`` with its default ``grad="auto"``, float32)
 timed for each cell with one option changed at a time:
 
 * in one process, interleaved with the default (:func:`benchmarks.peers.time_interleaved`):
-  ``unroll`` 2 and 4 steps per scan iteration; ``remat=True`` (sqrt(T) checkpoints);
+  ``grad="autodiff"`` (the reference for the two policies below, which differentiate
+  the step by autodiff); ``unroll`` 2 and 4 steps per scan iteration; ``remat=True`` (sqrt(T) checkpoints);
   the step under ``jax.checkpoint`` with the policies ``dots_saveable`` (keep the
   matmul outputs, recompute the gates) and ``nothing_saveable`` (autodiff through the
   checkpointed step); and a whole SGD update step with the params' buffers donated
@@ -67,7 +68,8 @@ def in_process_fns(name, B, T, F, H):
         return lambda: f(params, xs)
 
     pol = jax.checkpoint_policies
-    fns = {"default": fwdbwd(cell), "unroll-2": fwdbwd(cell, unroll=2),
+    fns = {"default": fwdbwd(cell), "autodiff": fwdbwd(cell, grad="autodiff"),
+           "unroll-2": fwdbwd(cell, unroll=2),
            "unroll-4": fwdbwd(cell, unroll=4), "remat": fwdbwd(cell, remat=True),
            "remat-dots": fwdbwd(_checkpointed(cell, pol.dots_saveable)),
            "remat-nothing": fwdbwd(_checkpointed(cell, pol.nothing_saveable))}

@@ -374,11 +374,14 @@ def modrelu(z, b):
     ``0/0``).  Example: ``z = [3+4i, 0.1]``, ``b = [-1, -0.5]`` gives ``[2.4+3.2i, 0]``.
     """
     if jnp.iscomplexobj(z):
-        r2 = z.real * z.real + z.imag * z.imag
+        # On the real and imaginary parts: autodiff of the complex product ``z * scale``
+        # cost the unitary cells' training step a third more on XLA:CPU.
+        zr, zi = z.real, z.imag
+        r2 = zr * zr + zi * zi
         pos = r2 > 0
         r = jnp.sqrt(jnp.where(pos, r2, 1.0))
         scale = jnp.where(pos, jax.nn.relu(r + b) / r, 0.0)
-        return z * scale
+        return jax.lax.complex(zr * scale, zi * scale)
     return jnp.sign(z) * jax.nn.relu(jnp.abs(z) + b)
 
 

@@ -90,7 +90,9 @@ def test_unitary_carry_is_complex_and_output_is_re_im(name):
     params = cell.init(jax.random.key(3), F)
     ys, final = rnnjax.run(cell, params, jax.random.normal(jax.random.key(4), (T, F), jnp.float32))
     assert ys.dtype == jnp.float32 and ys.shape == (T, 2 * H)
-    np.testing.assert_array_equal(ys[-1], jnp.concatenate([final.h.real, final.h.imag]))
+    # to one float32 rounding: XLA may compute Re h and the output in separate fusions
+    np.testing.assert_allclose(ys[-1], jnp.concatenate([final.h.real, final.h.imag]),
+                               rtol=3e-7, atol=0)
 
 
 @pytest.mark.parametrize("name", ORTH + UNIT)
