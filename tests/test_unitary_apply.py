@@ -13,7 +13,7 @@ import rnnjax
 def test_dense_and_structured_agree(name):
     dense = rnnjax.cells.make(name, 6, apply="dense")
     structured = rnnjax.cells.make(name, 6, apply="structured")
-    auto = rnnjax.cells.make(name, 6)  # dense for the uRNN, structured for EUNN L=2
+    auto = rnnjax.cells.make(name, 6)
     params = jax.tree.map(lambda a: a.astype(jnp.float64),
                           dense.init(jax.random.key(0), 3))
     xs = jax.random.normal(jax.random.key(1), (2, 7, 3), jnp.float64)
@@ -31,5 +31,9 @@ def test_dense_and_structured_agree(name):
         for k in g1:
             np.testing.assert_allclose(g1[k], g2[k], rtol=1e-10, atol=1e-12, err_msg=k)
     assert "W" in dense.prepare(params) and dense.prepare(params)["W"].shape == (6, 6)
+    # "auto": dense for the uRNN; for EUNN (L = 2) dense up to 64 units, structured above
+    assert ("W" in auto.prepare(params)) and (rnnjax.cells.make(name, 64).backward
+                                              is not None)
+    assert (rnnjax.cells.make(name, 66).backward is None) == (name == "eunn")
     with pytest.raises(ValueError, match="apply"):
         rnnjax.cells.make(name, 6, apply="fft")

@@ -125,8 +125,9 @@ def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal",
     layers of ``2 x 2`` complex rotations on alternating neighbour pairs, then
     ``D = diag(exp(i omega))``; ``O(H L)`` per step with ``apply="structured"``;
     ``"dense"`` forms ``W`` once per sequence (see :func:`urnn`); ``"auto"`` is
-    ``"structured"`` for ``capacity <= 8`` (measured faster at ``L = 2``: ``2L``
-    element-wise products beat an ``H x H`` complex product), else ``"dense"``.
+    ``"structured"`` for ``capacity <= 8`` and ``hidden_size > 64``, else ``"dense"``
+    (copy-task training step on a 2-core CPU at ``L = 2``: dense/structured 0.75 at
+    ``H = 64``, 1.16 at ``H = 128``, 1.24 at ``H = 190``; ``benchmarks/README.md``).
     ``params["angles"] (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)``
     (``omega``), all
     ``U[-pi, pi]``.
@@ -157,7 +158,7 @@ def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal",
     return _unitary_cell("eunn", H, init_map, prepare_map, apply_map,
                          lambda p: P.eunn_dense(p["angles"], p["phases"]), input_init,
                          "structured" if apply == "structured" or (
-                             apply == "auto" and capacity <= 8) else "dense")
+                             apply == "auto" and capacity <= 8 and H > 64) else "dense")
 
 
 def fcurnn(hidden_size: int, init: str = "haar", param: str = "expm",
