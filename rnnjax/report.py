@@ -44,7 +44,8 @@ from rnnjax.train_config import orthogonal_cells, validate
 
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "default_cells",
            "gradient_profile", "log_spread", "paper_configs", "per_step_factor",
-           "reproduce_command", "run_copy_job", "run_copy_sweep", "write_copy_report",
+           "reproduce_command", "run_copy_job", "run_copy_sweep", "stays_orthogonal",
+           "write_copy_report",
            "write_sweep_report"]
 
 # Cells that are always compared; the orthogonal/unitary cells registered in
@@ -70,9 +71,30 @@ PAPER = Config(task="copy", T=1000, hidden=190, batch=128, steps=4000, lr=2e-4, 
 ARJOVSKY_TS = (100, 200, 300, 500)
 
 
+def stays_orthogonal(name: str, hidden: int = 4, tol: float = 1e-3) -> bool:
+    """Whether registered cell ``name``'s recurrent matrix is orthogonal (unitary) for
+    any params, not only at initialisation: ``||W^H W - I||_max < tol`` after every
+    floating param is moved by ``N(0, 0.5^2)`` noise.  True for expRNN, scoRNN,
+    Householder, uRNN, EUNN and fcuRNN; False for nnRNN and the spectral-margin RNN,
+    whose ``W`` leaves the group by design."""
+    cell = cells_lib.REGISTRY[name](hidden)
+    if cell.recurrent_matrix is None:
+        return False
+    params = cell.init(jax.random.key(0), hidden)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    moved = [a + 0.5 * jax.random.normal(k, a.shape, a.dtype)
+             if jax.numpy.issubdtype(a.dtype, jax.numpy.floating) else a
+             for a, k in zip(leaves, keys)]
+    W = np.asarray(cell.recurrent_matrix(jax.tree.unflatten(tree, moved)))
+    return bool(np.abs(W.conj().T @ W - np.eye(W.shape[-1])).max() < tol)
+
+
 def default_cells() -> list:
-    """``elman, lstm, gru`` and every orthogonal/unitary cell present in the registry."""
-    return list(BASE_CELLS) + orthogonal_cells()
+    """``elman, lstm, gru`` and every cell of the registry whose recurrent matrix stays
+    orthogonal or unitary (:func:`stays_orthogonal`; nnRNN and the spectral-margin RNN
+    are one ``--cells`` away)."""
+    return list(BASE_CELLS) + [c for c in orthogonal_cells() if stays_orthogonal(c)]
 
 
 def paper_configs(base: Config, cells) -> dict:

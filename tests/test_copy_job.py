@@ -10,13 +10,17 @@ import pytest
 
 from rnnjax import cells
 from rnnjax.cli import main
-from rnnjax.report import BASE_CELLS, DEFAULT, PAPER, default_cells
+from rnnjax.report import BASE_CELLS, DEFAULT, PAPER, default_cells, stays_orthogonal
 from rnnjax.train import ORTHOGONAL_CELLS, load_history
 
 
 def test_default_cells_pick_up_registered_orthogonal_cells(monkeypatch):
     assert default_cells()[:3] == ["elman", "lstm", "gru"]
-    assert default_cells()[3:] == [c for c in ORTHOGONAL_CELLS if c in cells.REGISTRY]
+    # the orthogonal-param cells whose W stays in the group (not nnRNN, spectral margin)
+    assert default_cells()[3:] == [c for c in ORTHOGONAL_CELLS
+                                   if c in cells.REGISTRY and c not in ("nnrnn", "spectral")]
+    assert [stays_orthogonal(c) for c in ("fcurnn", "urnn", "nnrnn", "spectral", "elman")] \
+        == [True, True, False, False, False]
     # membership is decided by the cell's params, not its name
     monkeypatch.setitem(cells.REGISTRY, "my_orthogonal", cells.exprnn)
     assert "my_orthogonal" in default_cells()
