@@ -45,8 +45,7 @@ from rnnjax.train_config import orthogonal_cells, validate
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "default_cells",
            "gradient_profile", "log_spread", "paper_configs", "per_step_factor",
            "reproduce_command", "run_copy_job", "run_copy_sweep", "stays_orthogonal",
-           "write_copy_report",
-           "write_sweep_report"]
+           "write_copy_report", "write_sweep_report"]
 
 # Cells that are always compared; the orthogonal/unitary cells registered in
 # rnnjax.cells.REGISTRY join them (default_cells()).
