@@ -47,8 +47,8 @@ __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "default_cells",
            "reproduce_command", "run_copy_job", "run_copy_sweep", "stays_orthogonal",
            "write_copy_report", "write_sweep_report"]
 
-# Cells that are always compared; the orthogonal/unitary cells registered in
-# rnnjax.cells.REGISTRY join them (default_cells()).
+# Cells that are always compared; the cells of rnnjax.cells.REGISTRY whose W stays
+# orthogonal/unitary join them (default_cells()).
 BASE_CELLS = ("elman", "lstm", "gru")
 
 # Default recipe: T=200 (Arjovsky's second delay), hidden 64, batch 32, 800 steps,

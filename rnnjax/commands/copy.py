@@ -71,7 +71,7 @@ def register(sub):
     p.add_argument("--preset", default="default", choices=sorted(PRESETS))
     p.add_argument("--cells", default=None,
                    help="comma-separated cell names (default: elman,lstm,gru + the "
-                        "orthogonal/unitary cells registered)")
+                        "registered cells whose W stays orthogonal/unitary)")
     for flag, kind, extra in (("--T", int, {}), ("--hidden", int, {}), ("--batch", int, {}),
                               ("--steps", int, {}), ("--lr", float, {}),
                               ("--lr-orth", float, {}),
