@@ -4,10 +4,10 @@ The forward + backward of the peers suite (value and gradient of ``sum(ys)`` wit
 respect to the params, ``rnnjax.run`` with its default ``grad="auto"``, float32) is
 timed for each cell with one option changed at a time:
 
-* in one process, interleaved with the default (:func:`benchmarks.peers.time_interleaved`):
-  ``grad="autodiff"`` (the reference for the two policies below, which differentiate
-  the step by autodiff); ``unroll`` 2 and 4 steps per scan iteration; ``remat=True`` (sqrt(T) checkpoints);
-  the step under ``jax.checkpoint`` with the policies ``dots_saveable`` (keep the
+* in one process, interleaved with the default
+  (:func:`benchmarks.peers.time_interleaved`): ``grad="autodiff"`` (the reference for
+  the two policies below, which differentiate the step by autodiff); ``unroll`` 2 and 4
+  steps per scan iteration; ``remat=True`` (sqrt(T) checkpoints); the step under ``jax.checkpoint`` with the policies ``dots_saveable`` (keep the
   matmul outputs, recompute the gates) and ``nothing_saveable`` (autodiff through the
   checkpointed step); and a whole SGD update step with the params' buffers donated
   (``donate_argnums``) against the same step without donation;
@@ -15,8 +15,9 @@ timed for each cell with one option changed at a time:
   (``XLA_FLAGS``) and glibc's allocator kept from returning freed memory to the system
   (``MALLOC_MMAP_MAX_=0`` or ``MALLOC_MMAP_THRESHOLD_`` at its 32 MB maximum, with
   ``MALLOC_TRIM_THRESHOLD_``: a compiled call's temporaries, freed after each call, are
-  then reused instead of unmapped and page-faulted again on the next call).  The processes alternate
-  with default ones (``--rounds`` each) and the best median of each is compared.
+  then reused instead of unmapped and page-faulted again on the next call).  The
+  processes alternate with default ones (``--rounds`` each) and the best median of each
+  is compared.
 
 Each JSON line carries ``over_default``: the option's median over the default's (in
 the same process, or the default processes of the same run).  Below 1 the option pays.

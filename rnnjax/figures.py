@@ -34,8 +34,9 @@ def cell_style(label: str) -> dict:
     ``"<cell> block 2"``, ...): the colour and marker of the cell name (its first
     word) are fixed by the cell's index ``i`` in the registry (unregistered names: by a
     CRC of the name), colour number ``i mod 26`` and marker number
-    ``(i // 26 + i) mod 12``, the pair being distinct for the first 312 cells; ``"(trained)"`` labels are dashed
-    (gradient-flow figures: initialisation solid, trained dashed)."""
+    ``(i // 26 + i) mod 12``, the pair being distinct for the first 312 cells;
+    ``"(trained)"`` labels are dashed (gradient-flow figures: initialisation solid,
+    trained dashed)."""
     name = str(label).split()[0] if str(label).split() else ""
     names = list(cells.REGISTRY)
     i = names.index(name) if name in names else zlib.crc32(name.encode()) % 312

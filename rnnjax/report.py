@@ -83,7 +83,7 @@ def stays_orthogonal(name: str, hidden: int = 4, tol: float = 1e-3) -> bool:
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
     moved = [a + 0.5 * jax.random.normal(k, a.shape, a.dtype)
-             if jax.numpy.issubdtype(a.dtype, jax.numpy.floating) else a
+             if np.issubdtype(a.dtype, np.floating) else a
              for a, k in zip(leaves, keys)]
     W = np.asarray(cell.recurrent_matrix(jax.tree.unflatten(tree, moved)))
     return bool(np.abs(W.conj().T @ W - np.eye(W.shape[-1])).max() < tol)

@@ -1,5 +1,6 @@
 """Fault tolerance: SIGKILL/SIGTERM and resume, damaged checkpoints, non-finite steps."""
 
+import collections
 import json
 import os
 import re
@@ -15,8 +16,8 @@ import pytest
 
 import rnnjax.train as train_lib
 from rnnjax import checkpointing
-from rnnjax.train import TIMING_KEYS, Config, NonFiniteError, build, load_history, \
-    load_params, train
+from rnnjax.train import TIMING_KEYS, Config, NonFiniteError, TrainState, build, \
+    load_history, load_params, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -252,8 +253,6 @@ def test_nonfinite_params_are_never_checkpointed():
 def test_a_checkpoint_from_before_train_state_had_a_carry_restores(tmp_path):
     # Runs checkpointed before ``TrainState.carry`` existed saved nine fields; resuming
     # them must restore (carry None), not fail on orbax's tree-structure check.
-    import collections
-    from rnnjax.training import TrainState
     fields = [f for f in TrainState._fields if f != "carry"]
     Older = collections.namedtuple("TrainState", fields)
     values = {f: np.full((2,), i, np.float32) for i, f in enumerate(fields)}
