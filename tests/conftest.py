@@ -16,8 +16,11 @@ at backend optimisation level 0: it halves the runner and copy-job tests' time o
 2-core CPU (the programs are small and compiled once each, so compiling dominates).
 """
 
+import atexit
 import gc
+import importlib.util
 import os
+import shutil
 import tempfile
 
 os.environ["XLA_FLAGS"] = " ".join(
@@ -27,11 +30,24 @@ import jax  # noqa: E402  (after XLA_FLAGS: XLA reads them when its backend star
 import pytest
 
 jax.config.update("jax_compilation_cache_dir", None)  # not in the test processes
-os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE = tempfile.mkdtemp(
     prefix=f"rnnjax-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)  # this process's own folder
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(16 * 2**30)
 jax.config.update("jax_enable_x64", True)
+
+
+# What README's install command and .ci/run install: in CI (CI=true) a missing one is an
+# error, not a skip, so a missing install step cannot hide behind skipped tests.
+OPTIONAL = ("torch", "equinox", "sklearn", "statsmodels", "mnist1d", "tensorboardX")
+
+
+def pytest_sessionstart(session):
+    missing = [m for m in OPTIONAL if importlib.util.find_spec(m) is None]
+    if os.environ.get("CI") == "true" and missing:
+        raise pytest.UsageError(f"CI=true but {missing} are not installed; .ci/run installs "
+                                "them (README's install command and the peers)")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -153,9 +153,19 @@ def test_recurrent_dropout_with_manual_grad_is_refused_before_tracing():
 
 # --------------------------------------------------------------- runnable docstrings
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("rnnjax.cells.")))
+FACTORY_MODULES = sorted({getattr(f, "__module__", "") for f in cells.REGISTRY.values()})
+
+
+def test_every_registered_factory_has_a_runnable_example():
+    assert len(FACTORY_MODULES) >= 8, FACTORY_MODULES
+    missing = [name for name, f in cells.REGISTRY.items() if ">>>" not in (f.__doc__ or "")]
+    assert not missing, f"factories without a docstring example: {missing}"
+
+
+@pytest.mark.parametrize("module", FACTORY_MODULES)
 def test_cell_docstring_examples_run(module):
     with jax.enable_x64(False):  # the examples are written for the default float32
         result = doctest.testmod(importlib.import_module(module), verbose=False,
                                  extraglobs={"jax": jax, "jnp": jnp, "rnnjax": rnnjax})
+    assert result.attempted > 0, f"{module} has no docstring example"
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"

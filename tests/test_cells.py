@@ -86,7 +86,10 @@ def test_initialisations():
     p = cells.irnn(H).init(key, F)
     np.testing.assert_array_equal(p["W_hh"], np.eye(H))
     assert np.std(np.asarray(p["W_xh"])) < 0.01
-    assert rnnjax.cells.irnn(H).step is not None
+    irnn = rnnjax.cells.irnn(H)  # relu(I h + W_xh x + 0): a zero input keeps h's positive part
+    h = jnp.linspace(-1.0, 1.0, H)
+    _, y = irnn.step(irnn.prepare(p), irnn.initial_carry(())._replace(h=h), jnp.zeros(F))
+    np.testing.assert_allclose(y, np.maximum(np.asarray(h), 0.0), atol=1e-7)
 
     p = cells.gru(H, init="uniform").init(key, F)
     bound = 1 / np.sqrt(H)

@@ -33,16 +33,41 @@ KILL = dict(task="adding", cell="gru", T=20, hidden=8, batch=8, steps=80, log_ev
             eval_batch=8, lr=1e-2, checkpoint_every=10)
 
 
-def _cli(out, resume):
+# The child waits after writing the metrics record of step ``HOLD`` (or the first after
+# it) until the file ``RELEASE`` exists, so it cannot finish before the parent's signal
+# lands, however loaded the machine; the signal may still arrive anywhere before the hold.
+_HELD_CHILD = """
+import os, sys, time
+import rnnjax.train as t
+from rnnjax import cli
+hold, release, original = int(os.environ["HOLD"]), os.environ["RELEASE"], t.write_metrics
+def write_metrics(out, history):
+    original(out, history)
+    global hold
+    if history and history[-1]["step"] >= hold:
+        hold = float("inf")
+        while not os.path.exists(release):
+            time.sleep(0.005)
+t.write_metrics = write_metrics
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _cli(out, resume, hold=None):
     c = KILL
-    args = [sys.executable, "-m", "rnnjax.cli", "train", "--task", c["task"], "--cell",
+    args = ["train", "--task", c["task"], "--cell",
             c["cell"], "--T", str(c["T"]), "--hidden", str(c["hidden"]), "--batch",
             str(c["batch"]), "--steps", str(c["steps"]), "--log-every", str(c["log_every"]),
             "--eval-batch", str(c["eval_batch"]), "--lr", str(c["lr"]), "--checkpoint-every",
             str(c["checkpoint_every"]), "--out", out, "--no-progress"]
     env = {**os.environ, "PYTHONPATH": ROOT}  # XLA_FLAGS as in this process (conftest)
-    return subprocess.Popen(args + (["--resume"] if resume else []), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if hold is None:
+        command = [sys.executable, "-m", "rnnjax.cli"]
+    else:
+        command = [sys.executable, "-c", _HELD_CHILD]
+        env.update(HOLD=str(hold), RELEASE=out + f".release-{hold}")
+    return subprocess.Popen(command + args + (["--resume"] if resume else []), cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _last_logged(out):
@@ -53,12 +78,14 @@ def _last_logged(out):
         return 0
 
 
-def _interrupt(proc, ready, sig):
-    """Send ``sig`` to ``proc`` as soon as ``ready()``; return (returncode, stderr)."""
+def _interrupt(proc, ready, sig, release):
+    """Send ``sig`` to ``proc`` as soon as ``ready()``, then create ``release`` (the held
+    child goes on to see a SIGTERM); return (returncode, stderr)."""
     while not ready() and proc.poll() is None:
         time.sleep(0.002)
-    if proc.poll() is None:
-        os.kill(proc.pid, sig)
+    assert proc.poll() is None, f"the child ended first: rc={proc.returncode}"
+    os.kill(proc.pid, sig)
+    open(release, "w").close()
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
 
@@ -67,20 +94,21 @@ def _interrupt(proc, ready, sig):
 def test_sigkill_three_times_and_sigterm_then_resume_is_bitwise(tmp_path):
     out = str(tmp_path / "run")
     ckpt = os.path.join(out, "checkpoints")
-    points = [
+    points = [  # (ready, signal, the step the child waits at if no signal came yet)
         # right after the first checkpoint is complete
         (lambda: os.path.exists(os.path.join(ckpt, "10", checkpointing.MANIFEST)),
-         signal.SIGKILL),
+         signal.SIGKILL, 15),
         # between two checkpoints
-        (lambda: _last_logged(out) >= 25, signal.SIGKILL),
+        (lambda: _last_logged(out) >= 25, signal.SIGKILL, 25),
         # as soon as orbax has renamed step 40 into place: often before its manifest
-        (lambda: os.path.isdir(os.path.join(ckpt, "40")), signal.SIGKILL),
+        (lambda: os.path.isdir(os.path.join(ckpt, "40")), signal.SIGKILL, 45),
         # preemption
-        (lambda: _last_logged(out) >= 55, signal.SIGTERM),
+        (lambda: _last_logged(out) >= 55, signal.SIGTERM, 55),
     ]
     stderr = []
-    for n, (ready, sig) in enumerate(points):
-        rc, err = _interrupt(_cli(out, resume=n > 0), ready, sig)
+    for n, (ready, sig, hold) in enumerate(points):
+        rc, err = _interrupt(_cli(out, resume=n > 0, hold=hold), ready, sig,
+                             out + f".release-{hold}")
         stderr.append(err)
         if sig == signal.SIGKILL:
             assert rc == -signal.SIGKILL, f"interruption {n}: rc={rc}\n{err[-2000:]}"

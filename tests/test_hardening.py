@@ -3,6 +3,7 @@ silently wrong, and bad input refused by name (a table of cases through the publ
 and the CLI)."""
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -511,20 +512,41 @@ def _api_cases():
     ]
 
 
-_TMP = []
+_TMP = []      # the case's tmp_path
+_SETUP = [{}]  # the tree as the case's own setup left it (before the refused call)
+
+
+def _tree(root):
+    """``{relative path: None for a folder, the bytes' SHA-256 for a file}`` of ``root``."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(folder, name), root)] = None
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _set_up(value):
+    """Record the tree after a setup helper wrote what the case needs; return ``value``."""
+    _SETUP[0] = _tree(_TMP[0])
+    return value
 
 
 def _fresh(create=False):
     d = os.path.join(_TMP[0], f"f{len(os.listdir(_TMP[0]))}")
     if create:
         os.makedirs(d)
-    return d
+    return _set_up(d)
 
 
 def _locked(call):
     """``call(d)`` on an empty folder ``d`` whose writer's lock another writer holds."""
     d = _fresh(True)
     with outputs.lock_out(d):
+        _set_up(d)  # the lock's own file belongs to the setup
         return call(d)
 
 
@@ -532,14 +554,14 @@ def _a_file():
     path = _fresh() + ".txt"
     with open(path, "w") as f:
         f.write("not an npz\n")
-    return path
+    return _set_up(path)
 
 
 def _folder_with(name, data):
     d = _fresh(True)
     with open(os.path.join(d, name), "wb") as f:
         f.write(data)
-    return d
+    return _set_up(d)
 
 
 API_CASES = _api_cases()
@@ -548,13 +570,17 @@ API_CASES = _api_cases()
 @pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
 def test_bad_input_through_the_api_is_refused_by_name(case, tmp_path):
     _TMP[:] = [str(tmp_path)]
+    _SETUP[0] = _tree(tmp_path)
     _, call, exc, message = case
-    before = set(os.listdir(tmp_path))
     with pytest.raises(exc, match=message):
         call()
-    # nothing was written by the refused call (only what the case set up beforehand)
-    assert all(not n.startswith("f") or os.path.isdir(tmp_path / n) or n.endswith(".txt")
-               for n in set(os.listdir(tmp_path)) - before)
+    # the refused call wrote, changed and removed nothing: the whole tree is as the
+    # case's setup left it (a lock the setup held is released, so its file may be gone)
+    after, setup = _tree(tmp_path), _SETUP[0]
+    changed = sorted(p for p in set(after) | set(setup)
+                     if after.get(p, "gone") != setup.get(p, "gone")
+                     and not (p not in after and "lock" in os.path.basename(p)))
+    assert not changed, f"the refused call changed {changed}"
 
 
 CLI_CASES = [

@@ -11,6 +11,7 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnjax
+from rnnjax import analysis
 from rnnjax.associative import choose_scan, linear_scan
 from rnnjax.cells import REGISTRY, elman, gated_linear, lru, lstm, make
 from rnnjax.layers import lru_block
@@ -327,7 +328,6 @@ def test_lru_learns_the_adding_problem():
 def test_analysis_sees_the_lru_spectrum():
     """The gradient-flow tools treat the LRU like any other cell: its recurrent spectrum
     is lambda, and its Lyapunov exponents (h in R^{2N}: each lambda twice) log|lambda|."""
-    analysis = pytest.importorskip("rnnjax.analysis")
     cell = lru(3, 0.5, 0.9, 1.0, model_size=2)
     p = to_f64(cell.init(jax.random.key(0), 2))
     lam = np.asarray(jnp.diagonal(rnnjax.recurrent_matrix(cell, p)))

@@ -8,8 +8,7 @@ from jax.test_util import check_grads
 
 import rnnjax
 from rnnjax import cells
-from rnnjax.sequence import _run
-from helpers import to_f64
+from helpers import CountCompiles, to_f64
 
 F, H, T = 3, 4, 6
 
@@ -81,10 +80,15 @@ def test_jit_equals_no_jit_and_no_recompile():
     ys, _ = rnnjax.run(cell, params, xs)
     ys_jit, _ = jax.jit(lambda p, x: rnnjax.run(cell, p, x))(params, xs)
     np.testing.assert_allclose(ys_jit, ys, rtol=1e-6, atol=1e-6)
-    before = _run._cache_size()
-    rnnjax.run(cell, params, xs + 1.0)
-    rnnjax.run(cell, params, xs * 2.0)
-    assert _run._cache_size() == before
+    others = [xs + 1.0, xs * 2.0]  # new values of the same shape and dtype
+    with CountCompiles() as compiles:
+        for x in others:
+            jax.block_until_ready(rnnjax.run(cell, params, x))
+    assert compiles.count == 0
+    shorter = xs[:, :3]
+    with CountCompiles() as compiles:  # the counter sees a compilation: a new shape
+        jax.block_until_ready(rnnjax.run(cell, params, shorter))
+    assert compiles.count > 0
 
 
 @pytest.mark.parametrize("name", CELLS)

@@ -143,6 +143,7 @@ def test_manual_bptt_trains_like_autodiff(cell):
     """grad='manual' (the hand-written BPTT) gives the autodiff run's metrics and params."""
     auto = train(Config(**{**TINY, "cell": cell, "grad": "autodiff"}), progress=False)
     manual = train(Config(**{**TINY, "cell": cell, "grad": "manual"}), progress=False)
+    assert [r["step"] for r in manual.history] == [r["step"] for r in auto.history] == [4, 8, 12]
     for a, m in zip(auto.history, manual.history):
         for k in ("train_loss", "train_grad_norm", "eval_loss"):
             np.testing.assert_allclose(m[k], a[k], rtol=1e-4)
@@ -151,16 +152,23 @@ def test_manual_bptt_trains_like_autodiff(cell):
 
 
 def test_seeds_vmap_equals_separate_runs():
-    cfg = Config(**{**TINY, "seed": 3, "seeds": 4})
-    many = train(cfg, progress=False)
+    """The vmapped seeds are the separate runs, step by step.  float32: the vmapped
+    matmuls round differently from the single run's, and training amplifies the
+    difference (measured on an AVX2 AMD EPYC: relative 1e-7 at steps 1-4, growing to 2e-5
+    by step 12, 1.05e-5 seen on an AVX-512 Xeon), so program equality is checked over the
+    first 4 steps, each one logged, where rounding stays below 3.1e-7 (a margin of 30 to
+    the tolerance 1e-5).  The 12-step windowed comparison this replaces asserted where a
+    trajectory lands, which depends on the CPU's kernels."""
+    base = {**TINY, "steps": 4, "log_every": 1}
+    many = train(Config(**{**base, "seed": 3, "seeds": 4}), progress=False)
     assert many.history[-1]["seeds"]["train_loss"][0] != many.history[-1]["seeds"]["train_loss"][1]
     for i in range(4):
-        one = train(Config(**{**TINY, "seed": 3 + i}), progress=False)
+        one = train(Config(**{**base, "seed": 3 + i}), progress=False)
+        assert [r["step"] for r in many.history] == [r["step"] for r in one.history] == [1, 2, 3, 4]
         for rec_many, rec_one in zip(many.history, one.history):
             for k in ("train_loss", "train_grad_norm", "eval_loss", "eval_accuracy"):
                 np.testing.assert_allclose(rec_many["seeds"][k][i], rec_one[k], rtol=1e-5)
-        # float32: the vmapped matmuls round differently from the single run's (params
-        # of size ~0.3 differ by ~1e-6 after 12 RMSprop steps; another seed's by ~0.1)
+        # params of size ~0.3 differ by ~1e-7 after 4 steps; another seed's by ~0.1
         for x, y in zip(jax.tree.leaves(many.state.params), jax.tree.leaves(one.state.params)):
             np.testing.assert_allclose(x[i], y[0], rtol=1e-5, atol=1e-5)
     last = many.history[-1]

@@ -120,6 +120,17 @@ def exprnn(hidden_size: int, init: str = "henaff", dynamic: bool = False,
       dynamic: add a ``"base"`` matrix ``B`` (identity at init, gradient stopped) for the
         dynamic trivialization; call :func:`rnnjax.parametrize.retrivialize` on the
         params every ``K`` optimizer steps.  Without it ``B = I`` (static).
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported): ``W`` is orthogonal
+    at initialisation, and the cell runs over a batch of sequences::
+
+        >>> cell = rnnjax.cells.exprnn(8)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> W = cell.recurrent_matrix(params)
+        >>> float(jnp.max(jnp.abs(W.T @ W - jnp.eye(8)))) < 1e-5
+        True
+        >>> rnnjax.run(cell, params, jnp.ones((2, 5, 3)))[0].shape
+        (2, 5, 8)
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("henaff", "cayley", "haar", "identity"))
@@ -155,6 +166,17 @@ def scornn(hidden_size: int, rho: int | None = None, init: str = "cayley",
       init: ``"cayley"`` (the paper's: rotation angles ``U[0, pi/2]``), ``"haar"``
         (``W`` Haar among orthogonal matrices of determinant ``det D``) or
         ``"identity"`` (``A = 0``, so ``W = D``).
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported): ``W`` is orthogonal
+    at initialisation, and the cell runs over a batch of sequences::
+
+        >>> cell = rnnjax.cells.scornn(8)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> W = cell.recurrent_matrix(params)
+        >>> float(jnp.max(jnp.abs(W.T @ W - jnp.eye(8)))) < 1e-5
+        True
+        >>> rnnjax.run(cell, params, jnp.ones((2, 5, 3)))[0].shape
+        (2, 5, 8)
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("cayley", "haar", "identity"))
@@ -196,6 +218,17 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
         ``prepare`` (``O(H^2 m)``) and does one matrix-vector product per step;
         ``"auto"`` reflects when ``m <= 8`` (then the ``m`` sequential rank-one steps are
         cheaper than a matrix product), else forms ``W``.
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported): ``W`` is orthogonal
+    at initialisation, and the cell runs over a batch of sequences::
+
+        >>> cell = rnnjax.cells.householder(8)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> W = cell.recurrent_matrix(params)
+        >>> float(jnp.max(jnp.abs(W.T @ W - jnp.eye(8)))) < 1e-5
+        True
+        >>> rnnjax.run(cell, params, jnp.ones((2, 5, 3)))[0].shape
+        (2, 5, 8)
     """
     check_positive_int("hidden_size", hidden_size)
     H = hidden_size

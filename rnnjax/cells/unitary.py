@@ -87,6 +87,17 @@ def urnn(hidden_size: int, permutation_seed: int = 0, init: str = "uniform",
     ``permutation_seed`` when the cell is built (not a parameter).  ``init="arjovsky"``
     draws the reflections as the reference code does (Glorot ``U[-a, a]``,
     ``a = sqrt(6 / (2 + 2H))``, ``amarshah/complex_RNN: models.py``).
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported): ``W`` is unitary
+    at initialisation, and the cell's outputs are ``[Re h, Im h]`` (``2H`` features)::
+
+        >>> cell = rnnjax.cells.urnn(8)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> W = cell.recurrent_matrix(params)
+        >>> float(jnp.max(jnp.abs(W.conj().T @ W - jnp.eye(8)))) < 1e-5
+        True
+        >>> rnnjax.run(cell, params, jnp.ones((2, 5, 3)))[0].shape
+        (2, 5, 16)
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("uniform", "arjovsky"))
@@ -131,6 +142,17 @@ def eunn(hidden_size: int, capacity: int = 2, input_init: str = "normal",
     ``params["angles"] (L, 2, H // 2)`` (``theta``, ``phi``) and ``params["phases"] (H,)``
     (``omega``), all
     ``U[-pi, pi]``.
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported): ``W`` is unitary
+    at initialisation, and the cell's outputs are ``[Re h, Im h]`` (``2H`` features)::
+
+        >>> cell = rnnjax.cells.eunn(8)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> W = cell.recurrent_matrix(params)
+        >>> float(jnp.max(jnp.abs(W.conj().T @ W - jnp.eye(8)))) < 1e-5
+        True
+        >>> rnnjax.run(cell, params, jnp.ones((2, 5, 3)))[0].shape
+        (2, 5, 16)
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("capacity", capacity)
@@ -180,6 +202,17 @@ def fcurnn(hidden_size: int, init: str = "haar", param: str = "expm",
       init: ``"haar"`` (``W`` Haar on ``U(H)``), ``"henaff"`` (real rotations by
         ``U[-pi, pi]`` angles) or ``"identity"``.
       param: ``"expm"`` or ``"cayley"``.
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported): ``W`` is unitary
+    at initialisation, and the cell's outputs are ``[Re h, Im h]`` (``2H`` features)::
+
+        >>> cell = rnnjax.cells.fcurnn(8)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> W = cell.recurrent_matrix(params)
+        >>> float(jnp.max(jnp.abs(W.conj().T @ W - jnp.eye(8)))) < 1e-5
+        True
+        >>> rnnjax.run(cell, params, jnp.ones((2, 5, 3)))[0].shape
+        (2, 5, 16)
     """
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("haar", "henaff", "identity"))
