@@ -43,8 +43,9 @@ class Config:
     :func:`rnnjax.run`'s: ``"auto"`` the faster of autodiff and the cell's hand-written
     BPTT on this backend (:func:`rnnjax.bptt.choose_grad`), or either one by name.
 
-    Data-set tasks (``digits``, ``pdigits``, ``mnist1d``, ``smnist``, ``pmnist``) train
-    for ``epochs`` passes over their training split when it is set, the stateful
+    Data-set tasks (``digits``, ``pdigits``, ``mnist1d``, ``mnist1d_full``, ``smnist``,
+    ``pmnist``) train for ``epochs`` passes over their training split when it is set,
+    the stateful
     ``charlm`` over its training text (``steps`` and ``log_every`` are then ``epochs *
     E`` and one epoch, ``E = floor(N_train / batch)`` batches or the number of windows,
     filled in by
