@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error")
     args = parser.parse_args(argv)
+    # The words as given, for a command that must tell an option given at its default
+    # from one left out (``rnnjax train --preset``).
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 0

@@ -7,10 +7,15 @@ only (``readout="last"``: adding, pixel MNIST).  For complex-valued (unitary) ce
 cell's real output is used as is: each cell decides what it emits (e.g. ``[Re h, Im h]``).
 Params: ``{"cell": cell params, "readout": {"W": (C, H_out), "b": (C,)}}``;
 ``W`` is drawn ``N(0, 1/H_out)`` and ``b = 0``.
+
+:func:`layer_with_readout` is the same for a sequence layer (:mod:`rnnjax.layers`:
+bidirectional, stacks), with one more readout, ``"flatten"``: a linear map of all the
+outputs of a sequence (the MNIST-1D GRU baseline's).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -18,6 +23,7 @@ import jax.numpy as jnp
 
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.layers import Layer
 from rnnjax.sequence import run
 
 
@@ -99,4 +105,62 @@ def cell_with_readout(cell: Cell, input_size: int, output_size: int,
                  cell=cell)
 
 
-__all__ = ["Decoding", "Model", "cell_with_readout", "decoder"]
+READOUTS = ("all", "last", "flatten")
+
+
+def layer_with_readout(layer: Layer, input_size: int, output_size: int,
+                       readout: str = "all", time: int | None = None,
+                       grad: str = "auto") -> Model:
+    r"""Build the :class:`Model` of a sequence layer (:mod:`rnnjax.layers`, e.g.
+    ``bidirectional(gru(6))``) followed by a linear readout of its outputs ``y_t``
+    (``F = layer.output_size`` features each): at every step (``"all"``), at the last
+    step (``"last"``), or one output per sequence from all ``time`` steps flattened
+    (``"flatten"``)::
+
+        o = W vec(y_1, ..., y_T) + b,      W (C, T F),  vec in time-major order
+
+    the readout of the GRU baseline of MNIST-1D (greydanus/mnist1d
+    ``notebooks/models.py``, ``GRUBase``: ``output.reshape(batch, -1)`` then
+    ``nn.Linear(2 * hidden * time_steps, output_size)``; for a bidirectional layer each
+    ``y_t = [y_fwd_t, y_bwd_t]``).  The ``"flatten"`` readout is initialised as that
+    ``torch.nn.Linear``: ``W, b ~ U(-1/sqrt(T F), 1/sqrt(T F))``; ``"all"`` and
+    ``"last"`` as :func:`cell_with_readout` (``W ~ N(0, 1/F)``, ``b = 0``).  Params:
+    ``{"rnn": layer params, "readout": {"W", "b"}}``.  ``grad`` as for
+    :func:`rnnjax.run`.  Not recurrent step by step (a bidirectional layer reads the
+    whole sequence): ``scan_prefix``, ``step_logits`` and ``cell`` are None.
+    """
+    check_positive_int("input_size", input_size)
+    check_positive_int("output_size", output_size)
+    check_choice("readout", readout, READOUTS)
+    if readout == "flatten":
+        check_positive_int("time", time)
+    F = layer.output_size
+    fan_in = F * time if readout == "flatten" else F
+
+    def init(key):
+        kc, kw, kb = jax.random.split(key, 3)
+        if readout == "flatten":
+            bound = 1.0 / math.sqrt(fan_in)
+            W = jax.random.uniform(kw, (output_size, fan_in), jnp.float32, -bound, bound)
+            b = jax.random.uniform(kb, (output_size,), jnp.float32, -bound, bound)
+        else:
+            W = jax.random.normal(kw, (output_size, F), jnp.float32) / jnp.sqrt(F)
+            b = jnp.zeros((output_size,), jnp.float32)
+        return {"rnn": layer.init(kc, input_size), "readout": {"W": W, "b": b}}
+
+    def apply(params, xs):
+        ys, _ = layer.apply(params["rnn"], xs, grad=grad)
+        if readout == "last":
+            ys = ys[..., -1, :]
+        elif readout == "flatten":
+            if ys.shape[-2] != time:
+                raise ValueError(f"the flatten readout was built for time={time} steps, "
+                                 f"got sequences of {ys.shape[-2]} steps")
+            ys = ys.reshape(ys.shape[:-2] + (time * F,))
+        return ys @ params["readout"]["W"].T + params["readout"]["b"]
+
+    return Model(init=init, apply=apply, scan_prefix=None, step_logits=None, cell=None)
+
+
+__all__ = ["Decoding", "Model", "READOUTS", "cell_with_readout", "decoder",
+           "layer_with_readout"]

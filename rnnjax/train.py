@@ -90,14 +90,15 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from rnnjax import analysis, baselines, checkpointing, constraints, optim, parametrize
+from rnnjax import (analysis, baselines, checkpointing, constraints, layers, optim,
+                    parametrize)
 from rnnjax import distributed as dist
 from rnnjax import outputs
 from rnnjax import tasks as tasks_lib
 from rnnjax.tasks import stateful
 from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonfinite,
                             format_record, load_history, make_record, write_metrics)
-from rnnjax.models import Model, cell_with_readout
+from rnnjax.models import Model, cell_with_readout, layer_with_readout
 from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
                                  has_orthogonal_params, make_cell, orthogonal_cells,
                                  penalties, validate)
@@ -145,12 +146,27 @@ def resolve(config: Config, task) -> Config:
 
 def make_model(config: Config, task) -> Model:
     """Cell + linear readout, or a non-recurrent baseline (:mod:`rnnjax.baselines`:
-    ``wavenet``, ``attention``) of width ``hidden``."""
+    ``wavenet``, ``attention``) of width ``hidden``.  With ``config.bidirectional`` or
+    ``config.readout`` the cell runs as a layer (:func:`rnnjax.layers.bidirectional` or
+    :func:`rnnjax.layers.unidirectional`) under :func:`rnnjax.models.layer_with_readout`
+    (``readout="flatten"``: the task must read one output per sequence)."""
     if config.cell in baselines.MODELS:
         return baselines.make(config.cell, task.input_size, task.output_size, task.readout,
                               hidden=config.hidden, **dict(config.cell_options))
-    return cell_with_readout(make_cell(config), task.input_size, task.output_size,
-                             task.readout, grad=config.grad)
+    if not (config.bidirectional or config.readout is not None):
+        return cell_with_readout(make_cell(config), task.input_size, task.output_size,
+                                 task.readout, grad=config.grad)
+    readout = config.readout or task.readout
+    if readout == "flatten" and task.readout != "last":
+        raise ValueError(f"readout='flatten' maps a whole sequence to one output, so it "
+                         f"needs a sequence-classification task (one output per "
+                         f"sequence); the {config.task!r} task reads an output at "
+                         f"every step")
+    cell = make_cell(config)
+    layer = layers.bidirectional(cell) if config.bidirectional else \
+        layers.unidirectional(cell)
+    return layer_with_readout(layer, task.input_size, task.output_size, readout,
+                              time=task.time, grad=config.grad)
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:

@@ -43,8 +43,9 @@ class Config:
     :func:`rnnjax.run`'s: ``"auto"`` the faster of autodiff and the cell's hand-written
     BPTT on this backend (:func:`rnnjax.bptt.choose_grad`), or either one by name.
 
-    Data-set tasks (``digits``, ``pdigits``, ``mnist1d``, ``smnist``, ``pmnist``) train
-    for ``epochs`` passes over their training split when it is set, the stateful
+    Data-set tasks (``digits``, ``pdigits``, ``mnist1d``, ``mnist1d_full``, ``smnist``,
+    ``pmnist``) train for ``epochs`` passes over their training split when it is set,
+    the stateful
     ``charlm`` over its training text (``steps`` and ``log_every`` are then ``epochs *
     E`` and one epoch, ``E = floor(N_train / batch)`` batches or the number of windows,
     filled in by
@@ -68,6 +69,13 @@ class Config:
     (``"cayley"``/``"qr"``/``"polar"``) moves the cell's square ``W_hh`` on ``O(H)``
     with the run's optimiser at ``lr_orth`` (the cell must start orthogonal, e.g.
     ``cell_options=(("init", "orthogonal"),)``).
+
+    The model (:func:`rnnjax.train.make_model`): ``bidirectional=True`` runs the cell
+    both ways over the sequence (:func:`rnnjax.layers.bidirectional`, outputs
+    concatenated); ``readout`` is the task's (``None``: every step or the last one) or
+    ``"flatten"``, one linear map of all the outputs of a sequence
+    (:func:`rnnjax.models.layer_with_readout`; sequence classification).  Named
+    configurations of published protocols are in :data:`PRESETS`.
     """
 
     task: str = "copy"
@@ -111,6 +119,8 @@ class Config:
     floss_weight: float = 1.0
     floss_batch: int = 1
     riemannian: Optional[str] = None
+    bidirectional: bool = False
+    readout: Optional[str] = None
 
     def has_constraint(self) -> bool:
         """Whether a penalty, flossing or the Riemannian optimiser is on."""
@@ -157,7 +167,10 @@ RESUME_FIELDS = ("task", "cell", "T", "hidden", "batch", "lr", "lr_orth", "optim
                  "clip", "clip_mode", "seed", "seeds", "log_every", "eval_batch",
                  "variant", "permutation_seed", "cell_options", "dtype", "orth_penalty",
                  "nnrnn_alpha", "nnrnn_decay", "floss_every", "floss_k", "floss_weight",
-                 "floss_batch", "riemannian")
+                 "floss_batch", "riemannian", "bidirectional", "readout")
+
+# Readouts a Config may ask for instead of the task's own (None).
+READOUTS = ("flatten",)
 
 
 def make_cell(config: Config):
@@ -203,6 +216,7 @@ def validate(config: Config) -> None:
             raise ValueError(f"grad='manual' needs a recurrent cell with a hand-written "
                              f"BPTT, got the baseline {config.cell!r}")
         bptt.check_manual(make_cell(config))  # raises for a cell without cell.backward
+    _validate_model(config)
     _validate_constraints(config)
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
@@ -217,6 +231,30 @@ def penalties(config: Config) -> constraints.Penalties:
         nnrnn_decay=config.nnrnn_decay,
         floss_weight=config.floss_weight if config.floss_every else 0.0,
         floss_k=config.floss_k, floss_batch=config.floss_batch)
+
+
+def _validate_model(config: Config) -> None:
+    """``bidirectional`` and ``readout`` need a recurrent cell and a sampled-batch task
+    (not the stateful char LM, whose carry passes from window to window); the penalties,
+    flossing and the Riemannian step act on a single cell's params."""
+    if not isinstance(config.bidirectional, bool):
+        raise ValueError(f"bidirectional must be True or False, got "
+                         f"{config.bidirectional!r}")
+    if config.readout is not None:
+        check_choice("readout", config.readout, READOUTS)
+    if not (config.bidirectional or config.readout is not None):
+        return
+    on = ", ".join(n for n in ("bidirectional", "readout") if getattr(config, n)
+                   not in (False, None))
+    if config.cell in baselines.MODELS:
+        raise ValueError(f"{on} need a recurrent cell, got the baseline {config.cell!r}")
+    if config.task == "charlm":
+        raise ValueError(f"{on} apply to the sampled-batch tasks; the 'charlm' task is "
+                         f"stateful (its carry passes from window to window)")
+    if config.has_constraint():
+        raise ValueError(f"{on} build a layer model, and the penalties, flossing and "
+                         f"riemannian options act on a single cell; turn one or the "
+                         f"other off")
 
 
 def _validate_constraints(config: Config) -> None:
@@ -269,6 +307,44 @@ def _validate_constraints(config: Config) -> None:
                              f"orthogonal; the {config.cell!r} cell's initial W_hh has "
                              f"max|W^T W - I| = {err:.2g} (pass the cell option "
                              f"init=orthogonal)")
+
+
+# Named configurations of published protocols (``rnnjax train --preset NAME``); every
+# field not set here keeps its Config default.
+PRESETS = {
+    # MNIST-1D's GRU baseline (Greydanus 2020, arXiv:2011.14439; its README's "GRU 91%"):
+    # greydanus/mnist1d notebooks/models.py GRUBase (torch.nn.GRU, bidirectional, hidden
+    # 6, h0 = 0, all 40 outputs of both directions flattened into one nn.Linear(480, 10);
+    # PyTorch's default init, U(-1/sqrt(H), 1/sqrt(H))) and notebooks/train.py
+    # get_model_args/train_model (Adam lr 1e-2, no weight decay, no clipping, batch 100,
+    # total_steps 8000, trained on all 4,000 training examples, cross-entropy, accuracy
+    # on the whole 1,000-example test split).  8,000 steps = 200 epochs of 40 batches.
+    "mnist1d-gru": Config(task="mnist1d_full", cell="gru", hidden=6, bidirectional=True,
+                          readout="flatten", batch=100, epochs=200, lr=1e-2,
+                          optimizer="adam", clip=None, eval_batch=1000,
+                          cell_options=(("init", "uniform"),)),
+}
+
+
+def preset(name: str) -> Config:
+    """The :class:`Config` of the preset ``name``, a key of :data:`PRESETS` (a
+    ``ValueError`` naming ``preset`` and the choices otherwise):
+
+    ``"mnist1d-gru"``: the GRU baseline of MNIST-1D (Greydanus 2020, "Scaling down deep
+    learning", arXiv:2011.14439; "GRU 91%" in the mnist1d README) as its reference code
+    trains it: greydanus/mnist1d ``notebooks/models.py`` ``GRUBase`` (a bidirectional
+    ``torch.nn.GRU`` of hidden size 6 from ``h0 = 0``, its 40 outputs of both directions
+    flattened into one ``nn.Linear(480, 10)``, PyTorch's default init) and
+    ``notebooks/train.py`` (``get_model_args``: Adam lr 1e-2, weight decay 0, batch 100,
+    ``total_steps`` 8000; ``train_model``: all 4,000 training examples, cross-entropy,
+    accuracy over the whole 1,000-example test split).  Task ``mnist1d_full``, 200
+    epochs of 40 batches = 8,000 steps.  Deviations kept: each epoch visits the
+    examples in a new order (the reference cycles one fixed order), 8,000 updates (its
+    loop makes 8,001), and rnnjax's GRU sums PyTorch's ``b_ih + b_hh`` on the r and z
+    gates into one bias (5,110 params instead of 5,134; the same functions).
+    """
+    check_choice("preset", name, PRESETS)
+    return PRESETS[name]
 
 
 def estimate_bytes(config: Config) -> float:
@@ -338,6 +414,6 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
             f"{k}={getattr(config, k)!r}" for k in diff))
 
 
-__all__ = ["CLIP_MODES", "Config", "DTYPES", "OPTIMIZERS", "RESUME_FIELDS", "check_resume",
-           "estimate_bytes", "has_orthogonal_params", "make_cell", "orthogonal_cells",
-           "penalties", "validate"]
+__all__ = ["CLIP_MODES", "Config", "DTYPES", "OPTIMIZERS", "PRESETS", "READOUTS",
+           "RESUME_FIELDS", "check_resume", "estimate_bytes", "has_orthogonal_params",
+           "make_cell", "orthogonal_cells", "penalties", "preset", "validate"]

@@ -2,6 +2,7 @@
 
 Example::
 
+    rnnjax train --preset mnist1d-gru --num-seeds 6 --out runs/mnist1d-gru-paper
     rnnjax train --task copy --cell exprnn --T 1000 --hidden 190 --batch 128 \\
         --steps 4000 --lr 2e-4 --lr-orth 2e-5 --seed 0 --checkpoint-every 500 \\
         --keep 3 --out runs/NAME [--resume]
@@ -22,7 +23,14 @@ from rnnjax.checkpointing import Preempted
 from rnnjax.distributed import DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT, exit_lost_peer, \
     initialize, is_main, peer_lost
 from rnnjax.train import CLIP_MODES, OPTIMIZERS, Config, NonFiniteError, train
-from rnnjax.train_config import DTYPES
+from rnnjax import train_config
+from rnnjax.train_config import DTYPES, PRESETS, READOUTS
+
+# One line per preset for --help (the protocol each follows: rnnjax.train_config.PRESETS).
+_PRESET_HELP = {"mnist1d-gru": "MNIST-1D's GRU baseline (Greydanus 2020, greydanus/mnist1d "
+                               "notebooks/models.py GRUBase, train.py): bidirectional GRU "
+                               "6, readout over all 40 outputs, the 4,000 training "
+                               "examples, Adam 1e-2, batch 100, 8,000 steps"}
 
 
 def cell_option(text):
@@ -68,7 +76,9 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
         p.add_argument("--task", default=d.task,
                        help="copy, adding (generated: --steps), charlm (stateful, "
                             "consecutive windows of the text: --steps or --epochs), or the "
-                            "data sets digits, pdigits, mnist1d, smnist, pmnist (--epochs) "
+                            "data sets digits, pdigits, mnist1d, mnist1d_full (all 4,000 "
+                            "training examples, no validation split), smnist, pmnist "
+                            "(--epochs) "
                             "(default %(default)s)")
     if cell:
         p.add_argument("--cell", default=d.cell, help="a name in rnnjax.cells.REGISTRY")
@@ -119,6 +129,12 @@ def add_run_arguments(p, *, task=True, cell=True, defaults=None):
     p.add_argument("--retrivialize-every", type=int, default=None, metavar="K",
                    help="dynamic trivialization (exprnn dynamic=True): fold the skew "
                         "params into the base every K steps (default 100; 0: never)")
+    p.add_argument("--bidirectional", action="store_true", default=d.bidirectional,
+                   help="run the cell both ways over the sequence, outputs concatenated "
+                        "(rnnjax.layers.bidirectional)")
+    p.add_argument("--readout", default=d.readout, choices=READOUTS,
+                   help="flatten: one linear map of all the outputs of a sequence "
+                        "(sequence classification; default: the task's readout)")
     g = p.add_argument_group("orthogonality by constraint (any recurrent cell)")
     g.add_argument("--orth-penalty", type=float, default=d.orth_penalty, metavar="LAMBDA",
                    help="add LAMBDA ||W^T W - I||_F^2 of the recurrent matrix to the loss")
@@ -153,7 +169,7 @@ def config_kwargs(a) -> dict:
                 orth_penalty=a.orth_penalty, floss_every=a.floss_every, floss_k=a.floss_k,
                 floss_weight=a.floss_weight, floss_batch=a.floss_batch,
                 nnrnn_alpha=a.nnrnn_alpha, nnrnn_decay=a.nnrnn_decay,
-                riemannian=a.riemannian,
+                riemannian=a.riemannian, bidirectional=a.bidirectional, readout=a.readout,
                 tensorboard=getattr(a, "tensorboard", False), dtype=a.dtype)
 
 
@@ -162,6 +178,43 @@ def config_from_args(a) -> Config:
     return Config(task=a.task, cell=a.cell,
                   checkpoint_every=a.checkpoint_every if a.out else 0,
                   keep=a.keep, out=a.out, **config_kwargs(a))
+
+
+def given_options(parser, argv) -> set:
+    """The ``dest`` of every option of ``parser`` that the command line ``argv`` (the
+    words after the subcommand) gives, whatever its value (also one given at its
+    default): ``argv`` is parsed into a namespace whose every entry starts as a
+    sentinel, so argparse fills in no default."""
+    unset = object()
+    ns = argparse.Namespace(**{k: unset for k in vars(parser.parse_args([]))})
+    return {k for k, v in vars(parser.parse_args(argv, namespace=ns)).items()
+            if v is not unset}
+
+
+# Config field -> dest of its option in `rnnjax train`, where they differ.
+_DESTS = {"seeds": "num_seeds", "cell_options": "cell_opt"}
+
+
+def preset_config(a) -> Config:
+    """``--preset NAME``: the fields that :data:`rnnjax.train_config.PRESETS` ``[NAME]``
+    sets (those differing from :class:`Config`'s defaults) take the preset's values,
+    unless their option is on the command line (:func:`given_options`; an option given
+    at its default value counts); every other field is the command line's, as without
+    a preset.  An unknown ``NAME`` raises ``ValueError`` naming ``preset`` and the
+    choices; ``--steps`` with a preset that trains by epochs is refused (the epochs
+    would replace it)."""
+    base = train_config.preset(a.preset)
+    given = given_options(a.train_parser, a.argv[a.argv.index("train") + 1:])
+    config = config_from_args(a)
+    if base.epochs is not None and "steps" in given and "epochs" not in given:
+        raise ValueError(f"--steps: the preset {a.preset!r} trains by epochs ("
+                         f"{base.epochs} passes over the training split), which replace "
+                         f"--steps; give --epochs instead")
+    default = Config()
+    keep = {f.name: getattr(base, f.name) for f in dataclasses.fields(Config)
+            if getattr(base, f.name) != getattr(default, f.name)
+            and _DESTS.get(f.name, f.name) not in given}
+    return dataclasses.replace(config, **keep)
 
 
 def resumed_config(a) -> Config:
@@ -182,7 +235,7 @@ def run(a) -> int:
     if a.distributed:  # before any other JAX call
         initialize(a.coordinator, a.num_processes, a.process_id,
                    timeout=a.coordinator_timeout, heartbeat_timeout=a.heartbeat_timeout)
-    config = config_from_args(a)
+    config = preset_config(a) if a.preset is not None else config_from_args(a)
     if a.resume and a.out and os.path.exists(os.path.join(a.out, "config.json")):
         config = resumed_config(a)
     try:
@@ -214,6 +267,10 @@ def register(sub):
     p = sub.add_parser("train", help="train one cell on one task",
                        description=__doc__.split("\n\n")[0])
     add_run_arguments(p)
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="a named published protocol whose settings replace the defaults "
+                        "(options given here override them): "
+                        + "; ".join(f"{k}: {_PRESET_HELP[k]}" for k in sorted(PRESETS)))
     p.add_argument("--checkpoint-every", type=int, default=500,
                    help="save a checkpoint every N steps and at the end when --out is "
                         "given (0: never; default %(default)s)")
@@ -249,4 +306,5 @@ def register(sub):
 
 
 __all__ = ["DeprecatedAlias", "add_deprecated_alias", "add_run_arguments", "cell_option",
-           "config_from_args", "config_kwargs", "register", "resumed_config", "run"]
+           "config_from_args", "config_kwargs", "given_options", "preset_config",
+           "register", "resumed_config", "run"]

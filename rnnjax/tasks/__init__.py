@@ -3,8 +3,8 @@ a stated baseline (see :class:`rnnjax.tasks.Task`).
 
 ``TASKS`` maps the names used by ``rnnjax train --task`` to factories; :func:`make`
 builds one by name from the runner's options.  Data-set tasks (digits, pdigits,
-mnist1d, smnist, pmnist) carry fixed splits and train by epochs; the char LM is
-stateful (:mod:`rnnjax.tasks.stateful`).
+mnist1d, mnist1d_full, smnist, pmnist) carry fixed splits and train by epochs; the char
+LM is stateful (:mod:`rnnjax.tasks.stateful`).
 """
 
 from rnnjax.checks import check_choice
@@ -16,7 +16,7 @@ from rnnjax.tasks.copy import baseline as copy_baseline
 from rnnjax.tasks.copy import copy_batch, copy_task
 from rnnjax.tasks.digits import digits_task, load_digits
 from rnnjax.tasks.mnist import load_mnist, mnist_task
-from rnnjax.tasks.mnist1d import load_mnist1d, mnist1d_task
+from rnnjax.tasks.mnist1d import load_mnist1d, mnist1d_full_task, mnist1d_task
 from rnnjax.tasks.stateful import evaluate_bpc, train_stateful
 from rnnjax.tasks.plugin import is_plugin, load_factory, plugin_task
 
@@ -31,6 +31,7 @@ TASKS = {
     "pdigits": lambda T=None, data=None, permutation_seed=0, permutation=None, **_:
         digits_task(True, permutation_seed, perm=permutation),
     "mnist1d": lambda T=None, data=None, **_: mnist1d_task(),
+    "mnist1d_full": lambda T=None, data=None, **_: mnist1d_full_task(),
 }
 
 
@@ -50,6 +51,7 @@ __all__ = ["Splits", "TASKS", "Task", "accuracy", "adding_batch", "adding_task",
            "arrays_sha256", "charlm_task", "copy_baseline", "copy_batch", "copy_task",
            "cross_entropy", "dataset_task", "digits_task",
            "epoch_batch", "evaluate_bpc", "is_plugin", "load_digits", "load_factory",
-           "load_mnist", "load_mnist1d", "make", "mnist1d_task", "mnist_task", "plugin_task",
+           "load_mnist", "load_mnist1d", "make", "mnist1d_full_task", "mnist1d_task",
+           "mnist_task", "plugin_task",
            "sample", "split_metrics",
            "steps_per_epoch", "train_stateful"]

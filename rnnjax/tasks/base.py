@@ -89,7 +89,8 @@ def dataset_task(name: str, arrays: dict, *, order=None, permuted: bool = False,
     """A sequence-classification :class:`Task` over a fixed data set with one feature
     per step, read in ``order`` (a fixed permutation of the time steps; the identity
     when None): ``arrays`` holds ``x_train, y_train, x_valid, y_valid, x_test, y_test``
-    with ``x (N, T)`` float and ``y (N,)`` integer classes.  xs ``(batch, T, 1)``, ys
+    with ``x (N, T)`` float and ``y (N,)`` integer classes (``x_valid``/``y_valid`` None
+    or absent: no validation split, ``splits.valid`` None).  xs ``(batch, T, 1)``, ys
     ``(batch,)``, the class read at the last step, mean cross-entropy loss, uniform
     predictor ``ln n_classes``; ``task.splits`` are the fixed :class:`Splits`
     (``permutation = order`` when ``permuted``) and ``task.fingerprint`` their
@@ -99,6 +100,8 @@ def dataset_task(name: str, arrays: dict, *, order=None, permuted: bool = False,
     order = np.arange(T) if order is None else order
 
     def part(s):
+        if arrays.get(f"x_{s}") is None:  # a data set without this split (no validation)
+            return None
         return (np.asarray(arrays[f"x_{s}"], np.float32)[:, order][..., None],
                 np.asarray(arrays[f"y_{s}"], np.int32))
 
@@ -119,7 +122,8 @@ def dataset_task(name: str, arrays: dict, *, order=None, permuted: bool = False,
                 baseline_note=f"uniform over {n_classes} classes: ln {n_classes}", time=T,
                 splits=splits,
                 fingerprint=arrays_sha256(*(a for part_ in (splits.train, splits.valid,
-                                                            splits.test) for a in part_)))
+                                                            splits.test)
+                                            if part_ is not None for a in part_)))
 
 
 def check_permutation(perm, n: int) -> np.ndarray:

@@ -10,6 +10,10 @@ deviation; seed 42).  Splits: the package's 4,000 / 1,000 train/test split; the 
 train, 400 valid, 1,000 test.  One feature per step, the class read at the last step,
 cross-entropy loss, uniform predictor ``ln 10``.
 
+``mnist1d_full`` is the same data with the split of the package's reference training
+code (greydanus/mnist1d ``notebooks/train.py``, ``train_model``): all 4,000 training
+examples are trained on and no validation split is held out; test 1,000 as above.
+
 Published test accuracies on this split (the mnist1d README, "Comparing MNIST and
 MNIST-1D"): logistic regression 32%, MLP 68%, CNN 94%, GRU 91%; human expert 96%.
 
@@ -48,15 +52,21 @@ def _generate() -> tuple:
     return tuple(np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test"))
 
 
-def load_mnist1d() -> dict:
+def load_mnist1d(n_valid: int = N_VALID) -> dict:
     """``{"x_train", "y_train", "x_valid", "y_valid", "x_test", "y_test"}``: ``x``
-    float32 ``(N, 40)``, ``y`` int32 ``(N,)``; 3,600 / 400 / 1,000 examples (the module
-    docstring).  Generated once per process (about 4 s), the same every time."""
+    float32 ``(N, 40)``, ``y`` int32 ``(N,)``; the last ``n_valid`` of the package's
+    4,000 training examples are the validation split (3,600 / 400 / 1,000 examples by
+    default, the module docstring); ``n_valid=0``: 4,000 / none / 1,000, with
+    ``x_valid`` and ``y_valid`` None.  Generated once per process (about 4 s), the same
+    every time."""
     x, y, x_test, y_test = _generate()
+    if isinstance(n_valid, bool) or not isinstance(n_valid, int) or not 0 <= n_valid < len(y):
+        raise ValueError(f"n_valid must be an integer in [0, {len(y)}), got {n_valid!r}")
     x, x_test = x.astype(np.float32), x_test.astype(np.float32)
     y, y_test = y.astype(np.int32), y_test.astype(np.int32)
-    n = len(y) - N_VALID
-    return {"x_train": x[:n], "y_train": y[:n], "x_valid": x[n:], "y_valid": y[n:],
+    n = len(y) - n_valid
+    valid = (x[n:], y[n:]) if n_valid else (None, None)
+    return {"x_train": x[:n], "y_train": y[:n], "x_valid": valid[0], "y_valid": valid[1],
             "x_test": x_test, "y_test": y_test}
 
 
@@ -66,4 +76,11 @@ def mnist1d_task() -> Task:
     return dataset_task("mnist1d", load_mnist1d())
 
 
-__all__ = ["N_VALID", "T_MNIST1D", "load_mnist1d", "mnist1d_task"]
+def mnist1d_full_task() -> Task:
+    """MNIST-1D with the reference code's split (``mnist1d_full``, the module docstring):
+    ``task.splits`` 4,000 train, no validation split (``splits.valid`` None), 1,000
+    test."""
+    return dataset_task("mnist1d_full", load_mnist1d(n_valid=0))
+
+
+__all__ = ["N_VALID", "T_MNIST1D", "load_mnist1d", "mnist1d_full_task", "mnist1d_task"]
