@@ -68,18 +68,24 @@ def test_missing_mnist_and_cli_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_runner_learns_copy_T20_with_an_orthogonal_cell():
-    """expRNN on copy T=20 drops below half the
-    memoryless baseline in 200 steps; Elman tanh stays at the baseline."""
+    """expRNN on copy T=20 drops below half the memoryless baseline in 200 steps; Elman
+    tanh does not learn.  A learning outcome, so it is asserted for each of 4 seeds
+    (vmapped) with a margin from the spread over 8 seeds (AMD EPYC, float32): expRNN ends
+    at 0.16-0.30 of the baseline with recall 0.84-0.93; Elman at 1.06-1.42 with recall
+    0.00-0.13 (1.49 seen on an AVX-512 Xeon).  Where the Elman lands above the baseline
+    depends on the CPU's rounding, so the old upper bound (1.3) is replaced by a loose
+    one (2.0, against divergence); the claim, no learning, is the lower bound 0.9."""
     cfg = Config(task="copy", cell="exprnn", T=20, hidden=64, batch=32, steps=200,
-                 log_every=100, lr=1e-3, lr_orth=1e-4, eval_batch=128)
-    r = train(cfg, progress=False)
-    last = r.history[-1]
+                 log_every=100, lr=1e-3, lr_orth=1e-4, eval_batch=128, seeds=4)
+    last = train(cfg, progress=False).history[-1]
     assert last["baseline"] == pytest.approx(10 * np.log(8) / 40)
-    assert last["eval_loss_over_baseline"] < 0.5
-    assert last["eval_accuracy"] > 0.5
-    assert last["orth_error"] < 1e-4  # W = expm(S - S^T) stays orthogonal
+    seeds = last["seeds"]
+    assert max(seeds["eval_loss"]) < 0.5 * last["baseline"], seeds["eval_loss"]
+    assert min(seeds["eval_accuracy"]) > 0.5, seeds["eval_accuracy"]
+    assert max(seeds["orth_error"]) < 1e-4  # W = expm(S - S^T) stays orthogonal
     e = train(Config(**{**cfg.to_json(), "cell": "elman", "cell_options": ()}), progress=False)
-    assert 0.9 < e.history[-1]["eval_loss_over_baseline"] < 1.3
+    ratios = np.array(e.history[-1]["seeds"]["eval_loss"]) / last["baseline"]
+    assert ratios.min() > 0.9 and ratios.max() < 2.0, ratios
 
 
 def test_orthogonal_labels_and_learning_rate():
