@@ -1,0 +1,67 @@
+"""Behaviour matched to the papers' reference code (each test failed before the fix it
+checks); float64 where the claim is exact."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnjax.cell import HiddenState
+from rnnjax.cells import elman
+from rnnjax.newton import NewtonOptions, elk_filter, elk_smoother, scan_newton
+
+
+# ------------------------------------------------------------------------------- ELK
+
+def _damped_least_squares(a, b, z0, Y, lam):
+    """Dense float64 solve of ``min sum_t (z_t - a_t z_{t-1} - b_t)^2 + lam |z - Y|^2``
+    per coordinate: ``(D^T D + lam I) z = D^T c + lam Y``."""
+    T, n = a.shape
+    out = np.zeros((T, n))
+    for i in range(n):
+        D = np.eye(T) - np.diag(a[1:, i], -1)
+        c = b[:, i].copy()
+        c[0] += a[0, i] * z0[i]
+        out[:, i] = np.linalg.solve(D.T @ D + lam * np.eye(T), D.T @ c + lam * Y[:, i])
+    return out
+
+
+def test_elk_is_the_levenberg_marquardt_step_not_the_filter():
+    T, n, lam = 7, 3, 0.7
+    k = jax.random.split(jax.random.key(0), 4)
+    a = np.asarray(jax.random.uniform(k[0], (T, n), jnp.float64, -1.5, 1.5))
+    b = np.asarray(jax.random.normal(k[1], (T, n), jnp.float64))
+    Y = np.asarray(jax.random.normal(k[2], (T, n), jnp.float64))
+    z0 = np.asarray(jax.random.normal(k[3], (n,), jnp.float64))
+    exact = _damped_least_squares(a, b, z0, Y, lam)
+    smoothed = np.asarray(elk_smoother(a, b, z0, Y, lam))
+    filtered = np.asarray(elk_filter(a, b, z0, Y, lam))
+    assert np.max(np.abs(smoothed - exact)) < 1e-12
+    assert np.max(np.abs(filtered[-1] - exact[-1])) < 1e-12  # equal at the last step only
+    assert np.min(np.max(np.abs(filtered[:-1] - exact[:-1]), axis=1)) > 1e-3
+
+
+def test_one_elk_iteration_of_scan_newton_is_the_dense_lm_step():
+    # a one-unit Elman cell: its Jacobian is diagonal, so quasi-ELK is exact ELK
+    T, lam = 9, 0.3
+    cell = elman(1)
+    p = {"W_xh": jnp.array([[0.8]]), "W_hh": jnp.array([[1.3]]), "b": jnp.array([0.1])}
+    xs = jax.random.normal(jax.random.key(1), (T, 1, 1), jnp.float64)
+    guess = jax.random.normal(jax.random.key(2), (T, 1, 1), jnp.float64)
+    carry = HiddenState(jnp.full((1, 1), 0.2, jnp.float64))
+    ys, final, it = scan_newton(cell, p, carry, xs, options=NewtonOptions(
+        "elk", max_iters=1, tol=1e-300, init=guess, damping=lam))
+    assert int(it[0]) == 1
+    Y = np.asarray(guess[:, 0])
+    prev = np.concatenate([[[0.2]], Y[:-1]])
+    pre = 0.8 * np.asarray(xs[:, 0]) + 1.3 * prev + 0.1
+    a = 1.3 * (1 - np.tanh(pre) ** 2)
+    b = np.tanh(pre) - a * prev
+    exact = _damped_least_squares(a, b, np.array([0.2]), Y, lam)
+    # the iterate itself is the final carry and, one step on, the outputs
+    assert abs(float(final.h[0, 0]) - exact[-1, 0]) < 1e-12
+    step = np.tanh(0.8 * np.asarray(xs[:, 0]) + 1.3 * np.concatenate([[[0.2]], exact[:-1]])
+                   + 0.1)
+    assert np.max(np.abs(np.asarray(ys[:, 0]) - step)) < 1e-12
