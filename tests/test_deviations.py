@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rnnjax import run
 from rnnjax.cell import HiddenState
-from rnnjax.cells import elman
+from rnnjax.cells import elman, s4d
+from rnnjax.cells.ssm import hippo_legs_diagonal
 from rnnjax.newton import NewtonOptions, elk_filter, elk_smoother, scan_newton
 
 
@@ -65,3 +67,26 @@ def test_one_elk_iteration_of_scan_newton_is_the_dense_lm_step():
     step = np.tanh(0.8 * np.asarray(xs[:, 0]) + 1.3 * np.concatenate([[[0.2]], exact[:-1]])
                    + 0.1)
     assert np.max(np.abs(np.asarray(ys[:, 0]) - step)) < 1e-12
+
+
+# ------------------------------------------------------------------------------- S4D
+
+def test_s4d_legs_clamps_imaginary_b_to_two_as_state_spaces_s4():
+    N = 16
+    lam, V, Bh = hippo_legs_diagonal(N)
+    B0 = V[:, :N // 2].conj().T @ Bh
+    assert np.max(np.abs(B0.imag)) > 10  # unclipped V^* B_HiPPO
+    p = s4d(1, state_size=N).init(jax.random.key(0), 1)
+    assert np.max(np.abs(np.asarray(p["B_im"]))) <= 2.0
+    assert np.allclose(np.asarray(p["B_im"][0]), np.clip(B0.imag, -2, 2), atol=1e-5)
+    assert np.allclose(np.asarray(p["B_re"][0]), B0.real, atol=1e-5)
+
+
+def test_s4d_real_part_is_minus_exp_so_no_update_makes_it_unstable():
+    cell = s4d(2, state_size=8, init="lin")
+    p = cell.init(jax.random.key(0), 2)
+    assert "Lambda_re" not in p and np.allclose(np.asarray(p["log_Lambda_re"]), math.log(0.5))
+    for shift in (-30.0, 3.0, 30.0):  # any value of the parameter, e.g. after a huge step
+        q = {**p, "log_Lambda_re": p["log_Lambda_re"] + shift}
+        mod = np.abs(np.asarray(jnp.diag(cell.recurrent_matrix(q))))
+        assert np.all(mod <= 1.0) and np.all(np.isfinite(mod))
