@@ -13,6 +13,7 @@ from rnnjax.cell import HiddenState
 from rnnjax.cells import elman, s4d
 from rnnjax.cells.ssm import hippo_legs_diagonal
 from rnnjax.newton import NewtonOptions, elk_filter, elk_smoother, scan_newton
+from rnnjax.optim import PAPER_RECIPES, recipe
 
 
 # ------------------------------------------------------------------------------- ELK
@@ -90,3 +91,21 @@ def test_s4d_real_part_is_minus_exp_so_no_update_makes_it_unstable():
         q = {**p, "log_Lambda_re": p["log_Lambda_re"] + shift}
         mod = np.abs(np.asarray(jnp.diag(cell.recurrent_matrix(q))))
         assert np.all(mod <= 1.0) and np.all(np.isfinite(mod))
+
+
+# ------------------------------------------------------------------------ Householder
+
+def test_householder_recipe_is_the_reference_adam():
+    r = PAPER_RECIPES["householder"]
+    assert (r.optimizer, r.lr, r.lr_orth, r.clip) == ("adam", 1e-3, 1e-3, None)
+    tx = recipe(r.optimizer, lr=r.lr, lr_orth=r.lr_orth, clip=r.clip)
+    p = {"reflections": jnp.ones((3, 3), jnp.float64), "V": jnp.ones((3, 2), jnp.float64)}
+    state = tx.init(p)
+    m = v = 0.0
+    for t, g in enumerate((0.5, -2.0, 0.1), start=1):  # zmhammedi/Orthogonal_RNN sgd.py
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        delta = -1e-3 * m / (1 - 0.9 ** t) / (math.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        u, state = tx.update(jax.tree.map(lambda a: jnp.full_like(a, g), p), state, p)
+        for leaf in jax.tree.leaves(u):
+            np.testing.assert_allclose(np.asarray(leaf), delta, rtol=1e-12)
