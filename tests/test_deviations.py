@@ -10,7 +10,7 @@ import pytest
 
 from rnnjax import run
 from rnnjax.cell import HiddenState
-from rnnjax.cells import elman, s4d
+from rnnjax.cells import elman, make, s4d
 from rnnjax.cells.ssm import hippo_legs_diagonal
 from rnnjax.newton import NewtonOptions, elk_filter, elk_smoother, scan_newton
 from rnnjax.optim import PAPER_RECIPES, recipe
@@ -109,3 +109,28 @@ def test_householder_recipe_is_the_reference_adam():
         u, state = tx.update(jax.tree.map(lambda a: jnp.full_like(a, g), p), state, p)
         for leaf in jax.tree.leaves(u):
             np.testing.assert_allclose(np.asarray(leaf), delta, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------ Lipschitz RNN
+
+def test_lipschitz_defaults_are_the_current_reference_command():
+    H, F = 64, 16
+    cell = make("lipschitz", H)
+    p = cell.init(jax.random.key(0), F)
+    # M_A, M_W ~ N(0, (0.1 / H)^2): driver.py's --init_std default (the command sets none)
+    assert np.asarray(p["M_A"]).std() == pytest.approx(0.1 / H, rel=0.05)
+    # V, b: nn.Linear(F, H) defaults, U(-1/sqrt(F), 1/sqrt(F)): std 1/sqrt(3F), bias != 0
+    k = 1 / math.sqrt(F)
+    for name in ("V", "b"):
+        a = np.asarray(p[name])
+        assert np.abs(a).max() <= k and np.abs(a).max() > 0.9 * k
+    assert np.asarray(p["V"]).std() == pytest.approx(k / math.sqrt(3), rel=0.05)
+    # eps 0.03, beta 0.75, gamma 0.001: one step from h against the equations
+    h = np.asarray(jax.random.normal(jax.random.key(1), (H,)))
+    x = np.asarray(jax.random.normal(jax.random.key(2), (F,)))
+    q = {k_: np.asarray(v, np.float64) for k_, v in p.items()}
+    sym = lambda M: 0.75 * (M - M.T) + 0.25 * (M + M.T) - 0.001 * np.eye(H)  # noqa: E731
+    want = h + 0.03 * sym(q["M_A"]) @ h + 0.03 * np.tanh(sym(q["M_W"]) @ h + q["V"] @ x
+                                                         + q["b"])
+    got = cell.step(cell.prepare(q), HiddenState(h), x)[1]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
