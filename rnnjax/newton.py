@@ -211,7 +211,7 @@ def elk_filter(a, b, z0, Y, damping):
     ``z_t = a_t z_{t-1} + b_t + N(0, 1)``, ``Y_t = z_t + N(0, 1/damping)``, ``z_0``
     known; ``a, b, Y: (T, n)``, ``z0: (n,)``.  (lindermanlab/elk ``elk/algs/elk.py``
     returns these.)  Parallel in time: two associative scans."""
-    return _elk_filtered(*_elk_args(a, b, z0, Y, damping))[0]
+    return _filter_jit(*_elk_args(a, b, z0, Y, damping))
 
 
 def elk_smoother(a, b, z0, Y, damping):
@@ -228,7 +228,11 @@ def elk_smoother(a, b, z0, Y, damping):
                \qquad G_t = \frac{P_t a_{t+1}}{a_{t+1}^2 P_t + 1},
 
     an affine recurrence in reversed time solved by the associative scan."""
-    return _rts(*_elk_filtered(*_elk_args(a, b, z0, Y, damping)))
+    return _smoother_jit(*_elk_args(a, b, z0, Y, damping))
+
+
+_filter_jit = jax.jit(lambda a, b, z0, Y, lam: _elk_filtered(a, b, z0, Y, lam)[0])
+_smoother_jit = jax.jit(lambda a, b, z0, Y, lam: _rts(*_elk_filtered(a, b, z0, Y, lam)))
 
 
 def _rts(m, P, a, b):

@@ -108,8 +108,7 @@ def _numpy_step(name, p, carry, x):
         return (h,), h
     if name == "indrnn":
         (h,) = c
-        u = np.clip(p["u"], -2 ** (1 / T), 2 ** (1 / T))
-        h = np.maximum(p["W"] @ x + u * h + p["b"], 0.0)
+        h = np.maximum(p["W"] @ x + p["u"] * h + p["b"], 0.0)  # clipped between updates
         return (h,), h
     if name == "mgu":
         (h,) = c
@@ -259,9 +258,9 @@ def test_indrnn_init_respects_the_magnitude_bound():
     u = np.asarray(p["u"])
     assert u.min() >= 0.0 and u.max() <= bound and u.max() > 0.99 * bound
     assert abs(u.mean() - bound / 2) < 0.02  # U(0, MAG^(1/T))
-    # the constraint holds after prepare for any raw value, and a unit's gradient
-    # factor over T steps (relu active) is at most MAG
-    w = cell.prepare({**p, "u": p["u"] * 3.0 - 1.5})
+    # the constraint holds after the projection (applied between updates) for any raw
+    # value, and a unit's gradient factor over T steps (relu active) is at most MAG
+    w = cell.project({**p, "u": p["u"] * 3.0 - 1.5})
     assert np.abs(np.asarray(w["u"])).max() <= bound + 1e-7
     assert np.abs(np.asarray(w["u"])).max() ** steps <= mag * (1 + 1e-5)
     assert np.asarray(p["W"]).std() == pytest.approx(1e-3, rel=0.05)

@@ -6,6 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from rnnjax import run
@@ -14,6 +15,8 @@ from rnnjax.cells import elman, make, s4d
 from rnnjax.cells.ssm import hippo_legs_diagonal
 from rnnjax.newton import NewtonOptions, elk_filter, elk_smoother, scan_newton
 from rnnjax.optim import PAPER_RECIPES, recipe
+from rnnjax.train import Config, build
+from rnnjax.training import init_state, make_update
 
 
 # ------------------------------------------------------------------------------- ELK
@@ -33,11 +36,9 @@ def _damped_least_squares(a, b, z0, Y, lam):
 
 def test_elk_is_the_levenberg_marquardt_step_not_the_filter():
     T, n, lam = 7, 3, 0.7
-    k = jax.random.split(jax.random.key(0), 4)
-    a = np.asarray(jax.random.uniform(k[0], (T, n), jnp.float64, -1.5, 1.5))
-    b = np.asarray(jax.random.normal(k[1], (T, n), jnp.float64))
-    Y = np.asarray(jax.random.normal(k[2], (T, n), jnp.float64))
-    z0 = np.asarray(jax.random.normal(k[3], (n,), jnp.float64))
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-1.5, 1.5, (T, n))
+    b, Y, z0 = rng.normal(size=(T, n)), rng.normal(size=(T, n)), rng.normal(size=n)
     exact = _damped_least_squares(a, b, z0, Y, lam)
     smoothed = np.asarray(elk_smoother(a, b, z0, Y, lam))
     filtered = np.asarray(elk_filter(a, b, z0, Y, lam))
@@ -51,8 +52,8 @@ def test_one_elk_iteration_of_scan_newton_is_the_dense_lm_step():
     T, lam = 9, 0.3
     cell = elman(1)
     p = {"W_xh": jnp.array([[0.8]]), "W_hh": jnp.array([[1.3]]), "b": jnp.array([0.1])}
-    xs = jax.random.normal(jax.random.key(1), (T, 1, 1), jnp.float64)
-    guess = jax.random.normal(jax.random.key(2), (T, 1, 1), jnp.float64)
+    rng = np.random.default_rng(1)
+    xs, guess = jnp.asarray(rng.normal(size=(T, 1, 1))), jnp.asarray(rng.normal(size=(T, 1, 1)))
     carry = HiddenState(jnp.full((1, 1), 0.2, jnp.float64))
     ys, final, it = scan_newton(cell, p, carry, xs, options=NewtonOptions(
         "elk", max_iters=1, tol=1e-300, init=guess, damping=lam))
@@ -126,11 +127,58 @@ def test_lipschitz_defaults_are_the_current_reference_command():
         assert np.abs(a).max() <= k and np.abs(a).max() > 0.9 * k
     assert np.asarray(p["V"]).std() == pytest.approx(k / math.sqrt(3), rel=0.05)
     # eps 0.03, beta 0.75, gamma 0.001: one step from h against the equations
-    h = np.asarray(jax.random.normal(jax.random.key(1), (H,)))
-    x = np.asarray(jax.random.normal(jax.random.key(2), (F,)))
+    rng = np.random.default_rng(2)
+    h, x = rng.normal(size=H), rng.normal(size=F)
     q = {k_: np.asarray(v, np.float64) for k_, v in p.items()}
     sym = lambda M: 0.75 * (M - M.T) + 0.25 * (M + M.T) - 0.001 * np.eye(H)  # noqa: E731
     want = h + 0.03 * sym(q["M_A"]) @ h + 0.03 * np.tanh(sym(q["M_W"]) @ h + q["V"] @ x
                                                          + q["b"])
     got = cell.step(cell.prepare(q), HiddenState(h), x)[1]
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ IndRNN
+
+def _indrnn_loss(cell, sign):
+    xs = jnp.ones((2, 20, 1), jnp.float64)
+    return lambda p: sign * jnp.sum(run(cell, p, xs)[0][:, -1])
+
+
+def test_indrnn_clips_between_updates_so_the_gradient_does_not_die():
+    T = 20
+    cell = make("indrnn", 3, timesteps=T)
+    bound = 2.0 ** (1 / T)
+    p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), cell.init(jax.random.key(0), 1))
+    p = {**p, "W": jnp.ones_like(p["W"]), "u": jnp.array([0.5, bound + 0.05, bound])}
+    # a u past the bound (an update overshot) still has its gradient in the forward ...
+    g = jax.grad(_indrnn_loss(cell, 1.0))(p)["u"]
+    assert np.all(np.abs(np.asarray(g)) > 0)
+    # ... and the projection puts it on the bound, where its gradient lives too
+    q = cell.project(p)
+    np.testing.assert_array_equal(np.asarray(q["u"]), [0.5, bound, bound])
+    assert np.all(np.abs(np.asarray(jax.grad(_indrnn_loss(cell, 1.0))(q)["u"])) > 0)
+    # the update rule projects after each step: pushed up, u stops at the bound; pushed
+    # down again, it leaves the bound (with the clip inside prepare it stayed stuck)
+    tx = optax.sgd(1.0)
+    up = make_update(lambda q, _: _indrnn_loss(cell, -1.0)(q), tx, project=cell.project)
+    down = make_update(lambda q, _: _indrnn_loss(cell, 1.0)(q), tx, project=cell.project)
+    state = init_state(p, tx, jax.random.key(1))
+    for _ in range(3):
+        state, _ = up(state, None)
+    np.testing.assert_array_equal(np.asarray(state.params["u"]), bound)
+    state, _ = down(state, None)
+    assert np.all(np.asarray(state.params["u"]) < bound)
+
+
+def test_the_runner_projects_the_cell_params_after_every_step():
+    T = 12
+    config = Config(cell="indrnn", cell_options=(("timesteps", T),), task="adding", T=T,
+                    hidden=4, batch=4, steps=1, log_every=1, eval_batch=4, lr=1e3,
+                    optimizer="sgd", clip=None)
+    exp = build(config)
+    state = exp.init(jnp.asarray(0, jnp.int32))
+    new = jax.jit(exp.step)(state)
+    u = np.asarray(new.params["cell"]["u"])
+    bound = 2.0 ** (1 / T)
+    assert np.all(np.abs(u) <= bound) and np.any(np.abs(u) == np.float32(bound))
+    assert not np.array_equal(u, np.asarray(state.params["cell"]["u"]))

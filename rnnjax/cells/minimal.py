@@ -29,14 +29,17 @@ def indrnn(hidden_size: int, timesteps: int = 100, mag: float = 2.0,
 
     Equations (one example, ``*`` elementwise)::
 
-        u   = clip(u_raw, -MAG^(1/T), MAG^(1/T))                 (H,)
         h_t = relu(W x_t + u * h_{t-1} + b),                      y_t = h_t
+        after every optimiser step:  u <- clip(u, -MAG^(1/T), MAG^(1/T))   (cell.project)
 
     The bound ``|u| <= MAG^(1/T)`` (``T = timesteps``) keeps the gradient of a ReLU
-    unit over ``T`` steps below ``MAG`` (paper, Sec. 3.1).  The reference code clips
-    ``u`` after every update; here ``prepare`` clips it, so the constraint holds on
-    every forward pass (the gradient is zero past the bound, where the clipped update
-    would have had no effect).  Initialisation (the reference adding task): ``u_raw ~
+    unit over ``T`` steps below ``MAG`` (paper, Sec. 3.1).  As the reference code
+    (Sunnydreamrain/IndRNN_Theano_Lasagne ``adding/adding.py``: ``para.set_value(
+    np.clip(para.get_value(), -U_bound, U_bound))`` between training steps), the clip is
+    a projection of the parameter between updates, ``cell.project``, which
+    :func:`rnnjax.training.make_update` and the runner apply after each step; the
+    forward pass uses ``u`` as it is, so a ``u`` on the bound keeps its gradient and
+    can move back inside.  Initialisation (the reference adding task): ``u ~
     U(recurrent_min, MAG^(1/T))`` (``recurrent_min = MAG^(-1/T)`` is the paper's choice
     for a last layer that must keep long memories), ``W ~ N(0, 0.001^2)``, ``b = 0``.
     ``recurrent_matrix`` is ``diag(u)``.
@@ -64,7 +67,7 @@ def indrnn(hidden_size: int, timesteps: int = 100, mag: float = 2.0,
                 "u": jax.random.uniform(k2, (H,), jnp.float32, recurrent_min, bound),
                 "b": jnp.zeros((H,), jnp.float32)}
 
-    def prepare(p):
+    def project(p):
         return {**p, "u": jnp.clip(p["u"], -bound, bound)}
 
     def step(w, carry, x):
@@ -72,9 +75,9 @@ def indrnn(hidden_size: int, timesteps: int = 100, mag: float = 2.0,
         return HiddenState(h), h
 
     return Cell(
-        init=init, prepare=prepare, initial_carry=zeros_carry(HiddenState, H), step=step,
+        init=init, prepare=identity, initial_carry=zeros_carry(HiddenState, H), step=step,
         input_size=lambda p: p["W"].shape[-1], output_size=H, name="indrnn",
-        recurrent_matrix=lambda p: jnp.diag(prepare(p)["u"]),
+        recurrent_matrix=lambda p: jnp.diag(p["u"]), project=project,
     )
 
 
