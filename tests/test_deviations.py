@@ -182,3 +182,15 @@ def test_the_runner_projects_the_cell_params_after_every_step():
     bound = 2.0 ** (1 / T)
     assert np.all(np.abs(u) <= bound) and np.any(np.abs(u) == np.float32(bound))
     assert not np.array_equal(u, np.asarray(state.params["cell"]["u"]))
+
+
+def test_householder_mhammedi_keeps_triangular_unit_vectors_between_updates():
+    cell = make("householder", 5, init="mhammedi")
+    p = cell.init(jax.random.key(0), 2)
+    moved = {**p, "reflections": p["reflections"] + 0.3}  # an update fills every entry
+    u = np.asarray(cell.project(moved)["reflections"])
+    assert np.all(u[np.tril_indices(5, -1)] == 0)
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, rtol=1e-6)
+    want = np.triu(np.asarray(moved["reflections"]))
+    np.testing.assert_allclose(u, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-6)
+    assert make("householder", 5).project is None  # other inits: no constraint to keep
