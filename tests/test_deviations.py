@@ -194,3 +194,15 @@ def test_householder_mhammedi_keeps_triangular_unit_vectors_between_updates():
     want = np.triu(np.asarray(moved["reflections"]))
     np.testing.assert_allclose(u, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-6)
     assert make("householder", 5).project is None  # other inits: no constraint to keep
+
+
+# ------------------------------------------------------------------------------- nnRNN
+
+def test_nnrnn_input_matrix_keeps_pytorchs_default_uniform_init():
+    H, F = 64, 32
+    p = make("nnrnn", H).init(jax.random.key(0), F)
+    V, k = np.asarray(p["V"]), 1 / math.sqrt(F)
+    assert np.abs(V).max() <= k and np.abs(V).max() > 0.95 * k  # not He-normal N(0, 2/F)
+    assert V.std() == pytest.approx(k / math.sqrt(3), rel=0.05)
+    b = np.asarray(p["b"])  # the modReLU bias, U[-0.01, 0.01]
+    assert np.abs(b).max() <= 0.01 and b.std() > 0.004
