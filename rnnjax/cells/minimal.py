@@ -186,8 +186,10 @@ def mingru(hidden_size: int, positive_values: bool = True) -> Cell:
     plain version, equal to :func:`rnnjax.cells.gated_linear` with ``a = 1 - z``).
     Params ``W (2H, F)``, ``b (2H,)`` (blocks ``[z, h]``) ``U(-1/sqrt(F), 1/sqrt(F))``
     (``nn.Linear``).  Declared ``Linear(kind="diagonal")``: ``a_t = 1 - z_t``,
-    ``b_t = z_t hh_t``; :func:`mingru_log_coeffs` gives ``(log a_t, log b_t)`` for
-    :func:`log_space_scan`.
+    ``b_t = z_t hh_t``.  :func:`rnnjax.run` evaluates this linear-space recurrence
+    (``scan="sequential"`` or ``"associative"``); the paper's log-space parallel scan
+    is :func:`log_space_scan` of :func:`mingru_log_coeffs`'s ``(log a_t, log b_t)``
+    (checked against ``run`` by the tests), not what ``run`` uses.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
@@ -215,9 +217,11 @@ def minlstm(hidden_size: int, positive_values: bool = True) -> Cell:
         h_t  = f'_t * h_{t-1} + i'_t * hh_t,                      y_t = h_t
 
     (``g`` as :func:`mingru`).  Params ``W (3H, F)``, ``b (3H,)`` (blocks ``[f, i, h]``)
-    ``U(-1/sqrt(F), 1/sqrt(F))``.  Declared ``Linear(kind="diagonal")``;
+    ``U(-1/sqrt(F), 1/sqrt(F))``.  Declared ``Linear(kind="diagonal")``, and
+    :func:`rnnjax.run` evaluates the linear-space recurrence, as :func:`mingru`;
     :func:`minlstm_log_coeffs` gives the paper's ``log f' = -softplus(d)``,
-    ``log i' = -softplus(-d)``, ``d = softplus(-k_f) - softplus(-k_i)``.
+    ``log i' = -softplus(-d)``, ``d = softplus(-k_f) - softplus(-k_i)`` for
+    :func:`log_space_scan`.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
