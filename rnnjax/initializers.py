@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["INPUT_INITS", "identity", "input_layer", "lecun_normal", "normal", "orthogonal",
-           "per_block", "uniform"]
+           "per_block", "torch_biases", "uniform"]
 
 # Input-matrix initialisations of the orthogonal / unitary papers' reference code.
 INPUT_INITS = ("he", "normal", "uniform", "glorot", "pytorch")
@@ -106,3 +106,12 @@ def input_layer(keys, kind: str, hidden: int, input_size: int, names=("V",)):
     out["b"] = (uniform(0.01)(keys[p], (H,), jnp.float32) if kind in ("he", "glorot", "pytorch")
                 else jnp.zeros((H,), jnp.float32))
     return out
+
+
+def torch_biases(key, n: int, H: int):
+    """PyTorch's ``bias_ih + bias_hh`` ``(n,)`` of a recurrent layer with hidden size
+    ``H`` (``nn.RNN``, ``nn.LSTM``): two independent ``U(-1/sqrt(H), 1/sqrt(H))``
+    vectors summed, a triangular distribution on ``[-2/sqrt(H), 2/sqrt(H)]`` with
+    variance ``2 / (3 H)``."""
+    u = uniform(1.0 / math.sqrt(H))
+    return u(key, (n,)) + u(jax.random.fold_in(key, 1), (n,))

@@ -242,8 +242,8 @@ PAPER_RECIPES = {
     "householder": PaperRecipe((("init", "mhammedi"),), "adam", 1e-3, 1e-3, None,
                                "global_norm",
                                "zmhammedi/Orthogonal_RNN: RNN_models.py, sgd.py, loop_jobs.sh"),
-    # expRNN's LSTM baseline: torch nn.LSTMCell defaults (U[-1/sqrt(H), 1/sqrt(H)], no
-    # forget bias), same RMSprop as the expRNN run.
+    # expRNN's LSTM baseline: torch nn.LSTMCell defaults (weights U[-1/sqrt(H), 1/sqrt(H)],
+    # bias b_ih + b_hh), forget bias 0 here, same RMSprop as the expRNN run.
     "lstm": PaperRecipe((("init", "uniform"), ("forget_bias", 0.0)), "rmsprop", 2e-4, 2e-4,
                         None, "global_norm",
                         "lezcano/expRNN: 1_copying.py (nn.LSTMCell)"),

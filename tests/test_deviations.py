@@ -206,3 +206,33 @@ def test_nnrnn_input_matrix_keeps_pytorchs_default_uniform_init():
     assert V.std() == pytest.approx(k / math.sqrt(3), rel=0.05)
     b = np.asarray(p["b"])  # the modReLU bias, U[-0.01, 0.01]
     assert np.abs(b).max() <= 0.01 and b.std() > 0.004
+
+
+# --------------------------------------------------------- PyTorch's two biases (uniform)
+
+def test_uniform_init_draws_both_pytorch_biases():
+    torch = pytest.importorskip("torch")
+    from scipy.stats import ks_2samp
+    H, F = 256, 3
+    torch.manual_seed(0)
+    ref = {name: torch.nn.__dict__[name](F, H) for name in ("RNN", "LSTM", "GRU")}
+    k = 1 / math.sqrt(H)
+    for name, cell in (("RNN", make("elman", H)),
+                       ("LSTM", make("lstm", H, init="uniform", forget_bias=0.0)),
+                       ("GRU", make("gru", H, init="uniform"))):
+        p = cell.init(jax.random.key(0), F)
+        m = ref[name]
+        want = (m.bias_ih_l0 + m.bias_hh_l0).detach().numpy()
+        b = np.asarray(p["b"])
+        if name == "LSTM":  # the forget block is set to forget_bias (here 0), not drawn
+            b, want = np.delete(b, np.s_[H:2 * H]), np.delete(want, np.s_[H:2 * H])
+        if name == "GRU":  # b = b_ih + b_hh on r, z; b_ih alone on n; b_hn = b_hh's n
+            want, b_in = want[:2 * H], b[2 * H:]
+            b = b[:2 * H]
+            for one in (b_in, np.asarray(p["b_hn"])):
+                assert np.abs(one).max() <= k
+                assert one.std() == pytest.approx(k / math.sqrt(3), rel=0.1)
+        # a sum of two U(-k, k): beyond one draw's range, variance 2 k^2 / 3
+        assert k < np.abs(b).max() <= 2 * k
+        assert b.std() == pytest.approx(k * math.sqrt(2 / 3), rel=0.1)
+        assert ks_2samp(b, want).pvalue > 0.01, name
