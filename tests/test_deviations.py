@@ -13,6 +13,7 @@ from rnnjax import run
 from rnnjax.cell import HiddenState
 from rnnjax.cells import elman, make, s4d
 from rnnjax.cells.ssm import hippo_legs_diagonal
+from rnnjax.constraints import Penalties, flossing_burn_in, flossing_penalty, penalty
 from rnnjax.newton import NewtonOptions, elk_filter, elk_smoother, scan_newton
 from rnnjax.optim import PAPER_RECIPES, recipe
 from rnnjax.train import Config, build
@@ -236,3 +237,19 @@ def test_uniform_init_draws_both_pytorch_biases():
         assert k < np.abs(b).max() <= 2 * k
         assert b.std() == pytest.approx(k * math.sqrt(2 / 3), rel=0.1)
         assert ks_2samp(b, want).pvalue > 0.01, name
+
+
+# ---------------------------------------------------------------------------- flossing
+
+def test_flossing_burn_in_is_the_reference_10_plus_ceil_tenth():
+    # GradientFlossing_ExampleCode.jl: log|R_ii| summed for n > 10 + ceil(T / 10)
+    assert [flossing_burn_in(T) for T in (13, 20, 21, 100, 1000)] == [12, 12, 13, 20, 110]
+    with pytest.raises(ValueError, match="T = 12"):
+        flossing_burn_in(12)
+    cell = elman(3)
+    p = cell.init(jax.random.key(0), 2)
+    xs = jnp.asarray(np.random.default_rng(0).normal(size=(2, 30, 2)), jnp.float32)
+    got = penalty(cell, p, xs, Penalties(floss_weight=1.0, floss_batch=2), floss=True)
+    want = flossing_penalty(cell, p, xs, k=1, burn_in=13)
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    assert float(want) != pytest.approx(float(flossing_penalty(cell, p, xs, k=1, burn_in=3)))
