@@ -115,6 +115,7 @@ class _CellFields(NamedTuple):
     recurrent_matrix: Optional[Callable[[Params], Array]] = None
     linear: Optional[Linear] = None
     backward: Optional[Backward] = None
+    project: Optional[Callable[[Params], Params]] = None
 
 
 def check_key(key, name: str = "key") -> None:
@@ -190,6 +191,12 @@ class Cell(_CellFields):
         (``rnnjax.run(..., grad="manual")``, and ``grad="auto"`` on the backends of
         ``backward.faster_on``).  A wrapper that changes ``step`` must
         clear it (``backward=None``) or supply a matching one.
+      project: optional ``params -> params``, the constraint a reference applies to the
+        parameters *between* optimiser steps (IndRNN's clipping of ``u``), as opposed to
+        one inside ``prepare``, through which the gradient would flow or die.  Apply it
+        after every update, ``params = cell.project(optax.apply_updates(params,
+        updates))`` (:func:`project_params`); :func:`rnnjax.training.make_update` and
+        the runner do.
 
     Constructing a ``Cell`` wraps ``init`` with :func:`guard_init`: absurd sizes
     (``lstm(2_000_000).init(key, 3)``) are refused with the memory estimate before
@@ -244,6 +251,11 @@ def fused_grads(w, d, xs, prev):
     return {"W": chunk_outer(xh, d), "b": d.sum((0, 1))}, d @ w["W_xh"]
 
 
+def project_params(cell: Cell, params):
+    """``cell.project(params)``, or ``params`` unchanged when the cell has no projection."""
+    return params if cell.project is None else cell.project(params)
+
+
 def recurrent_matrix(cell: Cell, params) -> Array:
     """The dense recurrent matrix of ``cell`` with ``params`` (for analysis).
 
@@ -273,4 +285,4 @@ def chunk_outer(d, a):
 
 
 __all__ = ["Backward", "Cell", "check_key", "guard_init", "HiddenState", "LSTMState", "Linear", "chunk_outer", "cut_at",
-           "fuse_input_hidden", "fused_grads", "identity", "recurrent_matrix", "where_live", "zeros_carry"]
+           "fuse_input_hidden", "fused_grads", "identity", "project_params", "recurrent_matrix", "where_live", "zeros_carry"]

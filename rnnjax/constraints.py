@@ -31,8 +31,10 @@ steps before training and ``Ei`` steps every ``Ef`` epochs, each minimising
 discarded) with its own Adam.  Here it keeps the one update rule: on every
 ``floss_every``-th step (the first included, "preflossing") the loss gains
 ``floss_weight sum_{i<=k} lambda_i^2`` on the first ``floss_batch`` training sequences,
-the first tenth of each sequence discarded as the transient (as the reference's
-``nStepTransientONS = ceil(T / 10)``), under the run's optimiser.
+the first ``10 + ceil(T / 10)`` steps of each discarded as the transient
+(:func:`flossing_burn_in`; the reference's ``n > nStepTransient + nStepTransientONS``
+with ``nStepTransient = 10``, ``nStepTransientONS = ceil(Int, nStep / 10)``,
+``GradientFlossing_ExampleCode.jl``), under the run's optimiser.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import jax.numpy as jnp
 from rnnjax import analysis
 from rnnjax.cell import Cell
 
-__all__ = ["Penalties", "flossing_penalty", "lyapunov_exponents", "nnrnn_penalty",
+__all__ = ["Penalties", "flossing_burn_in", "flossing_penalty", "lyapunov_exponents", "nnrnn_penalty",
            "orthogonality_penalty", "penalty"]
 
 
@@ -113,6 +115,21 @@ def nnrnn_penalty(params, alpha_lam: float = 1e-4, t_decay: float = 1e-6):
     return alpha_lam * jnp.sum((params["alphas"] - 1.0) ** 2) + 0.5 * t_decay * jnp.sum(T ** 2)
 
 
+def flossing_burn_in(T: int) -> int:
+    """Steps of a length-``T`` sequence excluded from the flossed exponents: ``10 +
+    ceil(T / 10)``, as RainerEngelken/GradientFlossing (``GradientFlossing_ExampleCode.jl``:
+    the QR terms are summed for ``n > nStepTransient + nStepTransientONS``).  Raises
+    ``ValueError`` when no step would be left (``T <= 12``)."""
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive integer, got {T!r}")
+    burn = 10 + -(-T // 10)
+    if burn >= T:
+        raise ValueError(f"gradient flossing discards the first 10 + ceil(T/10) = {burn} "
+                         f"steps as transient, which leaves nothing of sequences of "
+                         f"length T = {T}; use sequences of at least 13 steps")
+    return burn
+
+
 class Penalties(NamedTuple):
     """The soft constraints of a run (all off by default); see :func:`penalty`.
 
@@ -139,7 +156,7 @@ def penalty(cell: Cell, params, xs, spec: Penalties, *, floss: bool = False):
           + [floss] floss_weight mean_b sum_{i<=floss_k} lambda_i(xs_b)^2
 
     (terms whose coefficient is 0 are left out; ``lambda_i`` over the first
-    ``floss_batch`` sequences with burn-in ``T // 10``).  Returns a scalar (0.0 when
+    ``floss_batch`` sequences with burn-in :func:`flossing_burn_in`).  Returns a scalar (0.0 when
     nothing is on)."""
     if not isinstance(spec, Penalties):
         raise TypeError(f"spec must be a constraints.Penalties, got {type(spec).__name__}")
@@ -151,5 +168,5 @@ def penalty(cell: Cell, params, xs, spec: Penalties, *, floss: bool = False):
     if floss and spec.floss_weight:
         seqs = xs[:spec.floss_batch]
         total = total + spec.floss_weight * flossing_penalty(
-            cell, params, seqs, k=spec.floss_k, burn_in=seqs.shape[1] // 10)
+            cell, params, seqs, k=spec.floss_k, burn_in=flossing_burn_in(seqs.shape[1]))
     return jnp.asarray(total)

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["INPUT_INITS", "identity", "input_layer", "lecun_normal", "normal", "orthogonal",
-           "per_block", "uniform"]
+           "per_block", "torch_biases", "uniform"]
 
 # Input-matrix initialisations of the orthogonal / unitary papers' reference code.
-INPUT_INITS = ("he", "normal", "uniform", "glorot")
+INPUT_INITS = ("he", "normal", "uniform", "glorot", "pytorch")
 
 
 def orthogonal(key, shape, dtype=jnp.float32):
@@ -82,7 +82,11 @@ def input_layer(keys, kind: str, hidden: int, input_size: int, names=("V",)):
       scoRNN.py``; EUNN ``jingli9111/EUNN-tensorflow: eunn.py``);
     * ``"glorot"``: ``U[-a, a]``, ``a = sqrt(6 / (F + p H))`` (the ``(F, p H)`` matrix of
       Arjovsky's ``initialize_matrix``), ``b ~ U[-0.01, 0.01]``
-      (``amarshah/complex_RNN: models.py``).
+      (``amarshah/complex_RNN: models.py``);
+    * ``"pytorch"``: ``U[-1/sqrt(F), 1/sqrt(F)]``, PyTorch's default ``nn.Linear(F, H)``
+      weight, ``b ~ U[-0.01, 0.01]`` (the nnRNN, ``KyleGoyette/nnRNN: RNN_Cell.py``
+      ``OrthoRNNCell``: its ``i_initializer`` is never applied, ``bias=False``, and the
+      modReLU bias is ``U[-0.01, 0.01]``).
     """
     if kind not in INPUT_INITS:
         raise ValueError(f"input_init must be one of {INPUT_INITS}, got {kind!r}")
@@ -94,9 +98,20 @@ def input_layer(keys, kind: str, hidden: int, input_size: int, names=("V",)):
         draw = normal(1.0 / math.sqrt(p * F))
     elif kind == "uniform":
         draw = uniform(0.01)
+    elif kind == "pytorch":
+        draw = uniform(1.0 / math.sqrt(F))
     else:
         draw = uniform(math.sqrt(6.0 / (F + p * H)))
     out = {n: draw(k, shape, jnp.float32) for n, k in zip(names, keys)}
-    out["b"] = (uniform(0.01)(keys[p], (H,), jnp.float32) if kind in ("he", "glorot")
+    out["b"] = (uniform(0.01)(keys[p], (H,), jnp.float32) if kind in ("he", "glorot", "pytorch")
                 else jnp.zeros((H,), jnp.float32))
     return out
+
+
+def torch_biases(key, n: int, H: int):
+    """PyTorch's ``bias_ih + bias_hh`` ``(n,)`` of a recurrent layer with hidden size
+    ``H`` (``nn.RNN``, ``nn.LSTM``): two independent ``U(-1/sqrt(H), 1/sqrt(H))``
+    vectors summed, a triangular distribution on ``[-2/sqrt(H), 2/sqrt(H)]`` with
+    variance ``2 / (3 H)``."""
+    u = uniform(1.0 / math.sqrt(H))
+    return u(key, (n,)) + u(jax.random.fold_in(key, 1), (n,))

@@ -21,13 +21,25 @@ which :func:`rnnjax.associative.linear_scan` solves in ``O(log T)`` depth:
   "Towards scalable and stable parallelization of nonlinear RNNs"): ``A_t = diag(J_t)``,
   ``O(n)`` per combine; also at most ``T`` iterations, linear convergence.
 * ``method="elk"`` -- quasi-ELK (same paper): the Levenberg-Marquardt step with the
-  diagonal Jacobians, i.e. the Kalman filter of the linear-Gaussian model
+  diagonal Jacobians ``a_t = diag(J_t)``, ``b_t = g_t(z^{(i)}_{t-1}) - a_t z^{(i)}_{t-1}``,
+
+  .. math::  z^{(i+1)} = \arg\min_z \sum_t \|z_t - a_t z_{t-1} - b_t\|^2
+             + \lambda \sum_t \|z_t - z^{(i)}_t\|^2,
+
+  which is the posterior (smoothed) mean of the linear-Gaussian model
   ``z_t = a_t z_{t-1} + b_t + w_t``, ``w_t ~ N(0, I)``, observing the current iterate
-  ``z^{(i)}_t`` with noise variance ``1/damping`` (``damping = lambda = 1/sigma^2``).
-  Per coordinate the filter variance follows the Riccati map
+  ``z^{(i)}_t`` with noise variance ``1/lambda`` (``lambda = damping = 1/sigma^2``):
+  :func:`elk_smoother`, a Kalman filter then a Rauch-Tung-Striebel backward pass.  Per
+  coordinate the filter variance follows the Riccati map
   ``P_t = (a_t^2 P_{t-1} + 1) / (lambda (a_t^2 P_{t-1} + 1) + 1)``, a Moebius map, so it is
-  one associative scan of normalised 2x2 matrices; the mean is then a diagonal linear
-  recurrence.  ``damping -> 0`` is quasi-DEER; the true trajectory is a fixed point.
+  one associative scan of normalised 2x2 matrices; the filtered mean is a diagonal linear
+  recurrence forwards and the smoothed mean
+  ``s_t = m_t + G_t (s_{t+1} - a_{t+1} m_t - b_{t+1})``,
+  ``G_t = P_t a_{t+1} / (a_{t+1}^2 P_t + 1)``, one backwards, both associative scans.
+  ``damping -> 0`` is quasi-DEER; the true trajectory is a fixed point.
+* ``method="elk_filtered"`` -- the Kalman-*filtered* means :func:`elk_filter` instead
+  of the smoothed ones, as lindermanlab/elk's code (``elk/algs/elk.py``) returns; they
+  equal the LM step at the last step only.  Same fixed point.
 
 Iteration ``i`` is one Newton (or quasi/LM) solve.  The loop stops when the residual
 ``max_t |z_t - g_t(z_{t-1})|`` is at most ``tol`` (so a warm start that already solves the
@@ -59,9 +71,10 @@ from rnnjax.checks import check_choice
 from rnnjax.masking import flip_sequences, segment_starts
 
 __all__ = ["METHODS", "NewtonOptions", "carry_to_vector", "check_newton_options",
-           "run_options", "scan_newton", "time_major_init", "vector_to_carry"]
+           "elk_filter", "elk_smoother", "run_options", "scan_newton", "time_major_init",
+           "vector_to_carry"]
 
-METHODS = ("deer", "quasi", "elk")
+METHODS = ("deer", "quasi", "elk", "elk_filtered")
 CLIP = 1e8  # iterates are clipped to +-CLIP (DEER reference: clip_ytnext)
 
 
@@ -70,7 +83,8 @@ class NewtonOptions(NamedTuple):
 
     Attributes:
       method: ``"deer"`` (dense Jacobians; small hidden sizes), ``"quasi"`` (their
-        diagonal) or ``"elk"`` (diagonal, Kalman-damped Levenberg-Marquardt steps).
+        diagonal), ``"elk"`` (diagonal Levenberg-Marquardt steps: the Kalman smoother)
+        or ``"elk_filtered"`` (the Kalman filter's means, as lindermanlab/elk's code).
       max_iters: cap on the Newton iterations; None means ``T`` (DEER's and quasi-DEER's
         bound).
       tol: stop when ``max |z_t - g_t(z_{t-1})| <= tol``; None means ``1e-10`` for
@@ -166,9 +180,9 @@ def _mobius_combine(left, right):
     return m / jnp.max(jnp.abs(m), axis=(-2, -1), keepdims=True)
 
 
-def _elk_solve(a, b, z0, Y, lam):
-    """Filtered means of ``z_t = a_t z_{t-1} + b_t + N(0, 1)``, ``Y_t = z_t + N(0, 1/lam)``
-    per coordinate, ``z_0`` known; ``a, b, Y: (T, n)``."""
+def _elk_filtered(a, b, z0, Y, lam):
+    """``(m, P, a', b')``: filtered means and variances, and the coefficients with the
+    known ``z_0`` folded into the first step (``a'_1 = 0``, ``b'_1 = a_1 z_0 + b_1``)."""
     b = b.at[0].set(a[0] * z0 + b[0])
     a = a.at[0].set(0.0)  # z_1 ~ N(g_1(z_0), 1): the initial state is fixed
     a2 = a * a
@@ -178,7 +192,58 @@ def _elk_solve(a, b, z0, Y, lam):
     P = Pi[..., 0, 1] / Pi[..., 1, 1]  # P_t from P_0 = 0
     Pm = a2 * jnp.concatenate([jnp.zeros_like(P[:1]), P[:-1]]) + 1.0  # predicted variance
     K = lam * Pm / (lam * Pm + 1.0)
-    return linear_scan("diagonal", (1.0 - K) * a, (1.0 - K) * b + K * Y)
+    return linear_scan("diagonal", (1.0 - K) * a, (1.0 - K) * b + K * Y), P, a, b
+
+
+def _elk_args(a, b, z0, Y, damping):
+    a, b, z0, Y = (jnp.asarray(v) for v in (a, b, z0, Y))
+    if a.ndim != 2 or b.shape != a.shape or Y.shape != a.shape:
+        raise ValueError(f"a, b and Y must all be (T, n), got {a.shape}, {b.shape}, {Y.shape}")
+    if z0.shape != a.shape[1:]:
+        raise ValueError(f"z0 must be (n,) = {a.shape[1:]}, got {z0.shape}")
+    if not (isinstance(damping, (int, float)) and damping > 0):
+        raise ValueError(f"damping must be a positive number, got {damping!r}")
+    return a, b, z0, Y, float(damping)
+
+
+def elk_filter(a, b, z0, Y, damping):
+    r"""Kalman-filtered means ``E[z_t | Y_1..Y_t]`` of the per-coordinate model
+    ``z_t = a_t z_{t-1} + b_t + N(0, 1)``, ``Y_t = z_t + N(0, 1/damping)``, ``z_0``
+    known; ``a, b, Y: (T, n)``, ``z0: (n,)``.  (lindermanlab/elk ``elk/algs/elk.py``
+    returns these.)  Parallel in time: two associative scans."""
+    return _filter_jit(*_elk_args(a, b, z0, Y, damping))
+
+
+def elk_smoother(a, b, z0, Y, damping):
+    r"""The Levenberg-Marquardt step of ELK (Gonzalez et al. 2024): the minimiser of
+
+    .. math::  \sum_{t=1}^T (z_t - a_t z_{t-1} - b_t)^2 + \lambda \sum_{t=1}^T (z_t - Y_t)^2
+
+    per coordinate (``lambda = damping``, ``z_0`` known; ``a, b, Y: (T, n)``), i.e. the
+    smoothed means ``E[z_t | Y_1..Y_T]`` of the model of :func:`elk_filter`: the
+    filter's means ``m_t`` and variances ``P_t``, then the Rauch-Tung-Striebel pass
+    backwards,
+
+    .. math::  s_T = m_T, \qquad s_t = m_t + G_t (s_{t+1} - a_{t+1} m_t - b_{t+1}),
+               \qquad G_t = \frac{P_t a_{t+1}}{a_{t+1}^2 P_t + 1},
+
+    an affine recurrence in reversed time solved by the associative scan."""
+    return _smoother_jit(*_elk_args(a, b, z0, Y, damping))
+
+
+_filter_jit = jax.jit(lambda a, b, z0, Y, lam: _elk_filtered(a, b, z0, Y, lam)[0])
+_smoother_jit = jax.jit(lambda a, b, z0, Y, lam: _rts(*_elk_filtered(a, b, z0, Y, lam)))
+
+
+def _rts(m, P, a, b):
+    """Rauch-Tung-Striebel means from the filter's ``(m, P)`` and coefficients."""
+    if m.shape[0] < 2:
+        return m
+    an, bn, Pt, mt = a[1:], b[1:], P[:-1], m[:-1]
+    G = Pt * an / (an * an * Pt + 1.0)
+    c = mt - G * (an * mt + bn)
+    s = linear_scan("diagonal", jnp.flip(G, 0), jnp.flip(c, 0), m[-1])  # s_{T-1} .. s_1
+    return jnp.concatenate([jnp.flip(s, 0), m[-1:]], axis=0)
 
 
 def _iterate(g, opts, w, z0, xs, live, starts, guess):
@@ -201,7 +266,8 @@ def _iterate(g, opts, w, z0, xs, live, starts, guess):
         elif method == "quasi":
             new = linear_scan("diagonal", J, GZ - J * Zprev, z0)
         else:
-            new = _elk_solve(J, GZ - J * Zprev, z0, Z, lam)
+            m, P, a, b = _elk_filtered(J, GZ - J * Zprev, z0, Z, lam)
+            new = m if method == "elk_filtered" else _rts(m, P, a, b)
         new = jnp.clip(jnp.nan_to_num(new, nan=0.0), -CLIP, CLIP)
         return new, G(new), it + 1
 

@@ -236,11 +236,14 @@ PAPER_RECIPES = {
     # (T.clip) and trains with the same Theano RMSprop, lr 1e-3 (its init is not copied).
     "elman": PaperRecipe((), "rmsprop_theano", 1e-3, 1e-3, 1.0, "element",
                          "amarshah/complex_RNN: memory_problem.py, optimizations.py"),
-    # RNN_models.py: reflection vectors lower-triangular N(0, 0.01), unit-normalised.
-    "householder": PaperRecipe((("init", "mhammedi"),), "rmsprop", 1e-3, 1e-3, None,
-                               "global_norm", "zmhammedi/Orthogonal_RNN: RNN_models.py"),
-    # expRNN's LSTM baseline: torch nn.LSTMCell defaults (U[-1/sqrt(H), 1/sqrt(H)], no
-    # forget bias), same RMSprop as the expRNN run.
+    # RNN_models.py: reflection vectors lower-triangular N(0, 0.01), unit-normalised;
+    # sgd.py train(): its own Adam (beta 0.9 / 0.999, eps 1e-8 outside the root, bias
+    # corrected) at lambda_ = 1e-3 (loop_jobs.sh lr 0.001) for every param, no clipping.
+    "householder": PaperRecipe((("init", "mhammedi"),), "adam", 1e-3, 1e-3, None,
+                               "global_norm",
+                               "zmhammedi/Orthogonal_RNN: RNN_models.py, sgd.py, loop_jobs.sh"),
+    # expRNN's LSTM baseline: torch nn.LSTMCell defaults (weights U[-1/sqrt(H), 1/sqrt(H)],
+    # bias b_ih + b_hh), forget bias 0 here, same RMSprop as the expRNN run.
     "lstm": PaperRecipe((("init", "uniform"), ("forget_bias", 0.0)), "rmsprop", 2e-4, 2e-4,
                         None, "global_norm",
                         "lezcano/expRNN: 1_copying.py (nn.LSTMCell)"),

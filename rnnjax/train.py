@@ -102,7 +102,7 @@ from rnnjax.models import Model, cell_with_readout, layer_with_readout
 from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
                                  has_orthogonal_params, make_cell, orthogonal_cells,
                                  penalties, validate)
-from rnnjax.training import TrainState, init_state, make_update
+from rnnjax.training import TrainState, cell_projection, init_state, make_update
 
 
 def make_task(config: Config):
@@ -246,8 +246,10 @@ def build(config: Config) -> Experiment:
         xs, ys = data
         return task.loss(model.apply(params, task.encode(xs)), ys)
 
-    update_with_loss = make_update(objective, opt)
-    floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt)
+    # the cell's constraint between updates (Cell.project: IndRNN's clip of u)
+    project = cell_projection(model.cell)
+    update_with_loss = make_update(objective, opt, project=project)
+    floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt, project=project)
                        if config.floss_every else None)
 
     def update(state: TrainState, data) -> TrainState:
@@ -264,7 +266,8 @@ def build(config: Config) -> Experiment:
         per_epoch = _per_epoch(config, task)
         update_window = make_update(
             lambda params, b: stateful.window_loss(model.cell, params, *b, stream.vocab,
-                                                   config.grad), opt, has_aux=True)
+                                                   config.grad), opt, has_aux=True,
+            project=project)
 
         def stateful_step(state: TrainState) -> TrainState:
             # Window k = step mod K; the carry left by window k-1 enters window k (zeros

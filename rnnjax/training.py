@@ -5,8 +5,11 @@ One step, for params ``theta``, optimiser state ``s`` and a batch ``b``::
 
     loss, g = value_and_grad(loss_fn)(theta, b)
     u, s'   = optimizer.update(g, s, theta)
-    theta'  = theta + u                   if loss and ||g||_2 are finite
+    theta'  = project(theta + u)          if loss and ||g||_2 are finite
     theta', s' = theta, s                 otherwise (the step is skipped and counted)
+
+``project`` is the identity unless given: the constraint a reference applies between
+updates (:attr:`rnnjax.Cell.project`, e.g. IndRNN's clipping of ``u``).
 
 With a loss-scaled optimiser (:func:`rnnjax.optim.dynamic_loss_scale`, float16) the
 rule differentiates ``S * loss`` and divides the gradients by the state's scale ``S``;
@@ -64,13 +67,15 @@ def init_state(params, optimizer: optax.GradientTransformation, key) -> TrainSta
 
 
 def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
-                has_aux: bool = False) -> Callable:
+                has_aux: bool = False, project: Callable | None = None) -> Callable:
     """``update(state, batch) -> (state, loss)``: one step of the rule in the module
     docstring, with ``loss_fn(params, batch) -> scalar``.  Pure and traceable (jit and
     vmap it); the state's key is split once per step (``key, _ = split(key)``).
     ``has_aux=True``: ``loss_fn(params, batch) -> (scalar, aux)`` (as
     ``jax.value_and_grad``) and ``update`` returns ``(state, (loss, aux))``; a stateful
-    task's ``aux`` is the carry leaving the batch."""
+    task's ``aux`` is the carry leaving the batch.  ``project``: ``params -> params``
+    applied to the updated params (e.g. ``lambda p: {**p, "cell":
+    cell.project(p["cell"])}``), or None."""
 
     def update(state: TrainState, batch):
         key, _ = jax.random.split(jax.random.wrap_key_data(state.key))
@@ -90,6 +95,8 @@ def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
         gnorm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params, new_scale = optax.apply_updates(state.params, updates), opt_state
+        if project is not None:
+            params = project(params)
         # A non-finite loss or gradient norm skips the update (params and optimiser
         # state stay as they were) and is counted.
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
@@ -109,23 +116,35 @@ def make_update(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
     return update
 
 
+def cell_projection(cell) -> Callable | None:
+    """``project`` of :func:`make_update` for params ``{"cell": ..., ...}`` (the runner's
+    and the models' layout): ``cell.project`` on the ``"cell"`` entry, or None when the
+    cell has no projection."""
+    if cell is None or cell.project is None:
+        return None
+    return lambda params: {**params, "cell": cell.project(params["cell"])}
+
+
 def fit(loss_fn: Callable, params, batch_fn: Callable, *, steps: int, lr: float, key,
         clip: float = 1.0, optimizer: optax.GradientTransformation | None = None,
-        log_every: int = 0, print_fn=print, name: str = "loss", scale: float = 1.0):
+        log_every: int = 0, print_fn=print, name: str = "loss", scale: float = 1.0,
+        project: Callable | None = None):
     """Minimise ``loss_fn(params, batch)`` for ``steps`` steps of :func:`make_update`.
 
     The optimiser is Adam with learning rate ``lr`` after global-norm clipping at
     ``clip``, unless ``optimizer`` is given.  Step ``i`` trains on ``batch_fn(k_i)``
     with ``k_1 .. k_steps = split(key, steps)``, drawn inside the jitted step (one
     compiled program).  Every ``log_every`` steps (and the first) prints
-    ``step  <name> <loss * scale>`` (``scale = 1/ln 2`` prints nats as bits).  Returns ``(params, losses)``, ``losses`` one float per step.
+    ``step  <name> <loss * scale>`` (``scale = 1/ln 2`` prints nats as bits).
+    ``project`` as :func:`make_update`.  Returns ``(params, losses)``, ``losses`` one
+    float per step.
     """
     check_positive_int("steps", steps)
     if optimizer is None:
         check_positive_float("lr", lr)
         check_positive_float("clip", clip)
         optimizer = optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
-    update = make_update(loss_fn, optimizer)
+    update = make_update(loss_fn, optimizer, project=project)
     step = jax.jit(lambda state, k: update(state, batch_fn(k)))
     state = init_state(params, optimizer, key)
     losses = []
@@ -137,4 +156,4 @@ def fit(loss_fn: Callable, params, batch_fn: Callable, *, steps: int, lr: float,
     return state.params, losses
 
 
-__all__ = ["TrainState", "fit", "init_state", "make_update"]
+__all__ = ["TrainState", "cell_projection", "fit", "init_state", "make_update"]

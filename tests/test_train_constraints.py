@@ -56,13 +56,14 @@ def test_penalty_option_adds_exactly_the_penalty(cell, options, extra, penalty):
 
 
 def test_flossing_step_adds_exactly_the_flossing_penalty():
-    config = Config(cell="elman", **SMALL, floss_every=3, floss_k=2, floss_weight=0.7,
-                    floss_batch=2)
+    # T = 20: the flossed exponents skip the first 10 + ceil(T/10) = 12 steps
+    config = Config(cell="elman", **{**SMALL, "T": 20}, floss_every=3, floss_k=2,
+                    floss_weight=0.7, floss_batch=2)
     exp = build(config)
     state, data, task_loss = _first_step(exp)
     enc = exp.task.encode(data[0])[:2]
     lam = constraints.lyapunov_exponents(exp.model.cell, state.params["cell"], enc, k=2,
-                                         burn_in=enc.shape[1] // 10)
+                                         burn_in=constraints.flossing_burn_in(enc.shape[1]))
     expect = 0.7 * float(jnp.mean(jnp.sum(lam ** 2, axis=-1)))
     assert expect > 1e-3
     assert float(exp.objective(state.params, data)) == pytest.approx(task_loss, rel=1e-6)
@@ -88,7 +89,7 @@ def test_runner_flosses_at_steps_1_and_every_n(monkeypatch):
         return step_fn, eval_fn, floss
 
     monkeypatch.setattr(train_module, "_compile", spy)
-    res = train(Config(cell="elman", **{**SMALL, "steps": 7, "log_every": 7},
+    res = train(Config(cell="elman", **{**SMALL, "T": 20, "steps": 7, "log_every": 7},
                        floss_every=3), progress=False)
     assert calls == [1, 4, 7]
     assert int(np.asarray(res.state.step)[0]) == 7

@@ -55,7 +55,9 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> 
     ``W_hh (H, H)``, ``b (H,)``.  (PyTorch's two biases ``b_ih + b_hh`` are one ``b``.)
 
     Initialisation (``init``):
-      * ``"uniform"`` (default, as PyTorch): every entry ``U(-1/sqrt(H), 1/sqrt(H))``.
+      * ``"uniform"`` (default, as PyTorch): every weight ``U(-1/sqrt(H), 1/sqrt(H))``
+        and ``b = b_ih + b_hh``, two such draws summed
+        (:func:`rnnjax.initializers.torch_biases`).
       * ``"orthogonal"``: ``W_hh`` Haar-orthogonal, ``W_xh`` normal with variance
         ``1/F``, ``b = 0``; the unconstrained baseline for the orthogonal cells.
       * ``"irnn"`` (Le, Jaitly & Hinton 2015): ``W_hh = I``, ``W_xh ~ N(0, 0.001^2)``,
@@ -81,7 +83,8 @@ def elman(hidden_size: int, activation: str = "tanh", init: str = "uniform") -> 
         k1, k2, k3 = jax.random.split(key, 3)
         if init == "uniform":
             u = initializers.uniform(1.0 / math.sqrt(H))
-            return {"W_xh": u(k1, (H, input_size)), "W_hh": u(k2, (H, H)), "b": u(k3, (H,))}
+            return {"W_xh": u(k1, (H, input_size)), "W_hh": u(k2, (H, H)),
+                    "b": initializers.torch_biases(k3, H, H)}
         if init == "orthogonal":
             w_hh = initializers.orthogonal(k2, (H, H))
             w_xh = initializers.lecun_normal(k1, (H, input_size))

@@ -18,14 +18,18 @@ __all__ = ["INITS", "gate_params", "gru", "gru_backward", "lstm", "lstm_backward
 INITS = ("orthogonal", "uniform")
 
 
-def gate_params(key, input_size, H, blocks, init):
-    """Fused ``W_xh (G*H, F)``, ``W_hh (G*H, H)`` and bias ``b (G*H,)``, per gate block."""
+def gate_params(key, input_size, H, blocks, init, biases: int = 1):
+    """Fused ``W_xh (G*H, F)``, ``W_hh (G*H, H)`` and bias ``b (G*H,)``, per gate block;
+    ``biases=2`` draws ``init="uniform"``'s bias as PyTorch's sum of two
+    (:func:`rnnjax.initializers.torch_biases`)."""
     check_positive_int("input_size", input_size)
     k1, k2, k3 = jax.random.split(key, 3)
     shape_x, shape_h = (blocks * H, input_size), (blocks * H, H)
     if init == "uniform":  # PyTorch: U(-1/sqrt(H), 1/sqrt(H)) everywhere
         u = initializers.uniform(1.0 / math.sqrt(H))
-        return u(k1, shape_x), u(k2, shape_h), u(k3, (blocks * H,))
+        b = (initializers.torch_biases(k3, blocks * H, H) if biases == 2
+             else u(k3, (blocks * H,)))
+        return u(k1, shape_x), u(k2, shape_h), b
     w_xh = initializers.per_block(initializers.lecun_normal, blocks)(k1, shape_x)
     w_hh = initializers.per_block(initializers.orthogonal, blocks)(k2, shape_h)
     return w_xh, w_hh, jnp.zeros((blocks * H,), jnp.float32)
@@ -160,9 +164,10 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
     Params: ``W_xh (4H, F)``, ``W_hh (4H, H)``, ``b (4H,)`` (PyTorch's ``b_ih + b_hh``).
     Initialisation: ``"orthogonal"`` (default) gives each gate block of ``W_hh`` its own
     Haar-orthogonal matrix and each block of ``W_xh`` variance ``1/F``; ``"uniform"``
-    is PyTorch's ``U(-1/sqrt(H), 1/sqrt(H))``.  Either way the forget block of ``b``
-    starts at ``forget_bias`` (Jozefowicz et al. 2015) and the rest of ``b`` at 0 (for
-    ``"orthogonal"``).
+    is PyTorch's: weights ``U(-1/sqrt(H), 1/sqrt(H))`` and ``b`` the sum of two such
+    draws, ``b_ih + b_hh`` (:func:`rnnjax.initializers.torch_biases`).  Either way the
+    forget block of ``b`` starts at ``forget_bias`` (Jozefowicz et al. 2015) and the
+    rest of ``b`` at 0 (for ``"orthogonal"``).
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
@@ -175,7 +180,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, layer_norm: bool = False,
     H = hidden_size
 
     def init_fn(key, input_size):
-        w_xh, w_hh, b = gate_params(key, input_size, H, 4, init)
+        w_xh, w_hh, b = gate_params(key, input_size, H, 4, init, biases=2)
         b = b.at[H:2 * H].set(jnp.asarray(forget_bias, b.dtype))
         p = {"W_xh": w_xh, "W_hh": w_hh, "b": b}
         if layer_norm:
@@ -222,7 +227,9 @@ def gru(hidden_size: int, init: str = "orthogonal") -> Cell:
     The reset gate multiplies ``W_hn h + b_hn`` (cuDNN form), not ``h`` itself.
     Params: ``W_xh (3H, F)``, ``W_hh (3H, H)``, ``b (3H,)`` (PyTorch's ``b_ih`` plus
     ``b_hh`` on the r and z blocks) and ``b_hn (H,)``.  Initialisation as
-    :func:`lstm` (``b_hn = 0`` for ``"orthogonal"``).
+    :func:`lstm` (``b_hn = 0`` for ``"orthogonal"``); ``"uniform"`` draws, as
+    PyTorch, ``b_ih`` and ``b_hh`` each ``U(-1/sqrt(H), 1/sqrt(H))``: ``b`` is
+    ``b_ih + [b_hh_r, b_hh_z, 0]`` and ``b_hn`` the n block of ``b_hh``.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
@@ -237,8 +244,9 @@ def gru(hidden_size: int, init: str = "orthogonal") -> Cell:
     def init_fn(key, input_size):
         k1, k2 = jax.random.split(key)
         w_xh, w_hh, b = gate_params(k1, input_size, H, 3, init)
-        if init == "uniform":
-            b_hn = initializers.uniform(1.0 / math.sqrt(H))(k2, (H,))
+        if init == "uniform":  # b = b_ih + b_hh on r, z; the n block of b_hh is b_hn
+            b_hh = initializers.uniform(1.0 / math.sqrt(H))(k2, (3 * H,))
+            b, b_hn = b + b_hh.at[2 * H:].set(0.0), b_hh[2 * H:]
         else:
             b_hn = jnp.zeros((H,), jnp.float32)
         return {"W_xh": w_xh, "W_hh": w_hh, "b": b, "b_hn": b_hn}

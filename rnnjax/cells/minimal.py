@@ -29,14 +29,17 @@ def indrnn(hidden_size: int, timesteps: int = 100, mag: float = 2.0,
 
     Equations (one example, ``*`` elementwise)::
 
-        u   = clip(u_raw, -MAG^(1/T), MAG^(1/T))                 (H,)
         h_t = relu(W x_t + u * h_{t-1} + b),                      y_t = h_t
+        after every optimiser step:  u <- clip(u, -MAG^(1/T), MAG^(1/T))   (cell.project)
 
     The bound ``|u| <= MAG^(1/T)`` (``T = timesteps``) keeps the gradient of a ReLU
-    unit over ``T`` steps below ``MAG`` (paper, Sec. 3.1).  The reference code clips
-    ``u`` after every update; here ``prepare`` clips it, so the constraint holds on
-    every forward pass (the gradient is zero past the bound, where the clipped update
-    would have had no effect).  Initialisation (the reference adding task): ``u_raw ~
+    unit over ``T`` steps below ``MAG`` (paper, Sec. 3.1).  As the reference code
+    (Sunnydreamrain/IndRNN_Theano_Lasagne ``adding/adding.py``: ``para.set_value(
+    np.clip(para.get_value(), -U_bound, U_bound))`` between training steps), the clip is
+    a projection of the parameter between updates, ``cell.project``, which
+    :func:`rnnjax.training.make_update` and the runner apply after each step; the
+    forward pass uses ``u`` as it is, so a ``u`` on the bound keeps its gradient and
+    can move back inside.  Initialisation (the reference adding task): ``u ~
     U(recurrent_min, MAG^(1/T))`` (``recurrent_min = MAG^(-1/T)`` is the paper's choice
     for a last layer that must keep long memories), ``W ~ N(0, 0.001^2)``, ``b = 0``.
     ``recurrent_matrix`` is ``diag(u)``.
@@ -64,7 +67,7 @@ def indrnn(hidden_size: int, timesteps: int = 100, mag: float = 2.0,
                 "u": jax.random.uniform(k2, (H,), jnp.float32, recurrent_min, bound),
                 "b": jnp.zeros((H,), jnp.float32)}
 
-    def prepare(p):
+    def project(p):
         return {**p, "u": jnp.clip(p["u"], -bound, bound)}
 
     def step(w, carry, x):
@@ -72,9 +75,9 @@ def indrnn(hidden_size: int, timesteps: int = 100, mag: float = 2.0,
         return HiddenState(h), h
 
     return Cell(
-        init=init, prepare=prepare, initial_carry=zeros_carry(HiddenState, H), step=step,
+        init=init, prepare=identity, initial_carry=zeros_carry(HiddenState, H), step=step,
         input_size=lambda p: p["W"].shape[-1], output_size=H, name="indrnn",
-        recurrent_matrix=lambda p: jnp.diag(prepare(p)["u"]),
+        recurrent_matrix=lambda p: jnp.diag(p["u"]), project=project,
     )
 
 
@@ -183,8 +186,10 @@ def mingru(hidden_size: int, positive_values: bool = True) -> Cell:
     plain version, equal to :func:`rnnjax.cells.gated_linear` with ``a = 1 - z``).
     Params ``W (2H, F)``, ``b (2H,)`` (blocks ``[z, h]``) ``U(-1/sqrt(F), 1/sqrt(F))``
     (``nn.Linear``).  Declared ``Linear(kind="diagonal")``: ``a_t = 1 - z_t``,
-    ``b_t = z_t hh_t``; :func:`mingru_log_coeffs` gives ``(log a_t, log b_t)`` for
-    :func:`log_space_scan`.
+    ``b_t = z_t hh_t``.  :func:`rnnjax.run` evaluates this linear-space recurrence
+    (``scan="sequential"`` or ``"associative"``); the paper's log-space parallel scan
+    is :func:`log_space_scan` of :func:`mingru_log_coeffs`'s ``(log a_t, log b_t)``
+    (checked against ``run`` by the tests), not what ``run`` uses.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
@@ -212,9 +217,11 @@ def minlstm(hidden_size: int, positive_values: bool = True) -> Cell:
         h_t  = f'_t * h_{t-1} + i'_t * hh_t,                      y_t = h_t
 
     (``g`` as :func:`mingru`).  Params ``W (3H, F)``, ``b (3H,)`` (blocks ``[f, i, h]``)
-    ``U(-1/sqrt(F), 1/sqrt(F))``.  Declared ``Linear(kind="diagonal")``;
+    ``U(-1/sqrt(F), 1/sqrt(F))``.  Declared ``Linear(kind="diagonal")``, and
+    :func:`rnnjax.run` evaluates the linear-space recurrence, as :func:`mingru`;
     :func:`minlstm_log_coeffs` gives the paper's ``log f' = -softplus(d)``,
-    ``log i' = -softplus(-d)``, ``d = softplus(-k_f) - softplus(-k_i)``.
+    ``log i' = -softplus(-d)``, ``d = softplus(-k_f) - softplus(-k_i)`` for
+    :func:`log_space_scan`.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 

@@ -6,7 +6,8 @@ one example, column vectors)::
 
     h_t = modrelu(W h_{t-1} + V x_t, b),        y_t = h_t,
 
-with ``V (H, F)`` He-normal and ``b ~ U[-0.01, 0.01]``; ``W`` is formed once per
+with ``V (H, F)`` (nnRNN: PyTorch's default ``U[-1/sqrt(F), 1/sqrt(F)]`` as its
+reference; spectral: He-normal) and ``b ~ U[-0.01, 0.01]``; ``W`` is formed once per
 sequence in ``prepare`` from the factors below.  The orthogonal factors are
 ``expm(A - A^T)`` of a ``"skew"`` leaf (:func:`rnnjax.parametrize.expm_orthogonal`),
 so :func:`rnnjax.optim.recipe` gives them the orthogonal learning rate.
@@ -23,6 +24,7 @@ from rnnjax import parametrize as P
 from rnnjax.cell import Cell
 from rnnjax.cells.orthogonal import ACTIVATIONS, dense_cell
 from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.initializers import INPUT_INITS
 
 __all__ = ["nnrnn", "nnrnn_factors", "spectral", "spectral_factors"]
 
@@ -45,7 +47,8 @@ def nnrnn_factors(params):
     return Pm, lam, jnp.triu(params["upper"], 1)
 
 
-def nnrnn(hidden_size: int, init: str = "henaff", activation: str = "modrelu") -> Cell:
+def nnrnn(hidden_size: int, init: str = "henaff", activation: str = "modrelu",
+          input_init: str = "pytorch") -> Cell:
     r"""nnRNN (Kerg, Goyette, Puelma Touzel, Gidel, Vorontsov, Bengio & Lajoie 2019,
     "Non-normal recurrent neural network (nnRNN): learning long time dependencies while
     improving expressivity with transient dynamics").
@@ -57,7 +60,11 @@ def nnrnn(hidden_size: int, init: str = "henaff", activation: str = "modrelu") -
     upper triangular from ``params["upper"] (H, H)``.  Init as the reference code
     (``KyleGoyette/nnRNN``, ``OrthoRNNCell``): ``skew`` by ``init`` (``"henaff"``
     default, ``"cayley"``, ``"haar"``), ``thetas ~ U[0, 2 pi)``, ``alphas = 1``,
-    ``upper = 0`` (so ``W`` is orthogonal at init; for odd ``H`` the last angle is 0).  The recipe's penalties
+    ``upper = 0`` (so ``W`` is orthogonal at init; for odd ``H`` the last angle is 0),
+    and ``input_init="pytorch"``: ``V ~ U[-1/sqrt(F), 1/sqrt(F)]``, the default
+    ``nn.Linear`` init the reference keeps (its ``--iinit`` is stored but never applied
+    by ``OrthoRNNCell``), no input bias, modReLU bias ``U[-0.01, 0.01]``
+    (:func:`rnnjax.initializers.input_layer`).  The recipe's penalties
     (``alpha_lam sum (alpha - 1)^2`` and weight decay on ``T``) are
     :func:`rnnjax.constraints.nnrnn_penalty`.
 
@@ -70,6 +77,7 @@ def nnrnn(hidden_size: int, init: str = "henaff", activation: str = "modrelu") -
     check_positive_int("hidden_size", hidden_size)
     check_choice("init", init, ("henaff", "cayley", "haar"))
     check_choice("activation", activation, ACTIVATIONS)
+    check_choice("input_init", input_init, INPUT_INITS)
     H = hidden_size
     K = (H + 1) // 2
     inits = {"henaff": P.henaff, "cayley": P.cayley_init, "haar": P.haar_skew}
@@ -88,7 +96,7 @@ def nnrnn(hidden_size: int, init: str = "henaff", activation: str = "modrelu") -
         Pm, lam, T = nnrnn_factors(params)
         return Pm @ (lam + T) @ Pm.T
 
-    return dense_cell("nnrnn", H, activation, init_map, matrix)
+    return dense_cell("nnrnn", H, activation, init_map, matrix, input_init)
 
 
 def spectral_factors(params, margin: float):

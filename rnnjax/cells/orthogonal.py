@@ -210,7 +210,9 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
       reflections: ``m`` (default ``H``: all of ``O(H)`` is reachable).
       init: ``"random"`` (Gaussian vectors), ``"mhammedi"`` (the reference code's:
         ``u_k`` zero before entry ``k``, Gaussian, unit-normalised, ``m <= H``;
-        ``zmhammedi/Orthogonal_RNN: RNN_models.py``), ``"identity"`` (pairs of equal
+        ``zmhammedi/Orthogonal_RNN: RNN_models.py``; the cell then also carries the
+        reference's constraint between updates, ``sgd.py`` ``update_param``: ``u <-
+        unit rows of triu(u)``, as ``cell.project``), ``"identity"`` (pairs of equal
         reflections, ``m`` even) or ``"henaff"`` (rotations by ``U[-pi, pi]``, needs
         ``m = H`` even).
       mode: ``"reflect"`` applies the ``m`` reflections to ``h`` every step
@@ -277,7 +279,11 @@ def householder(hidden_size: int, reflections: int | None = None, init: str = "r
         h = f(z, w["b"])
         return HiddenState(h), h
 
+    def project(params):  # zmhammedi/Orthogonal_RNN sgd.py: tril, then unit columns
+        return {**params, "reflections": P.householder_unit(jnp.triu(params["reflections"]))}
+
     return Cell(init=init_fn, prepare=prepare, initial_carry=zeros_carry(HiddenState, H),
                 step=step, input_size=lambda p: p["V"].shape[-1], output_size=H,
                 name="householder", recurrent_matrix=matrix,
-                backward=None if reflect else dense_backward(f))
+                backward=None if reflect else dense_backward(f),
+                project=project if init == "mhammedi" else None)

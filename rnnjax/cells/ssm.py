@@ -219,6 +219,9 @@ def _ssm_cell(name, H, n_states, init, prepare, recurrent, drive, emit):
     )
 
 
+S4D_B_CLIP = 2.0  # state-spaces/s4 nplr(..., B_clip=2.0): |Im B| <= 2 for S4D-LegS
+
+
 def s4d(hidden_size: int, state_size: int = 64, init: str = "legs", dt_min: float = 0.001,
         dt_max: float = 0.1) -> Cell:
     r"""S4D: ``H`` independent diagonal SISO state-space models (Gu, Gupta, Goel & Ré
@@ -228,17 +231,22 @@ def s4d(hidden_size: int, state_size: int = 64, init: str = "legs", dt_min: floa
     For each channel ``k`` (``u`` the encoded input, ``N/2`` complex states standing
     for ``N = state_size`` by conjugate symmetry)::
 
-        Lambda_k = Lambda_re_k + i Lambda_im_k                      (N/2,)
+        Lambda_k = -exp(log_Lambda_re_k) + i Lambda_im_k            (N/2,)
         Lambda_bar_k = exp(Lambda_k dt_k),  B_bar_k = (Lambda_bar_k - 1) / Lambda_k * B_k
         h_{t,k} = Lambda_bar_k * h_{t-1,k} + B_bar_k u_{t,k}
         y_{t,k} = 2 Re(sum_n C_kn h_{t,kn}) + D_k u_{t,k}
 
+    The real part is ``-exp`` of a parameter, as the reference's ``real_transform="exp"``
+    (state-spaces/s4 ``models/s4/s4.py`` ``SSMKernelDiag``, ``models/s4/s4d.py``
+    ``-torch.exp(self.log_A_real)``), so no update can make ``|Lambda_bar| >= 1``.
     Initialisation: ``init="legs"`` (S4D-LegS) takes the first ``N/2`` eigenvalues of
     the normal part of HiPPO-LegS (:func:`hippo_legs_diagonal`: real parts ``-1/2``)
-    and ``B = V^* B_HiPPO``; ``init="lin"`` (S4D-Lin) ``Lambda_n = -1/2 + i pi n``,
-    ``B = 1``.  ``C`` complex ``N(0, 1)`` (each part variance 1/2), ``D ~ N(0, 1)``,
-    ``log dt_k ~ U(log dt_min, log dt_max)``.  Params are real (``*_re``, ``*_im``);
-    the carry ``h`` is complex ``(H * N/2,)`` (channel-major).
+    and ``B = V^* B_HiPPO`` with its imaginary part clamped to ``[-2, 2]`` (the
+    reference's ``nplr(..., B_clip=2.0)``, ``models/s4/s4.py``, commit e757cef); ``init="lin"``
+    (S4D-Lin) ``Lambda_n = -1/2 + i pi n``, ``B = 1``.  ``C`` complex ``N(0, 1)`` (each
+    part variance 1/2), ``D ~ N(0, 1)``, ``log dt_k ~ U(log dt_min, log dt_max)``.
+    Params are real (``log_Lambda_re``, ``*_re``, ``*_im``); the carry ``h`` is complex
+    ``(H * N/2,)`` (channel-major).
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
@@ -253,13 +261,14 @@ def s4d(hidden_size: int, state_size: int = 64, init: str = "legs", dt_min: floa
     if init == "legs":
         lam, V, B = hippo_legs_diagonal(state_size)
         lam, B0 = lam[:N2], V[:, :N2].conj().T @ B
+        B0 = B0.real + 1j * np.clip(B0.imag, -S4D_B_CLIP, S4D_B_CLIP)
     else:
         lam, B0 = -0.5 + 1j * np.pi * np.arange(N2), np.ones(N2, complex)
 
     def init_fn(key, input_size):
         k = jax.random.split(key, 5)
         tile = lambda v: jnp.tile(jnp.asarray(v, jnp.float32), (H, 1))  # noqa: E731
-        return {"Lambda_re": tile(lam.real), "Lambda_im": tile(lam.imag),
+        return {"log_Lambda_re": tile(np.log(-lam.real)), "Lambda_im": tile(lam.imag),
                 "B_re": tile(B0.real), "B_im": tile(B0.imag),
                 "C_re": jax.random.normal(k[0], (H, N2)) * math.sqrt(0.5),
                 "C_im": jax.random.normal(k[1], (H, N2)) * math.sqrt(0.5),
@@ -268,7 +277,7 @@ def s4d(hidden_size: int, state_size: int = 64, init: str = "legs", dt_min: floa
                 **_encoder(k[4], H, input_size)}
 
     def discretise(p):
-        lam_c = p["Lambda_re"] + 1j * p["Lambda_im"]
+        lam_c = -jnp.exp(p["log_Lambda_re"]) + 1j * p["Lambda_im"]
         return zoh(lam_c, p["B_re"] + 1j * p["B_im"], jnp.exp(p["log_dt"])[:, None])
 
     def prepare(p):
@@ -352,5 +361,5 @@ def s5(hidden_size: int, state_size: int | None = None, blocks: int = 1,
                      lambda w, h: w["C"] @ h)
 
 
-__all__ = ["hippo_legs", "hippo_legs_diagonal", "ring_init", "rglru", "s4d", "s5",
+__all__ = ["S4D_B_CLIP", "hippo_legs", "hippo_legs_diagonal", "ring_init", "rglru", "s4d", "s5",
            "sqrt_bound_derivative", "zoh"]

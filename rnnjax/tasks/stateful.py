@@ -41,7 +41,7 @@ import optax
 from rnnjax.checks import check_fraction, check_positive_int
 from rnnjax.sequence import run
 from rnnjax.tasks.base import cross_entropy
-from rnnjax.training import init_state, make_update
+from rnnjax.training import cell_projection, init_state, make_update
 
 
 def split_contiguous(ids, valid: float = 0.05, test: float = 0.05):
@@ -171,7 +171,7 @@ def train_stateful(cell, params, streams, length: int, vocab: int, *, epochs: in
     if optimizer is None:
         optimizer = optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
     update = jax.jit(make_update(lambda p, b: window_loss(cell, p, *b, vocab), optimizer,
-                                 has_aux=True))
+                                 has_aux=True, project=cell_projection(cell)))
     state = init_state(params, optimizer, jax.random.key(0))
     losses = []
     for _ in range(epochs):
