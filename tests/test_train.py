@@ -31,7 +31,7 @@ def _deterministic(history):
 
 @pytest.mark.parametrize("change,message", [
     (dict(task="kopy"), r"task must be one of \['adding', 'charlm', 'copy', 'digits', "
-                        r"'mnist1d', 'pdigits', 'pmnist', 'smnist'\]"),
+                        r"'mnist1d', 'mnist1d_full', 'pdigits', 'pmnist', 'smnist'\]"),
     (dict(cell="lsmt"), r"cell must be one of \[.*'elman'.*'gru'.*'lstm'.*\], got 'lsmt'"),
     (dict(T=0), "T must be a positive integer, got 0"),
     (dict(hidden=0), "hidden must be a positive integer, got 0"),
@@ -72,9 +72,10 @@ def test_runner_learns_copy_T20_with_an_orthogonal_cell():
     tanh does not learn.  A learning outcome, so it is asserted for each of 4 seeds
     (vmapped) with a margin from the spread over 8 seeds (AMD EPYC, float32): expRNN ends
     at 0.16-0.30 of the baseline with recall 0.84-0.93; Elman at 1.06-1.42 with recall
-    0.00-0.13 (1.49 seen on an AVX-512 Xeon).  Where the Elman lands above the baseline
-    depends on the CPU's rounding, so the old upper bound (1.3) is replaced by a loose
-    one (2.0, against divergence); the claim, no learning, is the lower bound 0.9."""
+    0.00-0.13 (1.49 seen on an AVX-512 Xeon; up to 3.5 with PyTorch's two-bias uniform
+    init).  How far above the baseline a model that does not learn ends depends on the
+    CPU's rounding and is no claim, so the old upper bound (1.3) is dropped; the claim,
+    no learning, is the lower bound 0.9."""
     cfg = Config(task="copy", cell="exprnn", T=20, hidden=64, batch=32, steps=200,
                  log_every=100, lr=1e-3, lr_orth=1e-4, eval_batch=128, seeds=4)
     last = train(cfg, progress=False).history[-1]
@@ -85,7 +86,7 @@ def test_runner_learns_copy_T20_with_an_orthogonal_cell():
     assert max(seeds["orth_error"]) < 1e-4  # W = expm(S - S^T) stays orthogonal
     e = train(Config(**{**cfg.to_json(), "cell": "elman", "cell_options": ()}), progress=False)
     ratios = np.array(e.history[-1]["seeds"]["eval_loss"]) / last["baseline"]
-    assert ratios.min() > 0.9 and ratios.max() < 2.0, ratios
+    assert ratios.min() > 0.9, ratios
 
 
 def test_orthogonal_labels_and_learning_rate():
