@@ -60,6 +60,8 @@ class Model(NamedTuple):
       step_logits: ``(params, carry, x (input_size,)) -> (carry, logits (C,))``: one
         more step from a :class:`Decoding`; it never calls ``cell.prepare`` again.
       cell: the :class:`rnnjax.Cell`.
+      project: ``(params, y) -> logits``, the readout ``W_o y + b_o`` of the cell's
+        outputs ``y (..., H_out)`` (``apply`` is ``project`` of the scanned outputs).
     """
 
     init: Callable
@@ -67,6 +69,7 @@ class Model(NamedTuple):
     scan_prefix: Callable
     step_logits: Callable
     cell: Cell
+    project: Callable = None
 
 
 def cell_with_readout(cell: Cell, input_size: int, output_size: int,
@@ -96,7 +99,7 @@ def cell_with_readout(cell: Cell, input_size: int, output_size: int,
 
     scan_prefix, step_logits = decoder(cell, project)
     return Model(init=init, apply=apply, scan_prefix=scan_prefix, step_logits=step_logits,
-                 cell=cell)
+                 cell=cell, project=project)
 
 
 __all__ = ["Decoding", "Model", "cell_with_readout", "decoder"]

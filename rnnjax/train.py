@@ -27,8 +27,11 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
    ``valid_*`` over the whole validation split, batched and jitted,
    :func:`rnnjax.tasks.split_metrics`), ``eval_grad_norm_<layer>`` (gradient norm per
    top-level param group on that held-out batch), ``orth_error`` (``||W^H W - I||_F`` of the
-   recurrent matrix, for cells with orthogonal parameters), ``baseline`` and
-   ``steps_per_sec``; with several seeds every metric is the mean over seeds,
+   recurrent matrix, for cells with orthogonal parameters), ``eval_credit_ratio_<field>``
+   and ``eval_credit_jacobian_norm`` for a task with credit steps (the copy task,
+   :func:`credit_metrics`: ``||dL_target/dz^f_source|| / ||dL_target/dz^f_reference||``
+   per carry field, null where the gradient underflowed, and ``||dz_reference /
+   dz_source||_2``), ``baseline`` and ``steps_per_sec``; with several seeds every metric is the mean over seeds,
    ``<name>_std`` the standard deviation and ``seeds`` the per-seed values;
 6. saves ``(params, optimizer state, PRNG key, step, metric accumulators)`` and the
    metric history (:mod:`rnnjax.checkpointing`, orbax) every ``checkpoint_every`` steps
@@ -308,12 +311,58 @@ def build(config: Config) -> Experiment:
         for name, norm in analysis.grad_norms_by_layer(grads).items():
             if name != "global":  # eval_grad_norm_cell, ..._readout: on held-out data
                 out["eval_grad_norm_" + name.strip("[]'")] = norm
+        if has_credit(model, task):
+            out.update(credit_values(credit_metrics(model, task, state.params, data)))
         return out
 
     flossing = config.floss_every > 0
     return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
                       batch, update, objective, floss_step if flossing else None,
                       floss_update if flossing else None)
+
+
+# The credit measurement of the runner's records (and of the copy report, which calls
+# credit_metrics with these settings): the Jacobian norm over the first 8 examples of
+# the held-out batch, 8 power iterations (the product of T step Jacobians has a large
+# gap sigma_1/sigma_2 unless the cell is close to orthogonal, where every sigma_i is
+# close to sigma_1, so a few iterations settle it; the tests compare with dense SVDs).
+# "step": the cell's own outputs; before the first target (every step the ratio
+# compares) that is the whole gradient.
+CREDIT_SETTINGS = {"jacobian_examples": 8, "n_iter": 8, "readout": "step"}
+
+
+def has_credit(model, task) -> bool:
+    """Whether the runner measures credit: the task names its steps (``Task.credit``)
+    and the model is a recurrent cell with a readout (``Model.project``)."""
+    return (task.credit is not None and model.cell is not None
+            and getattr(model, "project", None) is not None and task.stream is None)
+
+
+def credit_metrics(model, task, params, data) -> dict:
+    r"""The credit measurement of one seed's ``params`` on the batch ``data = (xs, ys)``
+    (traceable): :func:`rnnjax.analysis.credit_metrics` with the loss restricted to the
+    task's targets, ``L_target = task.loss(project(y)[:, targets], ys[:, targets])``
+    (for the copy task the mean cross-entropy of the 10 recall steps), source and
+    reference from :attr:`rnnjax.tasks.Task.credit`, and :data:`CREDIT_SETTINGS`.
+    ``{"ratio": {field: rho^f (nan: underflow)}, "log_jacobian_norm": ...}``."""
+    xs, ys = data
+    spec = task.credit
+    tgt = jnp.asarray(spec.targets)
+
+    def loss(outs):
+        return task.loss(model.project(params, outs[:, tgt]), ys[:, tgt])
+
+    return analysis.credit_metrics(model.cell, params["cell"], task.encode(xs), loss,
+                                   spec.source, spec.reference, **CREDIT_SETTINGS)
+
+
+def credit_values(m: dict) -> dict:
+    """:func:`credit_metrics` as record values: ``eval_credit_ratio_<field>`` and
+    ``eval_credit_log_jacobian_norm`` (its ``exp``, in float64, becomes
+    ``eval_credit_jacobian_norm`` when the record is made)."""
+    out = {f"eval_credit_ratio_{f}": v for f, v in m["ratio"].items()}
+    out["eval_credit_log_jacobian_norm"] = m["log_jacobian_norm"]
+    return out
 
 
 def seed_list(config: Config) -> list:
@@ -441,6 +490,9 @@ def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
         values = {"train_loss": np.asarray(state.loss_sum) / count,
                   "train_grad_norm": np.asarray(state.gnorm_sum) / count}
     values.update(jax.device_get(eval_fn(state, eval_data)))
+    if "eval_credit_log_jacobian_norm" in values:  # exp in float64: no underflow
+        values["eval_credit_jacobian_norm"] = np.exp(np.asarray(
+            values.pop("eval_credit_log_jacobian_norm"), np.float64))
     values["nonfinite_skipped"] = np.asarray(state.skipped)
     rec = make_record(step, values, exp.task.baseline, rate, elapsed, exp.config.seeds)
     state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
@@ -615,6 +667,7 @@ def __getattr__(name):
 
 
 __all__ = ["CLIP_MODES", "Config", "Experiment", "NonFiniteError", "OPTIMIZERS", "Result",
-           "TIMING_KEYS", "TrainState", "build", "initial_state", "load_history",
+           "CREDIT_SETTINGS", "TIMING_KEYS", "TrainState", "build", "credit_metrics",
+           "credit_values", "has_credit", "initial_state", "load_history",
            "load_params", "make_model", "make_optimizer", "make_task", "orthogonal_cells",
            "resolve", "seed_list", "train", "validate", "write_metrics"]
