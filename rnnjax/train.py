@@ -233,6 +233,11 @@ def build(config: Config) -> Experiment:
         xs, ys = data
         return task.loss(model.apply(params, task.encode(xs)), ys)
 
+    def loss_and_logits(params, data):
+        xs, ys = data
+        logits = model.apply(params, task.encode(xs))
+        return task.loss(logits, ys), logits
+
     update_with_loss = make_update(objective, opt)
     floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt)
                        if config.floss_every else None)
@@ -295,9 +300,10 @@ def build(config: Config) -> Experiment:
             for name, part in (("eval", stream.test), ("valid", stream.valid)):
                 out.update({f"{name}_{k}": v for k, v in stateful.text_metrics(
                     model.cell, state.params, part, stream.length, stream.vocab).items()})
-        else:
-            out = {f"eval_{k}": v for k, v in
-                   task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
+            grads = jax.grad(loss_fn)(state.params, data)
+        else:  # one forward pass for the metrics and the gradient
+            grads, logits = jax.grad(loss_and_logits, has_aux=True)(state.params, data)
+            out = {f"eval_{k}": v for k, v in task.metrics(logits, ys).items()}
         if splits is not None:  # the whole test (and validation) split
             def logits(x):
                 return model.apply(state.params, task.encode(x))
@@ -307,7 +313,6 @@ def build(config: Config) -> Experiment:
                         logits, part, config.eval_batch, splits.prepare).items()})
         if orthogonal:
             out["orth_error"] = analysis.orthogonality_error(model.cell, state.params["cell"])
-        grads = jax.grad(loss_fn)(state.params, data)
         for name, norm in analysis.grad_norms_by_layer(grads).items():
             if name != "global":  # eval_grad_norm_cell, ..._readout: on held-out data
                 out["eval_grad_norm_" + name.strip("[]'")] = norm
@@ -322,13 +327,13 @@ def build(config: Config) -> Experiment:
 
 
 # The credit measurement of the runner's records (and of the copy report, which calls
-# credit_metrics with these settings): the Jacobian norm over the first 8 examples of
-# the held-out batch, 8 power iterations (the product of T step Jacobians has a large
+# credit_metrics with these settings): the Jacobian norm over the first 4 examples of
+# the held-out batch, 6 power iterations (the product of T step Jacobians has a large
 # gap sigma_1/sigma_2 unless the cell is close to orthogonal, where every sigma_i is
 # close to sigma_1, so a few iterations settle it; the tests compare with dense SVDs).
 # "step": the cell's own outputs; before the first target (every step the ratio
 # compares) that is the whole gradient.
-CREDIT_SETTINGS = {"jacobian_examples": 8, "n_iter": 8, "readout": "step"}
+CREDIT_SETTINGS = {"jacobian_examples": 4, "n_iter": 6, "readout": "step"}
 
 
 def has_credit(model, task) -> bool:
@@ -338,22 +343,30 @@ def has_credit(model, task) -> bool:
             and getattr(model, "project", None) is not None and task.stream is None)
 
 
-def credit_metrics(model, task, params, data) -> dict:
+def credit_metrics(model, task, params, data, profile: bool = False) -> dict:
     r"""The credit measurement of one seed's ``params`` on the batch ``data = (xs, ys)``
     (traceable): :func:`rnnjax.analysis.credit_metrics` with the loss restricted to the
     task's targets, ``L_target = task.loss(project(y)[:, targets], ys[:, targets])``
     (for the copy task the mean cross-entropy of the 10 recall steps), source and
     reference from :attr:`rnnjax.tasks.Task.credit`, and :data:`CREDIT_SETTINGS`.
-    ``{"ratio": {field: rho^f (nan: underflow)}, "log_jacobian_norm": ...}``."""
+    ``{"ratio": {field: rho^f (nan: underflow)}, "log_jacobian_norm": ...}`` (and the
+    per-step ``"profile"``, :func:`rnnjax.analysis.credit_arrays`, when ``profile``)."""
     xs, ys = data
     spec = task.credit
-    tgt = jnp.asarray(spec.targets)
+    return analysis.credit_metrics(model.cell, params["cell"], task.encode(xs),
+                                   credit_loss(model, task, params, ys), spec.source,
+                                   spec.reference, profile=profile, **CREDIT_SETTINGS)
+
+
+def credit_loss(model, task, params, ys):
+    """``outs -> L_target``: the task's loss on its credit targets only,
+    ``task.loss(project(outs)[:, targets], ys[:, targets])`` (``outs`` the cell's outputs
+    ``(batch, time, H_out)``)."""
+    tgt = jnp.asarray(task.credit.targets)
 
     def loss(outs):
         return task.loss(model.project(params, outs[:, tgt]), ys[:, tgt])
-
-    return analysis.credit_metrics(model.cell, params["cell"], task.encode(xs), loss,
-                                   spec.source, spec.reference, **CREDIT_SETTINGS)
+    return loss
 
 
 def credit_values(m: dict) -> dict:
@@ -389,6 +402,7 @@ class Result(NamedTuple):
     state: TrainState
     history: list
     experiment: Experiment
+    initial: Optional[dict] = None
 
 
 class _Run(NamedTuple):
@@ -483,16 +497,23 @@ def _compile(exp: Experiment, mesh):
     return (*dist.data_parallel(exp, mesh), floss)
 
 
+def _eval_values(eval_fn, state, eval_data) -> dict:
+    """The held-out metrics of ``state`` as NumPy ``(seeds,)`` arrays (the Jacobian
+    norm's log turned into the norm in float64: no underflow)."""
+    values = dict(jax.device_get(eval_fn(state, eval_data)))
+    if "eval_credit_log_jacobian_norm" in values:
+        values["eval_credit_jacobian_norm"] = np.exp(np.asarray(
+            values.pop("eval_credit_log_jacobian_norm"), np.float64))
+    return values
+
+
 def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
     """The record of ``step`` and the state with its logging window reset."""
     count = np.asarray(state.count, np.float64)
     with np.errstate(invalid="ignore"):  # NaN: every step of the window skipped
         values = {"train_loss": np.asarray(state.loss_sum) / count,
                   "train_grad_norm": np.asarray(state.gnorm_sum) / count}
-    values.update(jax.device_get(eval_fn(state, eval_data)))
-    if "eval_credit_log_jacobian_norm" in values:  # exp in float64: no underflow
-        values["eval_credit_jacobian_norm"] = np.exp(np.asarray(
-            values.pop("eval_credit_log_jacobian_norm"), np.float64))
+    values.update(_eval_values(eval_fn, state, eval_data))
     values["nonfinite_skipped"] = np.asarray(state.skipped)
     rec = make_record(step, values, exp.task.baseline, rate, elapsed, exp.config.seeds)
     state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
@@ -519,13 +540,17 @@ def _is_terminal(stream) -> bool:
         return False
 
 
-def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=None):
+def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=None,
+          initial=None):
     """Steps ``start+1 .. steps``: train, log every ``log_every``, checkpoint every
-    ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``."""
+    ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``.  A dict
+    ``initial`` receives the held-out metrics of the starting state when it is step 0."""
     config = exp.config
     step_fn, eval_fn, floss_fn = _compile(exp, run.mesh)
     retrivialize_every, retrivialize = _retrivializer(config, state.params)
     start = int(np.asarray(state.step)[0])
+    if initial is not None and start == 0:
+        initial.update(_eval_values(eval_fn, state, eval_data))
     mngr = run.mngr
     show_bar = progress and run.main and _is_terminal(sys.stderr)
     if progress and run.main and not show_bar and print_fn is None:
@@ -617,7 +642,8 @@ def _keep_best(out: str, rec: dict, state) -> bool:
 
 
 def train(config: Config, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, print_fn=None, on_record=None) -> Result:
+          progress: bool = True, print_fn=None, on_record=None,
+          evaluate_initial: bool = False) -> Result:
     """Run ``config``; see the module docstring.  Returns a :class:`Result`.
 
     With ``config.out`` set, writes ``config.json``, ``metrics.jsonl``, ``metrics.csv``
@@ -627,7 +653,10 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     is none, if its config.json is missing or disagrees) or ``overwrite=True``.
     SIGTERM and SIGINT save a checkpoint and raise
     :class:`rnnjax.checkpointing.Preempted`.  ``on_record``, if given, is called with
-    each metrics record (a dict) as it is logged.
+    each metrics record (a dict) as it is logged.  ``evaluate_initial=True`` also
+    evaluates the initial state of a run that starts at step 0 (not a resumed one),
+    ``Result.initial`` (the held-out metrics per seed, NumPy ``(seeds,)`` arrays; not a
+    record of ``metrics.jsonl``).
     """
     exp = build(config)
     config = exp.config  # with epochs and permutation resolved
@@ -638,14 +667,15 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
             print_fn(f"resumed from step {int(np.asarray(state.step)[0])} in {run.out}")
         if run.out is not None and run.main:
             config.save(run.out)
+        initial = {} if evaluate_initial else None
         state, history = _loop(exp, run, state, eval_data, history, progress=progress,
-                               print_fn=print_fn, on_record=on_record)
+                               print_fn=print_fn, on_record=on_record, initial=initial)
         if run.out is not None and run.main:
             write_metrics(run.out, history)
     finally:
         if run.lock is not None:
             run.lock.release()
-    return Result(state, history, exp)
+    return Result(state, history, exp, initial or None)
 
 
 def load_params(out: str, step: Optional[int] = None):
@@ -667,7 +697,7 @@ def __getattr__(name):
 
 
 __all__ = ["CLIP_MODES", "Config", "Experiment", "NonFiniteError", "OPTIMIZERS", "Result",
-           "CREDIT_SETTINGS", "TIMING_KEYS", "TrainState", "build", "credit_metrics",
-           "credit_values", "has_credit", "initial_state", "load_history",
+           "CREDIT_SETTINGS", "TIMING_KEYS", "TrainState", "build", "credit_loss",
+           "credit_metrics", "credit_values", "has_credit", "initial_state", "load_history",
            "load_params", "make_model", "make_optimizer", "make_task", "orthogonal_cells",
            "resolve", "seed_list", "train", "validate", "write_metrics"]
