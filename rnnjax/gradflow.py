@@ -256,7 +256,7 @@ def _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features, dtype
                 _, rate = decay_fit(a)
                 summary.append({"cell": name, "stage": stage, "T": Tv, "field": f,
                                 "source": src, "reference": ref,
-                                "ratio": cr["ratio"].get(f),
+                                "ratio": cr["ratio"].get(f), "reference_zero": not a[ref] > 0,
                                 "jacobian_norm": cr["jacobian_norm"], "rate": rate})
                 credit_T.setdefault(f"{label} {f}", ([], []))
                 credit_T[f"{label} {f}"][0].append(Tv)
@@ -311,6 +311,14 @@ def _fmt(x, digits=4):
     return "0 (underflow)" if x == 0 else f"{x:.{digits}g}"  # below ~1e-308 in float64
 
 
+def _ratio_text(s) -> str:
+    """The summary's credit-ratio cell: the number, ``n/a`` where the reference's gradient
+    is 0 (the LSTM's ``c`` at the last step), else ``underflow``."""
+    if s["ratio"] is not None:
+        return _fmt(s["ratio"])
+    return "n/a (0 at r)" if s.get("reference_zero") else "underflow"
+
+
 def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, checkpoint):
     lines = ["# Gradient flow", ""]
     if checkpoint is None:
@@ -325,7 +333,7 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
               "s, r: the columns `t = s, r`, the first and last step for the loss v . y_T, the "
               "last symbol and the step before the first recall target for a copy-task run, "
               "whose loss is then the recall steps' cross-entropy); `underflow`: the gradient "
-              "at s fell below the dtype's range.  `||dz_r/dz_s||`: the spectral norm of the "
+              "at s fell below the dtype's range; `n/a (0 at r)`: dL/dz^f_r = 0 (the LSTM's c at the last step, which acts only through later steps), nothing to compare with.  `||dz_r/dz_s||`: the spectral norm of the "
               "carry's Jacobian, mean over the batch.  `fitted factor` r = exp(-slope) of a "
               "least-squares line of log ||dL/dh_t|| on t: a descriptive fit of the profile "
               "only (r < 1 decreasing going back in time), not a measurement of credit.",
@@ -337,7 +345,7 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
         if "ratio" in s:
             lines.append(f"| {s['cell']} | {s['stage']} | {s['T']} | {s['field']} | "
                          f"{s['source']}, {s['reference']} | "
-                         f"{'underflow' if s['ratio'] is None else _fmt(s['ratio'])} | "
+                         f"{_ratio_text(s)} | "
                          f"{_fmt(s['jacobian_norm'])} | {_fmt(s['rate'], 6)} |")
     lines += ["", "## Recurrent matrix", "",
               "| cell | stage | ‖WᴴW − I‖_F (max over gate blocks) | σ_max | σ_min |",
