@@ -758,8 +758,9 @@ def log_jacobian_norm(cell: Cell, params, xs, source: int, reference: int, *,
     iteration on ``P^T P`` from a random unit ``v`` (``key``): ``n_iter`` times
     ``u = P v``, ``v <- P^T u / ||P^T u||``, with ``P v`` by forward-mode JVPs and
     ``P^T u`` by reverse-mode VJPs step by step; the result is ``log ||P v||`` of the
-    last ``v`` pushed (after ``n_iter - 1`` applications of ``P^T P``).  The vector is rescaled to unit norm
-    after every step and the logs of the scales summed, so the result neither
+    last ``v`` pushed (after ``n_iter - 1`` applications of ``P^T P``).  The vector is
+    rescaled to unit norm after every step and the logs of the scales summed, so the
+    result neither
     underflows nor overflows in any dtype (``||P|| = 1e-60`` in float32 is
     ``log = -138.2``).  ``||P v|| <= ||P||_2`` for every unit ``v`` and the iteration
     converges to it at the rate ``(sigma_2 / sigma_1)^(2 n_iter)``; ``s = r`` gives 0.

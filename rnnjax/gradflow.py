@@ -333,7 +333,9 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
               "s, r: the columns `t = s, r`, the first and last step for the loss v . y_T, the "
               "last symbol and the step before the first recall target for a copy-task run, "
               "whose loss is then the recall steps' cross-entropy); `underflow`: the gradient "
-              "at s fell below the dtype's range; `n/a (0 at r)`: dL/dz^f_r = 0 (the LSTM's c at the last step, which acts only through later steps), nothing to compare with.  `||dz_r/dz_s||`: the spectral norm of the "
+              "at s fell below the dtype's range; `n/a (0 at r)`: dL/dz^f_r = 0 (the LSTM's "
+              "c at the last step acts only through later steps), nothing to compare "
+              "with.  `||dz_r/dz_s||`: the spectral norm of the "
               "carry's Jacobian, mean over the batch.  `fitted factor` r = exp(-slope) of a "
               "least-squares line of log ||dL/dh_t|| on t: a descriptive fit of the profile "
               "only (r < 1 decreasing going back in time), not a measurement of credit.",

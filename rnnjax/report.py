@@ -21,8 +21,8 @@ writer at a time holds the folder's lock (:func:`rnnjax.outputs.lock_out`).
 With ``K = config.seeds > 1`` seeds per cell (one ``jax.vmap``-ed program), the table
 shows ``mean ± std`` over the seeds (population std) of the losses and accuracies and
 the mean over seeds of the credit numbers, the loss and orthogonality figures shade
-``mean ± std`` and the credit profile is the geometric mean over seeds.  Every figure draws a cell in its own colour and marker
-(:func:`rnnjax.figures.cell_style`).
+``mean ± std`` and the credit profile is the geometric mean over seeds.  Every figure
+draws a cell in its own colour and marker (:func:`rnnjax.figures.cell_style`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from rnnjax.train import (CREDIT_SETTINGS, Config, build, credit_metrics, credit
 from rnnjax.train_config import orthogonal_cells, validate
 
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "REACH", "credit_entry",
-           "credit_fields", "credit_profile", "default_cells", "log_spread",
+           "credit_fields", "credit_measurement", "default_cells", "log_spread",
            "paper_configs", "profile_lists",
            "reproduce_command", "run_copy_job", "run_copy_sweep", "stays_orthogonal",
            "write_copy_report", "write_sweep_report"]
@@ -152,39 +152,34 @@ def credit_fields(rec) -> list:
     return [k[len(pre):] for k in rec if k.startswith(pre) and not k.endswith("_std")]
 
 
-def credit_profile(exp, params, data):
-    """:class:`rnnjax.analysis.CreditProfile` of the recall loss for one seed's params
-    ``{"cell", "readout"}`` on the batch ``data = (xs, ys)`` (the runner's
-    :func:`rnnjax.train.credit_loss`, the cell's own outputs), and its credit values
-    (:func:`rnnjax.train.credit_values` of :func:`rnnjax.train.credit_metrics`)."""
-    m = _measure(exp)(params, data)
-    vals = credit_values(m)
-    vals["eval_credit_jacobian_norm"] = np.exp(np.asarray(
-        vals.pop("eval_credit_log_jacobian_norm"), np.float64))
-    return analysis.CreditProfile.from_arrays(m["profile"]), jax.device_get(vals)
+def credit_measurement(exp):
+    """``(params, data) -> (profile, values)`` for one seed's params ``{"cell",
+    "readout"}`` on the batch ``data = (xs, ys)``: the
+    :class:`rnnjax.analysis.CreditProfile` of the recall loss (the runner's
+    :func:`rnnjax.train.credit_loss`, through the cell's own outputs) and the record
+    values of :func:`rnnjax.train.credit_metrics` (``eval_credit_*``), from one program
+    compiled once for the experiment (initialisation and end share it)."""
+    fn = jax.jit(lambda p, d: credit_metrics(exp.model, exp.task, p, d, profile=True))
 
-
-_MEASURE = {}
-
-
-def _measure(exp):
-    """One compiled measurement per experiment (initialisation and end share it)."""
-    key = id(exp)
-    if key not in _MEASURE:
-        _MEASURE.clear()
-        _MEASURE[key] = (exp, jax.jit(lambda p, d: credit_metrics(exp.model, exp.task, p, d,
-                                                                  profile=True)))
-    return _MEASURE[key][1]
+    def measure(params, data):
+        m = fn(params, data)
+        vals = jax.device_get(credit_values(m))
+        vals["eval_credit_jacobian_norm"] = np.exp(np.asarray(
+            vals.pop("eval_credit_log_jacobian_norm"), np.float64))
+        return analysis.CreditProfile.from_arrays(m["profile"]), vals
+    return measure
 
 
 def profile_lists(profiles, fields) -> dict:
     """``{field: [...]}``: the geometric mean over seeds of the profiles' norms
-    (:func:`log_spread`; underflowed points left out, None where every seed's did)."""
+    (:func:`log_spread`, underflowed seeds left out): None where every seed's
+    underflowed, 0.0 where the gradient is exactly 0 (no later step reads it)."""
     out = {}
     for f in fields:
-        p = np.array([np.nan_to_num(pr.norms[f], nan=0.0) for pr in profiles])
-        mid = log_spread(p)[0]
-        out[f] = [float(v) if v > 0 else None for v in mid]
+        raw = np.array([pr.norms[f] for pr in profiles])
+        mid = log_spread(np.nan_to_num(raw, nan=0.0))[0]
+        gone = np.isnan(raw).all(axis=0)
+        out[f] = [None if g else float(v) for v, g in zip(mid, gone)]
     return out
 
 
@@ -272,9 +267,9 @@ def _train_cell(cfg, resume, progress, tracker):
     credit = None
     if fields:
         state0, data = initial_state(exp)
-        m0 = [credit_profile(exp, _seed(state0.params, k), _seed(data, k)) for k in range(K)]
-        m1 = [credit_profile(exp, _seed(result.state.params, k), _seed(data, k))
-              for k in range(K)]
+        measure = credit_measurement(exp)
+        m0 = [measure(_seed(state0.params, k), _seed(data, k)) for k in range(K)]
+        m1 = [measure(_seed(result.state.params, k), _seed(data, k)) for k in range(K)]
         # init: the runner's own evaluation of the initial state (this measurement on a
         # resumed cell); end: the last record (the final params on the held-out batch)
         init_vals = result.initial if result.initial is not None else {

@@ -31,8 +31,9 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
    and ``eval_credit_jacobian_norm`` for a task with credit steps (the copy task,
    :func:`credit_metrics`: ``||dL_target/dz^f_source|| / ||dL_target/dz^f_reference||``
    per carry field, null where the gradient underflowed, and ``||dz_reference /
-   dz_source||_2``), ``baseline`` and ``steps_per_sec``; with several seeds every metric is the mean over seeds,
-   ``<name>_std`` the standard deviation and ``seeds`` the per-seed values;
+   dz_source||_2``), ``baseline`` and ``steps_per_sec``; with several seeds every
+   metric is the mean over seeds, ``<name>_std`` the standard deviation and ``seeds``
+   the per-seed values;
 6. saves ``(params, optimizer state, PRNG key, step, metric accumulators)`` and the
    metric history (:mod:`rnnjax.checkpointing`, orbax) every ``checkpoint_every`` steps
    (keeping the last ``keep``) and at the end; ``resume=True`` restores the latest and
@@ -397,7 +398,8 @@ def initial_state(exp: Experiment):
 
 class Result(NamedTuple):
     """What :func:`train` returns: the final stacked state (leading ``(seeds,)`` axis),
-    the list of metric records and the experiment."""
+    the list of metric records, the experiment and, with ``evaluate_initial``, the
+    held-out metrics of the initial state (``(seeds,)`` arrays; None otherwise)."""
 
     state: TrainState
     history: list

@@ -242,6 +242,16 @@ def test_credit_entry_means_over_seeds_and_keeps_underflow():
     assert two["seeds"][1] == {"ratio": {"h": None, "c": 0.3}, "jacobian_norm": 3.0}
 
 
+def test_profile_lists_tell_underflow_from_a_true_zero():
+    from rnnjax.analysis import CreditProfile
+    from rnnjax.report import profile_lists
+    a = CreditProfile({"h": np.array([np.nan, np.nan, 1e-3, 0.0])}, None, None)
+    b = CreditProfile({"h": np.array([np.nan, 4e-8, 1e-1, 0.0])}, None, None)
+    got = profile_lists([a, b], ["h"])["h"]
+    assert got[0] is None and got[3] == 0.0  # every seed underflowed / exactly 0
+    assert got[1] == pytest.approx(4e-8) and got[2] == pytest.approx(1e-2)
+
+
 def test_paper_preset_takes_each_cells_recipe():
     from rnnjax.optim import PAPER_RECIPES
     from rnnjax.report import paper_configs
