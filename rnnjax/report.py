@@ -41,8 +41,8 @@ from rnnjax import analysis, optim, plots
 from rnnjax import cells as cells_lib
 from rnnjax.metrics import format_loss, format_mean_std
 from rnnjax.outputs import lock_out, prepare_out, write_text
-from rnnjax.train import (CREDIT_SETTINGS, Config, build, credit_metrics, credit_values,
-                          initial_state, train)
+from rnnjax.train import (CREDIT_SETTINGS, Config, build, credit_loss, credit_metrics,
+                          credit_values, initial_state, train)
 from rnnjax.train_config import orthogonal_cells, validate
 
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "REACH", "credit_entry",
@@ -153,21 +153,29 @@ def credit_fields(rec) -> list:
 
 
 def credit_measurement(exp):
-    """``(params, data) -> (profile, values)`` for one seed's params ``{"cell",
-    "readout"}`` on the batch ``data = (xs, ys)``: the
+    """``(profile, values)``: two functions of one seed's params ``{"cell", "readout"}``
+    and the batch ``data = (xs, ys)``, each compiled once for the experiment
+    (initialisation and end share them): ``profile(params, data)``, the
     :class:`rnnjax.analysis.CreditProfile` of the recall loss (the runner's
-    :func:`rnnjax.train.credit_loss`, through the cell's own outputs) and the record
-    values of :func:`rnnjax.train.credit_metrics` (``eval_credit_*``), from one program
-    compiled once for the experiment (initialisation and end share it)."""
-    fn = jax.jit(lambda p, d: credit_metrics(exp.model, exp.task, p, d, profile=True))
+    :func:`rnnjax.train.credit_loss`, through the cell's own outputs), and
+    ``values(params, data)``, the record values of :func:`rnnjax.train.credit_metrics`
+    (``eval_credit_*``; the job needs them only for a resumed cell, whose initial state
+    the runner did not evaluate)."""
+    model, task = exp.model, exp.task
+    arrays = jax.jit(lambda p, d: analysis.credit_arrays(
+        model.cell, p["cell"], task.encode(d[0]), credit_loss(model, task, p, d[1]),
+        readout=CREDIT_SETTINGS["readout"]))
+    metrics = jax.jit(lambda p, d: credit_values(credit_metrics(model, task, p, d)))
 
-    def measure(params, data):
-        m = fn(params, data)
-        vals = jax.device_get(credit_values(m))
+    def profile(params, data):
+        return analysis.CreditProfile.from_arrays(arrays(params, data))
+
+    def values(params, data):
+        vals = jax.device_get(metrics(params, data))
         vals["eval_credit_jacobian_norm"] = np.exp(np.asarray(
             vals.pop("eval_credit_log_jacobian_norm"), np.float64))
-        return analysis.CreditProfile.from_arrays(m["profile"]), vals
-    return measure
+        return vals
+    return profile, values
 
 
 def profile_lists(profiles, fields) -> dict:
@@ -267,13 +275,15 @@ def _train_cell(cfg, resume, progress, tracker):
     credit = None
     if fields:
         state0, data = initial_state(exp)
-        measure = credit_measurement(exp)
-        m0 = [measure(_seed(state0.params, k), _seed(data, k)) for k in range(K)]
-        m1 = [measure(_seed(result.state.params, k), _seed(data, k)) for k in range(K)]
-        # init: the runner's own evaluation of the initial state (this measurement on a
+        profile, values = credit_measurement(exp)
+        p0 = [profile(_seed(state0.params, k), _seed(data, k)) for k in range(K)]
+        p1 = [profile(_seed(result.state.params, k), _seed(data, k)) for k in range(K)]
+        # init: the runner's own evaluation of the initial state (measured here for a
         # resumed cell); end: the last record (the final params on the held-out batch)
-        init_vals = result.initial if result.initial is not None else {
-            k: np.array([v[1][k] for v in m0]) for k in m0[0][1]}
+        init_vals = result.initial
+        if init_vals is None:
+            v0 = [values(_seed(state0.params, k), _seed(data, k)) for k in range(K)]
+            init_vals = {key: np.array([v[key] for v in v0]) for key in v0[0]}
         credit = {"source": exp.task.credit.source, "reference": exp.task.credit.reference,
                   "targets": list(exp.task.credit.targets),
                   "init": credit_entry(init_vals, fields, K),
@@ -300,8 +310,8 @@ def _train_cell(cfg, resume, progress, tracker):
         "orth_error_std": [r["orth_error_std"] for r in hist] if orth else None,
         "orth_error_seeds": per_seed("orth_error") if orth else None,
         "credit": credit,
-        "credit_profile_init": profile_lists([m[0] for m in m0], fields) if fields else None,
-        "credit_profile_end": profile_lists([m[0] for m in m1], fields) if fields else None,
+        "credit_profile_init": profile_lists(p0, fields) if fields else None,
+        "credit_profile_end": profile_lists(p1, fields) if fields else None,
         "diverged": tracker.warned,
     }
     write_text(done, json.dumps(entry))
