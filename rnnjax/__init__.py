@@ -14,9 +14,22 @@ from rnnjax.sequence import flip_sequences, run
 
 __version__ = "0.1.0"
 
+# The runner's entry points, so a script can recompute any number of a job's folder
+# (rnnjax.Config.load(run_dir), rnnjax.load_params(run_dir), rnnjax.build(config),
+# rnnjax.initial_state(experiment)); imported on first use (the runner pulls in orbax).
+_RUNNER = ("Config", "build", "initial_state", "load_params")
+
+
+def __getattr__(name):
+    if name in _RUNNER:
+        from rnnjax import train
+        return getattr(train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "Backward",
     "Cell",
+    "Config",
     "HiddenState",
     "LSTMState",
     "Layer",
@@ -24,15 +37,18 @@ __all__ = [
     "analysis",
     "bidirectional",
     "bptt",
+    "build",
     "cells",
     "flip_sequences",
     "from_flax_gru",
     "from_flax_lstm",
     "from_torch",
     "from_torch_module",
+    "initial_state",
     "initializers",
     "interop",
     "layers",
+    "load_params",
     "lru_block",
     "optim",
     "parametrize",

@@ -11,11 +11,14 @@ For each cell and each length ``T`` it measures ``||dL/dh_t||`` for ``t = 1..T``
   (``grad_norm_c`` for the LSTM's memory cell; empty for cells without it);
 * ``gradnorm_T<T>.png`` (one curve per cell, log scale), ``singular_values.png``,
   ``lyapunov.png``;
-* ``summary.md``: per cell and ``T`` the ratio ``||dL/dh_1|| / ||dL/dh_T||`` and the
-  fitted per-step factor ``r = exp(-slope)`` of the least-squares line of
-  ``log ||dL/dh_t||`` against ``t`` (``||dL/dh_{t-1}|| ~ r ||dL/dh_t||``: ``r < 1``
-  vanishing, ``r > 1`` exploding); the recurrent matrix's orthogonality error and the
-  top Lyapunov exponents.
+* ``summary.md``: per cell, ``T`` and carry field the measured credit ratio
+  ``||dL/dz^f_s|| / ||dL/dz^f_r||`` and ``||dz_r/dz_s||_2``
+  (:func:`rnnjax.analysis.credit_assignment`; ``s = 0``, ``r = T-1`` for the loss
+  below, the task's credit steps for a copy-task run, whose loss is then the recall
+  steps' cross-entropy; ``underflow`` where the gradient left the dtype's range), a
+  descriptive least-squares factor of the profile (``r = exp(-slope)`` of
+  ``log ||dL/dh_t||`` against ``t``), the recurrent matrix's orthogonality error and
+  the top Lyapunov exponents; ``credit_T.png``: the credit ratio against ``T``.
 
 The loss at initialisation is ``L = mean_b v . y_T[b]`` with a fixed random unit vector
 ``v`` and inputs ``x_t ~ N(0, I)`` (``--features`` of them).  With ``--checkpoint`` a
@@ -45,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import analysis, cells, gradflow_plots
+from rnnjax import analysis, cells, gradflow_plots, plots
 from rnnjax import train as train_lib
 from rnnjax.checks import check_choice, check_memory, check_positive_int
 from rnnjax.outputs import LOCK, atomic_open, lock_out, prepare_out
@@ -118,6 +121,9 @@ def _load_checkpoint(path, dtype, Ts):
         last = getattr(exp.task, "readout", "all") == "last"
 
         def loss_for(p):
+            if exp.task.credit is not None:  # the loss of the credit targets only
+                return train_lib.credit_loss(exp.model, exp.task, p, targets)
+
             def loss(ys):
                 ys = ys[..., -1, :] if last else ys
                 logits = ys @ p["readout"]["W"].T + p["readout"]["b"]
@@ -125,7 +131,7 @@ def _load_checkpoint(path, dtype, Ts):
             return loss
 
         return (config.cell, exp.model.cell, trained["cell"], init["cell"], xs,
-                loss_for(trained), loss_for(init))
+                loss_for(trained), loss_for(init), exp.task.credit)
     name, hidden, cell_kwargs, params = analysis.load_params_npz(path)
     cell = cells.make(name, hidden, **cell_kwargs)
     F = cell.input_size(params)
@@ -135,7 +141,7 @@ def _load_checkpoint(path, dtype, Ts):
     xs = jax.random.normal(k_x, (4, 100 if Ts is None else max(Ts), F), dtype)
     v = jax.random.normal(k_v, (cell.output_size,), dtype)
     loss = _last_output_loss(v / jnp.linalg.norm(v))
-    return name, cell, params, init, xs, loss, loss
+    return name, cell, params, init, xs, loss, loss, None
 
 
 def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
@@ -167,12 +173,12 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
     if checkpoint is not None:
         for Tv in Ts or ():
             check_positive_int("T", Tv)
-        name, cell, trained, init, xs, loss_tr, loss_init = _load_checkpoint(checkpoint, dt,
-                                                                              Ts)
+        name, cell, trained, init, xs, loss_tr, loss_init, steps = _load_checkpoint(
+            checkpoint, dt, Ts)
         Ts = [xs.shape[-2]] if Ts is None else list(Ts)
         _check_size(batch, max(Ts), features, cell.output_size, dt)
-        jobs = [(name, "init", cell, init, lambda T, xs=xs: xs[:, :T], loss_init),
-                (name, "trained", cell, trained, lambda T, xs=xs: xs[:, :T], loss_tr)]
+        jobs = [(name, "init", cell, init, lambda T, xs=xs: xs[:, :T], loss_init, steps),
+                (name, "trained", cell, trained, lambda T, xs=xs: xs[:, :T], loss_tr, steps)]
     else:
         Ts = list(DEFAULT_TS if Ts is None else Ts)
         for Tv in Ts:
@@ -190,7 +196,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
             v = jax.random.normal(k_v, (cell.output_size,), dt)
             jobs.append((name, "init", cell, params,
                          lambda T, xs_all=xs_all: xs_all[:, :T],
-                         _last_output_loss(v / jnp.linalg.norm(v))))
+                         _last_output_loss(v / jnp.linalg.norm(v)), None))
     if not jobs:
         raise ValueError(f"--cells names no registered cell (registered: "
                          f"{sorted(cells.REGISTRY)}), got {list(cell_names)}")
@@ -223,7 +229,8 @@ def _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features, dtype
     """The measurements of ``jobs`` at the lengths ``Ts``, written under ``out``."""
     rows, summary, curves, spectra, lyap = [], [], {T: {} for T in Ts}, {}, {}
     extra_fields = []
-    for name, stage, cell, params, get_xs, loss in jobs:
+    credit_T = {}
+    for name, stage, cell, params, get_xs, loss, steps in jobs:
         label = name if stage == "init" else f"{name} (trained)"
         if stage == "init" and checkpoint is not None:
             label = f"{name} (init)"
@@ -241,13 +248,24 @@ def _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features, dtype
                 row.update({f"grad_norm_{f}": float(a[i]) for f, a in comps[1:]})
                 rows.append(row)
             curves[Tv][label] = comps[0][1]
+            # the measured credit: from the last step (loss v . y_T) or the task's steps
+            src, ref = (0, Tv - 1) if steps is None else (steps.source, steps.reference)
+            cr = analysis.credit_assignment(cell, params, xs, loss, src, ref,
+                                            readout="carry_or_step")
             for f, a in comps:
-                ratio, rate = decay_fit(a)
+                _, rate = decay_fit(a)
                 summary.append({"cell": name, "stage": stage, "T": Tv, "field": f,
-                                "ratio": ratio, "rate": rate})
-            print_fn(f"{label:>16s}  T={Tv:<5d} ||dL/dh_1||/||dL/dh_T|| = "
-                     f"{summary[-len(comps)]['ratio']:.3e}  per-step factor "
-                     f"{summary[-len(comps)]['rate']:.5f}  ({time.perf_counter() - t0:.1f}s)")
+                                "source": src, "reference": ref,
+                                "ratio": cr["ratio"].get(f), "reference_zero": not a[ref] > 0,
+                                "jacobian_norm": cr["jacobian_norm"], "rate": rate})
+                credit_T.setdefault(f"{label} {f}", ([], []))
+                credit_T[f"{label} {f}"][0].append(Tv)
+                credit_T[f"{label} {f}"][1].append(cr["ratio"].get(f))
+            print_fn(f"{label:>16s}  T={Tv:<5d} credit ratio t={src} vs t={ref}: "
+                     + ", ".join(f"{f} {'underflow' if v is None else _fmt(v)}"
+                                 for f, v in cr["ratio"].items())
+                     + f"  ||dz_{ref}/dz_{src}|| {cr['jacobian_norm']:.3e}  "
+                       f"({time.perf_counter() - t0:.1f}s)")
         if cell.recurrent_matrix is not None:
             spec = analysis.recurrent_spectrum(cell, params)
             sv = np.asarray(spec["singular_values"])
@@ -273,6 +291,9 @@ def _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features, dtype
     for Tv in Ts:
         gradflow_plots.plot_grad_norms(curves[Tv], os.path.join(out, f"gradnorm_T{Tv}.png"),
                                        title=f"||dL/dh_t||, T = {Tv}")
+    if len(Ts) > 1:
+        plots.against_T({"measured credit ratio (source against reference step)":
+                         (credit_T, "credit ratio")}, path=os.path.join(out, "credit_T.png"))
     if spectra:
         gradflow_plots.plot_singular_values(spectra, os.path.join(out, "singular_values.png"),
                                             dtype=dt)
@@ -290,6 +311,14 @@ def _fmt(x, digits=4):
     return "0 (underflow)" if x == 0 else f"{x:.{digits}g}"  # below ~1e-308 in float64
 
 
+def _ratio_text(s) -> str:
+    """The summary's credit-ratio cell: the number, ``n/a`` where the reference's gradient
+    is 0 (the LSTM's ``c`` at the last step), else ``underflow``."""
+    if s["ratio"] is not None:
+        return _fmt(s["ratio"])
+    return "n/a (0 at r)" if s.get("reference_zero") else "underflow"
+
+
 def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, checkpoint):
     lines = ["# Gradient flow", ""]
     if checkpoint is None:
@@ -299,20 +328,27 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
     else:
         lines += [f"Checkpoint `{checkpoint}` against the same cell at initialisation "
                   f"({dtype}), on one batch of its task with its loss.", ""]
-    lines += ["`ratio` = ||dL/dh_1|| / ||dL/dh_T||; `per-step factor` r = exp(-slope) of "
-              "the least-squares fit of log ||dL/dh_t|| on t (r < 1: gradients vanish "
-              "going back in time; r > 1: they explode).  `field` is the carry field "
-              "(`c`: the LSTM memory cell, whose ratio is to ||dL/dc_{T-1}|| because c_T "
-              "acts only through later steps).  `0 (underflow)`: ||dL/dh_1|| (computed "
-              "scaled, m sqrt(sum (g/m)^2)) is below the smallest normal float of the "
-              "dtype (~1e-308 in float64); the fitted factor still measures the decay.",
+    lines += ["`credit ratio` = ||dL/dz^f_s|| / ||dL/dz^f_r|| measured per carry field f "
+              "(rnnjax.analysis.credit_assignment; z_t the carry after reading x_t, t = 0-based; "
+              "s, r: the columns `t = s, r`, the first and last step for the loss v . y_T, the "
+              "last symbol and the step before the first recall target for a copy-task run, "
+              "whose loss is then the recall steps' cross-entropy); `underflow`: the gradient "
+              "at s fell below the dtype's range; `n/a (0 at r)`: dL/dz^f_r = 0 (the LSTM's "
+              "c at the last step acts only through later steps), nothing to compare "
+              "with.  `||dz_r/dz_s||`: the spectral norm of the "
+              "carry's Jacobian, mean over the batch.  `fitted factor` r = exp(-slope) of a "
+              "least-squares line of log ||dL/dh_t|| on t: a descriptive fit of the profile "
+              "only (r < 1 decreasing going back in time), not a measurement of credit.",
               "",
-              "| cell | stage | T | field | ratio | per-step factor |",
-              "|---|---|---|---|---|---|"]
+              "| cell | stage | T | field | t = s, r | credit ratio | ||dz_r/dz_s|| | "
+              "fitted factor (descriptive) |",
+              "|---|---|---|---|---|---|---|---|"]
     for s in summary:
         if "ratio" in s:
             lines.append(f"| {s['cell']} | {s['stage']} | {s['T']} | {s['field']} | "
-                         f"{_fmt(s['ratio'])} | {_fmt(s['rate'], 6)} |")
+                         f"{s['source']}, {s['reference']} | "
+                         f"{_ratio_text(s)} | "
+                         f"{_fmt(s['jacobian_norm'])} | {_fmt(s['rate'], 6)} |")
     lines += ["", "## Recurrent matrix", "",
               "| cell | stage | ‖WᴴW − I‖_F (max over gate blocks) | σ_max | σ_min |",
               "|---|---|---|---|---|"]
@@ -324,7 +360,9 @@ def _write_summary(path, summary, lyap, Ts, hidden, batch, features, dtype, chec
     for label, lam in lyap.items():
         lines.append(f"- {label}: " + ", ".join(f"{x:.4f}" for x in lam))
     lines += ["", "Figures: " + ", ".join(f"`gradnorm_T{T}.png`" for T in Ts)
-              + ", `singular_values.png`, `lyapunov.png`; every curve in `gradflow.csv`.", ""]
+              + ", `singular_values.png`, `lyapunov.png`"
+              + (", `credit_T.png` (credit ratio against T)" if len(Ts) > 1 else "")
+              + "; every curve in `gradflow.csv`.", ""]
     with atomic_open(path, "w") as f:
         f.write("\n".join(lines))
 

@@ -10,7 +10,8 @@ Names say where a metric is measured: ``train_*`` on the training batches of the
 logging window (``train_loss``, ``train_grad_norm``: means over the window's steps),
 ``eval_*`` on the held-out batch at the logging step (``eval_loss``, ``eval_accuracy``,
 ``eval_grad_norm_<group>``: the gradient norm of one top-level param group on that
-batch, so it is not comparable with ``train_grad_norm``).  Tasks measured in bits
+batch, so it is not comparable with ``train_grad_norm``; ``eval_credit_*``: the credit
+measurement on that batch, null where it underflowed).  Tasks measured in bits
 (the char-LM) also get ``train_bpc`` and ``eval_bpc`` (``loss / ln 2``).
 :func:`load_history` reads records written before this naming (``loss``,
 ``grad_norm``, ``grad_norm_<group>``) under the new names.
@@ -27,6 +28,10 @@ import warnings
 import numpy as np
 
 from rnnjax.outputs import atomic_open
+
+# Metrics whose nan means "underflowed" (rnnjax.analysis.credit_metrics): written as
+# null, the mean over seeds null when any seed's is.
+UNDERFLOW_PREFIX = "eval_credit_"
 
 # Keys of a record that are not deterministic (timings).
 TIMING_KEYS = ("steps_per_sec", "time")
@@ -59,6 +64,11 @@ def make_record(step, values: dict, baseline, rate, elapsed, n_seeds) -> dict:
     per_seed = {}
     for k, v in values.items():
         v = np.asarray(v, np.float64).reshape(n_seeds)
+        if k.startswith(UNDERFLOW_PREFIX) and np.isnan(v).any():
+            # a credit measurement that underflowed is null, not a number
+            rec[k] = rec[f"{k}_std"] = None
+            per_seed[k] = [None if np.isnan(x) else float(x) for x in v]
+            continue
         rec[k] = float(v.mean())
         rec[f"{k}_std"] = float(v.std())
         per_seed[k] = [float(x) for x in v]

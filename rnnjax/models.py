@@ -66,6 +66,8 @@ class Model(NamedTuple):
       step_logits: ``(params, carry, x (input_size,)) -> (carry, logits (C,))``: one
         more step from a :class:`Decoding`; it never calls ``cell.prepare`` again.
       cell: the :class:`rnnjax.Cell`.
+      readout: ``(params, y) -> logits``, the readout ``W_o y + b_o`` of the cell's
+        outputs ``y (..., H_out)`` (``apply`` is ``readout`` of the scanned outputs).
     """
 
     init: Callable
@@ -73,6 +75,7 @@ class Model(NamedTuple):
     scan_prefix: Callable
     step_logits: Callable
     cell: Cell
+    readout: Callable = None
 
 
 def cell_with_readout(cell: Cell, input_size: int, output_size: int,
@@ -102,7 +105,7 @@ def cell_with_readout(cell: Cell, input_size: int, output_size: int,
 
     scan_prefix, step_logits = decoder(cell, project)
     return Model(init=init, apply=apply, scan_prefix=scan_prefix, step_logits=step_logits,
-                 cell=cell)
+                 cell=cell, readout=project)
 
 
 READOUTS = ("all", "last", "flatten")

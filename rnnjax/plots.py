@@ -104,4 +104,119 @@ def loss_panels(panels: dict, *, path: str, ylabel: str = "cross-entropy (nats)"
     return figures.save(fig, path, dpi=dpi, tight="layout")
 
 
-__all__ = ["grad_norm_curves", "loss_curves", "loss_panels"]
+def _grid(n, width=3.4, height=2.6):
+    """A figure with ``n`` small panels, three a row; returns ``(fig, axes[:n])``."""
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = figures.figure(figsize=(width * cols, height * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+_FIELD_COLORS = ("C0", "k", "C3", "C2", "C4")
+
+
+def _positive(values):
+    """``(index, value)`` of the positive finite entries (None / nan / 0 dropped)."""
+    pts = [(i, float(v)) for i, v in enumerate(values)
+           if v is not None and float(v) > 0 and float(v) < float("inf")]
+    return [i for i, _ in pts], [v for _, v in pts]
+
+
+def credit_profiles(panels: dict, *, marks=(), path: str, dpi: int = 100):
+    """Small multiples, one panel per cell: ``||dL/dz^f_t||`` against ``t`` per carry
+    field ``f`` (one colour per field; after training solid, at initialisation dashed),
+    log scale; underflowed points (None) are left out and counted in the panel's title.
+
+    Args:
+      panels: ``{cell: {"init": {field: [...]}, "end": {field: [...]}}}``.
+      marks: steps drawn as dotted vertical lines (e.g. the last symbol, the marker).
+    """
+    fig, axes = _grid(len(panels))
+    for ax, (cell, prof) in zip(axes, panels.items()):
+        lost = 0
+        for j, f in enumerate(prof["end"]):
+            color = _FIELD_COLORS[j % len(_FIELD_COLORS)]
+            for stage, ls, lw in (("end", "-", 1.4), ("init", "--", 1.0)):
+                vals = prof[stage][f]
+                t, v = _positive(vals)
+                lost += sum(x is None for x in vals)
+                ax.plot(t, v, color=color, ls=ls, lw=lw,
+                        label=f"{f} ({'trained' if stage == 'end' else 'init'})")
+        for m in marks:
+            ax.axvline(m, color="0.5", ls=":", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_title(cell + (f"  ({lost} points underflowed)" if lost else ""), fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+        ax.set_xlabel("step t", fontsize=8)
+    axes[0].set_ylabel("||dL_recall/dz^f_t||", fontsize=8)
+    return figures.save(fig, path, dpi=dpi, tight="layout")
+
+
+def credit_history(panels: dict, *, path: str, title: str = "", dpi: int = 100):
+    """Small multiples, one panel per cell: the credit ratio per carry field against
+    training step (one colour per field) and the Jacobian norm (grey, dashed), log
+    scale; an underflowed ratio (None) is drawn as a ``v`` at the panel's bottom.
+
+    Args:
+      panels: ``{cell: {"steps": [...], "ratio": {field: [...]}, "jacobian_norm":
+        [...]}}``.
+    """
+    fig, axes = _grid(len(panels))
+    for ax, (cell, h) in zip(axes, panels.items()):
+        steps = list(h["steps"])
+        lows = []
+        for j, (f, vals) in enumerate(h["ratio"].items()):
+            color = _FIELD_COLORS[j % len(_FIELD_COLORS)]
+            idx, v = _positive(vals)
+            ax.plot([steps[i] for i in idx], v, color=color, marker="o", ms=3, lw=1.3,
+                    label=f"ratio {f}")
+            lows += [(steps[i], color) for i, x in enumerate(vals) if x is None]
+        idx, v = _positive(h["jacobian_norm"])
+        ax.plot([steps[i] for i in idx], v, color="0.5", ls="--", lw=1,
+                label="||dz_r/dz_s||")
+        ax.set_yscale("log")
+        if lows:
+            shown = [y for ln in ax.get_lines() for y in ln.get_ydata()]
+            y = min(shown) / 10 if shown else 1e-30
+            for st, color in lows:
+                ax.plot([st], [y], marker="v", color=color, ls="none")
+            ax.plot([], [], marker="v", color="0.3", ls="none", label="underflow")
+        ax.set_title(cell, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+        ax.set_xlabel("training step", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return figures.save(fig, path, dpi=dpi, tight="layout")
+
+
+def against_T(panels: dict, *, path: str, dpi: int = 100):
+    """Side-by-side panels, each ``{title: ({label: (Ts, values)}, ylabel)}``: values
+    against the delay ``T`` on log axes, one line per label in its cell's style (None
+    values left out)."""
+    n = len(panels)
+    fig = figures.figure(figsize=(4.6 * n, 3.8))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (title, (curves, ylabel)) in zip(axes, panels.items()):
+        for label, (Ts, vals) in curves.items():
+            idx, v = _positive(vals)
+            style = figures.cell_style(label)
+            if len(label.split()) > 1 and label.split()[1] != "h":  # "cell c": dashed
+                style = style | {"ls": "--"}
+            ax.plot([Ts[i] for i in idx], v, label=label, lw=1.2, ms=4, mfc="none", **style)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("delay T")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    return figures.save(fig, path, dpi=dpi, tight="layout")
+
+
+__all__ = ["against_T", "credit_history", "credit_profiles", "grad_norm_curves",
+           "loss_curves", "loss_panels"]

@@ -5,9 +5,12 @@
 ``metrics.csv``, ``config.json``, orbax ``checkpoints/`` with the trained params, readable
 by ``rnnjax gradflow --checkpoint runs/<name>/<cell>``, and ``cell_summary.json`` once
 the cell is done), ``copy_loss.png`` (held-out cross-entropy per cell on a log scale with
-the memoryless baseline ``10 ln 8 / (T+20)``), ``copy_grad_norms.png``
-(``||dL/dh_t||`` against ``t`` on the held-out batch at initialisation and after
-training, :func:`rnnjax.analysis.hidden_grad_norms`), ``copy_orth_error.png``
+the memoryless baseline ``10 ln 8 / (T+20)``), ``copy_credit_profile.png`` (the
+recall-loss gradient ``||dL_recall/dz^f_t||`` per carry field against ``t``, one panel
+per cell, at initialisation and after training), ``copy_credit_history.png`` (the
+credit ratio ``||dL_recall/dz^f_9|| / ||dL_recall/dz^f_{T+9}||`` per field and
+``||dz_{T+9}/dz_9||_2`` against training step, one panel per cell; the runner's records,
+:func:`rnnjax.train.credit_metrics`), ``copy_orth_error.png``
 (``||W^H W - I||_F`` over training), ``summary.json``, ``report.md`` and ``report.html``.
 The job writes through :func:`rnnjax.outputs.prepare_out`: a ``runs/<name>`` that already
 holds files is refused before anything is trained or written, unless ``resume=True``
@@ -16,11 +19,10 @@ checkpoint) or ``overwrite=True`` (train every cell again, replacing its run); o
 writer at a time holds the folder's lock (:func:`rnnjax.outputs.lock_out`).
 
 With ``K = config.seeds > 1`` seeds per cell (one ``jax.vmap``-ed program), the table
-shows ``mean ± std`` over the seeds (population std) of every number, the loss and
-orthogonality figures shade ``mean ± std`` and the gradient-norm figure shades the
-spread of ``log ||dL/dh_t||`` (``exp(mean ± std)`` of the log over seeds; the line is
-the geometric mean).  Every figure draws a cell in its own colour and marker
-(:func:`rnnjax.figures.cell_style`).
+shows ``mean ± std`` over the seeds (population std) of the losses and accuracies and
+the mean over seeds of the credit numbers, the loss and orthogonality figures shade
+``mean ± std`` and the credit profile is the geometric mean over seeds.  Every figure
+draws a cell in its own colour and marker (:func:`rnnjax.figures.cell_style`).
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ from rnnjax import analysis, optim, plots
 from rnnjax import cells as cells_lib
 from rnnjax.metrics import format_loss, format_mean_std
 from rnnjax.outputs import lock_out, prepare_out, write_text
-from rnnjax.train import Config, build, initial_state, train
+from rnnjax.train import (CREDIT_SETTINGS, Config, build, credit_loss, credit_metrics,
+                          credit_values, initial_state, train)
 from rnnjax.train_config import orthogonal_cells, validate
 
-__all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "default_cells",
-           "gradient_profile", "log_spread", "paper_configs", "per_step_factor",
+__all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "REACH", "credit_entry",
+           "credit_fields", "credit_measurement", "default_cells", "log_spread",
+           "paper_configs", "profile_lists",
            "reproduce_command", "run_copy_job", "run_copy_sweep", "stays_orthogonal",
            "write_copy_report", "write_sweep_report"]
 
@@ -108,29 +112,83 @@ def paper_configs(base: Config, cells) -> dict:
     return out
 
 
-def per_step_factor(norms) -> float:
-    """``f = exp(b)`` of the least-squares line ``log ||dL/dh_t|| = a + b t`` over the
-    positive finite norms: the gradient at step ``t`` is about ``f^-(T-t)`` times the one
-    at the end, so ``f > 1`` means it vanishes going back to the early steps, ``f <= 1``
-    that it is preserved (or grows); ``nan`` for fewer than 2 norms."""
-    n = np.asarray(norms, dtype=float)
-    t = np.flatnonzero(np.isfinite(n) & (n > 0))
-    return float(np.exp(np.polyfit(t, np.log(n[t]), 1)[0])) if t.size >= 2 else float("nan")
+# The credit ratio at which the report says the recall gradient "reaches" the symbols
+# (for some carry field): the gradient at the last symbol is at least 1/100 of the one
+# at the marker step.
+REACH = 1e-2
 
 
-def gradient_profile(exp, params, data) -> np.ndarray:
-    """``||dL/dh_t||``, ``t = 1..T+20``, of the copy loss on the batch ``data = (xs, ys)``
-    (one seed's params ``{"cell", "readout"}``), from
-    :func:`rnnjax.analysis.hidden_grad_norms`; the first carry field (``h``)."""
-    xs, ys = data
-    ro = params["readout"]
+def credit_entry(values, fields, K: int) -> dict:
+    """``{"ratio": {field: float or None}, "jacobian_norm": float}`` from record-like
+    ``values`` (``eval_credit_ratio_<field>``, ``eval_credit_jacobian_norm``: a number,
+    None, or per-seed arrays): the mean over the ``K`` seeds (None when any seed's
+    ratio underflowed), with the per-seed entries under ``"seeds"`` when ``K > 1``."""
+    def seeds(key):
+        v = values.get(key)
+        v = [v] if not isinstance(v, (list, tuple, np.ndarray)) else list(v)
+        return [None if x is None or not np.isfinite(float(x)) else float(x)
+                for x in np.asarray(v, dtype=object).reshape(-1)]
 
-    def loss(outs):
-        return exp.task.loss(outs @ ro["W"].T + ro["b"], ys)
+    per = {f: seeds(f"eval_credit_ratio_{f}") for f in fields}
+    jac = seeds("eval_credit_jacobian_norm")
+    out = {"ratio": {f: (None if None in v else float(np.mean(v))) for f, v in per.items()},
+           "jacobian_norm": None if None in jac else float(np.mean(jac))}
+    if K > 1:
+        out["seeds"] = [{"ratio": {f: per[f][k] for f in fields}, "jacobian_norm": jac[k]}
+                        for k in range(K)]
+    return out
 
-    norms = analysis.hidden_grad_norms(exp.model.cell, params["cell"], exp.task.encode(xs),
-                                       loss)
-    return np.asarray(jax.tree.leaves(norms)[0], np.float64)
+
+def _record_credit(rec, fields, K):
+    """A metrics record's credit values (per seed when ``K > 1``)."""
+    src = rec.get("seeds", {}) if K > 1 else rec
+    keys = [f"eval_credit_ratio_{f}" for f in fields] + ["eval_credit_jacobian_norm"]
+    return {k: src.get(k) for k in keys}
+
+
+def credit_fields(rec) -> list:
+    """The carry fields of a record's ``eval_credit_ratio_<field>`` keys."""
+    pre = "eval_credit_ratio_"
+    return [k[len(pre):] for k in rec if k.startswith(pre) and not k.endswith("_std")]
+
+
+def credit_measurement(exp):
+    """``(profile, values)``: two functions of one seed's params ``{"cell", "readout"}``
+    and the batch ``data = (xs, ys)``, each compiled once for the experiment
+    (initialisation and end share them): ``profile(params, data)``, the
+    :class:`rnnjax.analysis.CreditProfile` of the recall loss (the runner's
+    :func:`rnnjax.train.credit_loss`, through the cell's own outputs), and
+    ``values(params, data)``, the record values of :func:`rnnjax.train.credit_metrics`
+    (``eval_credit_*``; the job needs them only for a resumed cell, whose initial state
+    the runner did not evaluate)."""
+    model, task = exp.model, exp.task
+    arrays = jax.jit(lambda p, d: analysis.credit_arrays(
+        model.cell, p["cell"], task.encode(d[0]), credit_loss(model, task, p, d[1]),
+        readout=CREDIT_SETTINGS["readout"]))
+    metrics = jax.jit(lambda p, d: credit_values(credit_metrics(model, task, p, d)))
+
+    def profile(params, data):
+        return analysis.CreditProfile.from_arrays(arrays(params, data))
+
+    def values(params, data):
+        vals = jax.device_get(metrics(params, data))
+        vals["eval_credit_jacobian_norm"] = np.exp(np.asarray(
+            vals.pop("eval_credit_log_jacobian_norm"), np.float64))
+        return vals
+    return profile, values
+
+
+def profile_lists(profiles, fields) -> dict:
+    """``{field: [...]}``: the geometric mean over seeds of the profiles' norms
+    (:func:`log_spread`, underflowed seeds left out): None where every seed's
+    underflowed, 0.0 where the gradient is exactly 0 (no later step reads it)."""
+    out = {}
+    for f in fields:
+        raw = np.array([pr.norms[f] for pr in profiles])
+        mid = log_spread(np.nan_to_num(raw, nan=0.0))[0]
+        gone = np.isnan(raw).all(axis=0)
+        out[f] = [None if g else float(v) for v, g in zip(mid, gone)]
+    return out
 
 
 def _seed(tree, k: int):
@@ -208,15 +266,30 @@ def _train_cell(cfg, resume, progress, tracker):
     again = resume and os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt))
     t0 = time.perf_counter()
     result = train(cfg, resume=again, overwrite=not again, progress=progress,
-                   on_record=tracker)
+                   on_record=tracker, evaluate_initial=True)
     exp = result.experiment
-    state0, data = initial_state(exp)
-    K = cfg.seeds
-    g0 = [gradient_profile(exp, _seed(state0.params, k), _seed(data, k)) for k in range(K)]
-    g1 = [gradient_profile(exp, _seed(result.state.params, k), _seed(data, k))
-          for k in range(K)]
     hist = result.history
     last = hist[-1]
+    K = cfg.seeds
+    fields = credit_fields(last)
+    credit = None
+    if fields:
+        state0, data = initial_state(exp)
+        profile, values = credit_measurement(exp)
+        p0 = [profile(_seed(state0.params, k), _seed(data, k)) for k in range(K)]
+        p1 = [profile(_seed(result.state.params, k), _seed(data, k)) for k in range(K)]
+        # init: the runner's own evaluation of the initial state (measured here for a
+        # resumed cell); end: the last record (the final params on the held-out batch)
+        init_vals = result.initial
+        if init_vals is None:
+            v0 = [values(_seed(state0.params, k), _seed(data, k)) for k in range(K)]
+            init_vals = {key: np.array([v[key] for v in v0]) for key in v0[0]}
+        credit = {"source": exp.task.credit.source, "reference": exp.task.credit.reference,
+                  "targets": list(exp.task.credit.targets),
+                  "init": credit_entry(init_vals, fields, K),
+                  "end": credit_entry(_record_credit(last, fields, K), fields, K),
+                  "history": [{"step": r["step"]} | credit_entry(
+                      _record_credit(r, fields, K), fields, K) for r in hist]}
 
     def per_seed(name):
         return list(last["seeds"][name]) if K > 1 else [last[name]]
@@ -236,17 +309,11 @@ def _train_cell(cfg, resume, progress, tracker):
         "orth_error": [r["orth_error"] for r in hist] if orth else None,
         "orth_error_std": [r["orth_error_std"] for r in hist] if orth else None,
         "orth_error_seeds": per_seed("orth_error") if orth else None,
-        "grad_norms_init": log_spread(g0)[0].tolist(),
-        "grad_norms_end": log_spread(g1)[0].tolist(),
-        "factor_init_seeds": [per_step_factor(g) for g in g0],
-        "factor_end_seeds": [per_step_factor(g) for g in g1],
+        "credit": credit,
+        "credit_profile_init": profile_lists(p0, fields) if fields else None,
+        "credit_profile_end": profile_lists(p1, fields) if fields else None,
         "diverged": tracker.warned,
     }
-    entry["factor_init"] = float(np.mean(entry["factor_init_seeds"]))
-    entry["factor_end"] = float(np.mean(entry["factor_end_seeds"]))
-    if K > 1:
-        entry["grad_norms_init_seeds"] = [g.tolist() for g in g0]
-        entry["grad_norms_end_seeds"] = [g.tolist() for g in g1]
     write_text(done, json.dumps(entry))
     return entry
 
@@ -340,34 +407,111 @@ def run_copy_sweep(name: str, base: Config, cells=None, Ts=ARJOVSKY_TS, *,
     return summaries
 
 
+def _fmt_ratio(v) -> str:
+    return "underflow" if v is None else f"{v:.2g}"
+
+
+def _credit_text(entry) -> str:
+    """``"h 3.1e-26, c 0.04"`` of a credit entry's ratios."""
+    return ", ".join(f"{f} {_fmt_ratio(v)}" for f, v in entry["ratio"].items())
+
+
+def best_field(entry):
+    """``(field, ratio)`` with the largest measured ratio (None when every field's
+    underflowed)."""
+    got = [(f, v) for f, v in entry["ratio"].items() if v is not None]
+    return max(got, key=lambda fv: fv[1]) if got else (None, None)
+
+
+def _reaches(entry) -> bool:
+    return (best_field(entry)[1] or 0.0) >= REACH
+
+
+def _names_with(cells, what):
+    return "; ".join(f"{c} ({what(c)})" for c in cells)
+
+
 def _paragraph(summary) -> str:
-    """What the figures show, in words computed from the numbers."""
+    """What the figures show, in words computed from the numbers, cell group by cell
+    group: the cells whose recurrent matrix is kept orthogonal/unitary (an ``orth_error``
+    is recorded), then the others; within a group, the cells that learned, those that
+    stayed at the baseline although their recall gradient reaches the symbols (credit
+    ratio at least :data:`REACH` for some carry field after training) and those whose
+    gradient does not reach them."""
     cs = summary["cells"]
-    below = [c for c, s in cs.items() if s["over_baseline"] <= 0.2 and s["eval_accuracy"] >= 0.9]
-    at = [c for c, s in cs.items() if s["over_baseline"] >= 0.8]
-    fe = {c: s["factor_end"] for c, s in cs.items() if np.isfinite(s["factor_end"])}
     T = summary["T"]
     text = (f"At delay T={T} the memoryless strategy scores the baseline; a cell below it "
-            f"has carried the ten symbols across {T} steps. ")
-    if below:
-        text += (f"{', '.join(below)} went far below it (at most 0.2x, recall accuracy at "
-                 f"least 0.9). ")
-    if at:
-        text += f"{', '.join(at)} stayed at or near it (0.8x or more): no memory at this range. "
-    if fe:
-        lo = min(fe, key=fe.get)
-        hi = max(fe, key=fe.get)
-        text += (f"The gradient-norm panel shows the mechanism: after training the fitted "
-                 f"factor per step f of ||dL/dh_t|| is {fe[hi]:.3f} for {hi} and "
-                 f"{fe[lo]:.3f} for {lo}; the gradient reaching the symbols at the start is "
-                 f"about f^-{T} of the one at the end ({fe[hi] ** -T:.2g} for {hi}, "
-                 f"{fe[lo] ** -T:.2g} for {lo}): above 1 it vanishes, at or below 1 the "
-                 f"signal from the recall steps reaches the symbols. ")
+            f"has carried the ten symbols across {T} steps. The credit ratio is "
+            f"||dL_recall/dz^f_9|| / ||dL_recall/dz^f_{T + 9}|| per carry field f on the "
+            f"held-out batch (the last symbol against the marker step); here the recall "
+            f"gradient is said to reach the symbols when it is at least {REACH:g} for some "
+            f"field. ")
+    groups = (("Among the cells whose recurrent matrix stays orthogonal or unitary",
+               [c for c, s in cs.items() if s.get("orth_error")]),
+              ("Among the other cells", [c for c, s in cs.items() if not s.get("orth_error")]))
+    for label, group in groups:
+        if not group:
+            continue
+        sent = []
+        learned = [c for c in group if cs[c]["over_baseline"] <= 0.2
+                   and cs[c]["eval_accuracy"] >= 0.9]
+        failed = [c for c in group if cs[c]["over_baseline"] >= 0.8]
+        middle = [c for c in group if c not in learned and c not in failed]
+        credit = {c: cs[c].get("credit") for c in group}
+        end = {c: credit[c]["end"] for c in group if credit[c]}
+
+        def jac(c):
+            j = end[c]["jacobian_norm"]
+            return f"||dz_{T + 9}/dz_9|| {j:.2g}" if j is not None else "no Jacobian norm"
+
+        if learned:
+            sent.append(f"{', '.join(learned)} went far below the baseline (at most 0.2x, "
+                        f"recall accuracy at least 0.9)" + (
+                            "; after training their credit ratio is " + _names_with(
+                                [c for c in learned if c in end],
+                                lambda c: f"{_credit_text(end[c])}; {jac(c)}")
+                            if any(c in end for c in learned) else ""))
+        reached = [c for c in failed if c in end and _reaches(end[c])]
+        lost = [c for c in failed if c in end and not _reaches(end[c])]
+        if reached:
+            sent.append(f"{', '.join(reached)} did not go below the baseline (0.8x or more) "
+                        f"although the recall gradient reaches the symbols after training ("
+                        + _names_with(reached, lambda c: f"{_credit_text(end[c])}; {jac(c)}")
+                        + "): their failure at this delay and training budget is not a "
+                          "vanishing gradient")
+        if lost:
+            sent.append(f"{', '.join(lost)} did not go below the baseline (0.8x or more) and "
+                        f"the recall gradient does not reach the symbols after training ("
+                        + _names_with(lost, lambda c: f"{_credit_text(end[c])}; {jac(c)}")
+                        + "), as a vanishing gradient would make it")
+        if middle:
+            sent.append(f"{', '.join(middle)} ended between ("
+                        + _names_with(middle, lambda c: f"{cs[c]['over_baseline']:.2f}x"
+                                      + (f", credit {_credit_text(end[c])}" if c in end
+                                         else "")) + ")")
+        under = [c for c in group if credit[c] and all(
+            v is None for v in credit[c]["init"]["ratio"].values())]
+        if under:
+            sent.append(f"at initialisation the recall gradient at the symbols underflowed "
+                        f"float32 for {', '.join(under)} (below 1.6e-31 of the output "
+                        f"gradient)")
+        if sent:
+            text += f"{label}: " + "; ".join(sent) + ". "
     if any(s.get("orth_error") for s in cs.values()):
         worst = max((max(s["orth_error"]) for s in cs.values() if s.get("orth_error")))
         text += (f"The orthogonal/unitary matrices stayed on their group throughout "
                  f"(largest ||W^H W - I||_F {worst:.1e}, float32 rounding).")
-    return text
+    return text.strip()
+
+
+def _credit_cells(credit) -> tuple:
+    """The table's four credit cells of a summary entry (``-`` without credit)."""
+    if not credit:
+        return ("-",) * 4
+    def jac(e):
+        return "-" if e["jacobian_norm"] is None else f"{e['jacobian_norm']:.2g}"
+    return (_credit_text(credit["init"]), _credit_text(credit["end"]),
+            jac(credit["init"]), jac(credit["end"]))
 
 
 def _seed_values(s, key):
@@ -377,21 +521,19 @@ def _seed_values(s, key):
 
 
 def write_copy_report(out: str, summary: dict) -> None:
-    """Write ``copy_loss.png``, ``copy_grad_norms.png``, ``copy_orth_error.png``,
+    """Write ``copy_loss.png``, ``copy_credit_profile.png``,
+    ``copy_credit_history.png``, ``copy_orth_error.png``,
     ``summary.json``, ``report.md`` and ``report.html``."""
     baseline, T = summary["baseline"], summary["T"]
     cfg = summary["config"]
     seeds = cfg.get("seeds", 1)
     cs = summary["cells"]
     curves = {c: (s["steps"], s["curve"]) for c, s in cs.items()}
-    bands = grad_bands = orth_bands = None
+    bands = orth_bands = None
     if seeds > 1:
         bands = {c: ([m - d for m, d in zip(s["curve"], s["curve_std"])],
                      [m + d for m, d in zip(s["curve"], s["curve_std"])])
                  for c, s in cs.items()}
-        grad_bands = {c: tuple(log_spread(s[k])[1:] for k in ("grad_norms_init_seeds",
-                                                              "grad_norms_end_seeds"))
-                      for c, s in cs.items() if s.get("grad_norms_end_seeds")}
         orth_bands = {c: ([max(m - d, 1e-12) for m, d in zip(s["orth_error"],
                                                               s["orth_error_std"])],
                           [m + d for m, d in zip(s["orth_error"], s["orth_error_std"])])
@@ -399,10 +541,23 @@ def write_copy_report(out: str, summary: dict) -> None:
     plots.loss_curves(curves, baseline=baseline, bands=bands,
                       path=os.path.join(out, "copy_loss.png"),
                       title=f"Copy task, T={T}: held-out cross-entropy")
-    plots.grad_norm_curves({c: (s["grad_norms_init"], s["grad_norms_end"])
-                            for c, s in cs.items()}, bands=grad_bands,
-                           path=os.path.join(out, "copy_grad_norms.png"),
-                           title=f"Copy task, T={T}: ||dL/dh_t|| on the held-out batch")
+    credited = {c: s for c, s in cs.items() if s.get("credit")}
+    if credited:
+        plots.credit_profiles({c: {"init": s["credit_profile_init"],
+                                   "end": s["credit_profile_end"]}
+                               for c, s in credited.items()}, marks=(9, T + 9),
+                              path=os.path.join(out, "copy_credit_profile.png"))
+        plots.credit_history(
+            {c: {"steps": [0] + [h["step"] for h in s["credit"]["history"]],
+                 "ratio": {f: [s["credit"]["init"]["ratio"][f]]
+                           + [h["ratio"][f] for h in s["credit"]["history"]]
+                           for f in s["credit"]["init"]["ratio"]},
+                 "jacobian_norm": [s["credit"]["init"]["jacobian_norm"]]
+                 + [h["jacobian_norm"] for h in s["credit"]["history"]]}
+             for c, s in credited.items()},
+            path=os.path.join(out, "copy_credit_history.png"),
+            title=f"credit at the symbols against training step: "
+                  f"||dL_recall/dz^f_9|| / ||dL_recall/dz^f_{T + 9}|| and ||dz_{T + 9}/dz_9||")
     orth = {c: (s["steps"], s["orth_error"]) for c, s in cs.items() if s.get("orth_error")}
     if orth:
         plots.loss_curves({c: (st, [max(e, 1e-12) for e in v]) for c, (st, v) in orth.items()},
@@ -419,12 +574,11 @@ def write_copy_report(out: str, summary: dict) -> None:
               if s.get("orth_error") else "-")
         rows.append((c, format_mean_std(_seed_values(s, "eval_loss"), 4),
                      format_mean_std(_seed_values(s, "over_baseline"), 3),
-                     format_mean_std(_seed_values(s, "eval_accuracy"), 3), verdict,
-                     format_mean_std(_seed_values(s, "factor_init"), 4),
-                     format_mean_std(_seed_values(s, "factor_end"), 4), oe,
-                     f"{s['seconds']:.0f}"))
+                     format_mean_std(_seed_values(s, "eval_accuracy"), 3), verdict)
+                    + _credit_cells(s.get("credit")) + (oe, f"{s['seconds']:.0f}"))
     head = ("cell", "cross-entropy", "/ baseline", "recall accuracy", "",
-            "grad factor/step at init", "grad factor/step at end", "orth. error", "seconds")
+            f"credit ratio t=9 vs t={T + 9}, init", "credit ratio, end",
+            f"||dz_{T + 9}/dz_9||, init", f"||dz_{T + 9}/dz_9||, end", "orth. error", "seconds")
     if seeds > 1:
         head = tuple(h + " (mean ± std)" if h and h not in ("cell", "seconds") else h
                      for h in head)
@@ -451,10 +605,23 @@ def write_copy_report(out: str, summary: dict) -> None:
            "![loss curves](copy_loss.png)", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", "Gradient norms ||dL/dh_t|| of the copy loss on the held-out batch against t, "
-           "at initialisation (dashed) and after training (solid), log scale; the table's "
-           "factor per step is exp(slope) of a straight-line fit of log ||dL/dh_t|| "
-           "against t.", "", "![gradient norms](copy_grad_norms.png)", ""]
+    if credited:
+        md += ["", f"Credit: L_recall is the mean cross-entropy of the 10 recall steps "
+               f"(t = {T + 10}..{T + 19}, 0-based) on the held-out batch; the credit ratio "
+               f"of carry field f is ||dL_recall/dz^f_9|| / ||dL_recall/dz^f_{T + 9}|| "
+               f"(z_t the carry after reading x_t: the last symbol against step {T + 9}, "
+               f"the last one before the first recall target), and ||dz_{T + 9}/dz_9||_2 "
+               f"is the spectral norm of the carry's Jacobian over the delay, the mean over "
+               f"the first {CREDIT_SETTINGS['jacobian_examples']} held-out examples "
+               f"(rnnjax.analysis.credit_metrics); 'underflow': the gradient at the "
+               f"symbols fell below float32's range (1.6e-31 of the output gradient). "
+               f"With several seeds: the mean over seeds.", "",
+               "Recall-loss gradient per carry field against t, at initialisation "
+               "(dashed) and after training (solid), log scale; dotted: t = 9 and "
+               f"t = {T + 9}; through later steps only (the cell's own outputs), which "
+               f"before the first recall target is the whole gradient.", "",
+               "![credit profile](copy_credit_profile.png)", "",
+               "![credit against training step](copy_credit_history.png)", ""]
     if orth:
         md += ["![orthogonality error](copy_orth_error.png)", ""]
     md += [_paragraph(summary), "",
@@ -473,7 +640,9 @@ def write_copy_report(out: str, summary: dict) -> None:
             f"<b>{baseline:.4f}</b> nats.</p><img src='copy_loss.png'>"
             "<table border=1 cellpadding=4><tr>" + "".join(f"<th>{html.escape(h)}</th>"
                                                            for h in head)
-            + f"</tr>{table}</table><img src='copy_grad_norms.png'>"
+            + f"</tr>{table}</table>"
+            + ("<img src='copy_credit_profile.png'><img src='copy_credit_history.png'>"
+               if credited else "")
             + ("<img src='copy_orth_error.png'>" if orth else "")
             + f"<p>{html.escape(_paragraph(summary))}</p><p>Reproduce with:</p><pre>"
             f"{html.escape(summary.get('command') or 'rnnjax copy')}</pre>")
@@ -481,19 +650,43 @@ def write_copy_report(out: str, summary: dict) -> None:
 
 
 def write_sweep_report(out: str, name: str, summaries: dict, command: str | None) -> None:
-    """``--preset arjovsky``: ``copy_sweep.png`` (one panel per T) and ``report.md``
-    linking each T's own report."""
+    """``--preset arjovsky``: ``copy_sweep.png`` (one panel per T),
+    ``copy_sweep_credit.png`` (after training, against T: CE / baseline and the measured
+    credit ratio per cell and carry field) and ``report.md`` linking each T's own
+    report."""
     panels = {f"T={T}": ({c: (s["steps"], s["curve"]) for c, s in sm["cells"].items()},
                          sm["baseline"]) for T, sm in summaries.items()}
     plots.loss_panels(panels, path=os.path.join(out, "copy_sweep.png"))
+    Ts = list(summaries)
+    first = next(iter(summaries.values()))["cells"]
+    loss_T = {c: (Ts, [sm["cells"][c]["over_baseline"] for sm in summaries.values()])
+              for c in first}
+    ratio_T = {}
+    for c, s0 in first.items():
+        if not s0.get("credit"):
+            continue
+        for f in s0["credit"]["end"]["ratio"]:
+            ratio_T[f"{c} {f}"] = (Ts, [sm["cells"][c]["credit"]["end"]["ratio"][f]
+                                        for sm in summaries.values()])
+    credit_fig = bool(ratio_T)
+    if credit_fig:
+        plots.against_T({"held-out cross-entropy / baseline, end": (loss_T, "CE / baseline"),
+                         "credit ratio ||dL_recall/dz^f_9|| / ||dL_recall/dz^f_(T+9)||, end":
+                         (ratio_T, "credit ratio")},
+                        path=os.path.join(out, "copy_sweep_credit.png"))
     md = [f"# Copy task sweep: {name}", "", "Held-out cross-entropy against training step, "
           "one panel per delay T (Arjovsky et al. 2016, Fig. 1); dashed: the memoryless "
-          "baseline 10 ln 8 / (T+20).", "", "![sweep](copy_sweep.png)", "",
-          "| T | " + " | ".join(next(iter(summaries.values()))["cells"]) + " |",
-          "|---|" + "---|" * len(next(iter(summaries.values()))["cells"])]
+          "baseline 10 ln 8 / (T+20).", "", "![sweep](copy_sweep.png)", ""]
+    if credit_fig:
+        md += ["After training, against T: the cross-entropy over the baseline (left) and "
+               "the measured credit ratio per carry field (right; solid h, dashed the "
+               "other fields; an underflowed ratio is left out and reads 'underflow' in "
+               "the table).", "", "![loss and credit against T](copy_sweep_credit.png)", ""]
+    md += ["| T | " + " | ".join(first) + " |", "|---|" + "---|" * len(first)]
     for T, sm in summaries.items():
         md.append(f"| [{T}](T{T}/report.md) | " + " | ".join(
             f"{s['over_baseline']:.3f}x, acc {s['eval_accuracy']:.2f}"
+            + (f", credit {_credit_text(s['credit']['end'])}" if s.get("credit") else "")
             for s in sm["cells"].values()) + " |")
     md += ["", "Reproduce with:", "", "```bash", command or "rnnjax copy --preset arjovsky",
            "```", ""]

@@ -27,9 +27,13 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.train_config`, what
    ``valid_*`` over the whole validation split, batched and jitted,
    :func:`rnnjax.tasks.split_metrics`), ``eval_grad_norm_<layer>`` (gradient norm per
    top-level param group on that held-out batch), ``orth_error`` (``||W^H W - I||_F`` of the
-   recurrent matrix, for cells with orthogonal parameters), ``baseline`` and
-   ``steps_per_sec``; with several seeds every metric is the mean over seeds,
-   ``<name>_std`` the standard deviation and ``seeds`` the per-seed values;
+   recurrent matrix, for cells with orthogonal parameters), ``eval_credit_ratio_<field>``
+   and ``eval_credit_jacobian_norm`` for a task with credit steps (the copy task,
+   :func:`credit_metrics`: ``||dL_target/dz^f_source|| / ||dL_target/dz^f_reference||``
+   per carry field, null where the gradient underflowed, and ``||dz_reference /
+   dz_source||_2``), ``baseline`` and ``steps_per_sec``; with several seeds every
+   metric is the mean over seeds, ``<name>_std`` the standard deviation and ``seeds``
+   the per-seed values;
 6. saves ``(params, optimizer state, PRNG key, step, metric accumulators)`` and the
    metric history (:mod:`rnnjax.checkpointing`, orbax) every ``checkpoint_every`` steps
    (keeping the last ``keep``) and at the end; ``resume=True`` restores the latest and
@@ -246,6 +250,11 @@ def build(config: Config) -> Experiment:
         xs, ys = data
         return task.loss(model.apply(params, task.encode(xs)), ys)
 
+    def loss_and_logits(params, data):
+        xs, ys = data
+        logits = model.apply(params, task.encode(xs))
+        return task.loss(logits, ys), logits
+
     # the cell's constraint between updates (Cell.project: IndRNN's clip of u)
     project = cell_projection(model.cell)
     update_with_loss = make_update(objective, opt, project=project)
@@ -311,9 +320,10 @@ def build(config: Config) -> Experiment:
             for name, part in (("eval", stream.test), ("valid", stream.valid)):
                 out.update({f"{name}_{k}": v for k, v in stateful.text_metrics(
                     model.cell, state.params, part, stream.length, stream.vocab).items()})
-        else:
-            out = {f"eval_{k}": v for k, v in
-                   task.metrics(model.apply(state.params, task.encode(xs)), ys).items()}
+            grads = jax.grad(loss_fn)(state.params, data)
+        else:  # one forward pass for the metrics and the gradient
+            grads, logits = jax.grad(loss_and_logits, has_aux=True)(state.params, data)
+            out = {f"eval_{k}": v for k, v in task.metrics(logits, ys).items()}
         if splits is not None:  # the whole test (and validation) split
             def logits(x):
                 return model.apply(state.params, task.encode(x))
@@ -323,16 +333,69 @@ def build(config: Config) -> Experiment:
                         logits, part, config.eval_batch, splits.prepare).items()})
         if orthogonal:
             out["orth_error"] = analysis.orthogonality_error(model.cell, state.params["cell"])
-        grads = jax.grad(loss_fn)(state.params, data)
         for name, norm in analysis.grad_norms_by_layer(grads).items():
             if name != "global":  # eval_grad_norm_cell, ..._readout: on held-out data
                 out["eval_grad_norm_" + name.strip("[]'")] = norm
+        if has_credit(model, task):
+            out.update(credit_values(credit_metrics(model, task, state.params, data)))
         return out
 
     flossing = config.floss_every > 0
     return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
                       batch, update, objective, floss_step if flossing else None,
                       floss_update if flossing else None)
+
+
+# The credit measurement of the runner's records (and of the copy report, which calls
+# credit_metrics with these settings): the Jacobian norm over the first 4 examples of
+# the held-out batch, 6 power iterations (the product of T step Jacobians has a large
+# gap sigma_1/sigma_2 unless the cell is close to orthogonal, where every sigma_i is
+# close to sigma_1, so a few iterations settle it; the tests compare with dense SVDs).
+# "step": the cell's own outputs; before the first target (every step the ratio
+# compares) that is the whole gradient.
+CREDIT_SETTINGS = {"jacobian_examples": 4, "n_iter": 6, "readout": "step"}
+
+
+def has_credit(model, task) -> bool:
+    """Whether the runner measures credit: the task names its steps (``Task.credit``)
+    and the model is a recurrent cell with a readout (``Model.readout``)."""
+    return (task.credit is not None and model.cell is not None
+            and getattr(model, "readout", None) is not None and task.stream is None)
+
+
+def credit_metrics(model, task, params, data, profile: bool = False) -> dict:
+    r"""The credit measurement of one seed's ``params`` on the batch ``data = (xs, ys)``
+    (traceable): :func:`rnnjax.analysis.credit_metrics` with the loss restricted to the
+    task's targets, ``L_target = task.loss(project(y)[:, targets], ys[:, targets])``
+    (for the copy task the mean cross-entropy of the 10 recall steps), source and
+    reference from :attr:`rnnjax.tasks.Task.credit`, and :data:`CREDIT_SETTINGS`.
+    ``{"ratio": {field: rho^f (nan: underflow)}, "log_jacobian_norm": ...}`` (and the
+    per-step ``"profile"``, :func:`rnnjax.analysis.credit_arrays`, when ``profile``)."""
+    xs, ys = data
+    spec = task.credit
+    return analysis.credit_metrics(model.cell, params["cell"], task.encode(xs),
+                                   credit_loss(model, task, params, ys), spec.source,
+                                   spec.reference, profile=profile, **CREDIT_SETTINGS)
+
+
+def credit_loss(model, task, params, ys):
+    """``outs -> L_target``: the task's loss on its credit targets only,
+    ``task.loss(project(outs)[:, targets], ys[:, targets])`` (``outs`` the cell's outputs
+    ``(batch, time, H_out)``)."""
+    tgt = jnp.asarray(task.credit.targets)
+
+    def loss(outs):
+        return task.loss(model.readout(params, outs[:, tgt]), ys[:, tgt])
+    return loss
+
+
+def credit_values(m: dict) -> dict:
+    """:func:`credit_metrics` as record values: ``eval_credit_ratio_<field>`` and
+    ``eval_credit_log_jacobian_norm`` (its ``exp``, in float64, becomes
+    ``eval_credit_jacobian_norm`` when the record is made)."""
+    out = {f"eval_credit_ratio_{f}": v for f, v in m["ratio"].items()}
+    out["eval_credit_log_jacobian_norm"] = m["log_jacobian_norm"]
+    return out
 
 
 def seed_list(config: Config) -> list:
@@ -354,11 +417,13 @@ def initial_state(exp: Experiment):
 
 class Result(NamedTuple):
     """What :func:`train` returns: the final stacked state (leading ``(seeds,)`` axis),
-    the list of metric records and the experiment."""
+    the list of metric records, the experiment and, with ``evaluate_initial``, the
+    held-out metrics of the initial state (``(seeds,)`` arrays; None otherwise)."""
 
     state: TrainState
     history: list
     experiment: Experiment
+    initial: Optional[dict] = None
 
 
 class _Run(NamedTuple):
@@ -453,13 +518,23 @@ def _compile(exp: Experiment, mesh):
     return (*dist.data_parallel(exp, mesh), floss)
 
 
+def _eval_values(eval_fn, state, eval_data) -> dict:
+    """The held-out metrics of ``state`` as NumPy ``(seeds,)`` arrays (the Jacobian
+    norm's log turned into the norm in float64: no underflow)."""
+    values = dict(jax.device_get(eval_fn(state, eval_data)))
+    if "eval_credit_log_jacobian_norm" in values:
+        values["eval_credit_jacobian_norm"] = np.exp(np.asarray(
+            values.pop("eval_credit_log_jacobian_norm"), np.float64))
+    return values
+
+
 def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
     """The record of ``step`` and the state with its logging window reset."""
     count = np.asarray(state.count, np.float64)
     with np.errstate(invalid="ignore"):  # NaN: every step of the window skipped
         values = {"train_loss": np.asarray(state.loss_sum) / count,
                   "train_grad_norm": np.asarray(state.gnorm_sum) / count}
-    values.update(jax.device_get(eval_fn(state, eval_data)))
+    values.update(_eval_values(eval_fn, state, eval_data))
     values["nonfinite_skipped"] = np.asarray(state.skipped)
     rec = make_record(step, values, exp.task.baseline, rate, elapsed, exp.config.seeds)
     state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
@@ -486,13 +561,17 @@ def _is_terminal(stream) -> bool:
         return False
 
 
-def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=None):
+def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=None,
+          initial=None):
     """Steps ``start+1 .. steps``: train, log every ``log_every``, checkpoint every
-    ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``."""
+    ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``.  A dict
+    ``initial`` receives the held-out metrics of the starting state when it is step 0."""
     config = exp.config
     step_fn, eval_fn, floss_fn = _compile(exp, run.mesh)
     retrivialize_every, retrivialize = _retrivializer(config, state.params)
     start = int(np.asarray(state.step)[0])
+    if initial is not None and start == 0:
+        initial.update(_eval_values(eval_fn, state, eval_data))
     mngr = run.mngr
     show_bar = progress and run.main and _is_terminal(sys.stderr)
     if progress and run.main and not show_bar and print_fn is None:
@@ -584,7 +663,8 @@ def _keep_best(out: str, rec: dict, state) -> bool:
 
 
 def train(config: Config, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, print_fn=None, on_record=None) -> Result:
+          progress: bool = True, print_fn=None, on_record=None,
+          evaluate_initial: bool = False) -> Result:
     """Run ``config``; see the module docstring.  Returns a :class:`Result`.
 
     With ``config.out`` set, writes ``config.json``, ``metrics.jsonl``, ``metrics.csv``
@@ -594,7 +674,10 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     is none, if its config.json is missing or disagrees) or ``overwrite=True``.
     SIGTERM and SIGINT save a checkpoint and raise
     :class:`rnnjax.checkpointing.Preempted`.  ``on_record``, if given, is called with
-    each metrics record (a dict) as it is logged.
+    each metrics record (a dict) as it is logged.  ``evaluate_initial=True`` also
+    evaluates the initial state of a run that starts at step 0 (not a resumed one),
+    ``Result.initial`` (the held-out metrics per seed, NumPy ``(seeds,)`` arrays; not a
+    record of ``metrics.jsonl``).
     """
     exp = build(config)
     config = exp.config  # with epochs and permutation resolved
@@ -605,14 +688,15 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
             print_fn(f"resumed from step {int(np.asarray(state.step)[0])} in {run.out}")
         if run.out is not None and run.main:
             config.save(run.out)
+        initial = {} if evaluate_initial else None
         state, history = _loop(exp, run, state, eval_data, history, progress=progress,
-                               print_fn=print_fn, on_record=on_record)
+                               print_fn=print_fn, on_record=on_record, initial=initial)
         if run.out is not None and run.main:
             write_metrics(run.out, history)
     finally:
         if run.lock is not None:
             run.lock.release()
-    return Result(state, history, exp)
+    return Result(state, history, exp, initial or None)
 
 
 def load_params(out: str, step: Optional[int] = None):
@@ -634,6 +718,7 @@ def __getattr__(name):
 
 
 __all__ = ["CLIP_MODES", "Config", "Experiment", "NonFiniteError", "OPTIMIZERS", "Result",
-           "TIMING_KEYS", "TrainState", "build", "initial_state", "load_history",
+           "CREDIT_SETTINGS", "TIMING_KEYS", "TrainState", "build", "credit_loss",
+           "credit_metrics", "credit_values", "has_credit", "initial_state", "load_history",
            "load_params", "make_model", "make_optimizer", "make_task", "orthogonal_cells",
            "resolve", "seed_list", "train", "validate", "write_metrics"]

@@ -53,6 +53,17 @@ def test_cli_writes_csv_figures_summary(tmp_path, capsys):
 
     summary = open(os.path.join(out, "summary.md")).read()
     assert "| elman | init | 9 | h |" in summary and "| lstm | init | 5 | c |" in summary
+    # the measured credit ratio and Jacobian norm are rnnjax.analysis's
+    cr = analysis.credit_assignment(cell, p, xs, lambda ys: jnp.mean(ys[:, -1] @ v), 0, 8,
+                                    readout="carry_or_step")
+    rows_ = {f: [c.strip() for c in next(r for r in summary.splitlines() if r.startswith(
+        f"| lstm | init | 9 | {f} |")).split("|")[1:-1]] for f in ("h", "c")}
+    assert rows_["h"][4] == "0, 8"
+    assert float(rows_["h"][5]) == pytest.approx(cr["ratio"]["h"], rel=1e-3)
+    assert float(rows_["h"][6]) == pytest.approx(cr["jacobian_norm"], rel=1e-3)
+    # dL/dc_T = 0 (c_T acts only through later steps): no ratio, and not an underflow
+    assert cr["ratio"]["c"] is None and rows_["c"][5] == "n/a (0 at r)"
+    assert os.path.getsize(os.path.join(out, "credit_T.png")) > 0
 
 
 def test_decay_fit_closed_form():

@@ -9,7 +9,7 @@ LM is stateful (:mod:`rnnjax.tasks.stateful`).
 
 from rnnjax.checks import check_choice
 from rnnjax.tasks.adding import adding_batch, adding_task
-from rnnjax.tasks.base import (Splits, Task, accuracy, arrays_sha256, cross_entropy,
+from rnnjax.tasks.base import (CreditSteps, Splits, Task, accuracy, arrays_sha256, cross_entropy,
                                dataset_task, epoch_batch, split_metrics, steps_per_epoch)
 from rnnjax.tasks.charlm import charlm_task, sample
 from rnnjax.tasks.copy import baseline as copy_baseline
@@ -47,7 +47,7 @@ def make(name: str, **options) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["Splits", "TASKS", "Task", "accuracy", "adding_batch", "adding_task",
+__all__ = ["CreditSteps", "Splits", "TASKS", "Task", "accuracy", "adding_batch", "adding_task",
            "arrays_sha256", "charlm_task", "copy_baseline", "copy_batch", "copy_task",
            "cross_entropy", "dataset_task", "digits_task",
            "epoch_batch", "evaluate_bpc", "is_plugin", "load_digits", "load_factory",

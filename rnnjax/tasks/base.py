@@ -40,6 +40,9 @@ class Task(NamedTuple):
       fingerprint: SHA-256 (hex) of the task's data (a file's bytes, or the arrays of a
         generated data set), checked when a run resumes; None when the other config
         fields determine the data.
+      credit: the steps of a credit-assignment measurement (:class:`CreditSteps`) that
+        the runner logs on the held-out batch at every logged step
+        (:func:`rnnjax.analysis.credit_metrics`); None for none.
     """
 
     name: str
@@ -57,6 +60,19 @@ class Task(NamedTuple):
     splits: Optional[Any] = None
     stream: Optional[Any] = None
     fingerprint: Optional[str] = None
+    credit: Optional["CreditSteps"] = None
+
+
+class CreditSteps(NamedTuple):
+    """Where credit is measured (0-based steps of the model's outputs, ``z_t`` the carry
+    after reading ``x_t``): the loss restricted to the ``targets`` steps,
+    ``L_target = Task.loss(outputs[:, targets], ys[:, targets])``, and the ratio
+    ``||dL_target/dz_source|| / ||dL_target/dz_reference||`` with
+    ``source <= reference < min(targets)``, and ``||dz_reference/dz_source||_2``."""
+
+    targets: tuple
+    source: int
+    reference: int
 
 
 class Splits(NamedTuple):
@@ -219,7 +235,7 @@ def identity_encoder(xs):
     return jnp.asarray(xs, jnp.float32)
 
 
-__all__ = ["Splits", "Task", "accuracy", "arrays_sha256", "check_permutation",
+__all__ = ["CreditSteps", "Splits", "Task", "accuracy", "arrays_sha256", "check_permutation",
            "classification_metrics", "cross_entropy", "dataset_task", "epoch_batch",
            "identity_encoder", "mean_cross_entropy",
            "one_hot_encoder", "split_metrics", "steps_per_epoch"]

@@ -13,6 +13,14 @@ index ``T+10``.  ``variant="exprnn"`` is the timing of the expRNN code
 (Lezcano-Casado & Martinez-Rubio 2019): ``input = s | 0 x T | 9 | 0 x 9``, the marker at
 index ``T+10`` and recall starting *at* the marker step.
 
+Credit (``Task.credit``, :class:`rnnjax.tasks.CreditSteps`): in both layouts the recall
+targets are steps ``T+10 .. T+19``; the credit ratio compares the last symbol step
+``9`` (source) with step ``T+9`` (reference), the last step before the first recall
+target: the marker step in the arjovsky layout, the blank just before the marker in the
+exprnn layout (whose marker step ``T+10`` already carries a recall target).  So
+``L_recall`` is the mean cross-entropy of the 10 recall steps and the ratio
+``||dL_recall/dz_9|| / ||dL_recall/dz_{T+9}||`` spans the ``T`` steps of the delay.
+
 Loss: mean cross-entropy over all ``T+20`` steps and the batch.  The memoryless
 strategy (blank for ``T+10`` steps, then uniform over the 8 data symbols) scores
 
@@ -27,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.tasks.base import Task, accuracy, cross_entropy, one_hot_encoder
+from rnnjax.tasks.base import CreditSteps, Task, accuracy, cross_entropy, one_hot_encoder
 
 N_SYMBOLS = 10  # symbols to remember
 N_DATA = 8  # data categories 1..8
@@ -59,6 +67,15 @@ def copy_batch(key, batch: int, T: int, variant: str = "arjovsky"):
     return inputs, targets
 
 
+def credit_steps(T: int) -> CreditSteps:
+    """The copy task's credit steps: recall targets ``T+10..T+19``, source ``9`` (the last
+    symbol), reference ``T+9`` (the last step before the first target); both layouts."""
+    check_positive_int("T", T)
+    S = N_SYMBOLS
+    return CreditSteps(targets=tuple(range(T + S, T + 2 * S)), source=S - 1,
+                       reference=T + S - 1)
+
+
 def copy_task(T: int = 100, variant: str = "arjovsky") -> Task:
     """The copy task as a :class:`Task` (readout at every step, 10 classes)."""
     check_positive_int("T", T)
@@ -81,8 +98,8 @@ def copy_task(T: int = 100, variant: str = "arjovsky") -> Task:
                 baseline=baseline(T),
                 baseline_note="memoryless: blanks, then uniform over 8 symbols: "
                               "10 ln 8 / (T+20)",
-                time=T + 2 * N_SYMBOLS)
+                time=T + 2 * N_SYMBOLS, credit=credit_steps(T))
 
 
 __all__ = ["N_CLASSES", "N_DATA", "N_SYMBOLS", "VARIANTS", "baseline", "copy_batch",
-           "copy_task"]
+           "copy_task", "credit_steps"]
