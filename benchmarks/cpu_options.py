@@ -7,7 +7,8 @@ timed for each cell with one option changed at a time:
 * in one process, interleaved with the default
   (:func:`benchmarks.peers.time_interleaved`): ``grad="autodiff"`` (the reference for
   the two policies below, which differentiate the step by autodiff); ``unroll`` 2 and 4
-  steps per scan iteration; ``remat=True`` (sqrt(T) checkpoints); the step under ``jax.checkpoint`` with the policies ``dots_saveable`` (keep the
+  steps per scan iteration; ``remat=True`` (sqrt(T) checkpoints); the step under ``jax.checkpoint``
+  with the policies ``dots_saveable`` (keep the
   matmul outputs, recompute the gates) and ``nothing_saveable`` (autodiff through the
   checkpointed step); and a whole SGD update step with the params' buffers donated
   (``donate_argnums``) against the same step without donation;

@@ -23,7 +23,6 @@ import rnnjax
 from benchmarks.common import emit, time_call
 from rnnjax import cells
 
-
 # name -> (remat, grad) of rnnjax.run
 VARIANTS = {"plain": (False, "autodiff"), "remat": (True, "autodiff"),
             "manual": (False, "manual")}

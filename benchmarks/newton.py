@@ -6,7 +6,8 @@
 One Elman tanh cell with ``W_hh`` of spectral norm 0.5 (contractive: Newton converges in
 a few iterations), batch 1, float32, forward pass (``--backward``: forward + backward,
 the implicit gradient of :mod:`rnnjax.newton` against autodiff through the scan): for
-every ``(H, T, method)`` one JSON line with the median wall time, the Newton iterations and the largest difference
+every ``(H, T, method)`` one JSON line with the median wall time, the Newton iterations and the
+largest difference
 from the sequential outputs; then one line per ``(H, T)`` with
 ``sequential / method`` (> 1: the parallel method is faster).  Each line records the
 device (``machine.device``), so the same script run on a GPU gives the crossover T

@@ -36,7 +36,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import rnnjax
 from benchmarks.common import block, emit

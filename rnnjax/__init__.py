@@ -7,9 +7,8 @@ PyTorch and Flax (:mod:`rnnjax.interop`).
 
 from rnnjax import analysis, bptt, cells, initializers, interop, layers, optim, parametrize
 from rnnjax.cell import Backward, Cell, HiddenState, Linear, LSTMState, recurrent_matrix
+from rnnjax.interop import from_flax_gru, from_flax_lstm, from_torch, from_torch_module, to_torch
 from rnnjax.layers import Layer, bidirectional, lru_block, stack, unidirectional
-from rnnjax.interop import (from_flax_gru, from_flax_lstm, from_torch, from_torch_module,
-                            to_torch)
 from rnnjax.sequence import flip_sequences, run
 
 __version__ = "0.1.0"

@@ -59,9 +59,9 @@ import numpy as np
 
 from rnnjax.cell import Cell
 from rnnjax.checks import check_cell
-from rnnjax.paramfile import load_params_npz, save_params_npz
 from rnnjax.newton import carry_to_vector as _to_real
 from rnnjax.newton import vector_to_carry as _from_real
+from rnnjax.paramfile import load_params_npz, save_params_npz
 
 __all__ = [
     "CreditProfile",
@@ -643,7 +643,7 @@ class CreditProfile(NamedTuple):
     carry_underflow: np.ndarray
 
     @classmethod
-    def from_arrays(cls, arrays: dict) -> "CreditProfile":
+    def from_arrays(cls, arrays: dict) -> CreditProfile:
         """From :func:`credit_arrays` (of one measurement): float64 norms, nan where
         underflowed."""
         sc = np.float64(np.asarray(arrays["scale"]))

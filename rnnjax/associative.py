@@ -90,7 +90,8 @@ def associative_scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=Fal
     with ``h (B, H)``, ``xs (T, B, F)``, ``lengths (B,)`` or None; returns
     ``(ys (T, B, O), final_carry)``.  A reset (``resets (T, B)``, see
     :func:`rnnjax.masking.segment_starts`) before step ``t`` makes its coefficient zero:
-    ``h_t = a_t h_0 + b_t`` becomes ``(0, a_t h_0 + b_t)``.  ``remat`` recomputes the whole scan in the
+    ``h_t = a_t h_0 + b_t`` becomes ``(0, a_t h_0 + b_t)``.  ``remat`` recomputes the whole scan in
+    the
     backward pass (``jax.checkpoint``) instead of storing its ``O(T log T)`` partial
     products.
     """

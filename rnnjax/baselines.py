@@ -37,7 +37,8 @@ Causal self-attention layer (Vaswani et al. 2017), one pre-norm block::
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,9 +52,9 @@ class SequenceModel(NamedTuple):
 
     init: Callable
     apply: Callable
-    scan_prefix: Optional[Callable] = None
-    step_logits: Optional[Callable] = None
-    cell: Optional[object] = None
+    scan_prefix: Callable | None = None
+    step_logits: Callable | None = None
+    cell: object | None = None
     name: str = "baseline"
 
 

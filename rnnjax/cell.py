@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +99,7 @@ class Backward(NamedTuple):
     recompute: Callable
     body: Callable
     grads: Callable
-    output: Optional[Callable] = None
+    output: Callable | None = None
     faster_on: tuple = ()
 
 
@@ -112,10 +113,10 @@ class _CellFields(NamedTuple):
     input_size: Callable[[Params], int]
     output_size: int
     name: str = "cell"
-    recurrent_matrix: Optional[Callable[[Params], Array]] = None
-    linear: Optional[Linear] = None
-    backward: Optional[Backward] = None
-    project: Optional[Callable[[Params], Params]] = None
+    recurrent_matrix: Callable[[Params], Array] | None = None
+    linear: Linear | None = None
+    backward: Backward | None = None
+    project: Callable[[Params], Params] | None = None
 
 
 def check_key(key, name: str = "key") -> None:
@@ -284,5 +285,7 @@ def chunk_outer(d, a):
     return d.reshape(-1, d.shape[-1]).T @ a.reshape(-1, a.shape[-1])
 
 
-__all__ = ["Backward", "Cell", "check_key", "guard_init", "HiddenState", "LSTMState", "Linear", "chunk_outer", "cut_at",
-           "fuse_input_hidden", "fused_grads", "identity", "project_params", "recurrent_matrix", "where_live", "zeros_carry"]
+__all__ = ["Backward", "Cell", "check_key", "guard_init", "HiddenState", "LSTMState", "Linear",
+           "chunk_outer", "cut_at",
+           "fuse_input_hidden", "fused_grads", "identity", "project_params", "recurrent_matrix",
+           "where_live", "zeros_carry"]

@@ -14,7 +14,8 @@ and the previous step is tried; only the trainer resuming its own run moves it a
 ``<checkpoints>/bad-<step>-<n>`` (so orbax ignores it and the step can be saved again):
 a reader (``load_params``, ``gradflow --checkpoint``, ``generate --run``) never changes
 a run.  Steps beyond ``keep`` are deleted only after the new step's manifest is durable,
-so a kill anywhere in a save leaves the previous complete step usable.  If none is good the error says so and
+so a kill anywhere in a save leaves the previous complete step usable.  If none is good the error
+says so and
 names the directory.  Nothing is restored from a file that failed the check.
 
 The one way rnnjax saves and restores parameters is here: :func:`manager` (an orbax
@@ -306,7 +307,7 @@ class Preempted(Exception):
         self.step, self.out, self.signum = step, out, int(signum)
         self.exit_code = 128 + self.signum
         where = (f"saved a checkpoint of step {step} in {out}; continue with --resume"
-                 if out is not None else f"no run directory (--out), nothing saved")
+                 if out is not None else "no run directory (--out), nothing saved")
         super().__init__(f"{signal.Signals(self.signum).name} at step {step}: {where}")
 
 

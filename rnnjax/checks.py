@@ -8,7 +8,6 @@ import math
 import numbers
 import os
 
-import jax
 import numpy as np
 
 from rnnjax.cell import Cell
@@ -77,6 +76,7 @@ def check_file(name, path):
         raise FileNotFoundError(f"{name} must be an existing file, got {os.fspath(path)!r}")
 
 
-__all__ = ["available_memory", "check_cell", "check_memory", "check_choice", "check_file", "check_fraction",
+__all__ = ["available_memory", "check_cell", "check_memory", "check_choice", "check_file",
+           "check_fraction",
            "check_nonneg_float", "check_nonneg_int", "check_optional_positive",
            "check_positive_float", "check_positive_int", "check_rate"]

@@ -16,7 +16,8 @@ COMMANDS = ["copy", "train", "gradflow", "bptt_explain", "bench", "colors", "for
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default (``(default: X)``) unless the help
-    already states it (``(default ...``); options without a default (None, off flags) are left as written,
+    already states it (``(default ...``); options without a default (None, off flags) are left as
+    written,
     and an option without help text still shows its default."""
 
     def _get_help_string(self, action):

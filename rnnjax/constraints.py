@@ -47,7 +47,8 @@ import jax.numpy as jnp
 from rnnjax import analysis
 from rnnjax.cell import Cell
 
-__all__ = ["Penalties", "flossing_burn_in", "flossing_penalty", "lyapunov_exponents", "nnrnn_penalty",
+__all__ = ["Penalties", "flossing_burn_in", "flossing_penalty", "lyapunov_exponents",
+           "nnrnn_penalty",
            "orthogonality_penalty", "penalty"]
 
 

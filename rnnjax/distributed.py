@@ -43,11 +43,11 @@ import socket
 import sys
 import threading
 import warnings
-from typing import Optional
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from rnnjax import checkpointing
 
@@ -89,8 +89,8 @@ def exit_now(message: str, code: int = EXIT_CODE) -> None:
         os._exit(code)
 
 
-def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, *, timeout: float = DEFAULT_TIMEOUT,
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, *, timeout: float = DEFAULT_TIMEOUT,
                heartbeat_timeout: int = DEFAULT_HEARTBEAT) -> None:
     """``jax.distributed.initialize`` with the given arguments; those left as None are
     detected from the environment (SLURM, Open MPI, Kubernetes, TPU pods; see JAX's
@@ -168,7 +168,7 @@ def peer_lost(error: BaseException) -> bool:
     return False
 
 
-def exit_lost_peer(error: BaseException, out: Optional[str] = None) -> None:
+def exit_lost_peer(error: BaseException, out: str | None = None) -> None:
     """End this process after a collective failed because another process died
     (``error``, e.g. gloo's "connection closed by peer"): one line naming the newest
     intact checkpoint of the run directory ``out`` (read only, nothing moved), then
@@ -196,7 +196,7 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
-def make_mesh(devices: Optional[int] = None) -> Mesh:
+def make_mesh(devices: int | None = None) -> Mesh:
     """A one-axis ``("data",)`` mesh over the first ``devices`` devices (all of them
     when None).  With several processes the mesh must span every process's devices."""
     total = jax.device_count()
@@ -302,5 +302,6 @@ def data_parallel(exp, mesh: Mesh):
 
 
 __all__ = ["AXIS", "DEFAULT_HEARTBEAT", "DEFAULT_TIMEOUT", "EXIT_CODE", "coordinator_answers",
-           "exit_lost_peer", "exit_now", "peer_lost", "data_parallel", "batch_sharding", "check_batch", "global_batch", "initialize", "is_main",
+           "exit_lost_peer", "exit_now", "peer_lost", "data_parallel", "batch_sharding",
+           "check_batch", "global_batch", "initialize", "is_main",
            "local_rows", "make_mesh", "process_slice", "replicate", "replicated"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from rnnjax import figures
 
+
 def sv_deviation(sv, dtype=np.float64) -> np.ndarray:
     """``|s - 1|`` of singular values ``s``, floored at the dtype's machine epsilon (a
     matrix orthogonal to rounding then reads "at eps" rather than a staircase of

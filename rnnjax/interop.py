@@ -34,7 +34,8 @@ PyTorch is optional: this module imports without it; arrays are read through
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +44,8 @@ from rnnjax.cell import HiddenState, LSTMState
 from rnnjax.cells.elman import elman
 from rnnjax.cells.gated import gru, lstm
 from rnnjax.checks import check_positive_int
-from rnnjax.layers import Layer, bidirectional as _bidirectional, stack, unidirectional
+from rnnjax.layers import Layer, stack, unidirectional
+from rnnjax.layers import bidirectional as _bidirectional
 
 MODES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 _SUFFIXES = ("", "_reverse")

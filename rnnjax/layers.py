@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,7 +70,7 @@ def _check_list(layer: str, what: str, value, n: int) -> None:
                          f"got {len(value)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _masked_cell(cell: Cell) -> Cell:
     """``cell`` whose carry is ``(state, mask)``: ``h_{t-1}`` is multiplied by ``mask``
     where the step reads it (variational recurrent dropout, Gal & Ghahramani 2016: the

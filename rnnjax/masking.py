@@ -21,7 +21,8 @@ import numpy as np
 
 from rnnjax.checks import check_cell
 
-__all__ = ["check_params", "check_run_inputs", "common_float_dtype", "flip_sequences", "reset_to", "segment_starts", "shape_dtype"]
+__all__ = ["check_params", "check_run_inputs", "common_float_dtype", "flip_sequences", "reset_to",
+           "segment_starts", "shape_dtype"]
 
 
 def shape_dtype(x):

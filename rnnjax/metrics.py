@@ -216,6 +216,7 @@ def check_nonfinite(nonfinite_run, max_nonfinite: int, step: int, seed: int) -> 
         f"gradients (--clip) or raise --max-nonfinite")
 
 
-__all__ = ["LOSS_NAMES", "NonFiniteError", "TIMING_KEYS", "TensorBoard", "check_nonfinite", "format_loss",
+__all__ = ["LOSS_NAMES", "NonFiniteError", "TIMING_KEYS", "TensorBoard", "check_nonfinite",
+           "format_loss",
            "format_mean_std", "format_record", "load_history", "make_record", "renamed",
            "write_metrics"]

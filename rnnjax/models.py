@@ -16,7 +16,8 @@ outputs of a sequence (the MNIST-1D GRU baseline's).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -31,7 +31,8 @@ as the pure layer does; its children's own streams and flags are not consulted.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +40,10 @@ from flax import nnx
 
 from rnnjax import layers as _layers
 from rnnjax.cell import Cell
-from rnnjax.cells import REGISTRY, elman as _elman, gru as _gru, lstm as _lstm, make
+from rnnjax.cells import REGISTRY, make
+from rnnjax.cells import elman as _elman
+from rnnjax.cells import gru as _gru
+from rnnjax.cells import lstm as _lstm
 from rnnjax.checks import check_cell, check_choice, check_positive_int, check_rate
 
 _RUN_OPTIONS = ("time_major", "unroll", "remat", "truncate", "grad", "scan")
@@ -173,7 +177,7 @@ class RNN(_SequenceModule):
 
     @classmethod
     def from_name(cls, name: str, input_size: int, hidden_size: int, *,
-                  rngs: nnx.Rngs, cell_options: dict | None = None, **kwargs) -> "RNN":
+                  rngs: nnx.Rngs, cell_options: dict | None = None, **kwargs) -> RNN:
         """``RNN(rnnjax.cells.make(name, hidden_size, **cell_options), input_size, ...)``
         for any name in :data:`rnnjax.cells.REGISTRY`."""
         check_choice("name", name, REGISTRY)
@@ -305,7 +309,7 @@ class Stack(_SequenceModule):
     @classmethod
     def of(cls, cell_name: str, input_size: int, hidden_size: int, num_layers: int, *,
            rngs: nnx.Rngs, bidirectional: bool = False, dropout: float = 0.0,
-           cell_options: dict | None = None, **options) -> "Stack":
+           cell_options: dict | None = None, **options) -> Stack:
         """``num_layers`` cells named ``cell_name`` (optionally bidirectional) stacked,
         as ``torch.nn.LSTM(input_size, hidden_size, num_layers, dropout=...,
         bidirectional=...)``."""

@@ -37,7 +37,6 @@ baseline against step, one panel per task).  ``resume=True`` keeps the methods
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import NamedTuple

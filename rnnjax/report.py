@@ -41,8 +41,15 @@ from rnnjax import analysis, optim, plots
 from rnnjax import cells as cells_lib
 from rnnjax.metrics import format_loss, format_mean_std
 from rnnjax.outputs import lock_out, prepare_out, write_text
-from rnnjax.train import (CREDIT_SETTINGS, Config, build, credit_loss, credit_metrics,
-                          credit_values, initial_state, train)
+from rnnjax.train import (
+    CREDIT_SETTINGS,
+    Config,
+    credit_loss,
+    credit_metrics,
+    credit_values,
+    initial_state,
+    train,
+)
 from rnnjax.train_config import orthogonal_cells, validate
 
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "REACH", "credit_entry",
@@ -498,7 +505,7 @@ def _paragraph(summary) -> str:
         if sent:
             text += f"{label}: " + "; ".join(sent) + ". "
     if any(s.get("orth_error") for s in cs.values()):
-        worst = max((max(s["orth_error"]) for s in cs.values() if s.get("orth_error")))
+        worst = max(max(s["orth_error"]) for s in cs.values() if s.get("orth_error"))
         text += (f"The orthogonal/unitary matrices stayed on their group throughout "
                  f"(largest ||W^H W - I||_F {worst:.1e}, float32 rounding).")
     return text.strip()

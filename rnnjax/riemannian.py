@@ -22,7 +22,8 @@ and the update handed to ``optax.apply_updates`` is ``W' - W``.  Retractions
   Todorovic 2020, "Efficient Riemannian optimization on the Stiefel manifold via the
   Cayley transform"), followed by one Newton-Schulz step ``W' (3I - W'^H W') / 2``:
   the Cayley map keeps ``||W^H W - I||`` where it was, so without it rounding errors
-  would accumulate (float32: ~2e-5 after 1000 steps); with it they do not.  With ``inner = optax.sgd(lr)`` one step is exactly the
+  would accumulate (float32: ~2e-5 after 1000 steps); with it they do not.  With ``inner =
+  optax.sgd(lr)`` one step is exactly the
   full-capacity uRNN update of Wisdom, Powers, Hershey, Le Roux & Atlas (2016, eq. 9):
   ``W' = (I + lr/2 A)^{-1} (I - lr/2 A) W``, ``A = G W^H - W G^H``.
 * ``"qr"``: ``W' = qf(W + xi)``, the Q factor with a positive diagonal of R.

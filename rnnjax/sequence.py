@@ -19,8 +19,14 @@ from rnnjax.bptt import GRADS, check_manual, choose_grad, scan_manual
 from rnnjax.cell import Cell
 from rnnjax.checks import check_choice
 from rnnjax.cudnn import CUDNN, check_cudnn, choose_cudnn, scan_cudnn
-from rnnjax.masking import (check_run_inputs, common_float_dtype, flip_sequences, reset_to,
-                            segment_starts, shape_dtype)
+from rnnjax.masking import (
+    check_run_inputs,
+    common_float_dtype,
+    flip_sequences,
+    reset_to,
+    segment_starts,
+    shape_dtype,
+)
 from rnnjax.newton import run_options, scan_newton, time_major_init
 
 __all__ = ["flip_sequences", "run", "scan_cell"]

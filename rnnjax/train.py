@@ -86,7 +86,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,18 +94,41 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from rnnjax import (analysis, baselines, checkpointing, constraints, layers, optim,
-                    parametrize)
+from rnnjax import (
+    analysis,
+    baselines,
+    checkpointing,
+    constraints,
+    layers,
+    optim,
+    outputs,
+    parametrize,
+)
 from rnnjax import distributed as dist
-from rnnjax import outputs
 from rnnjax import tasks as tasks_lib
-from rnnjax.tasks import stateful
-from rnnjax.metrics import (TIMING_KEYS, NonFiniteError, TensorBoard, check_nonfinite,
-                            format_record, load_history, make_record, write_metrics)
+from rnnjax.metrics import (
+    TIMING_KEYS,
+    NonFiniteError,
+    TensorBoard,
+    check_nonfinite,
+    format_record,
+    load_history,
+    make_record,
+    write_metrics,
+)
 from rnnjax.models import Model, cell_with_readout, layer_with_readout
-from rnnjax.train_config import (CLIP_MODES, OPTIMIZERS, Config, check_resume,
-                                 has_orthogonal_params, make_cell, orthogonal_cells,
-                                 penalties, validate)
+from rnnjax.tasks import stateful
+from rnnjax.train_config import (
+    CLIP_MODES,
+    OPTIMIZERS,
+    Config,
+    check_resume,
+    has_orthogonal_params,
+    make_cell,
+    orthogonal_cells,
+    penalties,
+    validate,
+)
 from rnnjax.training import TrainState, cell_projection, init_state, make_update
 
 
@@ -115,7 +138,7 @@ def make_task(config: Config):
                           permutation=config.permutation)
 
 
-def _per_epoch(config: Config, task) -> Optional[int]:
+def _per_epoch(config: Config, task) -> int | None:
     """Steps of one epoch: ``floor(N_train / batch)`` for a data set, the
     :func:`rnnjax.tasks.stateful.windows_per_epoch` of a stateful task, None for a
     generated one."""
@@ -423,7 +446,7 @@ class Result(NamedTuple):
     state: TrainState
     history: list
     experiment: Experiment
-    initial: Optional[dict] = None
+    initial: dict | None = None
 
 
 class _Run(NamedTuple):
@@ -431,7 +454,7 @@ class _Run(NamedTuple):
     this process writes logs and metrics, the data-parallel mesh (or None) and the
     writer's lock on ``out`` (or None)."""
 
-    out: Optional[str]
+    out: str | None
     mngr: Any
     main: bool
     mesh: Any
@@ -699,7 +722,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     return Result(state, history, exp, initial or None)
 
 
-def load_params(out: str, step: Optional[int] = None):
+def load_params(out: str, step: int | None = None):
     """The stacked params ``(seeds, ...)`` saved in ``out`` at ``step`` (the newest
     verified one if None)."""
     config = Config.load(out)

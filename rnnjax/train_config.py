@@ -3,7 +3,8 @@
 built) and the agreement check of a resumed run (:func:`check_resume`).
 
 Whether a cell trains with the orthogonal learning rate ``lr_orth`` and reports
-``orth_error`` (also reported when a constraint option is on) is decided by its params (:func:`has_orthogonal_params`, from
+``orth_error`` (also reported when a constraint option is on) is decided by its params
+(:func:`has_orthogonal_params`, from
 :func:`rnnjax.optim.label_params`), never by its name.
 """
 
@@ -14,7 +15,6 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +22,15 @@ import jax.numpy as jnp
 from rnnjax import baselines, bptt, constraints, optim
 from rnnjax import cells as cells_lib
 from rnnjax import tasks as tasks_lib
-from rnnjax.checks import (check_choice, check_memory, check_nonneg_float, check_nonneg_int,
-                           check_optional_positive, check_positive_float, check_positive_int)
+from rnnjax.checks import (
+    check_choice,
+    check_memory,
+    check_nonneg_float,
+    check_nonneg_int,
+    check_optional_positive,
+    check_positive_float,
+    check_positive_int,
+)
 from rnnjax.outputs import atomic_open
 
 OPTIMIZERS = optim.OPTIMIZERS
@@ -85,9 +92,9 @@ class Config:
     batch: int = 64
     steps: int = 1000
     lr: float = 1e-3
-    lr_orth: Optional[float] = None
+    lr_orth: float | None = None
     optimizer: str = "rmsprop"
-    clip: Optional[float] = None
+    clip: float | None = None
     clip_mode: str = "global_norm"
     seed: int = 0
     seeds: int = 1
@@ -95,22 +102,22 @@ class Config:
     eval_batch: int = 256
     checkpoint_every: int = 0
     keep: int = 3
-    out: Optional[str] = None
-    data: Optional[str] = None
+    out: str | None = None
+    data: str | None = None
     variant: str = "arjovsky"
     permutation_seed: int = 0
     cell_options: tuple = field(default_factory=tuple)
-    devices: Optional[int] = None
+    devices: int | None = None
     max_nonfinite: int = 10
     grad: str = "auto"
     # Dynamic trivialization: fold the skew params into the base every K steps (None:
     # K=100, expRNN's dtriv default, for cells with a "base" param; 0: never).
-    retrivialize_every: Optional[int] = None
-    epochs: Optional[int] = None
-    permutation: Optional[tuple] = None
+    retrivialize_every: int | None = None
+    epochs: int | None = None
+    permutation: tuple | None = None
     tensorboard: bool = False
     dtype: str = "float32"
-    data_sha256: Optional[str] = None
+    data_sha256: str | None = None
     orth_penalty: float = 0.0
     nnrnn_alpha: float = 0.0
     nnrnn_decay: float = 0.0
@@ -118,9 +125,9 @@ class Config:
     floss_k: int = 1
     floss_weight: float = 1.0
     floss_batch: int = 1
-    riemannian: Optional[str] = None
+    riemannian: str | None = None
     bidirectional: bool = False
-    readout: Optional[str] = None
+    readout: str | None = None
 
     def has_constraint(self) -> bool:
         """Whether a penalty, flossing or the Riemannian optimiser is on."""
@@ -133,7 +140,7 @@ class Config:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "Config":
+    def from_json(cls, d: dict) -> Config:
         d = dict(d)
         d["cell_options"] = tuple(tuple(kv) for kv in d.get("cell_options", ()))
         if d.get("permutation") is not None:
@@ -141,7 +148,7 @@ class Config:
         return cls(**d)
 
     @classmethod
-    def load(cls, out: str) -> "Config":
+    def load(cls, out: str) -> Config:
         """The ``config.json`` of the run directory ``out``."""
         path = os.path.join(os.fspath(out), "config.json")
         if not os.path.exists(path):

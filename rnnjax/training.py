@@ -25,7 +25,8 @@ per-step losses (``rnnjax colors``, ``forecast``, ``classify``, ``seq2seq`` and
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import rnnjax
 from rnnjax import analysis, cells
-from rnnjax.cell import Cell, HiddenState, identity, zeros_carry
+from rnnjax.cell import Cell, HiddenState
 from tests.helpers import to_f64
 
 H, F, T = 4, 3, 12

@@ -170,7 +170,8 @@ def test_cli_default_out_is_a_new_folder_per_run(tmp_path, monkeypatch, capsys):
     for stamp in ("20260101-000000", "20260101-000001"):
         summary = json.loads((tmp_path / "runs" / "colors" / stamp / "colors.json").read_text())
         assert summary["palette_distance"] == pytest.approx(colors.palette_distance(
-            np.array([[colors.parse_color(c) for c in row] for row in summary["palettes"].values()])),
+            np.array([[colors.parse_color(c) for c in row]
+                      for row in summary["palettes"].values()])),
             abs=0.01)  # hex rounding
     assert "mean distance between palettes" in capsys.readouterr().out
     # an explicit --out that holds files: refused, offering --overwrite (colors cannot resume)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax import cells
 from helpers import to_f64
+from rnnjax import cells
 
 
 def sigmoid(z):
@@ -103,5 +103,6 @@ def test_initialisations():
 
 def test_registry_make():
     assert cells.make("gru", 7).output_size == 7
-    with pytest.raises(ValueError, match=r"cell must be one of \[.*'elman'.*'lstm'.*\], got 'lstn'"):
+    with pytest.raises(ValueError,
+                       match=r"cell must be one of \[.*'elman'.*'lstm'.*\], got 'lstn'"):
         cells.make("lstn", 7)

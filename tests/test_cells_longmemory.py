@@ -12,12 +12,10 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnjax
-from rnnjax.cells import make
-from rnnjax.cells.minimal import (log_space_scan, mingru_log_coeffs, minlstm_log_coeffs,
-                                  positive)
-from rnnjax.cells.ssm import (hippo_legs, hippo_legs_diagonal, ring_init,
-                              sqrt_bound_derivative)
 from helpers import to_f64
+from rnnjax.cells import make
+from rnnjax.cells.minimal import log_space_scan, mingru_log_coeffs, minlstm_log_coeffs, positive
+from rnnjax.cells.ssm import hippo_legs, hippo_legs_diagonal, ring_init, sqrt_bound_derivative
 
 F, H, B, T = 3, 4, 3, 6
 

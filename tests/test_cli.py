@@ -41,7 +41,8 @@ def test_every_subcommand_shows_its_defaults(name):
         values = d if isinstance(d, (list, tuple)) else [d]
         for v in values:
             shown = {str(v), f"{v:g}" if isinstance(v, float) else str(v)}
-            assert any(x in text for x in shown), f"rnnjax {name} {action.option_strings[0]}: {text!r}"
+            assert any(x in text for x in shown), \
+                f"rnnjax {name} {action.option_strings[0]}: {text!r}"
         checked += 1
     help_text = p.format_help()
     assert "(default: %(default)s)" not in help_text

@@ -405,8 +405,9 @@ def test_a_cell_keeps_its_colour_and_marker_in_every_figure():
 
 @pytest.mark.slow
 def test_sweep_writes_one_report_per_delay_and_refuses_a_used_folder(tmp_path):
-    from rnnjax.report import run_copy_sweep
     import dataclasses
+
+    from rnnjax.report import run_copy_sweep
     base = dataclasses.replace(DEFAULT, hidden=4, batch=4, steps=2, log_every=1, eval_batch=4)
     kw = dict(runs_dir=str(tmp_path), progress=False, print_fn=None)
     got = run_copy_sweep("sw", base, ["elman"], Ts=(3, 4), **kw)

@@ -20,7 +20,6 @@ from rnnjax.optim import PAPER_RECIPES, recipe
 from rnnjax.train import Config, build
 from rnnjax.training import init_state, make_update
 
-
 # ------------------------------------------------------------------------------- ELK
 
 def _damped_least_squares(a, b, z0, Y, lam):

@@ -117,7 +117,7 @@ def test_two_processes_match_one_process(tmp_path):
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (o, e) in zip(procs, outs):
+    for p, (_, e) in zip(procs, outs):
         assert p.returncode == 0, e[-3000:]
     assert "step      2" in outs[0][0] and "step" not in outs[1][0]  # only process 0 logs
     with jax.enable_x64(False):  # as in the subprocesses (the test session enables x64)

@@ -16,8 +16,16 @@ import pytest
 
 import rnnjax.train as train_lib
 from rnnjax import checkpointing
-from rnnjax.train import TIMING_KEYS, Config, NonFiniteError, TrainState, build, \
-    load_history, load_params, train
+from rnnjax.train import (
+    TIMING_KEYS,
+    Config,
+    NonFiniteError,
+    TrainState,
+    build,
+    load_history,
+    load_params,
+    train,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from rnnjax import analysis, cells, cli
 from rnnjax import gradflow as gf

@@ -281,8 +281,17 @@ def test_bptt_explain_refuses_a_label_outside_0_1():
 # what was expected and what came
 
 def _api_cases():
-    from rnnjax import (analysis, cells, distributed, gradflow, interop, layers, optim,
-                        parametrize, run)
+    from rnnjax import (
+        analysis,
+        cells,
+        distributed,
+        gradflow,
+        interop,
+        layers,
+        optim,
+        parametrize,
+        run,
+    )
     from rnnjax.apps import classify, colors, forecast, generate, seq2seq
     from rnnjax.train import validate
     gru = cells.gru(3)

@@ -15,7 +15,8 @@ import pytest
 from rnnjax import cells, interop, run
 
 ATOL = 1e-5
-MODULES = {"rnn_tanh": ("RNN", {"nonlinearity": "tanh"}), "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
+MODULES = {"rnn_tanh": ("RNN", {"nonlinearity": "tanh"}),
+           "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
            "lstm": ("LSTM", {}), "gru": ("GRU", {})}
 LENGTHS = np.array([6, 2, 1, 5, 3])  # unsorted: enforce_sorted=False
 
@@ -47,8 +48,8 @@ def _torch_run(torch, m, x, lengths=None, state=None, batch_first=False):
             xt, torch.from_numpy(lengths), batch_first=batch_first, enforce_sorted=False)
     out, st = m(xt, state)
     if lengths is not None:
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=batch_first,
-                                                        total_length=x.shape[1 if batch_first else 0])
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(
+            out, batch_first=batch_first, total_length=x.shape[1 if batch_first else 0])
     st = st if isinstance(st, tuple) else (st,)
     return out.detach().numpy(), [s.detach().numpy() for s in st]
 
@@ -215,9 +216,11 @@ def test_from_torch_errors_name_key_expected_and_got(torch):
     sd = dict(m.state_dict())
     with pytest.raises(ValueError, match=r"mode must be one of .*got 'LSTMX'"):
         interop.from_torch(sd, mode="LSTMX", hidden_size=4)
-    with pytest.raises(ValueError, match=r"weight_ih_l0.*\(12, input_size\).*mode='gru'.*\(16, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"weight_ih_l0.*\(12, input_size\).*mode='gru'.*\(16, 3\)"):
         interop.from_torch(sd, mode="gru", hidden_size=4, num_layers=2)
-    with pytest.raises(ValueError, match=r"weight_ih_l0.*\(20, input_size\).*hidden_size=5.*\(16, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"weight_ih_l0.*\(20, input_size\).*hidden_size=5.*\(16, 3\)"):
         interop.from_torch(sd, mode="lstm", hidden_size=5, num_layers=2)
     missing = {k: v for k, v in sd.items() if k != "bias_hh_l1"}
     with pytest.raises(ValueError, match=r"missing key 'bias_hh_l1'"):
@@ -284,7 +287,8 @@ def test_interop_imports_and_converts_without_torch():
             " 'weight_hh_l0': np.ones((3, 3), np.float32)}\n"
             "layer, p = interop.from_torch(sd, mode='RNN_TANH', hidden_size=3, bias=False)\n"
             "out = interop.to_torch(p, mode='rnn_tanh', bias=False)\n"
-            "assert sorted(out) == sorted(sd) and 'torch' not in type(out['weight_ih_l0']).__module__\n"
+            "assert sorted(out) == sorted(sd)\n"
+            "assert 'torch' not in type(out['weight_ih_l0']).__module__\n"
             "print('ok')\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)

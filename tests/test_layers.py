@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax import cells
 from helpers import to_f64
+from rnnjax import cells
 
 F, T = 3, 6
 

@@ -11,11 +11,11 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnjax
+from helpers import to_f64
 from rnnjax import analysis
 from rnnjax.associative import choose_scan, linear_scan
 from rnnjax.cells import REGISTRY, elman, gated_linear, lru, lstm, make
 from rnnjax.layers import lru_block
-from helpers import to_f64
 
 F, H, B, T = 3, 5, 4, 13
 TOL = {jnp.float32: 1e-5, jnp.float64: 1e-12}

@@ -6,10 +6,15 @@ import math
 import os
 
 import numpy as np
-import pytest
 
-from rnnjax.metrics import format_loss, format_mean_std, format_record, load_history, \
-    make_record, write_metrics
+from rnnjax.metrics import (
+    format_loss,
+    format_mean_std,
+    format_record,
+    load_history,
+    make_record,
+    write_metrics,
+)
 
 
 def test_console_line_states_ratio_and_baseline():
@@ -62,6 +67,7 @@ def _events(folder):
     length u64, crc u32, data, crc u32)."""
     import glob
     import struct
+
     from tensorboardX.proto import event_pb2
     out = []
     for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):

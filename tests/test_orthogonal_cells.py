@@ -8,8 +8,8 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnjax
-from rnnjax import parametrize as P
 from helpers import to_f64
+from rnnjax import parametrize as P
 
 H, F, T = 6, 3, 7
 ORTH = ["exprnn", "scornn", "householder"]
@@ -102,7 +102,8 @@ def test_norm_preserved_over_long_sequences(name):
     cell = rnnjax.cells.make(name, 16)
     params = cell.init(jax.random.key(5), F)
     params["b"] = jnp.zeros_like(params["b"])
-    h0 = cell.initial_carry((), jnp.float32).h + jax.random.normal(jax.random.key(6), (16,), jnp.float32)
+    h0 = (cell.initial_carry((), jnp.float32).h
+          + jax.random.normal(jax.random.key(6), (16,), jnp.float32))
     _, final = rnnjax.run(cell, params, jnp.zeros((1000, F), jnp.float32),
                          carry=rnnjax.HiddenState(h0))
     np.testing.assert_allclose(jnp.linalg.norm(final.h), jnp.linalg.norm(h0), rtol=1e-3)

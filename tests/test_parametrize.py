@@ -194,7 +194,8 @@ def _real_out(fn):
 def test_check_grads_float64(case):
     init, matrix = CASES[case]
     params = init(jax.random.key(8), jnp.float64)
-    params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(9), a.shape), params)
+    params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(9), a.shape),
+                          params)
     fixed = {k: v for k, v in params.items() if k == "base"}  # the base is a constant
     free = {k: v for k, v in params.items() if k != "base"}
     check_grads(_real_out(lambda p: matrix({**p, **fixed})), (free,), order=1,

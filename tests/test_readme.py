@@ -13,9 +13,9 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 from rnnjax import cli
 
@@ -100,8 +100,9 @@ def inline_rnnjax_commands(text: str) -> list:
     out = []
     for span in re.findall(r"`(rnnjax [^`]+)`", text):
         words = shlex.split(span)
-        if "--help" in words or any(w in ("...", "SUITE") or w.isupper() and len(w) > 1 and not w.startswith("-")
-               for w in words[1:]):
+        if "--help" in words or any(
+                w in ("...", "SUITE") or w.isupper() and len(w) > 1 and not w.startswith("-")
+                for w in words[1:]):
             continue
         out.append(words)
     return out

@@ -7,8 +7,8 @@ import pytest
 from jax.test_util import check_grads
 
 import rnnjax
-from rnnjax import cells
 from helpers import CountCompiles, to_f64
+from rnnjax import cells
 
 F, H, T = 3, 4, 6
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rnnjax import tasks
-from rnnjax.tasks import adding, charlm, copy as copy_mod, mnist
+from rnnjax.tasks import charlm, mnist
 
 
 @pytest.mark.parametrize("T", [1, 5, 37, 100])

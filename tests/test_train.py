@@ -12,11 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from rnnjax import cells
 from rnnjax.cli import main
 from rnnjax.optim import label_params
-from rnnjax.train import (TIMING_KEYS, Config, build, initial_state, load_history, load_params,
-                          train)
+from rnnjax.train import TIMING_KEYS, Config, build, load_history, load_params, train
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -39,7 +37,8 @@ def _deterministic(history):
     (dict(lr=0.0), "lr must be a positive number"),
     (dict(optimizer="adagrad"), "optimizer must be one of"),
     (dict(grad="by-hand"), r"grad must be one of \['auto', 'autodiff', 'manual'\], got 'by-hand'"),
-    (dict(grad="manual", cell="mgu"), "needs a hand-written backward .cell.backward., and the 'mgu' cell has none"),
+    (dict(grad="manual", cell="mgu"),
+     "needs a hand-written backward .cell.backward., and the 'mgu' cell has none"),
     (dict(grad="manual", cell="wavenet"), "got the baseline 'wavenet'"),
 ])
 def test_bad_config_fails_before_training(tmp_path, change, message):
@@ -228,6 +227,7 @@ def test_lru_and_wavenet_train_through_the_runner():
                        eval_batch=128), progress=False).history[-1]
     assert lru["eval_loss_over_baseline"] < 0.5
     net = train(Config(task="adding", cell="wavenet", T=16, hidden=16, batch=32, steps=200,
-                       log_every=200, lr=3e-3, optimizer="adam", eval_batch=256), progress=False).history[-1]
+                       log_every=200, lr=3e-3, optimizer="adam", eval_batch=256),
+                progress=False).history[-1]
     assert net["eval_loss"] < 0.5 * net["baseline"]
     assert net["eval_grad_norm_layers"] > 0 and "eval_grad_norm_cell" not in net  # per-layer norms

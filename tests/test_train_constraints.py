@@ -2,7 +2,6 @@
 nnRNN penalties, gradient flossing and the Riemannian optimiser as Config / ``rnnjax
 train`` options of any cell."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -17,7 +17,8 @@ def lstm():
 
 def test_wrong_rank(lstm):
     cell, p = lstm
-    with pytest.raises(ValueError, match=r"xs must have rank >= 2 \(\*batch, time, features\), got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"xs must have rank >= 2 \(\*batch, time, features\), "
+                                         r"got shape \(3,\)"):
         rnnjax.run(cell, p, jnp.ones(3))
 
 
@@ -29,7 +30,8 @@ def test_wrong_feature_count(lstm):
 
 def test_lengths_wrong_shape(lstm):
     cell, p = lstm
-    with pytest.raises(ValueError, match=r"lengths must have the batch shape of xs \(2,\), got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"lengths must have the batch shape of xs \(2,\), "
+                                         r"got shape \(3,\)"):
         rnnjax.run(cell, p, jnp.ones((2, 7, 3)), lengths=jnp.array([1, 2, 3]))
 
 
@@ -66,7 +68,8 @@ def test_integer_inputs(lstm):
 
 
 def test_unknown_activation():
-    with pytest.raises(ValueError, match=r"activation must be one of \['identity', 'relu', 'tanh'\], got 'sigmoid'"):
+    with pytest.raises(ValueError, match=r"activation must be one of \['identity', 'relu', "
+                                         r"'tanh'\], got 'sigmoid'"):
         cells.elman(4, activation="sigmoid")
 
 

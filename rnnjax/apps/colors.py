@@ -48,8 +48,7 @@ import numpy as np
 from rnnjax import figures
 from rnnjax.apps import _common
 from rnnjax.cells import elman
-from rnnjax.checks import (check_file, check_nonneg_float, check_positive_float,
-                           check_positive_int)
+from rnnjax.checks import check_file, check_nonneg_float, check_positive_float, check_positive_int
 from rnnjax.outputs import writes_out
 from rnnjax.parametrize import expm_orthogonal
 from rnnjax.sequence import run

@@ -365,5 +365,6 @@ def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, win
 
 
 __all__ = ["MODES", "REAL", "SERIES", "SYNTHETIC", "ar_forecast", "arma_forecast", "fit_ar",
-           "init_model", "load_real_series", "mase", "naive_forecast", "seasonal_naive", "predict", "predict_all", "read_csv_column", "run_forecast",
+           "init_model", "load_real_series", "mase", "naive_forecast", "seasonal_naive",
+           "predict", "predict_all", "read_csv_column", "run_forecast",
            "seasonal_walk", "sines", "split", "train_rnn", "windows"]

@@ -40,8 +40,13 @@ import numpy as np
 from rnnjax import cells, checkpointing, figures
 from rnnjax import train as runner
 from rnnjax.apps import _common
-from rnnjax.checks import (check_choice, check_file, check_fraction, check_nonneg_float,
-                           check_positive_int)
+from rnnjax.checks import (
+    check_choice,
+    check_file,
+    check_fraction,
+    check_nonneg_float,
+    check_positive_int,
+)
 from rnnjax.models import cell_with_readout
 from rnnjax.outputs import atomic_open, writes_out
 from rnnjax.tasks.charlm import Vocab, load_text, sample, split_text, vocab_of

@@ -16,7 +16,6 @@ from rnnjax.cells import unitary as _unitary
 from rnnjax.checks import check_choice
 from rnnjax.precision import precision_options
 
-
 # every factory takes dtype= and param_dtype= (mixed precision, rnnjax.precision)
 elman, irnn = precision_options(_elman.elman), precision_options(_elman.irnn)
 lstm, gru = precision_options(_gated.lstm), precision_options(_gated.gru)

@@ -8,8 +8,16 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import initializers
-from rnnjax.cell import (Backward, Cell, HiddenState, Linear, fuse_input_hidden,
-                         fused_grads, where_live, zeros_carry)
+from rnnjax.cell import (
+    Backward,
+    Cell,
+    HiddenState,
+    Linear,
+    fuse_input_hidden,
+    fused_grads,
+    where_live,
+    zeros_carry,
+)
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.ops import ACTIVATIONS
 

@@ -8,8 +8,18 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import initializers
-from rnnjax.cell import (Backward, Cell, HiddenState, LSTMState, chunk_outer,
-                         fuse_input_hidden, fused_grads, identity, where_live, zeros_carry)
+from rnnjax.cell import (
+    Backward,
+    Cell,
+    HiddenState,
+    LSTMState,
+    chunk_outer,
+    fuse_input_hidden,
+    fused_grads,
+    identity,
+    where_live,
+    zeros_carry,
+)
 from rnnjax.checks import check_choice, check_positive_int
 from rnnjax.ops import layer_norm as _layer_norm
 
@@ -43,7 +53,8 @@ def _lstm_gates(z):
 def lstm_backward() -> Backward:
     r"""The (plain) LSTM's hand-written BPTT (:class:`rnnjax.cell.Backward`).
 
-    The driver stores ``(h_t, c_t)`` (the forward is the cell's own ``step``); per chunk the gates are recomputed from
+    The driver stores ``(h_t, c_t)`` (the forward is the cell's own ``step``); per chunk the gates
+    are recomputed from
     ``[x_t, h_{t-1}] @ W + b`` in one matmul.  One reverse step, with ``g_t, gc_t`` the
     gradients of ``h_t, c_t`` from the future::
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from rnnjax import initializers
 from rnnjax.cell import Cell, HiddenState, Linear, identity
-from rnnjax.checks import check_choice, check_positive_int, check_rate
+from rnnjax.checks import check_positive_int
 from rnnjax.parametrize import complex_dtype
 
 __all__ = ["complex_carry", "diagonal_step", "gated_linear", "lru", "lru_lambda"]

@@ -241,7 +241,8 @@ def antisymmetric(hidden_size: int, eps: float = 0.01, gamma: float = 0.01,
 
     Params: ``M (H, H)`` ``N(0, (init_std/H)^2)``, ``V (H, F)`` and ``b (H,)``
     ``U(-1/sqrt(F), 1/sqrt(F))`` (as ``asymRNN`` in erichson/LipschitzRNN
-    ``models.py``, PyTorch's ``nn.Linear`` default; the paper has no public code).  Defaults: ``eps=0.01, gamma=0.01`` (the paper's pixel-MNIST settings).
+    ``models.py``, PyTorch's ``nn.Linear`` default; the paper has no public code).  Defaults:
+    ``eps=0.01, gamma=0.01`` (the paper's pixel-MNIST settings).
     ``recurrent_matrix`` is ``W``.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::

@@ -18,8 +18,15 @@ import dataclasses
 from rnnjax.bptt import GRADS
 from rnnjax.commands.train import add_deprecated_alias, cell_option
 from rnnjax.optim import OPTIMIZERS
-from rnnjax.report import DEFAULT, PAPER, default_cells, paper_configs, reproduce_command, \
-    run_copy_job, run_copy_sweep
+from rnnjax.report import (
+    DEFAULT,
+    PAPER,
+    default_cells,
+    paper_configs,
+    reproduce_command,
+    run_copy_job,
+    run_copy_sweep,
+)
 
 PRESETS = {"default": DEFAULT, "paper": PAPER, "arjovsky": DEFAULT}
 _FLAGS = {"seeds": "--num-seeds"}  # Config field -> option, where they differ

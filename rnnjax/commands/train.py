@@ -18,12 +18,18 @@ import traceback
 
 import jax
 
+from rnnjax import train_config
 from rnnjax.bptt import GRADS
 from rnnjax.checkpointing import Preempted
-from rnnjax.distributed import DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT, exit_lost_peer, \
-    initialize, is_main, peer_lost
+from rnnjax.distributed import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_TIMEOUT,
+    exit_lost_peer,
+    initialize,
+    is_main,
+    peer_lost,
+)
 from rnnjax.train import CLIP_MODES, OPTIMIZERS, Config, NonFiniteError, train
-from rnnjax import train_config
 from rnnjax.train_config import DTYPES, PRESETS, READOUTS
 
 # One line per preset for --help (the protocol each follows: rnnjax.train_config.PRESETS).

@@ -9,16 +9,26 @@ LM is stateful (:mod:`rnnjax.tasks.stateful`).
 
 from rnnjax.checks import check_choice
 from rnnjax.tasks.adding import adding_batch, adding_task
-from rnnjax.tasks.base import (CreditSteps, Splits, Task, accuracy, arrays_sha256, cross_entropy,
-                               dataset_task, epoch_batch, split_metrics, steps_per_epoch)
+from rnnjax.tasks.base import (
+    CreditSteps,
+    Splits,
+    Task,
+    accuracy,
+    arrays_sha256,
+    cross_entropy,
+    dataset_task,
+    epoch_batch,
+    split_metrics,
+    steps_per_epoch,
+)
 from rnnjax.tasks.charlm import charlm_task, sample
 from rnnjax.tasks.copy import baseline as copy_baseline
 from rnnjax.tasks.copy import copy_batch, copy_task
 from rnnjax.tasks.digits import digits_task, load_digits
 from rnnjax.tasks.mnist import load_mnist, mnist_task
 from rnnjax.tasks.mnist1d import load_mnist1d, mnist1d_full_task, mnist1d_task
-from rnnjax.tasks.stateful import evaluate_bpc, train_stateful
 from rnnjax.tasks.plugin import is_plugin, load_factory, plugin_task
+from rnnjax.tasks.stateful import evaluate_bpc, train_stateful
 
 TASKS = {
     "copy": lambda T, data=None, variant="arjovsky", **_: copy_task(T, variant),

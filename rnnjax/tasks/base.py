@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,13 +55,13 @@ class Task(NamedTuple):
     input_size: int
     output_size: int
     readout: str
-    baseline: Optional[float]
+    baseline: float | None
     baseline_note: str
     time: int
-    splits: Optional[Any] = None
-    stream: Optional[Any] = None
-    fingerprint: Optional[str] = None
-    credit: Optional["CreditSteps"] = None
+    splits: Any | None = None
+    stream: Any | None = None
+    fingerprint: str | None = None
+    credit: CreditSteps | None = None
 
 
 class CreditSteps(NamedTuple):
@@ -83,9 +84,9 @@ class Splits(NamedTuple):
     ``permutation`` is the fixed pixel order of a permuted task (or None)."""
 
     train: tuple
-    valid: Optional[tuple]
+    valid: tuple | None
     test: tuple
-    permutation: Optional[Any] = None
+    permutation: Any | None = None
     prepare: Callable = lambda xs: xs
 
 

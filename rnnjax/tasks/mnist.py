@@ -25,8 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.tasks.base import (Splits, Task, arrays_sha256, check_permutation,
-                               classification_metrics, identity_encoder, mean_cross_entropy)
+from rnnjax.tasks.base import (
+    Splits,
+    Task,
+    arrays_sha256,
+    check_permutation,
+    classification_metrics,
+    identity_encoder,
+    mean_cross_entropy,
+)
 
 EXPECTED_FORMAT = (
     "a directory with the MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
