@@ -11,19 +11,12 @@ from rnnjax.interop import from_flax_gru, from_flax_lstm, from_torch, from_torch
 from rnnjax.layers import Layer, bidirectional, lru_block, stack, unidirectional
 from rnnjax.sequence import flip_sequences, run
 
-__version__ = "0.1.0"
-
 # The runner's entry points, so a script can recompute any number of a job's folder
 # (rnnjax.Config.load(run_dir), rnnjax.load_params(run_dir), rnnjax.build(config),
-# rnnjax.initial_state(experiment)); imported on first use (the runner pulls in orbax).
-_RUNNER = ("Config", "build", "initial_state", "load_params")
+# rnnjax.initial_state(experiment)).
+from rnnjax.train import Config, build, initial_state, load_params
 
-
-def __getattr__(name):
-    if name in _RUNNER:
-        from rnnjax import train
-        return getattr(train, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__version__ = "0.1.0"
 
 __all__ = [
     "Backward",

@@ -583,12 +583,12 @@ def write_copy_report(out: str, summary: dict) -> None:
                      format_mean_std(_seed_values(s, "over_baseline"), 3),
                      format_mean_std(_seed_values(s, "eval_accuracy"), 3), verdict)
                     + _credit_cells(s.get("credit")) + (oe, f"{s['seconds']:.0f}"))
-    head = ("cell", "cross-entropy", "/ baseline", "recall accuracy", "",
+    head = ("cell", "cross-entropy", "/ baseline", "recall accuracy", "against the baseline",
             f"credit ratio t=9 vs t={T + 9}, init", "credit ratio, end",
             f"||dz_{T + 9}/dz_9||, init", f"||dz_{T + 9}/dz_9||, end", "orth. error", "seconds")
     if seeds > 1:
-        head = tuple(h + " (mean ± std)" if h and h not in ("cell", "seconds") else h
-                     for h in head)
+        plain = ("cell", "against the baseline", "seconds")
+        head = tuple(h if h in plain else h + " (mean ± std)" for h in head)
     recipe = (f"T={T} (sequence length {T + 20}, {cfg.get('variant', 'arjovsky')} layout), "
               f"hidden {cfg['hidden']}, batch {cfg['batch']}, {cfg['steps']} steps, "
               f"{cfg['optimizer']} lr {cfg['lr']}"

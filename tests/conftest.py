@@ -71,7 +71,7 @@ def _fresh_jax_caches():
 # written by ``python -m pytest -n 2 tests --record-durations`` on the 2-core machine)
 # is above SLOW_SECONDS; a new test is quick until the next recording.
 DURATIONS = pathlib.Path(__file__).with_name("durations.json")
-SLOW_SECONDS = 1.5
+SLOW_SECONDS = 1.0
 _RECORDED: dict = {}
 
 
