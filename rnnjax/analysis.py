@@ -208,6 +208,36 @@ def _resolve_readout(cell, weights, carry, x, readout):
     return fn
 
 
+def _check_loss_inputs(cell, params, xs, loss_fn):
+    """Check ``cell``, ``loss_fn`` (callable ``ys -> scalar``) and ``xs``; return ``xs``."""
+    check_cell(cell)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a callable ys -> scalar, got "
+                        f"{type(loss_fn).__name__}")
+    return _check_xs(cell, params, xs)
+
+
+def _perturbation_setup(cell, params, xs, carry, readout):
+    """What a backward pass through zero carry perturbations needs:
+    ``(unbatched, xs_tm (T, B, F), weights, carry (B, ...) in the step's dtypes, like
+    (its shapes and dtypes), zeros (T, B, ...) real, readout)``."""
+    unbatched = xs.ndim == 2
+    xb = xs[None] if unbatched else xs
+    B, T = xb.shape[0], xb.shape[1]
+    xs_tm = jnp.swapaxes(xb, 0, 1)
+    weights = cell.prepare(params)
+    if carry is None:
+        carry = cell.initial_carry((B,), xs.dtype)
+    elif unbatched:
+        carry = jax.tree.map(lambda a: jnp.asarray(a)[None], carry)
+    like = jax.eval_shape(
+        lambda c: jax.vmap(cell.step, in_axes=(None, 0, 0))(weights, c, xs_tm[0])[0], carry)
+    carry = jax.tree.map(lambda a, s: jnp.asarray(a).astype(s.dtype), carry, like)
+    zeros = jax.tree.map(lambda s: jnp.zeros((T,) + s.shape, _real_dtype(s.dtype)), like)
+    return unbatched, xs_tm, weights, carry, like, zeros, _resolve_readout(
+        cell, weights, carry, xs_tm[0], readout)
+
+
 def scaled_norm(g, axes=(-1,)):
     r"""``||g||_2`` over ``axes`` computed as ``m sqrt(sum (g/m)^2)``, ``m = max |g|``
     (as LAPACK's ``nrm2``): it neither underflows nor overflows while the norm itself
@@ -259,27 +289,13 @@ def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, carry=None,
       and ``.c`` with respect to ``c_t`` holding ``h_t`` fixed (partial derivatives of
       ``L`` as a function of the state after step ``t``).
     """
-    check_cell(cell)
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable ys -> scalar, got {type(loss_fn).__name__}")
-    xs = _check_xs(cell, params, xs)
-    unbatched = xs.ndim == 2
-    if per_example and unbatched:
+    xs = _check_loss_inputs(cell, params, xs, loss_fn)
+    if per_example and xs.ndim == 2:
         raise ValueError("per_example=True needs xs of shape (batch, time, features), "
                          f"got shape {xs.shape}")
-    xb = xs[None] if unbatched else xs
-    B, T = xb.shape[0], xb.shape[1]
-    xs_tm = jnp.swapaxes(xb, 0, 1)
-    weights = cell.prepare(params)
-    if carry is None:
-        carry = cell.initial_carry((B,), xs.dtype)
-    elif unbatched:
-        carry = jax.tree.map(lambda a: jnp.asarray(a)[None], carry)
-    like = jax.eval_shape(
-        lambda c: jax.vmap(cell.step, in_axes=(None, 0, 0))(weights, c, xs_tm[0])[0], carry)
-    carry = jax.tree.map(lambda a, s: jnp.asarray(a).astype(s.dtype), carry, like)
-    zeros = jax.tree.map(lambda s: jnp.zeros((T,) + s.shape, _real_dtype(s.dtype)), like)
-    readout = _resolve_readout(cell, weights, carry, xs_tm[0], readout)
+    unbatched, xs_tm, weights, carry, like, zeros, readout = _perturbation_setup(
+        cell, params, xs, carry, readout)
+    T, B = xs_tm.shape[:2]
 
     def loss_of_eps(er, ei):
         ys = _perturbed_scan(cell, weights, carry, xs_tm, er, ei, readout)
@@ -558,25 +574,10 @@ def _credit_core(cell, params, xs, loss_fn, carry, readout):
     pass: the zero perturbations of :func:`hidden_grad_norms` and a cotangent
     ``dL/dy`` divided by ``scale = max |dL/dy|`` before it enters the scan, so the
     backward pass runs at the top of the dtype's range."""
-    check_cell(cell)
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be a callable ys -> scalar, got "
-                         f"{type(loss_fn).__name__}")
-    xs = _check_xs(cell, params, xs)
-    unbatched = xs.ndim == 2
-    xb = xs[None] if unbatched else xs
-    B, L = xb.shape[0], xb.shape[1]
-    xs_tm = jnp.swapaxes(xb, 0, 1)
-    weights = cell.prepare(params)
-    if carry is None:
-        carry = cell.initial_carry((B,), xs.dtype)
-    elif unbatched:
-        carry = jax.tree.map(lambda a: jnp.asarray(a)[None], carry)
-    like = jax.eval_shape(
-        lambda c: jax.vmap(cell.step, in_axes=(None, 0, 0))(weights, c, xs_tm[0])[0], carry)
-    carry = jax.tree.map(lambda a, s: jnp.asarray(a).astype(s.dtype), carry, like)
-    zeros = jax.tree.map(lambda s: jnp.zeros((L,) + s.shape, _real_dtype(s.dtype)), like)
-    readout = _resolve_readout(cell, weights, carry, xs_tm[0], readout)
+    xs = _check_loss_inputs(cell, params, xs, loss_fn)
+    unbatched, xs_tm, weights, carry, like, zeros, readout = _perturbation_setup(
+        cell, params, xs, carry, readout)
+    T, B = xs_tm.shape[:2]
 
     def ys_of(er, ei):
         ys = jnp.swapaxes(_perturbed_scan(cell, weights, carry, xs_tm, er, ei, readout), 0, 1)
@@ -598,9 +599,9 @@ def _credit_core(cell, params, xs, loss_fn, carry, readout):
                                             carry_fields(like)):
         parts = []
         for a, b, s in zip(jax.tree.leaves(gr), jax.tree.leaves(gi), jax.tree.leaves(lk)):
-            parts.append(a.reshape(L, -1))
+            parts.append(a.reshape(T, -1))
             if jnp.issubdtype(s.dtype, jnp.complexfloating):
-                parts.append(b.reshape(L, -1))
+                parts.append(b.reshape(T, -1))
         g = jnp.concatenate(parts, -1)
         norms[name] = scaled_norm(g, axes=(-1,))
         maxabs[name] = jnp.max(jnp.abs(g), axis=-1)

@@ -130,5 +130,5 @@ def test_bad_steps_and_arguments_raise_value_errors():
         analysis.jacobian_norm(cell, p, xs, 0, 2, n_iter=0)
     with pytest.raises(ValueError, match="profile must be a CreditProfile"):
         analysis.credit_ratio({"h": np.ones(5)}, 0, 1)
-    with pytest.raises(ValueError, match="loss_fn must be a callable"):
+    with pytest.raises(TypeError, match="loss_fn must be a callable"):
         analysis.credit_profile(cell, p, xs, None)
