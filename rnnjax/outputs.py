@@ -3,12 +3,18 @@
 * :func:`atomic_open`: every results file (metrics, config, report, summary) is written
   to a temporary file in the same folder, flushed, ``fsync``-ed and renamed over the
   target (``os.replace``, atomic on POSIX): a reader sees the old file or the new one,
-  never a torn one, whatever kills the writer (SIGKILL, a full disk).
+  never a torn one, whatever kills the writer (SIGKILL, a full disk).  The file gets
+  the mode ``open`` would give it (0666 less the umask), not ``mkstemp``'s 0600.
 * :func:`prepare_out`: an output folder is checked before any work is done.  A folder
   that already holds files is refused unless the caller continues that run
-  (``resume``) or asked to replace it (``overwrite``, which removes its ``checkpoints/``
-  so no step of the old run is mixed with the new one; other files are replaced as they
-  are rewritten).  A path that is a file, empty, or not writable is refused by name.
+  (``resume``) or asked to replace it (``overwrite``).  A path that is a file, empty, or
+  not writable is refused by name.  Nothing in the folder is touched here.
+* ``--overwrite`` replaces only a run of the same command (:func:`run_of`: the marker
+  ``.rnnjax-run`` a command writes into a folder it creates; a folder made before
+  markers with an rnnjax ``config.json`` counts as a run of ``train``), never a folder
+  that holds or lies inside a path the command reads (:func:`check_replaceable`); the
+  old run goes, all of it (``checkpoints/``, ``best*``, results), only under the
+  writer's lock and after every check (:func:`claim_out`).
 * :func:`lock_out`: one writer per folder.  The writer holds an exclusive
   ``fcntl.flock`` on ``<out>/.rnnjax.lock`` (released by the kernel when the process
   dies, so a killed run never leaves a stale lock); a second writer is refused with the
@@ -16,8 +22,9 @@
 * :func:`default_out`: the folder a command writes to when no ``--out`` is given,
   ``runs/<command>/<YYYYmmdd-HHMMSS>``: a new one per run, so two runs never collide.
 * :func:`writes_out`: the decorator of the applications: check ``out`` (and
-  ``overwrite``), lock it for the call, and remove the folder again when it was
-  created by this call and the call failed before writing anything.
+  ``overwrite``), lock it for the call, set a replaced run aside (put back if the call
+  fails), and remove the folder again when it was created by this call and the call
+  failed before writing anything.
 
 This module imports nothing from rnnjax (it sits at the bottom of the layers).
 """
@@ -36,6 +43,20 @@ import time
 LOCK = ".rnnjax.lock"
 
 
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be, without changing it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode: str = "w", **kwargs):
     """``open(path, mode)`` written atomically (``mode`` ``"w"`` or ``"wb"``): the data
@@ -49,6 +70,7 @@ def atomic_open(path, mode: str = "w", **kwargs):
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would, not mkstemp's 0600
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()

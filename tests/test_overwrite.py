@@ -140,3 +140,17 @@ def test_an_app_put_back_when_the_overwriting_call_fails(tmp_path, capsys):
     assert cli.main(["colors", "--length", "3", "--out", g, "--overwrite"]) == 0
     assert os.path.exists(os.path.join(g, "colors.png")) and outputs.run_of(g) == "colors"
     assert not os.path.exists(os.path.join(g, ".rnnjax-replaced"))
+
+
+def test_results_are_written_with_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        outputs.write_text(tmp_path / "a.json", "{}")
+        with outputs.atomic_open(tmp_path / "b.bin", "wb") as f:
+            f.write(b"x")
+        os.umask(0o077)
+        outputs.write_text(tmp_path / "c.json", "{}")
+    finally:
+        os.umask(old)
+    assert [os.stat(tmp_path / n).st_mode & 0o777 for n in ("a.json", "b.bin", "c.json")] \
+        == [0o644, 0o644, 0o600]
