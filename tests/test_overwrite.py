@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -83,10 +85,27 @@ def test_overwrite_with_an_option_refused_later_touches_nothing(run, capsys):
     assert _tree(run) == before
 
 
+# The writer that holds the lock, as a running `rnnjax train` does (flock on the lock
+# file), in a second process.
+_HOLDER = """import fcntl, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], ".rnnjax.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, f"{os.getpid()}\\n".encode(), 0)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
 def test_overwrite_while_another_writer_holds_the_lock_touches_nothing(run, capsys):
-    with outputs.lock_out(run):
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, run], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
         _refused([*TRAIN, "--steps", "2", "--out", run, "--overwrite"], run, capsys,
-                 "in use by another writer")
+                 f"in use by another writer (pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_gradflow_never_overwrites_the_run_it_reads(run, capsys):
