@@ -173,3 +173,16 @@ def test_results_are_written_with_the_users_umask(tmp_path):
         os.umask(old)
     assert [os.stat(tmp_path / n).st_mode & 0o777 for n in ("a.json", "b.bin", "c.json")] \
         == [0o644, 0o644, 0o600]
+
+
+def test_copy_and_orthogonality_never_overwrite_a_training_run(run):
+    from rnnjax import orthogonality, report
+    before = _tree(run)
+    base = Config(task="copy", T=5, hidden=4, batch=4, steps=2, log_every=2, eval_batch=4)
+    with pytest.raises(ValueError, match="is a run of 'train', not of 'copy'"):
+        report.run_copy_job(os.path.basename(run), base, ["elman"],
+                            runs_dir=os.path.dirname(run), overwrite=True, print_fn=None)
+    with pytest.raises(ValueError, match="is a run of 'train', not of 'orthogonality'"):
+        orthogonality.run_orthogonality(run, names=["elman"], progress=False,
+                                        overwrite=True)
+    assert _tree(run) == before
