@@ -51,7 +51,7 @@ import numpy as np
 from rnnjax import analysis, cells, gradflow_plots, plots
 from rnnjax import train as train_lib
 from rnnjax.checks import check_choice, check_memory, check_positive_int
-from rnnjax.outputs import LOCK, atomic_open, lock_out, prepare_out
+from rnnjax.outputs import LOCK, MARKER, atomic_open, claim_out, lock_out, prepare_out
 
 DEFAULT_CELLS = ("elman", "lstm", "gru", "exprnn", "scornn", "urnn")
 DEFAULT_TS = (100, 500, 1000, 2000)
@@ -201,17 +201,19 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
         raise ValueError(f"--cells names no registered cell (registered: "
                          f"{sorted(cells.REGISTRY)}), got {list(cell_names)}")
     existed = out is not None and os.path.exists(os.fspath(out))
-    out = prepare_out(out, overwrite=overwrite)  # only once every input has been read
+    out = prepare_out(out, overwrite=overwrite, command="gradflow",  # once every input
+                      reads=[checkpoint])                             # has been read
     done = False
     try:
         with lock_out(out):
+            claim_out(out, "gradflow", overwrite)
             result = _measure_and_write(jobs, Ts, out, checkpoint, hidden, batch, features,
                                         dtype, dt, lyap_steps, lyap_k, print_fn, t0)
         done = True
         return result
     finally:
         if not done and not existed and os.path.isdir(out) and \
-                not [n for n in os.listdir(out) if n != LOCK]:
+                not [n for n in os.listdir(out) if n not in (LOCK, MARKER)]:
             shutil.rmtree(out, ignore_errors=True)
 
 

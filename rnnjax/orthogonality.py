@@ -175,8 +175,9 @@ def run_orthogonality(out: str, settings: Settings = QUICK, names=None,
     for t in plan.values():
         for c in t.values():
             build(c)  # every config checked before anything is written
-    out = outputs.prepare_out(out, resume, overwrite)
+    out = outputs.prepare_out(out, resume, overwrite, command="orthogonality")
     with outputs.lock_out(out):
+        outputs.claim_out(out, "orthogonality", overwrite)
         done = _load_done(out, s) if resume else {}
         summary = {"settings": s._asdict(), "results": {}}
         for t, cfgs in plan.items():

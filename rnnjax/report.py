@@ -40,7 +40,7 @@ import numpy as np
 from rnnjax import analysis, optim, plots
 from rnnjax import cells as cells_lib
 from rnnjax.metrics import format_loss, format_mean_std
-from rnnjax.outputs import lock_out, prepare_out, write_text
+from rnnjax.outputs import claim_out, lock_out, prepare_out, write_text
 from rnnjax.train import (
     CREDIT_SETTINGS,
     Config,
@@ -362,8 +362,9 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
                                       checkpoint_every=every, cell_options=opts)
     for cfg in cfgs.values():
         validate(cfg)
-    out = prepare_out(out, resume, overwrite, name="name")
+    out = prepare_out(out, resume, overwrite, name="name", command="copy")
     with lock_out(out, name="name"):
+        claim_out(out, "copy", overwrite)
         return _run_cells(out, name, base, cfgs, command, progress, print_fn, resume)
 
 
@@ -404,8 +405,10 @@ def run_copy_sweep(name: str, base: Config, cells=None, Ts=ARJOVSKY_TS, *,
     for T in Ts:  # every recipe checked before any folder is touched
         for c in cells:
             validate(dataclasses.replace(base, T=T, cell=c))
-    top = prepare_out(os.path.join(runs_dir, name), resume, overwrite, name="name")
+    top = prepare_out(os.path.join(runs_dir, name), resume, overwrite, name="name",
+                      command="copy")
     with lock_out(top, name="name"):
+        claim_out(top, "copy", overwrite)
         summaries = {T: run_copy_job(os.path.join(name, f"T{T}"),
                                      dataclasses.replace(base, T=T), cells,
                                      runs_dir=runs_dir, command=command, resume=resume,

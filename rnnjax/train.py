@@ -489,6 +489,7 @@ def _open_run(config: Config, resume: bool, overwrite: bool = False,
     out, mngr, lock = config.out, None, None
     if out is None and resume:
         raise ValueError("resume=True needs config.out (the run directory)")
+    mesh = _mesh(config, stateful_task)  # every check before the folder is touched
     if out is not None:
         has_ckpt = bool(checkpointing.steps(os.path.join(out, "checkpoints")))
         if has_ckpt and not (resume or overwrite):
@@ -496,20 +497,23 @@ def _open_run(config: Config, resume: bool, overwrite: bool = False,
                              f"continue that run, --overwrite to replace it, or choose "
                              f"another --out")
         if dist.is_main():
-            outputs.prepare_out(out, resume, overwrite)
-            lock = outputs.lock_out(out)
+            outputs.prepare_out(out, resume, overwrite, command="train",
+                                reads=[config.data])
+            lock = outputs.lock_out(out)  # the lock first, then the old run goes
         else:
             os.makedirs(out, exist_ok=True)
         try:
             if resume:
                 check_resume(config, out, has_ckpt)
+            if lock is not None:
+                outputs.claim_out(out, "train", overwrite)
             if config.checkpoint_every or resume:
                 mngr = _manager(config)
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-    return _Run(out, mngr, dist.is_main(), _mesh(config, stateful_task), lock)
+    return _Run(out, mngr, dist.is_main(), mesh, lock)
 
 
 def _starting_state(exp: Experiment, run: _Run, resume: bool):

@@ -250,10 +250,16 @@ def test_gradflow_writes_a_non_empty_out_only_with_overwrite_and_holds_the_lock(
         seen.append(o)
         return real(jobs, Ts, o, *a)
 
+    # --overwrite replaces only a run of gradflow: the user's folder is refused
+    with pytest.raises(ValueError, match=r"cannot be overwritten: it is not an rnnjax run"):
+        gradflow.gradflow(["elman"], [5], str(out), overwrite=True, **kw)
+    assert sorted(os.listdir(out)) == ["mine.txt"]
+    out = tmp_path / "gf-run"
+    gradflow.gradflow(["elman"], [5], str(out), **kw)
     monkeypatch.setattr(gradflow, "_measure_and_write", spy)
     res = gradflow.gradflow(["elman"], [5], str(out), overwrite=True, **kw)
     assert seen == [str(out)] and len(res["rows"]) == 5
-    assert (out / "mine.txt").read_text() == "mine" and (out / "gradflow.csv").exists()
+    assert (out / "gradflow.csv").exists() and outputs.run_of(str(out)) == "gradflow"
     outputs.lock_out(str(out)).release()  # released after the call
 
     def fail(*a):

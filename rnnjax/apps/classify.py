@@ -125,7 +125,7 @@ def train(layer, params, ids, lengths, y, *, steps=300, batch=32, lr=3e-3, seed=
     return fit(loss, params, batch_fn, steps=steps, lr=lr, key=jax.random.key(seed))
 
 
-@writes_out
+@writes_out(reads=("data",))
 def run_classify(out, *, data=DATA, cell_name="gru", hidden=32, embed=32,
                  bidirectional_=False, steps=300, batch=32, lr=3e-3, test_fraction=0.25,
                  seed=0, print_fn=print):

@@ -237,7 +237,7 @@ def plot_stripes(seeds, colors, path, title=None):
     figures.save(fig, path)
 
 
-@writes_out
+@writes_out(reads=("palettes",))
 def run_colors(out, *, seeds=DEFAULT_SEEDS, hidden: int = 16, scale: float = 1.0,
                temperature: float = 1.0, length: int = 24, seed: int = 42,
                palettes=None, train_steps: int = 500, lr: float = 1e-2, print_fn=print):

@@ -274,7 +274,7 @@ def _plot(path, truth, preds, title, horizon):
     figures.save(fig, path)
 
 
-@writes_out
+@writes_out(reads=("csv_path",))
 def run_forecast(out, *, series="sines", csv_path=None, column=None, n=1200, window=48,
                  horizon=4, test_fraction=0.25, modes=MODES, cell_name="gru", hidden=32,
                  steps=400, batch=64, lr=3e-3, ar_order=8, seed=0, print_fn=print):

@@ -169,7 +169,7 @@ def _check_prompt(prompt, vocab, source):
                          f"of {os.fspath(source)!r} ({len(vocab.chars)} characters)")
 
 
-@writes_out
+@writes_out(reads=("restore", "run_dir", "data"))
 def run_generate(out, *, data=DATA, cell_name="lstm", hidden=128, seq_len=64, batch=32,
                  steps=800, lr=3e-3, holdout=0.1, prompt="The ", length=300,
                  temperatures=(0.0, 0.5, 1.0), seed=0, restore=None, run_dir=None,

@@ -22,7 +22,8 @@ def register(sub):
                    help="output folder (default runs/classify/YYYYmmdd-HHMMSS, a new one "
                         "per run)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty --out, replacing its results")
+                   help="replace the run of this command in a non-empty --out (any other "
+                        "folder is refused)")
     p.add_argument("--data", default=None,
                    help="label<TAB>text file (default: the shipped rnnjax/data/sentiment.tsv)")
     p.add_argument("--cell", default="gru", choices=["elman", "irnn", "lstm", "gru"])

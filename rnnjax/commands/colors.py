@@ -22,7 +22,8 @@ def register(sub):
                    help="output folder (default runs/colors/YYYYmmdd-HHMMSS, a new one "
                         "per run)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty --out, replacing its results")
+                   help="replace the run of this command in a non-empty --out (any other "
+                        "folder is refused)")
     p.add_argument("--seeds", nargs="+", default=list(colors.DEFAULT_SEEDS),
                    help="seed colours, '#rrggbb' or 'r,g,b' in [0, 1]; one row each")
     p.add_argument("--hidden", type=int, default=16, help="hidden units (default 16)")

@@ -23,7 +23,8 @@ def register(sub):
                    help="output folder (default runs/forecast/YYYYmmdd-HHMMSS, a new one "
                         "per run)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty --out, replacing its results")
+                   help="replace the run of this command in a non-empty --out (any other "
+                        "folder is refused)")
     p.add_argument("--series", default="sines", choices=list(forecast.SERIES),
                    help="synthetic (sines: noisy sum of sines; walk: random walk + season) "
                         "or a statsmodels dataset (sunspots, co2, elnino, nile; needs the "

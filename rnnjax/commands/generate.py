@@ -23,7 +23,8 @@ def register(sub):
                    help="output folder (default runs/generate/YYYYmmdd-HHMMSS, a new one "
                         "per run)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty --out, replacing its results")
+                   help="replace the run of this command in a non-empty --out (any other "
+                        "folder is refused)")
     p.add_argument("--data", default=None,
                    help="UTF-8 text file (default: the shipped rnnjax/data/tiny_text.txt)")
     p.add_argument("--cell", default="lstm", choices=["lstm", "gru", "elman"])

@@ -44,7 +44,8 @@ def register(sub):
                    help="output folder (default runs/gradflow/YYYYmmdd-HHMMSS, a new one "
                         "per run; refused if it already holds files, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty --out, replacing the files of this command")
+                   help="replace the gradflow run in a non-empty --out (any other folder, "
+                        "or the --checkpoint it reads, is refused)")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--features", type=int, default=8)

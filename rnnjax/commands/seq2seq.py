@@ -22,7 +22,8 @@ def register(sub):
                    help="output folder (default runs/seq2seq/YYYYmmdd-HHMMSS, a new one "
                         "per run)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty --out, replacing its results")
+                   help="replace the run of this command in a non-empty --out (any other "
+                        "folder is refused)")
     p.add_argument("--task", default="reverse", choices=["reverse", "sort"])
     p.add_argument("--attention", default="additive", choices=["additive", "dot"])
     p.add_argument("--hidden", type=int, default=64)

@@ -289,7 +289,8 @@ def register(sub):
                    help="continue from the latest checkpoint in --out, with the options "
                         "saved in its config.json (options given here override them)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the run in a non-empty --out (its checkpoints are removed)")
+                   help="replace the training run in a non-empty --out, all of it (any "
+                        "other folder is refused)")
     g = p.add_argument_group("several processes (jax.distributed)")
     g.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize(); --coordinator, --num-processes "
