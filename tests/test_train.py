@@ -146,10 +146,18 @@ def test_same_seed_same_metrics_and_files(tmp_path):
 
 @pytest.mark.parametrize("cell", ["elman", "lstm"])
 def test_manual_bptt_trains_like_autodiff(cell):
-    """grad='manual' (the hand-written BPTT) gives the autodiff run's metrics and params."""
-    auto = train(Config(**{**TINY, "cell": cell, "grad": "autodiff"}), progress=False)
-    manual = train(Config(**{**TINY, "cell": cell, "grad": "manual"}), progress=False)
-    assert [r["step"] for r in manual.history] == [r["step"] for r in auto.history] == [4, 8, 12]
+    """grad='manual' (the hand-written BPTT) gives the autodiff run's metrics and params,
+    step by step.  float32: the two backward passes round differently and the Elman run
+    amplifies it (relative difference per step, measured on the AVX-512 AMD EPYC and
+    with --xla_cpu_max_isa=SSE4_2: <= 1.3e-7 over steps 1-8, then growing to 1.6e-4 and
+    4.8e-4 by step 12), so the equality is checked at each of the first 6 steps, a
+    margin of 700 to rtol 1e-4.  The 12-step comparison of 4-step windows this replaces
+    asserted where a trajectory lands."""
+    base = {**TINY, "steps": 6, "log_every": 1}
+    auto = train(Config(**{**base, "cell": cell, "grad": "autodiff"}), progress=False)
+    manual = train(Config(**{**base, "cell": cell, "grad": "manual"}), progress=False)
+    assert [r["step"] for r in manual.history] == [r["step"] for r in auto.history] \
+        == [1, 2, 3, 4, 5, 6]
     for a, m in zip(auto.history, manual.history):
         for k in ("train_loss", "train_grad_norm", "eval_loss"):
             np.testing.assert_allclose(m[k], a[k], rtol=1e-4)
