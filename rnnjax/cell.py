@@ -196,8 +196,8 @@ class Cell(_CellFields):
         parameters *between* optimiser steps (IndRNN's clipping of ``u``), as opposed to
         one inside ``prepare``, through which the gradient would flow or die.  Apply it
         after every update, ``params = cell.project(optax.apply_updates(params,
-        updates))`` (:func:`project_params`); :func:`rnnjax.training.make_update` and
-        the runner do.
+        updates))``; :func:`rnnjax.training.make_update` (with
+        :func:`rnnjax.training.cell_projection`) and the runner do.
 
     Constructing a ``Cell`` wraps ``init`` with :func:`guard_init`: absurd sizes
     (``lstm(2_000_000).init(key, 3)``) are refused with the memory estimate before
@@ -252,11 +252,6 @@ def fused_grads(w, d, xs, prev):
     return {"W": chunk_outer(xh, d), "b": d.sum((0, 1))}, d @ w["W_xh"]
 
 
-def project_params(cell: Cell, params):
-    """``cell.project(params)``, or ``params`` unchanged when the cell has no projection."""
-    return params if cell.project is None else cell.project(params)
-
-
 def recurrent_matrix(cell: Cell, params) -> Array:
     """The dense recurrent matrix of ``cell`` with ``params`` (for analysis).
 
@@ -286,6 +281,5 @@ def chunk_outer(d, a):
 
 
 __all__ = ["Backward", "Cell", "check_key", "guard_init", "HiddenState", "LSTMState", "Linear",
-           "chunk_outer", "cut_at",
-           "fuse_input_hidden", "fused_grads", "identity", "project_params", "recurrent_matrix",
-           "where_live", "zeros_carry"]
+           "chunk_outer", "cut_at", "fuse_input_hidden", "fused_grads", "identity",
+           "recurrent_matrix", "where_live", "zeros_carry"]
