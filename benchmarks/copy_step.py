@@ -113,7 +113,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--grad", nargs="+", default=["autodiff"], choices=rnnjax.bptt.GRADS,
+    ap.add_argument("--grad", nargs="+", default=["autodiff"], choices=rnnjax.engine.bptt.GRADS,
                     help="autodiff and/or the cells' hand-written backward (cells without "
                          "one are timed with autodiff only)")
     a = ap.parse_args(argv)

@@ -49,8 +49,8 @@ from benchmarks.common import emit, machine
 from benchmarks.roofline import matmul_peak
 from benchmarks.summary import fmt, peers_table, table
 from rnnjax import cells
-from rnnjax.cudnn import cudnn_available
-from rnnjax.outputs import atomic_open
+from rnnjax.engine.cudnn import cudnn_available
+from rnnjax.io.outputs import atomic_open
 
 MS = 1e3
 ORTHOGONAL = ("exprnn", "scornn", "householder", "fcurnn", "urnn", "eunn", "nnrnn",

@@ -1,11 +1,11 @@
-"""Sequential scan against DEER and quasi-DEER (rnnjax.newton) for one long sequence.
+"""Sequential scan against DEER and quasi-DEER (rnnjax.engine.newton) for one long sequence.
 
     python -m benchmarks newton [--quick] [--out results.jsonl] [--T 100 1000 ...]
                                 [--H 4 16 64] [--methods sequential deer quasi]
 
 One Elman tanh cell with ``W_hh`` of spectral norm 0.5 (contractive: Newton converges in
 a few iterations), batch 1, float32, forward pass (``--backward``: forward + backward,
-the implicit gradient of :mod:`rnnjax.newton` against autodiff through the scan): for
+the implicit gradient of :mod:`rnnjax.engine.newton` against autodiff through the scan): for
 every ``(H, T, method)`` one JSON line with the median wall time, the Newton iterations and the
 largest difference
 from the sequential outputs; then one line per ``(H, T)`` with
@@ -27,7 +27,7 @@ import numpy as np
 import rnnjax
 from benchmarks.common import emit, time_call
 from rnnjax.cells import elman
-from rnnjax.newton import NewtonOptions, scan_newton
+from rnnjax.engine.newton import NewtonOptions, scan_newton
 
 F = 4
 

@@ -18,7 +18,7 @@ A peer that is not installed is skipped with a printed note.  One JSON line per
 FLOP count of the matmuls and the achieved GFLOP/s, and ``over_best_peer`` on the
 rnnjax rows (rnnjax median / fastest peer median).  In ``fwdbwd`` mode rnnjax is timed
 three ways: its default (``rnnjax``, ``grad="auto"``: the faster of the two others on
-this backend by :func:`rnnjax.bptt.choose_grad`), autodiff through the scan
+this backend by :func:`rnnjax.engine.bptt.choose_grad`), autodiff through the scan
 (``rnnjax-autodiff``) and the hand-written BPTT (``rnnjax-manual``).
 
     python -m benchmarks peers                      # the aim configuration
@@ -153,8 +153,8 @@ def torch_fns(cell, B, T, F, H, mode, key):
 
 PEERS = (flax_fns, equinox_fns, torch_fns)
 # rnnjax's ways to train (fwdbwd rows): the default (grad="auto": the faster of the two
-# below on this backend, rnnjax.bptt.choose_grad), autodiff through the scan, and the
-# hand-written BPTT of rnnjax.bptt (the same gradient; Elman, LSTM and GRU)
+# below on this backend, rnnjax.engine.bptt.choose_grad), autodiff through the scan, and the
+# hand-written BPTT of rnnjax.engine.bptt (the same gradient; Elman, LSTM and GRU)
 VARIANTS = {"rnnjax": {}, "rnnjax-autodiff": {"grad": "autodiff"},
             "rnnjax-manual": {"grad": "manual"}}
 

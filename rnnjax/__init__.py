@@ -5,16 +5,18 @@ Pure-function cells (:mod:`rnnjax.cells`) scanned over time by one engine
 PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
-from rnnjax import analysis, bptt, cells, initializers, interop, layers, optim, parametrize
-from rnnjax.cell import Backward, Cell, HiddenState, Linear, LSTMState, recurrent_matrix
+from rnnjax import analysis, cells, engine, interop, layers, optim, tasks
+from rnnjax.cells import parametrize
+from rnnjax.core import initializers
+from rnnjax.core.cell import Backward, Cell, HiddenState, Linear, LSTMState, recurrent_matrix
+from rnnjax.engine import flip_sequences, run
 from rnnjax.interop import from_flax_gru, from_flax_lstm, from_torch, from_torch_module, to_torch
 from rnnjax.layers import Layer, bidirectional, lru_block, stack, unidirectional
-from rnnjax.sequence import flip_sequences, run
 
-# The runner's entry points, so a script can recompute any number of a job's folder
-# (rnnjax.Config.load(run_dir), rnnjax.load_params(run_dir), rnnjax.build(config),
-# rnnjax.initial_state(experiment)).
-from rnnjax.train import Config, build, initial_state, load_params
+# The runner's entry points, so a script can train and recompute any number of a job's
+# folder (rnnjax.training.runner(config), rnnjax.Config.load(run_dir), rnnjax.load_params(run_dir),
+# rnnjax.build(config), rnnjax.initial_state(experiment)).
+from rnnjax.training import Config, build, initial_state, load_params, train
 
 __version__ = "0.1.0"
 
@@ -28,7 +30,7 @@ __all__ = [
     "Linear",
     "analysis",
     "bidirectional",
-    "bptt",
+    "engine",
     "build",
     "cells",
     "flip_sequences",
@@ -47,6 +49,8 @@ __all__ = [
     "recurrent_matrix",
     "run",
     "stack",
+    "tasks",
     "to_torch",
+    "train",
     "unidirectional",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rnnjax import analysis, cells
-from rnnjax.cell import Cell, HiddenState
+from rnnjax.core.cell import Cell, HiddenState
 from tests.helpers import to_f64
 
 H, F, T = 4, 3, 12

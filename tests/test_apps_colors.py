@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from rnnjax import cli
 from rnnjax.apps import colors
+from rnnjax.cli import main as cli
 
 SEEDS = np.array([[0.9, 0.2, 0.3], [0.1, 0.6, 0.5], [1.0, 1.0, 1.0]], np.float32)
 
@@ -161,7 +161,7 @@ def test_cli_writes_png_and_json(tmp_path, capsys):
 
 
 def test_cli_default_out_is_a_new_folder_per_run(tmp_path, monkeypatch, capsys):
-    from rnnjax import outputs
+    from rnnjax.io import outputs
     monkeypatch.chdir(tmp_path)
     stamps = iter(["20260101-000000", "20260101-000001"])
     monkeypatch.setattr(outputs.time, "strftime", lambda fmt: next(stamps))

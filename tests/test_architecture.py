@@ -13,7 +13,7 @@ import pytest
 
 import rnnjax
 from rnnjax import cells, layers
-from rnnjax.cell import Cell, HiddenState, zeros_carry
+from rnnjax.core.cell import Cell, HiddenState, zeros_carry
 
 PKG = pathlib.Path(rnnjax.__file__).parent
 
@@ -79,7 +79,7 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_import_graph_has_no_cycle():
     graph = _import_graph()
-    assert "rnnjax.sequence" in graph and "rnnjax.bptt" in graph["rnnjax.sequence"]
+    assert "rnnjax.engine.bptt" in graph["rnnjax.engine.sequence"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
@@ -169,3 +169,37 @@ def test_cell_docstring_examples_run(module):
                                  extraglobs={"jax": jax, "jnp": jnp, "rnnjax": rnnjax})
     assert result.attempted > 0, f"{module} has no docstring example"
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"
+
+
+# The floors of the house, bottom to top: a module imports only from its own floor or
+# below (README's "Map of the package" draws the same order).
+FLOORS = [["core"], ["engine"], ["cells"], ["io", "layers", "interop", "plots"],
+          ["analysis", "optim"], ["tasks"], ["training"], ["experiments"], ["apps"], ["cli"]]
+FLOOR = {pkg: level for level, pkgs in enumerate(FLOORS) for pkg in pkgs}
+
+
+def _floor(module):
+    parts = module.split(".")
+    return FLOOR[parts[1]] if len(parts) > 1 else len(FLOORS)  # rnnjax itself: the roof
+
+
+def test_every_subpackage_has_a_floor():
+    assert {name.split(".")[1] for name in MODULES if name.count(".") >= 1} == set(FLOOR)
+
+
+def test_no_module_imports_from_a_floor_above_its_own():
+    upward = sorted(f"{m} (floor {_floor(m)}) imports {t} (floor {_floor(t)})"
+                    for m, targets in _import_graph().items() for t in targets
+                    if _floor(t) > _floor(m))
+    assert not upward, "\n".join(upward)
+
+
+def test_the_floor_rule_catches_an_upward_import():
+    assert _floor("rnnjax.engine.sequence") < _floor("rnnjax.cells.elman") < _floor("rnnjax.cli")
+
+
+def test_top_level_is_small_and_modules_are_short():
+    assert len(list(PKG.glob("*.py"))) <= 10
+    long = {name: n for name, path, _ in _modules()
+            if (n := len(path.read_text().splitlines())) > 500}
+    assert not long, long

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from helpers import to_f64
-from rnnjax import baselines
+from rnnjax.layers import baselines
 
 
 def test_causal_conv_matches_a_loop():

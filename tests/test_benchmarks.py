@@ -133,7 +133,7 @@ def test_device_cudnn_part_glue_with_reference_kernel(monkeypatch):
     kernel: every variant agrees with the scan (jit-traced run(scan="cudnn") included)."""
     import jax.experimental.rnn as jrnn
 
-    from rnnjax import cudnn
+    from rnnjax.engine import cudnn
 
     def fake(x, h0, c0, w, seq, F, H, layers, dropout, bidirectional):
         w_ih, w_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(w, F, H, layers, bidirectional)

@@ -369,7 +369,7 @@ def test_bad_arguments_are_named():
 def test_nnx_wrappers_run_the_pure_cell():
     from flax import nnx
 
-    import rnnjax.nn as rnn_nn
+    import rnnjax.layers.nnx as rnn_nn
     cell, params, xs = _setup("mingru")
     module = rnn_nn.MinGRU(F, H, rngs=nnx.Rngs(params=0), params=params)
     ys, _ = module(xs)

@@ -17,7 +17,7 @@ from rnnjax import tasks
 from rnnjax.apps import generate
 from rnnjax.cli import main
 from rnnjax.tasks import charlm, stateful
-from rnnjax.train import Config, build, train
+from rnnjax.training.runner import Config, build, train
 
 # A text whose parts all hold its 8 characters (a valid test of the vocabulary too).
 TEXT = ("abcd efg\n" * 3 + "the cat sat on a mat, a bad cab.\n" * 30)

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from rnnjax import cli
-from rnnjax.metrics import load_history
-from rnnjax.train_config import Config
+from rnnjax.cli import main as cli
+from rnnjax.training.config import Config
+from rnnjax.training.metrics import load_history
 
 
 def _subparsers():
@@ -103,7 +103,7 @@ def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
 
 
 def test_library_run_without_terminal_prints_one_line_per_record(capsys):
-    from rnnjax.train import train
+    from rnnjax.training.runner import train
     train(Config(task="adding", cell="elman", T=6, hidden=4, batch=4, eval_batch=4,
                  steps=4, log_every=2), progress=True)
     err = capsys.readouterr().err

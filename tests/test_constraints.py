@@ -9,8 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from rnnjax import cells, constraints, run
+from rnnjax import cells, run
 from rnnjax.cells.nonnormal import nnrnn_factors, spectral_factors
+from rnnjax.optim import constraints
 
 
 def _f64(tree):
@@ -158,7 +159,8 @@ def test_spectral_margin_singular_values_stay_in_range(margin):
 
 
 def test_orthogonality_command_refuses_existing_results_and_bad_names(tmp_path):
-    from rnnjax import cli, orthogonality
+    from rnnjax.cli import main as cli
+    from rnnjax.experiments import orthogonality
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "summary.json").write_text("{}")
     with pytest.raises(ValueError, match="already holds files"):
@@ -177,8 +179,9 @@ def test_orthogonality_command_refuses_existing_results_and_bad_names(tmp_path):
 
 
 def test_orthogonality_runs_each_method_through_the_runner(tmp_path, monkeypatch):
-    from rnnjax import orthogonality, outputs
-    from rnnjax.train import Config
+    from rnnjax.experiments import orthogonality
+    from rnnjax.io import outputs
+    from rnnjax.training.runner import Config
     s = orthogonality.Settings(T=3, hidden=4, batch=4, steps=2, log_every=1, eval_batch=4,
                                floss_k=1, floss_batch=1, tasks=("copy",))
     out = tmp_path / "cmp"

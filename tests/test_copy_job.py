@@ -11,8 +11,8 @@ import pytest
 import rnnjax
 from rnnjax import cells
 from rnnjax.cli import main
-from rnnjax.report import BASE_CELLS, DEFAULT, PAPER, default_cells, stays_orthogonal
-from rnnjax.train import ORTHOGONAL_CELLS, load_history
+from rnnjax.experiments.copy_job import BASE_CELLS, DEFAULT, PAPER, default_cells, stays_orthogonal
+from rnnjax.training.runner import ORTHOGONAL_CELLS, load_history
 
 
 def test_default_cells_pick_up_registered_orthogonal_cells(monkeypatch):
@@ -89,7 +89,7 @@ def _credit_of(run_dir, params, data):
     """analysis.credit_assignment of the recall loss on one seed's params and batch,
     with the runner's settings (the numbers the job must report)."""
     from rnnjax import analysis
-    from rnnjax.train import CREDIT_SETTINGS, credit_loss
+    from rnnjax.training.runner import CREDIT_SETTINGS, credit_loss
 
     cfg = rnnjax.Config.load(str(run_dir))
     exp = rnnjax.build(cfg)
@@ -200,7 +200,7 @@ def _summary(T=200, **cells_):
 
 
 def test_paragraph_says_what_the_credit_numbers_show():
-    from rnnjax.report import _paragraph
+    from rnnjax.experiments.copy_job import _paragraph
     text = _paragraph(_summary(
         elman=(1.0, 0.12, {"h": 6e-26}, {"h": None}, 1e-20, False),
         lstm=(1.01, 0.13, {"h": 0.0087, "c": 0.04}, {"h": None, "c": None}, 7.6, False),
@@ -231,7 +231,7 @@ def test_paragraph_says_what_the_credit_numbers_show():
 
 
 def test_credit_entry_means_over_seeds_and_keeps_underflow():
-    from rnnjax.report import credit_entry
+    from rnnjax.experiments.copy_job import credit_entry
     one = credit_entry({"eval_credit_ratio_h": 0.5, "eval_credit_jacobian_norm": 2.0},
                        ["h"], 1)
     assert one == {"ratio": {"h": 0.5}, "jacobian_norm": 2.0}
@@ -244,7 +244,7 @@ def test_credit_entry_means_over_seeds_and_keeps_underflow():
 
 def test_profile_lists_tell_underflow_from_a_true_zero():
     from rnnjax.analysis import CreditProfile
-    from rnnjax.report import profile_lists
+    from rnnjax.experiments.copy_job import profile_lists
     a = CreditProfile({"h": np.array([np.nan, np.nan, 1e-3, 0.0])}, None, None)
     b = CreditProfile({"h": np.array([np.nan, 4e-8, 1e-1, 0.0])}, None, None)
     got = profile_lists([a, b], ["h"])["h"]
@@ -253,8 +253,8 @@ def test_profile_lists_tell_underflow_from_a_true_zero():
 
 
 def test_paper_preset_takes_each_cells_recipe():
+    from rnnjax.experiments.copy_job import paper_configs
     from rnnjax.optim import PAPER_RECIPES
-    from rnnjax.report import paper_configs
     cfgs = paper_configs(PAPER, ["exprnn", "scornn", "urnn", "elman", "gru"])
     assert PAPER.variant == "exprnn"  # expRNN's copy layout
     assert cfgs["gru"] == PAPER  # no recipe: the preset's own
@@ -267,7 +267,7 @@ def test_paper_preset_takes_each_cells_recipe():
 
 
 def test_progress_prints_the_estimate_and_warns_once_on_divergence():
-    from rnnjax.report import _Progress
+    from rnnjax.experiments.copy_job import _Progress
     lines = []
     p = _Progress(3, lines.append)
     p.start(0, "scornn", 100)
@@ -309,8 +309,8 @@ def test_copy_job_with_seeds_refuses_a_used_folder_and_resumes(tmp_path, capsys)
     only the cell that has no checkpoint."""
     import jax
 
-    from rnnjax import train as train_lib
-    from rnnjax.outputs import lock_out
+    from rnnjax.io.outputs import lock_out
+    from rnnjax.training import runner as train_lib
 
     argv = ["copy", "--name", "s", "--runs-dir", str(tmp_path), "--T", "3", "--hidden", "4",
             "--batch", "4", "--steps", "2", "--log-every", "1", "--eval-batch", "4",
@@ -361,7 +361,7 @@ def test_copy_job_with_seeds_refuses_a_used_folder_and_resumes(tmp_path, capsys)
 
 
 def test_log_spread_is_the_mean_and_std_of_the_logs():
-    from rnnjax.report import log_spread
+    from rnnjax.experiments.copy_job import log_spread
     p = np.array([[1.0, 1e-3, 0.0], [100.0, 1e-5, 0.0], [10.0, 0.0, 0.0]])
     mid, lo, hi = log_spread(p)
     np.testing.assert_allclose(mid[:2], [10.0, 1e-4], rtol=1e-12)  # geometric means
@@ -378,8 +378,9 @@ def test_log_spread_is_the_mean_and_std_of_the_logs():
 def test_a_cell_keeps_its_colour_and_marker_in_every_figure():
     from matplotlib.colors import to_hex
 
-    from rnnjax import gradflow_plots, plots
-    from rnnjax.figures import cell_style
+    from rnnjax.plots import gradflow as gradflow_plots
+    from rnnjax.plots import report as plots
+    from rnnjax.plots.figures import cell_style
 
     def styles(ax):
         return {ln.get_label(): (to_hex(ln.get_color()), ln.get_marker())
@@ -398,7 +399,7 @@ def test_a_cell_keeps_its_colour_and_marker_in_every_figure():
         for c in order:
             assert got[f"{c} (trained)"] == got[f"{c} (init)"] == want[c]
         assert len(grads.axes[0].collections) == 2  # the two shaded bands
-    # the gradient-flow figures use the same mapping (one mapping, in rnnjax.figures)
+    # the gradient-flow figures use the same mapping (one mapping, in rnnjax.plots.figures)
     assert gradflow_plots.figures.cell_style is cell_style
     assert len({want[c] for c in want}) == 3
 
@@ -407,7 +408,7 @@ def test_a_cell_keeps_its_colour_and_marker_in_every_figure():
 def test_sweep_writes_one_report_per_delay_and_refuses_a_used_folder(tmp_path):
     import dataclasses
 
-    from rnnjax.report import run_copy_sweep
+    from rnnjax.experiments.copy_job import run_copy_sweep
     base = dataclasses.replace(DEFAULT, hidden=4, batch=4, steps=2, log_every=1, eval_batch=4)
     kw = dict(runs_dir=str(tmp_path), progress=False, print_fn=None)
     got = run_copy_sweep("sw", base, ["elman"], Ts=(3, 4), **kw)

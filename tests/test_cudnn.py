@@ -1,4 +1,4 @@
-"""The cuDNN LSTM path (rnnjax.cudnn): the params layout both ways, bit for bit; the
+"""The cuDNN LSTM path (rnnjax.engine.cudnn): the params layout both ways, bit for bit; the
 conventions of ``rnnjax.run`` through JAX's reference LSTM (``lstm_ref``, any backend);
 and the errors a CPU and unsupported options get."""
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax import cells, cudnn
-from rnnjax.cell import LSTMState
+from rnnjax import cells
+from rnnjax.core.cell import LSTMState
+from rnnjax.engine import cudnn
 
 F, H = 3, 5
 

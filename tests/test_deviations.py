@@ -11,14 +11,14 @@ import optax
 import pytest
 
 from rnnjax import run
-from rnnjax.cell import HiddenState
 from rnnjax.cells import elman, make, s4d
 from rnnjax.cells.ssm import hippo_legs_diagonal
-from rnnjax.constraints import Penalties, flossing_burn_in, flossing_penalty, penalty
-from rnnjax.newton import NewtonOptions, elk_filter, elk_smoother, scan_newton
+from rnnjax.core.cell import HiddenState
+from rnnjax.engine.newton import NewtonOptions, elk_filter, elk_smoother, scan_newton
 from rnnjax.optim import PAPER_RECIPES, recipe
-from rnnjax.train import Config, build
-from rnnjax.training import init_state, make_update
+from rnnjax.optim.constraints import Penalties, flossing_burn_in, flossing_penalty, penalty
+from rnnjax.training.runner import Config, build
+from rnnjax.training.update import init_state, make_update
 
 # ------------------------------------------------------------------------------- ELK
 

@@ -10,10 +10,11 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from rnnjax import checkpointing, tasks  # noqa: E402
-from rnnjax.cli import main  # noqa: E402
+from rnnjax import tasks  # noqa: E402
+from rnnjax.cli.main import main  # noqa: E402
 from rnnjax.tasks import digits  # noqa: E402
-from rnnjax.train import Config, build, train  # noqa: E402
+from rnnjax.training import checkpointing
+from rnnjax.training.runner import Config, build, train  # noqa: E402
 
 
 def test_loader_shapes_splits_and_determinism():

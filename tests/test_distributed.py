@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from rnnjax import distributed as dist
-from rnnjax.train import TIMING_KEYS, Config, load_history, load_params, train
+from rnnjax.training import distributed as dist
+from rnnjax.training.runner import TIMING_KEYS, Config, load_history, load_params, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(task="adding", cell="gru", T=5, hidden=4, batch=16, steps=6, log_every=2,
@@ -30,8 +30,8 @@ EIGHT_DEVICES = textwrap.dedent("""
     jax.config.update("jax_num_cpu_devices", 8)
     import numpy as np
     from jax.sharding import PartitionSpec as P
-    from rnnjax import distributed as dist
-    from rnnjax.train import Config, build, initial_state, train
+    from rnnjax.training import distributed as dist
+    from rnnjax.training.runner import Config, build, initial_state, train
 
     small = json.loads(sys.argv[1])
     out = {"device_count": jax.device_count()}
@@ -199,7 +199,7 @@ def test_when_one_process_dies_the_survivor_stops_and_its_checkpoint_is_intact(t
     """SIGKILL process 1 of 2 after a checkpoint: process 0's next collective fails, it
     prints one line naming the intact checkpoint and exits 75 (not JAX's abort after the
     heartbeat timeout); the run resumes from that checkpoint."""
-    from rnnjax import checkpointing
+    from rnnjax.training import checkpointing
     out = str(tmp_path / "run")
     port = _free_port()
     procs = [_train_process(out, port, i, "--checkpoint-every", "2", "--heartbeat-timeout",

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax import cells, explain
+from rnnjax import cells
+from rnnjax.analysis import explain
 from rnnjax.cli import main
 
 

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import rnnjax.train as train_lib
-from rnnjax import checkpointing
-from rnnjax.train import (
+import rnnjax.training.runner as train_lib
+from rnnjax.training import checkpointing
+from rnnjax.training.runner import (
     TIMING_KEYS,
     Config,
     NonFiniteError,
@@ -46,8 +46,8 @@ KILL = dict(task="adding", cell="gru", T=20, hidden=8, batch=8, steps=80, log_ev
 # lands, however loaded the machine; the signal may still arrive anywhere before the hold.
 _HELD_CHILD = """
 import os, sys, time
-import rnnjax.train as t
-from rnnjax import cli
+import rnnjax.training.runner as t
+from rnnjax.cli import main as cli
 hold, release, original = int(os.environ["HOLD"]), os.environ["RELEASE"], t.write_metrics
 def write_metrics(out, history):
     original(out, history)

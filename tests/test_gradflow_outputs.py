@@ -7,11 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import analysis, cells, cli
-from rnnjax import gradflow as gf
-from rnnjax.figures import cell_style
-from rnnjax.gradflow_plots import plot_singular_values, sv_deviation
-from rnnjax.train import Config, train
+from rnnjax import analysis, cells
+from rnnjax.cli import main as cli
+from rnnjax.experiments import gradflow as gf
+from rnnjax.plots.figures import cell_style
+from rnnjax.plots.gradflow import plot_singular_values, sv_deviation
+from rnnjax.training.runner import Config, train
 
 
 def _log10_reference(W, U, b, xs, v):

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import checkpointing, metrics, outputs
-from rnnjax.train import Config, load_history, load_params, train
+from rnnjax.io import outputs
+from rnnjax.training import checkpointing, metrics
+from rnnjax.training.runner import Config, load_history, load_params, train
 
 SMALL = dict(task="adding", cell="gru", T=5, hidden=4, batch=4, log_every=2, eval_batch=4,
              lr=1e-2, optimizer="adam")
@@ -234,7 +235,7 @@ def test_retrivialize_on_params_without_a_base_raises():
 
 def test_gradflow_writes_a_non_empty_out_only_with_overwrite_and_holds_the_lock(
         tmp_path, monkeypatch):
-    from rnnjax import gradflow
+    from rnnjax.experiments import gradflow
     out = tmp_path / "gf"
     out.mkdir()
     (out / "mine.txt").write_text("mine")
@@ -273,7 +274,7 @@ def test_gradflow_writes_a_non_empty_out_only_with_overwrite_and_holds_the_lock(
 
 
 def test_bptt_explain_refuses_a_label_outside_0_1():
-    from rnnjax import explain
+    from rnnjax.analysis import explain
     spec = {"W_xh": [[1.0]], "W_hh": [[0.5]], "b_h": [0.0], "W_ho": [[1.0]], "b_o": [0.0],
             "label": 2.0, "inputs": [[1.0], [0.5]]}
     with pytest.raises(ValueError, match=r"spec label must lie in \[0, 1\] for loss 'bce'.*"
@@ -287,19 +288,11 @@ def test_bptt_explain_refuses_a_label_outside_0_1():
 # what was expected and what came
 
 def _api_cases():
-    from rnnjax import (
-        analysis,
-        cells,
-        distributed,
-        gradflow,
-        interop,
-        layers,
-        optim,
-        parametrize,
-        run,
-    )
+    from rnnjax import analysis, cells, interop, layers, optim, parametrize, run
     from rnnjax.apps import classify, colors, forecast, generate, seq2seq
-    from rnnjax.train import validate
+    from rnnjax.experiments import gradflow
+    from rnnjax.training import distributed
+    from rnnjax.training.runner import validate
     gru = cells.gru(3)
     p = gru.init(jax.random.key(0), 2)
     xs = jnp.ones((2, 4, 2))
@@ -469,7 +462,7 @@ def _api_cases():
          r"this run needs about [\d,.]+ GiB, more than the [\d,.]+ GiB available"),
         ("config T 3e9", lambda: C(T=3_000_000_000), ValueError, r"this run needs about"),
         ("config not a Config", lambda: validate({"task": "copy"}), TypeError,
-         "config must be an rnnjax.train.Config, got dict"),
+         "config must be an rnnjax.Config, got dict"),
         # optimiser
         ("recipe lr nan", lambda: optim.recipe("adam", lr=float("nan")), ValueError,
          r"lr must be a positive number \(finite\), got nan"),
@@ -641,7 +634,7 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("argv, message", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
 def test_bad_input_through_the_cli_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
-    from rnnjax import cli
+    from rnnjax.cli import main as cli
     (tmp_path / "nonempty").mkdir()
     (tmp_path / "nonempty" / "x.txt").write_text("mine")
     (tmp_path / "outfile").write_text("a file")

@@ -13,8 +13,8 @@ from jax.test_util import check_grads
 import rnnjax
 from helpers import to_f64
 from rnnjax import analysis
-from rnnjax.associative import choose_scan, linear_scan
 from rnnjax.cells import REGISTRY, elman, gated_linear, lru, lstm, make
+from rnnjax.engine.associative import choose_scan, linear_scan
 from rnnjax.layers import lru_block
 
 F, H, B, T = 3, 5, 4, 13

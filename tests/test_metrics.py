@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from rnnjax.metrics import (
+from rnnjax.training.metrics import (
     format_loss,
     format_mean_std,
     format_record,
@@ -84,7 +84,7 @@ def _events(folder):
 
 def test_tensorboard_event_files(tmp_path):
     # tensorboardX is in the dev extra, so this runs wherever the tests do
-    from rnnjax.train import Config, train
+    from rnnjax.training.runner import Config, train
     out = str(tmp_path / "run")
     r = train(Config(task="adding", cell="elman", T=6, hidden=4, batch=4, eval_batch=4,
                      steps=4, log_every=2, out=out, tensorboard=True), progress=False)

@@ -12,7 +12,7 @@ pytest.importorskip("sklearn")
 from rnnjax import tasks  # noqa: E402
 from rnnjax.tasks import mnist1d  # noqa: E402
 from rnnjax.tasks.base import arrays_sha256  # noqa: E402
-from rnnjax.train import Config, build, train  # noqa: E402
+from rnnjax.training.runner import Config, build, train  # noqa: E402
 
 
 def test_loader_splits_shapes_and_leaves_numpy_global_state_alone():

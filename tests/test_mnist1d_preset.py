@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import cli, layers, tasks
+from rnnjax import layers, tasks
 from rnnjax.cells import gru
+from rnnjax.cli import main as cli
 from rnnjax.tasks import mnist1d
-from rnnjax.train import make_model
-from rnnjax.train_config import PRESETS, Config, preset, validate
+from rnnjax.training.config import PRESETS, Config, preset, validate
+from rnnjax.training.runner import make_model
 
 
 def _fake_generate(n_train=200, n_test=50):

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import rnnjax
-import rnnjax.nn as rnn
+import rnnjax.layers.nnx as rnn
 from rnnjax import cells, layers
 from tests.helpers import to_f64
 

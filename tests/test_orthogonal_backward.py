@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax import bptt
+from rnnjax.engine import bptt
 
 CASES = {
     "exprnn": {}, "exprnn-dynamic": {"dynamic": True}, "scornn": {},

@@ -12,8 +12,9 @@ import sys
 import jax
 import pytest
 
-from rnnjax import cli, outputs
-from rnnjax.train import Config, load_history, train
+from rnnjax.cli import main as cli
+from rnnjax.io import outputs
+from rnnjax.training.runner import Config, load_history, train
 
 SMALL = dict(task="adding", cell="gru", T=5, hidden=4, batch=4, log_every=2, eval_batch=4,
              lr=1e-2, optimizer="adam")
@@ -176,7 +177,8 @@ def test_results_are_written_with_the_users_umask(tmp_path):
 
 
 def test_copy_and_orthogonality_never_overwrite_a_training_run(run):
-    from rnnjax import orthogonality, report
+    from rnnjax.experiments import copy_job as report
+    from rnnjax.experiments import orthogonality
     before = _tree(run)
     base = Config(task="copy", T=5, hidden=4, batch=4, steps=2, log_every=2, eval_batch=4)
     with pytest.raises(ValueError, match="is a run of 'train', not of 'copy'"):

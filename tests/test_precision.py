@@ -1,4 +1,4 @@
-"""Mixed precision (rnnjax.precision): every cell in bfloat16 against float32, the policy
+"""Mixed precision (rnnjax.core.precision): every cell in bfloat16 against float32, the policy
 (parametrisation in float32, linear recurrences carried in float32), loss scaling and
 the runner's --dtype."""
 
@@ -12,8 +12,8 @@ import scipy.linalg
 import rnnjax
 from rnnjax import cells, optim
 from rnnjax.cells import gated
-from rnnjax.train import Config, train
-from rnnjax.training import init_state, make_update
+from rnnjax.training.runner import Config, train
+from rnnjax.training.update import init_state, make_update
 
 F, H, T, B = 3, 8, 12, 4
 XS = jax.random.normal(jax.random.key(1), (B, T, F), jnp.float32)
@@ -72,7 +72,7 @@ def test_defaults_leave_the_cell_as_written():
     # the same dtype for everything keeps the hand-written backward; mixed clears it
     assert cells.lstm(4, dtype="float64", param_dtype="float64").backward is not None
     assert cells.lstm(4, dtype="bfloat16").backward is None
-    assert rnnjax.bptt.choose_grad(cells.lstm(4, dtype="bfloat16"), "auto") == "autodiff"
+    assert rnnjax.engine.bptt.choose_grad(cells.lstm(4, dtype="bfloat16"), "auto") == "autodiff"
 
 
 def test_param_dtype_and_float16():

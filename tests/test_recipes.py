@@ -133,7 +133,7 @@ def test_bad_input_init_is_named():
 
 
 def _dtriv_run(k, steps=7):
-    from rnnjax.train import Config, train
+    from rnnjax.training.runner import Config, train
     cfg = Config(task="copy", cell="exprnn", T=4, hidden=6, batch=4, steps=steps, lr=1e-2,
                  lr_orth=1e-2, log_every=steps, eval_batch=4,
                  cell_options=(("dynamic", True), ("init", "haar")), retrivialize_every=k)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax import bptt, cells
+from rnnjax import cells
+from rnnjax.engine import bptt
 
 B, T, F, H = 3, 9, 2, 4
 RESETS = np.zeros((B, T), bool)

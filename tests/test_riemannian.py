@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from rnnjax import cells, optim, run
-from rnnjax.riemannian import from_leaf, project, riemannian, riemannian_gradient
+from rnnjax.optim.riemannian import from_leaf, project, riemannian, riemannian_gradient
 
 RETRACTIONS = ("cayley", "qr", "polar")
 

@@ -5,9 +5,10 @@ import textwrap
 
 import pytest
 
-from rnnjax import cli, tasks
-from rnnjax.metrics import load_history
+from rnnjax import tasks
+from rnnjax.cli import main as cli
 from rnnjax.tasks.plugin import plugin_task
+from rnnjax.training.metrics import load_history
 
 MODULE = textwrap.dedent('''
     import jax, jax.numpy as jnp

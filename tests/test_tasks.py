@@ -204,7 +204,7 @@ def test_charlm_windows_vocab_bpc_and_generation(tmp_path):
     assert float(m["bpc"]) == pytest.approx(math.log2(len(vocab)), rel=1e-6)
 
     from rnnjax import cells
-    from rnnjax.models import cell_with_readout
+    from rnnjax.layers.readout import cell_with_readout
     model = cell_with_readout(cells.elman(8), task.input_size, task.output_size)
     params = model.init(jax.random.key(0))
     a = charlm.sample(model, params, vocab, "hel", 20, key=jax.random.key(1), temperature=1.0)

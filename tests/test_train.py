@@ -14,7 +14,7 @@ import pytest
 
 from rnnjax.cli import main
 from rnnjax.optim import label_params
-from rnnjax.train import TIMING_KEYS, Config, build, load_history, load_params, train
+from rnnjax.training.runner import TIMING_KEYS, Config, build, load_history, load_params, train
 
 sys.path.insert(0, os.path.dirname(__file__))
 

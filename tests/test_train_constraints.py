@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import cli, constraints
-from rnnjax import train as train_module
-from rnnjax.commands.train import config_from_args
-from rnnjax.train import Config, build, train
+from rnnjax.cli import main as cli
+from rnnjax.cli.train import config_from_args
+from rnnjax.optim import constraints
+from rnnjax.training import runner as train_module
+from rnnjax.training.runner import Config, build, train
 
 SMALL = dict(task="adding", T=12, hidden=6, batch=8, steps=4, log_every=2, eval_batch=8,
              lr=1e-2)

@@ -96,7 +96,7 @@ def test_errors_come_before_tracing(lstm, monkeypatch):
     """The checks run eagerly: nothing is traced or compiled for bad input."""
     cell, p = lstm
     calls = []
-    monkeypatch.setattr(rnnjax.sequence, "_run", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(rnnjax.engine.sequence, "_run", lambda *a, **k: calls.append(1))
     with pytest.raises(ValueError):
         rnnjax.run(cell, p, jnp.ones((2, 7, 5)))
     assert calls == []

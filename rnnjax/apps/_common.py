@@ -1,6 +1,6 @@
 """Helpers shared by the applications: output folders, JSON summaries and a dense
-layer.  They train through :func:`rnnjax.training.fit`, check arguments with
-:mod:`rnnjax.checks` and draw with :mod:`rnnjax.figures`."""
+layer.  They train through :func:`rnnjax.training.update.fit`, check arguments with
+:mod:`rnnjax.core.checks` and draw with :mod:`rnnjax.plots.figures`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.checks import check_positive_float, check_positive_int
-from rnnjax.outputs import atomic_open
+from rnnjax.core.checks import check_positive_float, check_positive_int
+from rnnjax.io.outputs import atomic_open
 
 
 def out_dir(path) -> str:

@@ -27,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import cells, figures
+from rnnjax import cells
 from rnnjax.apps import _common
-from rnnjax.checks import check_file, check_fraction, check_positive_int
+from rnnjax.core.checks import check_file, check_fraction, check_positive_int
+from rnnjax.io.outputs import atomic_open, writes_out
 from rnnjax.layers import bidirectional, unidirectional
-from rnnjax.outputs import atomic_open, writes_out
-from rnnjax.training import fit
+from rnnjax.plots import figures
+from rnnjax.training.update import fit
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "sentiment.tsv")
 PAD, UNK = 0, 1

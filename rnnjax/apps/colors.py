@@ -45,14 +45,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import figures
 from rnnjax.apps import _common
 from rnnjax.cells import elman
-from rnnjax.checks import check_file, check_nonneg_float, check_positive_float, check_positive_int
-from rnnjax.outputs import writes_out
-from rnnjax.parametrize import expm_orthogonal
-from rnnjax.sequence import run
-from rnnjax.training import fit
+from rnnjax.cells.parametrize import expm_orthogonal
+from rnnjax.core.checks import (
+    check_file,
+    check_nonneg_float,
+    check_positive_float,
+    check_positive_int,
+)
+from rnnjax.engine.sequence import run
+from rnnjax.io.outputs import writes_out
+from rnnjax.plots import figures
+from rnnjax.training.update import fit
 
 DEFAULT_SEEDS = ("#e63946", "#2a9d8f", "#f4a261", "#264653", "#ffffff")
 

@@ -45,12 +45,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import cells, figures
+from rnnjax import cells
 from rnnjax.apps import _common
-from rnnjax.checks import check_choice, check_file, check_fraction, check_positive_int
-from rnnjax.outputs import atomic_open, writes_out
-from rnnjax.sequence import run
-from rnnjax.training import fit
+from rnnjax.core.checks import check_choice, check_file, check_fraction, check_positive_int
+from rnnjax.engine.sequence import run
+from rnnjax.io.outputs import atomic_open, writes_out
+from rnnjax.plots import figures
+from rnnjax.training.update import fit
 
 SYNTHETIC = ("sines", "walk")
 REAL = {"sunspots": 11, "co2": 52, "elnino": 12, "nile": None}  # name -> season

@@ -18,12 +18,12 @@ Sampling (:func:`sample`): the prompt is read to set the state; then each charac
 tends to the argmax (greedy decoding), which the tests check at ``1e-6``.
 
 Checkpoints: ``out/checkpoints`` holds verified orbax checkpoints of the params
-(:func:`rnnjax.checkpointing.save_params`, the latest ``keep``), with
+(:func:`rnnjax.training.checkpointing.save_params`, the latest ``keep``), with
 ``out/generate_config.json`` (cell, hidden, vocabulary) beside them;
 ``restore=out`` skips training and samples from the latest checkpoint.  A run of the
 training runner (``rnnjax train --task charlm``) can be sampled with ``run=DIR`` (it
 reads ``DIR/config.json`` and the runner's checkpoints through
-``rnnjax.train.load_params``).
+``rnnjax.load_params``).
 """
 
 from __future__ import annotations
@@ -37,20 +37,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import cells, checkpointing, figures
-from rnnjax import train as runner
+from rnnjax import cells
 from rnnjax.apps import _common
-from rnnjax.checks import (
+from rnnjax.core.checks import (
     check_choice,
     check_file,
     check_fraction,
     check_nonneg_float,
     check_positive_int,
 )
-from rnnjax.models import cell_with_readout
-from rnnjax.outputs import atomic_open, writes_out
+from rnnjax.io.outputs import atomic_open, writes_out
+from rnnjax.layers.readout import cell_with_readout
+from rnnjax.plots import figures
 from rnnjax.tasks.charlm import Vocab, load_text, sample, split_text, vocab_of
-from rnnjax.training import fit
+from rnnjax.training import checkpointing, runner
+from rnnjax.training.update import fit
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "tiny_text.txt")
 CELLS = ("lstm", "gru", "elman")
@@ -58,7 +59,7 @@ CELLS = ("lstm", "gru", "elman")
 
 class CharModel:
     """Cell + linear readout over one-hot characters: the runner's
-    :func:`rnnjax.models.cell_with_readout` (``init``, ``apply``, ``scan_prefix``,
+    :func:`rnnjax.layers.readout.cell_with_readout` (``init``, ``apply``, ``scan_prefix``,
     ``step_logits``, ``cell``) with the vocabulary size ``V``."""
 
     def __init__(self, cell_name: str, hidden: int, vocab_size: int):
@@ -116,7 +117,7 @@ def train(model, train_ids, *, seq_len=64, batch=32, steps=500, lr=3e-3, seed=0,
 
 def save_checkpoint(out, step, params, config, keep=3):
     """Save ``params`` as checkpoint ``step`` of ``out/checkpoints``
-    (:func:`rnnjax.checkpointing.save_params`) and ``config`` (cell, hidden, vocabulary)
+    (:func:`rnnjax.training.checkpointing.save_params`) and ``config`` (cell, hidden, vocabulary)
     as ``out/generate_config.json``."""
     _common.write_json(os.path.join(out, "generate_config.json"), config)
     checkpointing.save_params(out, step, params, keep=keep)
@@ -139,7 +140,7 @@ def load_runner_run(run_dir, seed_index=0):
     """``(model, params, vocab)`` of a char-LM run of the training runner: reads
     ``run_dir/config.json`` (task charlm, its data file or the shipped text, cell,
     hidden) and the runner's
-    checkpoints via :func:`rnnjax.train.load_params` (params stacked over seeds: entry
+    checkpoints via :func:`rnnjax.load_params` (params stacked over seeds: entry
     ``seed_index`` is used)."""
     check_file("run (its config.json)", os.path.join(os.fspath(run_dir), "config.json"))
     config = runner.Config.load(run_dir)

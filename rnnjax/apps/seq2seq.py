@@ -29,13 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import cells, figures
+from rnnjax import cells
 from rnnjax.apps import _common
-from rnnjax.cell import HiddenState
-from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.core.cell import HiddenState
+from rnnjax.core.checks import check_choice, check_positive_int
+from rnnjax.io.outputs import atomic_open, writes_out
 from rnnjax.layers import bidirectional
-from rnnjax.outputs import atomic_open, writes_out
-from rnnjax.training import fit
+from rnnjax.plots import figures
+from rnnjax.training.update import fit
 
 TASKS = ("reverse", "sort")
 ATTENTION = ("additive", "dot")

@@ -13,10 +13,10 @@ from rnnjax.cells import orthogonal as _orthogonal
 from rnnjax.cells import oscillator as _oscillator
 from rnnjax.cells import ssm as _ssm
 from rnnjax.cells import unitary as _unitary
-from rnnjax.checks import check_choice
-from rnnjax.precision import precision_options
+from rnnjax.core.checks import check_choice
+from rnnjax.core.precision import precision_options
 
-# every factory takes dtype= and param_dtype= (mixed precision, rnnjax.precision)
+# every factory takes dtype= and param_dtype= (mixed precision, rnnjax.core.precision)
 elman, irnn = precision_options(_elman.elman), precision_options(_elman.irnn)
 lstm, gru = precision_options(_gated.lstm), precision_options(_gated.gru)
 lru, gated_linear = precision_options(_linear.lru), precision_options(_linear.gated_linear)

@@ -7,8 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers
-from rnnjax.cell import (
+from rnnjax.core import initializers
+from rnnjax.core.cell import (
     Backward,
     Cell,
     HiddenState,
@@ -18,8 +18,8 @@ from rnnjax.cell import (
     where_live,
     zeros_carry,
 )
-from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.ops import ACTIVATIONS
+from rnnjax.core.checks import check_choice, check_positive_int
+from rnnjax.core.ops import ACTIVATIONS
 
 __all__ = ["INITS", "elman", "elman_backward", "irnn"]
 
@@ -27,7 +27,7 @@ INITS = ("uniform", "orthogonal", "irnn")
 
 
 def elman_backward(activation: str = "tanh") -> Backward:
-    r"""The Elman cell's hand-written BPTT (:class:`rnnjax.cell.Backward`).
+    r"""The Elman cell's hand-written BPTT (:class:`rnnjax.core.cell.Backward`).
 
     Forward ``z_t = [x_t, h_{t-1}] @ W + b`` (``W = [W_xh W_hh]^T``), ``h_t = f(z_t)``;
     the driver stores only ``h_t``.  One reverse step, with ``g_t`` the gradient of
@@ -37,7 +37,7 @@ def elman_backward(activation: str = "tanh") -> Backward:
         g_{t-1} = W_hh^T delta_t
         dW_xh += delta_t x_t^T    dW_hh += delta_t h_{t-1}^T    db += delta_t
 
-    (the last three once per chunk, :func:`rnnjax.cell.fused_grads`).
+    (the last three once per chunk, :func:`rnnjax.core.cell.fused_grads`).
     """
     f, fprime = ACTIVATIONS[activation]
 

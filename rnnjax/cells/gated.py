@@ -7,8 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers
-from rnnjax.cell import (
+from rnnjax.core import initializers
+from rnnjax.core.cell import (
     Backward,
     Cell,
     HiddenState,
@@ -20,8 +20,8 @@ from rnnjax.cell import (
     where_live,
     zeros_carry,
 )
-from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.ops import layer_norm as _layer_norm
+from rnnjax.core.checks import check_choice, check_positive_int
+from rnnjax.core.ops import layer_norm as _layer_norm
 
 __all__ = ["INITS", "gate_params", "gru", "gru_backward", "lstm", "lstm_backward"]
 
@@ -51,7 +51,7 @@ def _lstm_gates(z):
 
 
 def lstm_backward() -> Backward:
-    r"""The (plain) LSTM's hand-written BPTT (:class:`rnnjax.cell.Backward`).
+    r"""The (plain) LSTM's hand-written BPTT (:class:`rnnjax.core.cell.Backward`).
 
     The driver stores ``(h_t, c_t)`` (the forward is the cell's own ``step``); per chunk the gates
     are recomputed from
@@ -65,7 +65,7 @@ def lstm_backward() -> Backward:
         delta_t = [di * i(1-i), df * f(1-f), dg * (1-g^2), do * o(1-o)]    (4H,)
         g_{t-1}  = W_hh^T delta_t          gc_{t-1} = dc_t * f
 
-    and the weight gradients of the fused step (:func:`rnnjax.cell.fused_grads`).
+    and the weight gradients of the fused step (:func:`rnnjax.core.cell.fused_grads`).
     """
 
     def recompute(w):
@@ -113,7 +113,7 @@ def _gru_gates(w):
 
 
 def gru_backward() -> Backward:
-    r"""The GRU's hand-written BPTT (:class:`rnnjax.cell.Backward`).  With
+    r"""The GRU's hand-written BPTT (:class:`rnnjax.core.cell.Backward`).  With
     ``m = u_n + b_hn`` (``u = W_hh h_{t-1}``), one reverse step::
 
         dh_t = g_t + dy_t

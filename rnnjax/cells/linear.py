@@ -2,7 +2,7 @@
 
 Both declare their recurrence ``h_t = a_t * h_{t-1} + b_t`` (:class:`rnnjax.Linear`,
 ``kind="diagonal"``) so :func:`rnnjax.run` can use the associative scan
-(:mod:`rnnjax.associative`); their ``step`` runs the same equation in the sequential
+(:mod:`rnnjax.engine.associative`); their ``step`` runs the same equation in the sequential
 engine.
 """
 
@@ -13,10 +13,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers
-from rnnjax.cell import Cell, HiddenState, Linear, identity
-from rnnjax.checks import check_positive_int
-from rnnjax.parametrize import complex_dtype
+from rnnjax.cells.parametrize import complex_dtype
+from rnnjax.core import initializers
+from rnnjax.core.cell import Cell, HiddenState, Linear, identity
+from rnnjax.core.checks import check_positive_int
 
 __all__ = ["complex_carry", "diagonal_step", "gated_linear", "lru", "lru_lambda"]
 

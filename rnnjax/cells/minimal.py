@@ -15,10 +15,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers
-from rnnjax.cell import Cell, HiddenState, Linear, identity, zeros_carry
 from rnnjax.cells.gated import INITS, gate_params
-from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.core import initializers
+from rnnjax.core.cell import Cell, HiddenState, Linear, identity, zeros_carry
+from rnnjax.core.checks import check_choice, check_positive_int
 
 
 def indrnn(hidden_size: int, timesteps: int = 100, mag: float = 2.0,

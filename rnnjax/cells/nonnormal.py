@@ -20,11 +20,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnjax import parametrize as P
-from rnnjax.cell import Cell
+from rnnjax.cells import parametrize as P
 from rnnjax.cells.orthogonal import ACTIVATIONS, dense_cell
-from rnnjax.checks import check_choice, check_positive_int
-from rnnjax.initializers import INPUT_INITS
+from rnnjax.core.cell import Cell
+from rnnjax.core.checks import check_choice, check_positive_int
+from rnnjax.core.initializers import INPUT_INITS
 
 __all__ = ["nnrnn", "nnrnn_factors", "spectral", "spectral_factors"]
 
@@ -66,7 +66,7 @@ def nnrnn(hidden_size: int, init: str = "henaff", activation: str = "modrelu",
     by ``OrthoRNNCell``), no input bias, modReLU bias ``U[-0.01, 0.01]``
     (:func:`rnnjax.initializers.input_layer`).  The recipe's penalties
     (``alpha_lam sum (alpha - 1)^2`` and weight decay on ``T``) are
-    :func:`rnnjax.constraints.nnrnn_penalty`.
+    :func:`rnnjax.optim.constraints.nnrnn_penalty`.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers as I
-from rnnjax import parametrize as P
-from rnnjax.cell import Backward, Cell, HiddenState, chunk_outer, where_live, zeros_carry
-from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.cells import parametrize as P
+from rnnjax.core import initializers as I
+from rnnjax.core.cell import Backward, Cell, HiddenState, chunk_outer, where_live, zeros_carry
+from rnnjax.core.checks import check_choice, check_positive_int
 
 __all__ = ["ACTIVATIONS", "dense_backward", "dense_cell", "exprnn", "householder", "scornn"]
 
@@ -34,7 +34,7 @@ ACTIVATIONS = {"modrelu": P.modrelu, "tanh": lambda z, b: jnp.tanh(z + b),
 
 
 def dense_backward(f, complex_state: bool = False) -> Backward:
-    r"""Hand-written BPTT (:class:`rnnjax.cell.Backward`) of
+    r"""Hand-written BPTT (:class:`rnnjax.core.cell.Backward`) of
     ``h_t = f(h_{t-1} W^T + x_t V^T, b)`` with ``W`` fixed over the sequence, from the
     prepared weights ``{"W", "V", "b"}`` (dense ``W``; complex for the unitary cells).
 

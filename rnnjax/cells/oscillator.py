@@ -16,9 +16,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax import initializers
-from rnnjax.cell import Cell, HiddenState, identity, zeros_carry
-from rnnjax.checks import check_positive_int
+from rnnjax.core import initializers
+from rnnjax.core.cell import Cell, HiddenState, identity, zeros_carry
+from rnnjax.core.checks import check_positive_int
 
 
 class OscillatorState(NamedTuple):

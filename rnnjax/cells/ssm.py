@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import initializers
-from rnnjax.cell import Cell, HiddenState, Linear, identity, zeros_carry
 from rnnjax.cells.linear import complex_carry, diagonal_step
-from rnnjax.checks import check_choice, check_memory, check_positive_int
+from rnnjax.core import initializers
+from rnnjax.core.cell import Cell, HiddenState, Linear, identity, zeros_carry
+from rnnjax.core.checks import check_choice, check_memory, check_positive_int
 
 
 def _encoder(key, H, F):

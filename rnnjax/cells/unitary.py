@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import initializers as I
-from rnnjax import parametrize as P
-from rnnjax.cell import Cell, HiddenState
+from rnnjax.cells import parametrize as P
 from rnnjax.cells.orthogonal import dense_backward
-from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.core import initializers as I
+from rnnjax.core.cell import Cell, HiddenState
+from rnnjax.core.checks import check_choice, check_positive_int
 
 __all__ = ["eunn", "fcurnn", "urnn"]
 

@@ -7,7 +7,7 @@ mnist1d, mnist1d_full, smnist, pmnist) carry fixed splits and train by epochs; t
 LM is stateful (:mod:`rnnjax.tasks.stateful`).
 """
 
-from rnnjax.checks import check_choice
+from rnnjax.core.checks import check_choice
 from rnnjax.tasks.adding import adding_batch, adding_task
 from rnnjax.tasks.base import (
     CreditSteps,
@@ -28,7 +28,7 @@ from rnnjax.tasks.digits import digits_task, load_digits
 from rnnjax.tasks.mnist import load_mnist, mnist_task
 from rnnjax.tasks.mnist1d import load_mnist1d, mnist1d_full_task, mnist1d_task
 from rnnjax.tasks.plugin import is_plugin, load_factory, plugin_task
-from rnnjax.tasks.stateful import evaluate_bpc, train_stateful
+from rnnjax.tasks.stateful import evaluate_bpc
 
 TASKS = {
     "copy": lambda T, data=None, variant="arjovsky", **_: copy_task(T, variant),
@@ -64,4 +64,4 @@ __all__ = ["CreditSteps", "Splits", "TASKS", "Task", "accuracy", "adding_batch",
            "load_mnist", "load_mnist1d", "make", "mnist1d_full_task", "mnist1d_task",
            "mnist_task", "plugin_task",
            "sample", "split_metrics",
-           "steps_per_epoch", "train_stateful"]
+           "steps_per_epoch"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnjax.checks import check_positive_int
+from rnnjax.core.checks import check_positive_int
 from rnnjax.tasks.base import Task, identity_encoder
 
 BASELINE = 1.0 / 6.0

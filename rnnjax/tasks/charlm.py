@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.checks import check_positive_int
+from rnnjax.core.checks import check_positive_int
 from rnnjax.tasks.base import Task, accuracy, cross_entropy, one_hot_encoder
 from rnnjax.tasks.stateful import Stream, split_contiguous
 
@@ -167,7 +167,7 @@ def sample(model, params, vocab: Vocab, prompt: str, length: int, *, key=None,
 
     ``temperature == 0`` is greedy argmax decoding and needs no ``key``.  ``model`` is
     anything with ``scan_prefix`` and ``step_logits`` (a :class:`CharModel` or the
-    runner's ``rnnjax.models.Model``).
+    runner's ``rnnjax.layers.readout.Model``).
     """
     if not prompt:
         raise ValueError("prompt must hold at least one character")

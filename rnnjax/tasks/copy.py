@@ -34,7 +34,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnjax.checks import check_choice, check_positive_int
+from rnnjax.core.checks import check_choice, check_positive_int
 from rnnjax.tasks.base import CreditSteps, Task, accuracy, cross_entropy, one_hot_encoder
 
 N_SYMBOLS = 10  # symbols to remember

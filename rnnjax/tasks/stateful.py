@@ -18,9 +18,9 @@ The recipe of Zaremba, Sutskever & Vinyals (2014) and the PTB character tables
   ``n`` predicted characters.
 
 The model is a cell with a linear readout, params ``{"cell", "readout": {"W", "b"}}`` as
-:func:`rnnjax.models.cell_with_readout` builds them.
+:func:`rnnjax.layers.readout.cell_with_readout` builds them.
 
-The training runner (``rnnjax train --task charlm``, :mod:`rnnjax.train`) runs the same
+The training runner (``rnnjax train --task charlm``, :mod:`rnnjax.training.runner`) runs the same
 protocol through its one update rule: a task that carries a :class:`Stream` is stateful;
 step ``i`` trains on window ``k = i mod K`` (:func:`window_at`, full windows only, so
 ``K = floor((M - 1) / L)`` per epoch, :func:`windows_per_epoch`) from the carry that
@@ -36,12 +36,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from rnnjax.checks import check_fraction, check_positive_int
-from rnnjax.sequence import run
+from rnnjax.core.checks import check_fraction, check_positive_int
+from rnnjax.engine.sequence import run
 from rnnjax.tasks.base import cross_entropy
-from rnnjax.training import cell_projection, init_state, make_update
 
 
 def split_contiguous(ids, valid: float = 0.05, test: float = 0.05):
@@ -158,34 +156,6 @@ def text_metrics(cell, params, ids, length: int, vocab: int) -> dict:
     return {"loss": loss, "bpc": loss / math.log(2)}
 
 
-def train_stateful(cell, params, streams, length: int, vocab: int, *, epochs: int = 1,
-                   optimizer=None, lr: float = 2e-3, clip: float = 0.25, trace=None):
-    """Stateful truncated BPTT over ``streams (B, M)`` for ``epochs`` passes (the carry
-    starts at zero each epoch), each window one step of the update rule
-    :func:`rnnjax.training.make_update` (a non-finite step is skipped).  The optimiser
-    is Adam after global-norm clipping at ``clip`` unless given.  ``trace``: a list that
-    receives ``(carry in, carry out, params used)`` per window.  Returns ``(params,
-    per-window losses)``."""
-    check_positive_int("length", length)
-    check_positive_int("epochs", epochs)
-    if optimizer is None:
-        optimizer = optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
-    update = jax.jit(make_update(lambda p, b: window_loss(cell, p, *b, vocab), optimizer,
-                                 has_aux=True, project=cell_projection(cell)))
-    state = init_state(params, optimizer, jax.random.key(0))
-    losses = []
-    for _ in range(epochs):
-        carry = cell.initial_carry((streams.shape[0],), params["readout"]["W"].dtype)
-        for k in range(n_windows(streams, length)):
-            x, y = window(streams, k, length)
-            new, (loss, carry_out) = update(state, (carry, jnp.asarray(x), jnp.asarray(y)))
-            if trace is not None:
-                trace.append((carry, carry_out, state.params))
-            state, carry = new, carry_out
-            losses.append(float(loss))
-    return state.params, losses
-
-
 def evaluate_bpc(cell, params, ids, length: int, vocab: int, streams: int = 1) -> float:
     """Bits per character of the whole text ``ids`` with carried state, window by
     window (``streams`` chunks as in :func:`batchify`; 1 reads the text end to end)."""
@@ -206,5 +176,5 @@ def _window_sum(cell, params, carry, x, y, vocab):
 
 
 __all__ = ["Stream", "batchify", "evaluate_bpc", "n_windows", "split_contiguous",
-           "text_metrics", "train_stateful", "window", "window_at", "window_loss",
+           "text_metrics", "window", "window_at", "window_loss",
            "windows_per_epoch"]

@@ -1,0 +1,3 @@
+"""Files: run folders (claims, locks, markers), atomic writes, parameter files."""
+
+__all__ = ["outputs", "paramfile"]

@@ -1,0 +1,748 @@
+r"""The training runner: one jitted train step, many seeds in one program, metrics,
+checkpoints and resumption.
+
+A run is described by a frozen :class:`Config` (:mod:`rnnjax.training.config`, what the
+``rnnjax train`` command fills and saves as ``config.json`` beside the run).
+:func:`train` then
+
+1. checks the configuration before anything is built (:func:`validate`: unknown task or
+   cell names list the valid ones; ``T < 1``, ``hidden <= 0``, a missing data file are
+   named);
+2. builds the task (:mod:`rnnjax.tasks`) and the model (cell + linear readout,
+   :mod:`rnnjax.layers.readout`);
+   With ``progress`` a tqdm bar is drawn only when stderr is a terminal; otherwise
+   (a pipe, a log file) one line per log record is printed instead.
+3. initialises one :class:`TrainState` per seed ``seed, seed+1, ..., seed+seeds-1``
+   and stacks them: every array has a leading ``(seeds,)`` axis and the whole train step
+   (:func:`rnnjax.training.make_update`, the update rule every loop of rnnjax runs) is
+   ``jax.vmap``-ed over it (so ``--seeds 4`` is four independent runs in one program);
+4. runs the jitted step ``steps`` times.  Each step draws a fresh batch from the run's
+   PRNG key (``key, k = split(key)``), so the data stream is a pure function of the seed;
+5. every ``log_every`` steps writes one record (:mod:`rnnjax.training.metrics`) to
+   ``metrics.jsonl`` and ``metrics.csv``: ``train_loss`` (mean training loss since the
+   last record, with the penalties of the constraint options), ``train_grad_norm``
+   (mean global gradient norm on those training batches), ``eval_*`` (the task's
+   metrics on a held-out batch fixed by the seed; for
+   data-set tasks ``eval_loss`` and ``eval_accuracy`` over the *whole* test split and
+   ``valid_*`` over the whole validation split, batched and jitted,
+   :func:`rnnjax.tasks.split_metrics`), ``eval_grad_norm_<layer>`` (gradient norm per
+   top-level param group on that held-out batch), ``orth_error`` (``||W^H W - I||_F`` of the
+   recurrent matrix, for cells with orthogonal parameters), ``eval_credit_ratio_<field>``
+   and ``eval_credit_jacobian_norm`` for a task with credit steps (the copy task,
+   :func:`credit_metrics`: ``||dL_target/dz^f_source|| / ||dL_target/dz^f_reference||``
+   per carry field, null where the gradient underflowed, and ``||dz_reference /
+   dz_source||_2``), ``baseline`` and ``steps_per_sec``; with several seeds every
+   metric is the mean over seeds, ``<name>_std`` the standard deviation and ``seeds``
+   the per-seed values;
+6. saves ``(params, optimizer state, PRNG key, step, metric accumulators)`` and the
+   metric history (:mod:`rnnjax.training.checkpointing`, orbax) every ``checkpoint_every`` steps
+   (keeping the last ``keep``) and at the end; ``resume=True`` restores the latest and
+   continues, which gives bitwise the same parameters and metrics as an uninterrupted
+   run on CPU;
+7. for tasks with a validation split, keeps the params of the record with the best
+   ``valid_accuracy`` (mean over seeds; ties: lower ``valid_loss``) in ``out/best``
+   (:func:`rnnjax.training.checkpointing.save_params`) with its record in ``best.json``.
+
+Data-set tasks train by ``epochs`` (:func:`resolve`): each epoch visits every training
+example once (:func:`rnnjax.tasks.epoch_batch`, order from ``seed``, shared by the seeds
+of one program; one device).
+
+Stateful tasks (``Task.stream``, the char LM; :mod:`rnnjax.tasks.stateful`) run the PTB
+protocol through the same update rule (``make_update(..., has_aux=True)``): the training
+text is laid out as ``batch`` streams, step ``i`` trains on window ``k = i mod K`` of
+``T`` characters of every stream from ``TrainState.carry``, the carry window ``k-1``
+left (zeros when ``k = 0``; its gradient is cut), and stores the carry leaving window
+``k`` back in the state, so checkpoints hold it and a resumed run continues exactly.
+Their records report ``eval_*`` / ``valid_*`` (loss, bpc) over the whole test / valid
+text read with carried state (:func:`rnnjax.tasks.stateful.text_metrics`); the best
+params are those of the lowest ``valid_loss``.  The data's fingerprint
+(``Task.fingerprint``) is saved as ``config.data_sha256``; a resumed run on other data
+is refused (:func:`rnnjax.training.config.check_resume`).
+
+Scale-out and faults (:mod:`rnnjax.training.distributed`,
+:mod:`rnnjax.training.checkpointing`): with
+several devices (``Config.devices``, default all local ones) or processes the step runs
+data-parallel over a ``("data",)`` mesh; checkpoints are verified on resume (a damaged
+newest one is reported and the previous one used); a step with a non-finite loss or
+gradient is skipped and counted (``nonfinite_skipped``), ``max_nonfinite`` consecutive
+ones stop the run (:class:`NonFiniteError`); SIGTERM saves a checkpoint and raises
+:class:`rnnjax.training.checkpointing.Preempted`.
+
+Orthogonality by constraint, for any recurrent cell (:mod:`rnnjax.optim.constraints`):
+``orth_penalty``, the nnRNN penalties and gradient flossing add their terms to the
+training loss (flossing on every ``floss_every``-th step, a second compiled step);
+``riemannian`` moves ``W_hh`` on ``O(H)`` (:func:`rnnjax.optim.recipe`).
+
+Optimiser: ``optax`` RMSprop as PyTorch's (``decay 0.99``, ``eps`` outside the square
+root; the expRNN recipe), Adam or SGD; optional clipping by global norm or per
+element before it; the parameters that :func:`rnnjax.optim.label_params` labels
+orthogonal (the unconstrained coordinates of orthogonal/unitary parametrisations) get
+``lr_orth``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from rnnjax import analysis, layers, optim
+from rnnjax import tasks as tasks_lib
+from rnnjax.cells import parametrize
+from rnnjax.io import outputs
+from rnnjax.layers import baselines
+from rnnjax.layers.readout import Model, cell_with_readout, layer_with_readout
+from rnnjax.optim import constraints
+from rnnjax.tasks import stateful
+from rnnjax.training import checkpointing
+from rnnjax.training import distributed as dist
+from rnnjax.training.config import (
+    CLIP_MODES,
+    OPTIMIZERS,
+    Config,
+    check_resume,
+    has_orthogonal_params,
+    make_cell,
+    orthogonal_cells,
+    penalties,
+    validate,
+)
+from rnnjax.training.metrics import (
+    TIMING_KEYS,
+    NonFiniteError,
+    TensorBoard,
+    check_nonfinite,
+    format_record,
+    load_history,
+    make_record,
+    write_metrics,
+)
+from rnnjax.training.update import TrainState, cell_projection, init_state, make_update
+
+
+def make_task(config: Config):
+    return tasks_lib.make(config.task, T=config.T, data=config.data, variant=config.variant,
+                          permutation_seed=config.permutation_seed,
+                          permutation=config.permutation)
+
+
+def _per_epoch(config: Config, task) -> int | None:
+    """Steps of one epoch: ``floor(N_train / batch)`` for a data set, the
+    :func:`rnnjax.tasks.stateful.windows_per_epoch` of a stateful task, None for a
+    generated one."""
+    if task.stream is not None:
+        return stateful.windows_per_epoch(len(task.stream.train), config.batch,
+                                          task.stream.length)
+    if task.splits is not None:
+        return tasks_lib.steps_per_epoch(len(task.splits.train[1]), config.batch)
+    return None
+
+
+def resolve(config: Config, task) -> Config:
+    """``config`` with what the built task fixes filled in: ``steps = epochs * E`` and
+    ``log_every = E`` (one epoch, :func:`_per_epoch`) when ``epochs`` is set (a
+    ``ValueError`` for a generated task, or a training split smaller than ``batch``),
+    the pixel ``permutation`` of a permuted task and the data fingerprint
+    ``data_sha256`` (``Task.fingerprint``)."""
+    splits = task.splits
+    per = _per_epoch(config, task)  # also checks that a stateful task has a window
+    if config.epochs is not None:
+        if per is None:
+            raise ValueError(f"epochs is for data-set tasks; the {config.task!r} task is "
+                             f"generated: give steps instead")
+        config = dataclasses.replace(config, steps=config.epochs * per, log_every=per)
+    if task.fingerprint is not None:
+        config = dataclasses.replace(config, data_sha256=task.fingerprint)
+    if splits is not None and splits.permutation is not None and config.permutation is None:
+        config = dataclasses.replace(
+            config, permutation=tuple(int(i) for i in np.asarray(splits.permutation)))
+    return config
+
+
+def make_model(config: Config, task) -> Model:
+    """Cell + linear readout, or a non-recurrent baseline (:mod:`rnnjax.layers.baselines`:
+    ``wavenet``, ``attention``) of width ``hidden``.  With ``config.bidirectional`` or
+    ``config.readout`` the cell runs as a layer (:func:`rnnjax.layers.bidirectional` or
+    :func:`rnnjax.layers.unidirectional`) under :func:`rnnjax.layers.readout.layer_with_readout`
+    (``readout="flatten"``: the task must read one output per sequence)."""
+    if config.cell in baselines.MODELS:
+        return baselines.make(config.cell, task.input_size, task.output_size, task.readout,
+                              hidden=config.hidden, **dict(config.cell_options))
+    if not (config.bidirectional or config.readout is not None):
+        return cell_with_readout(make_cell(config), task.input_size, task.output_size,
+                                 task.readout, grad=config.grad)
+    readout = config.readout or task.readout
+    if readout == "flatten" and task.readout != "last":
+        raise ValueError(f"readout='flatten' maps a whole sequence to one output, so it "
+                         f"needs a sequence-classification task (one output per "
+                         f"sequence); the {config.task!r} task reads an output at "
+                         f"every step")
+    cell = make_cell(config)
+    layer = layers.bidirectional(cell) if config.bidirectional else \
+        layers.unidirectional(cell)
+    return layer_with_readout(layer, task.input_size, task.output_size, readout,
+                              time=task.time, grad=config.grad)
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
+    parameters get ``lr_orth``, or ``lr`` when it is None; with ``riemannian`` the
+    cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
+    ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
+    global_clip = config.clip if config.clip_mode == "global_norm" else None
+    tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth or config.lr,
+                      clip=global_clip, retraction=config.riemannian)
+    if config.clip is not None and config.clip_mode == "element":
+        tx = optax.chain(optax.clip(config.clip), tx)
+    return optim.dynamic_loss_scale(tx) if config.dtype == "float16" else tx
+
+
+class Experiment(NamedTuple):
+    """The built pieces of a run: pure functions over one seed's state."""
+
+    config: Config
+    task: Any
+    model: Model
+    optimizer: optax.GradientTransformation
+    init: Any  # seed -> TrainState
+    step: Any  # TrainState -> TrainState
+    evaluate: Any  # (TrainState, eval batch) -> dict of metrics
+    eval_batch: Any  # seed -> held-out (xs, ys)
+    orthogonal: bool
+    batch: Any = None  # key data -> the training batch (xs, ys) step draws from it
+    update: Any = None  # (TrainState, (xs, ys)) -> TrainState; step = update(s, batch(s.key))
+    # (params, (xs, ys), floss=False) -> the training objective: task loss + the
+    # config's penalties (+ the flossing term with floss=True)
+    objective: Any = None
+    # Gradient flossing (config.floss_every): the same step with the flossing term added
+    floss_step: Any = None
+    floss_update: Any = None
+
+
+def build(config: Config) -> Experiment:
+    """Validate ``config`` and build the task, model, optimiser and pure step functions."""
+    validate(config)
+    task = make_task(config)
+    config = resolve(config, task)
+    splits, stream = task.splits, task.stream
+    # Epoch order: one key per run (shared by the seeds of one program).
+    order_key = jax.random.fold_in(jax.random.key(config.seed), 2 << 20)
+    model = make_model(config, task)
+    opt = make_optimizer(config)
+    orthogonal = (model.cell is not None and model.cell.recurrent_matrix is not None
+                  and (config.has_constraint() or has_orthogonal_params(
+                      jax.eval_shape(model.init, jax.random.key(0)))))
+
+    def init(seed):
+        k_init, k_data = jax.random.split(jax.random.key(seed))
+        # The runner trains in float32 whatever jax_enable_x64 says (a cell drawing an
+        # array without a dtype would otherwise get float64 params under x64).
+        params = jax.tree.map(
+            lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+            model.init(k_init))
+        state = init_state(params, opt, k_data)
+        if stream is not None:
+            state = state._replace(carry=model.cell.initial_carry((config.batch,),
+                                                                  jnp.float32))
+        return state
+
+    spec = penalties(config)
+
+    def objective(params, data, floss=False):
+        # task loss + the soft constraints (rnnjax.optim.constraints.penalty; 0 when none)
+        xs, ys = data
+        enc = task.encode(xs)
+        loss = task.loss(model.apply(params, enc), ys)
+        if not config.has_constraint():
+            return loss
+        return loss + constraints.penalty(model.cell, params["cell"], enc, spec, floss=floss)
+
+    def loss_fn(params, data):  # evaluation's gradient norms: the task loss only
+        xs, ys = data
+        return task.loss(model.apply(params, task.encode(xs)), ys)
+
+    def loss_and_logits(params, data):
+        xs, ys = data
+        logits = model.apply(params, task.encode(xs))
+        return task.loss(logits, ys), logits
+
+    # the cell's constraint between updates (Cell.project: IndRNN's clip of u)
+    project = cell_projection(model.cell)
+    update_with_loss = make_update(objective, opt, project=project)
+    floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt, project=project)
+                       if config.floss_every else None)
+
+    def update(state: TrainState, data) -> TrainState:
+        return update_with_loss(state, data)[0]
+
+    if stream is not None:  # stateful: consecutive windows, the carry passed on
+        if model.cell is None:
+            raise ValueError(f"the {config.task!r} task is stateful and needs a recurrent "
+                             f"cell; got the baseline {config.cell!r}")
+        if config.has_constraint():
+            raise ValueError(f"the {config.task!r} task is stateful; the penalties, flossing "
+                             f"and riemannian options apply to the sampled-batch tasks")
+        streams = jnp.asarray(stateful.batchify(stream.train, config.batch))
+        per_epoch = _per_epoch(config, task)
+        update_window = make_update(
+            lambda params, b: stateful.window_loss(model.cell, params, *b, stream.vocab,
+                                                   config.grad), opt, has_aux=True,
+            project=project)
+
+        def stateful_step(state: TrainState) -> TrainState:
+            # Window k = step mod K; the carry left by window k-1 enters window k (zeros
+            # at the start of each epoch); window_loss cuts its gradient.
+            k = state.step % per_epoch
+            xs, ys = stateful.window_at(streams, k, stream.length)
+            carry = jax.tree.map(lambda c: jnp.where(k == 0, jnp.zeros_like(c), c),
+                                 state.carry)
+            new, (_, carry) = update_window(state, (carry, xs, ys))
+            # A non-finite carry (a diverged window) is not passed on.
+            carry = jax.tree.map(lambda c: jnp.where(jnp.isfinite(c), c, 0), carry)
+            return new._replace(carry=carry)
+
+    def floss_update(state: TrainState, data) -> TrainState:
+        return floss_with_loss(state, data)[0]
+
+    def batch(key_data):
+        _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
+        return task.sample(k_batch, config.batch)
+
+    def step(state: TrainState) -> TrainState:
+        if stream is not None:
+            return stateful_step(state)
+        if config.epochs is not None:
+            return update(state, tasks_lib.epoch_batch(splits.train, order_key, state.step,
+                                                       config.batch, splits.prepare))
+        return update(state, batch(state.key))
+
+    def floss_step(state: TrainState) -> TrainState:
+        return floss_update(state, batch(state.key))
+
+    def eval_batch(seed):
+        # A held-out batch fixed by the seed, from a key the training stream never uses.
+        return task.eval_sample(jax.random.fold_in(jax.random.key(seed), 1 << 20),
+                                config.eval_batch)
+
+    def evaluate(state: TrainState, data):
+        xs, ys = data
+        if stream is not None:  # the whole test ("eval") and valid texts, state carried
+            out = {}
+            for name, part in (("eval", stream.test), ("valid", stream.valid)):
+                out.update({f"{name}_{k}": v for k, v in stateful.text_metrics(
+                    model.cell, state.params, part, stream.length, stream.vocab).items()})
+            grads = jax.grad(loss_fn)(state.params, data)
+        else:  # one forward pass for the metrics and the gradient
+            grads, logits = jax.grad(loss_and_logits, has_aux=True)(state.params, data)
+            out = {f"eval_{k}": v for k, v in task.metrics(logits, ys).items()}
+        if splits is not None:  # the whole test (and validation) split
+            def logits(x):
+                return model.apply(state.params, task.encode(x))
+            for name, part in (("eval", splits.test), ("valid", splits.valid)):
+                if part is not None:
+                    out.update({f"{name}_{k}": v for k, v in tasks_lib.split_metrics(
+                        logits, part, config.eval_batch, splits.prepare).items()})
+        if orthogonal:
+            out["orth_error"] = analysis.orthogonality_error(model.cell, state.params["cell"])
+        for name, norm in analysis.grad_norms_by_layer(grads).items():
+            if name != "global":  # eval_grad_norm_cell, ..._readout: on held-out data
+                out["eval_grad_norm_" + name.strip("[]'")] = norm
+        if has_credit(model, task):
+            out.update(credit_values(credit_metrics(model, task, state.params, data)))
+        return out
+
+    flossing = config.floss_every > 0
+    return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
+                      batch, update, objective, floss_step if flossing else None,
+                      floss_update if flossing else None)
+
+
+# The credit measurement of the runner's records (and of the copy report, which calls
+# credit_metrics with these settings): the Jacobian norm over the first 4 examples of
+# the held-out batch, 6 power iterations (the product of T step Jacobians has a large
+# gap sigma_1/sigma_2 unless the cell is close to orthogonal, where every sigma_i is
+# close to sigma_1, so a few iterations settle it; the tests compare with dense SVDs).
+# "step": the cell's own outputs; before the first target (every step the ratio
+# compares) that is the whole gradient.
+CREDIT_SETTINGS = {"jacobian_examples": 4, "n_iter": 6, "readout": "step"}
+
+
+def has_credit(model, task) -> bool:
+    """Whether the runner measures credit: the task names its steps (``Task.credit``)
+    and the model is a recurrent cell with a readout (``Model.readout``)."""
+    return (task.credit is not None and model.cell is not None
+            and getattr(model, "readout", None) is not None and task.stream is None)
+
+
+def credit_metrics(model, task, params, data, profile: bool = False) -> dict:
+    r"""The credit measurement of one seed's ``params`` on the batch ``data = (xs, ys)``
+    (traceable): :func:`rnnjax.analysis.credit_metrics` with the loss restricted to the
+    task's targets, ``L_target = task.loss(project(y)[:, targets], ys[:, targets])``
+    (for the copy task the mean cross-entropy of the 10 recall steps), source and
+    reference from :attr:`rnnjax.tasks.Task.credit`, and :data:`CREDIT_SETTINGS`.
+    ``{"ratio": {field: rho^f (nan: underflow)}, "log_jacobian_norm": ...}`` (and the
+    per-step ``"profile"``, :func:`rnnjax.analysis.credit_arrays`, when ``profile``)."""
+    xs, ys = data
+    spec = task.credit
+    return analysis.credit_metrics(model.cell, params["cell"], task.encode(xs),
+                                   credit_loss(model, task, params, ys), spec.source,
+                                   spec.reference, profile=profile, **CREDIT_SETTINGS)
+
+
+def credit_loss(model, task, params, ys):
+    """``outs -> L_target``: the task's loss on its credit targets only,
+    ``task.loss(project(outs)[:, targets], ys[:, targets])`` (``outs`` the cell's outputs
+    ``(batch, time, H_out)``)."""
+    tgt = jnp.asarray(task.credit.targets)
+
+    def loss(outs):
+        return task.loss(model.readout(params, outs[:, tgt]), ys[:, tgt])
+    return loss
+
+
+def credit_values(m: dict) -> dict:
+    """:func:`credit_metrics` as record values: ``eval_credit_ratio_<field>`` and
+    ``eval_credit_log_jacobian_norm`` (its ``exp``, in float64, becomes
+    ``eval_credit_jacobian_norm`` when the record is made)."""
+    out = {f"eval_credit_ratio_{f}": v for f, v in m["ratio"].items()}
+    out["eval_credit_log_jacobian_norm"] = m["log_jacobian_norm"]
+    return out
+
+
+def seed_list(config: Config) -> list:
+    return [config.seed + i for i in range(config.seeds)]
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def initial_state(exp: Experiment):
+    """The stacked initial states and held-out batches of the run's seeds (each seed's
+    built by the same jitted function, so a seed's state does not depend on the others)."""
+    init, data = jax.jit(exp.init), jax.jit(exp.eval_batch)
+    seeds = seed_list(exp.config)
+    return (_stack([init(jnp.asarray(s, jnp.int32)) for s in seeds]),
+            _stack([data(jnp.asarray(s, jnp.int32)) for s in seeds]))
+
+
+class Result(NamedTuple):
+    """What :func:`train` returns: the final stacked state (leading ``(seeds,)`` axis),
+    the list of metric records, the experiment and, with ``evaluate_initial``, the
+    held-out metrics of the initial state (``(seeds,)`` arrays; None otherwise)."""
+
+    state: TrainState
+    history: list
+    experiment: Experiment
+    initial: dict | None = None
+
+
+class _Run(NamedTuple):
+    """Where a run writes: ``out`` (or None), its checkpoint manager (or None), whether
+    this process writes logs and metrics, the data-parallel mesh (or None) and the
+    writer's lock on ``out`` (or None)."""
+
+    out: str | None
+    mngr: Any
+    main: bool
+    mesh: Any
+    lock: Any = None
+
+
+def _mesh(config, stateful_task: bool = False):
+    """The data-parallel mesh, or None for one device in one process (epochs and a
+    stateful task need one device)."""
+    n = config.devices if config.devices is not None else jax.local_device_count() \
+        if jax.process_count() == 1 else jax.device_count()
+    if n == 1 and jax.process_count() == 1:
+        return None
+    if config.epochs is not None or stateful_task:
+        raise ValueError(f"epochs and stateful tasks ({config.task!r}) train on one "
+                         f"device; pass devices=1 (got {n} devices)")
+    mesh = dist.make_mesh(n)
+    dist.check_batch(config.batch, mesh)
+    return mesh
+
+
+def _manager(config):
+    return checkpointing.manager(config.out, keep=config.keep,
+                                 every=config.checkpoint_every or max(config.steps, 1))
+
+
+def _open_run(config: Config, resume: bool, overwrite: bool = False,
+              stateful_task: bool = False) -> _Run:
+    """Check the run directory (no silent overwrite: a folder holding files needs
+    ``resume`` or ``overwrite``; a resumed run must agree with its config.json), lock it
+    for this writer and open its checkpoint manager."""
+    out, mngr, lock = config.out, None, None
+    if out is None and resume:
+        raise ValueError("resume=True needs config.out (the run directory)")
+    mesh = _mesh(config, stateful_task)  # every check before the folder is touched
+    if out is not None:
+        has_ckpt = bool(checkpointing.steps(os.path.join(out, "checkpoints")))
+        if has_ckpt and not (resume or overwrite):
+            raise ValueError(f"out {out!r} already holds checkpoints; pass --resume to "
+                             f"continue that run, --overwrite to replace it, or choose "
+                             f"another --out")
+        if dist.is_main():
+            outputs.prepare_out(out, resume, overwrite, command="train",
+                                reads=[config.data])
+            lock = outputs.lock_out(out)  # the lock first, then the old run goes
+        else:
+            os.makedirs(out, exist_ok=True)
+        try:
+            if resume:
+                check_resume(config, out, has_ckpt)
+            if lock is not None:
+                outputs.claim_out(out, "train", overwrite)
+            if config.checkpoint_every or resume:
+                mngr = _manager(config)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+    return _Run(out, mngr, dist.is_main(), mesh, lock)
+
+
+def _starting_state(exp: Experiment, run: _Run, resume: bool):
+    """``(state, eval batches, history)``: fresh, or restored from the newest verified
+    checkpoint (damaged newer ones are reported and set aside), placed on the mesh."""
+    state, eval_data = initial_state(exp)
+    if run.mesh is not None:
+        state, eval_data = dist.replicate((state, eval_data), run.mesh)
+    history: list = []
+    if resume:
+        state, history = checkpointing.restore(run.mngr, None, state, set_aside=True)
+    start = int(np.asarray(state.step)[0])
+    if start > exp.config.steps:
+        raise ValueError(f"the checkpoint is at step {start}, beyond "
+                         f"steps={exp.config.steps}")
+    return state, eval_data, history
+
+
+def _compile(exp: Experiment, mesh):
+    """``(step_fn, eval_fn, floss_fn)`` over the stacked seeds (and the mesh, if any);
+    ``floss_fn``, the step with gradient flossing, is None unless ``floss_every``."""
+    if mesh is None:
+        floss = (None if exp.floss_step is None
+                 else jax.jit(jax.vmap(exp.floss_step), donate_argnums=0))
+        return (jax.jit(jax.vmap(exp.step), donate_argnums=0),
+                jax.jit(jax.vmap(exp.evaluate)), floss)
+    floss = (None if exp.floss_update is None
+             else dist.data_parallel(exp._replace(update=exp.floss_update), mesh)[0])
+    return (*dist.data_parallel(exp, mesh), floss)
+
+
+def _eval_values(eval_fn, state, eval_data) -> dict:
+    """The held-out metrics of ``state`` as NumPy ``(seeds,)`` arrays (the Jacobian
+    norm's log turned into the norm in float64: no underflow)."""
+    values = dict(jax.device_get(eval_fn(state, eval_data)))
+    if "eval_credit_log_jacobian_norm" in values:
+        values["eval_credit_jacobian_norm"] = np.exp(np.asarray(
+            values.pop("eval_credit_log_jacobian_norm"), np.float64))
+    return values
+
+
+def _log(exp, state, eval_fn, eval_data, step, rate, elapsed):
+    """The record of ``step`` and the state with its logging window reset."""
+    count = np.asarray(state.count, np.float64)
+    with np.errstate(invalid="ignore"):  # NaN: every step of the window skipped
+        values = {"train_loss": np.asarray(state.loss_sum) / count,
+                  "train_grad_norm": np.asarray(state.gnorm_sum) / count}
+    values.update(_eval_values(eval_fn, state, eval_data))
+    values["nonfinite_skipped"] = np.asarray(state.skipped)
+    rec = make_record(step, values, exp.task.baseline, rate, elapsed, exp.config.seeds)
+    state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
+                           gnorm_sum=jnp.zeros_like(state.gnorm_sum),
+                           count=jnp.zeros_like(state.count))
+    return rec, state
+
+
+def _retrivializer(config, params):
+    """``(K, fn)``: every ``K`` steps ``params <- fn(params)``, the dynamic trivialization
+    of :func:`rnnjax.parametrize.retrivialize` per seed; ``K = 0`` when the params hold
+    no ``"base"`` or ``config.retrivialize_every == 0``."""
+    has_base = "frozen" in jax.tree.leaves(optim.label_params(params))
+    k = 100 if config.retrivialize_every is None else config.retrivialize_every
+    if not (has_base and k):
+        return 0, None
+    return k, jax.jit(jax.vmap(parametrize.retrivialize))
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or not a file
+        return False
+
+
+def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=None,
+          initial=None):
+    """Steps ``start+1 .. steps``: train, log every ``log_every``, checkpoint every
+    ``checkpoint_every`` and at the end; SIGTERM saves and raises ``Preempted``.  A dict
+    ``initial`` receives the held-out metrics of the starting state when it is step 0."""
+    config = exp.config
+    step_fn, eval_fn, floss_fn = _compile(exp, run.mesh)
+    retrivialize_every, retrivialize = _retrivializer(config, state.params)
+    start = int(np.asarray(state.step)[0])
+    if initial is not None and start == 0:
+        initial.update(_eval_values(eval_fn, state, eval_data))
+    mngr = run.mngr
+    show_bar = progress and run.main and _is_terminal(sys.stderr)
+    if progress and run.main and not show_bar and print_fn is None:
+        # Not a terminal (a pipe, a log file): one line per log record, no bar.
+        def print_fn(line, _prefix=f"{config.task}/{config.cell} "):
+            print(_prefix + line, file=sys.stderr, flush=True)
+    bar = tqdm(total=config.steps, initial=start, disable=not show_bar,
+               file=sys.stderr, desc=f"{config.task}/{config.cell}", dynamic_ncols=True,
+               leave=False)
+    board = (TensorBoard(run.out) if config.tensorboard and run.out is not None and run.main
+             else None)
+    t_window = t_start = time.perf_counter()
+    n_window = 0
+    sigterm = checkpointing.SigtermFlag()
+    try:
+        for i in range(start + 1, config.steps + 1):
+            flossing = floss_fn is not None and (i - 1) % config.floss_every == 0
+            state = (floss_fn if flossing else step_fn)(state)
+            if retrivialize_every and i % retrivialize_every == 0:
+                state = state._replace(params=retrivialize(state.params))
+            try:
+                check_nonfinite(state.nonfinite, config.max_nonfinite, i, config.seed)
+            except NonFiniteError:
+                if run.out is not None and run.main:
+                    write_metrics(run.out, history)
+                raise
+            if sigterm.is_set():  # preemption: save, then stop
+                if mngr is None and run.out is not None:
+                    mngr = _manager(config)
+                if mngr is not None:
+                    checkpointing.save(mngr, i, state, history, force=True)
+                raise checkpointing.Preempted(i, run.out if mngr is not None else None,
+                                              sigterm.signum)
+            n_window += 1
+            bar.update(1)
+            if i % config.log_every == 0 or i == config.steps:
+                now = time.perf_counter()
+                rec, state = _log(exp, state, eval_fn, eval_data, i,
+                                  n_window / max(now - t_window, 1e-9), now - t_start)
+                history.append(rec)
+                bar.set_postfix(train=f"{rec['train_loss']:.4f}", eval=f"{rec['eval_loss']:.4f}")
+                if print_fn is not None and run.main:
+                    print_fn(format_record(rec, config.task))
+                if on_record is not None and run.main:
+                    on_record(rec)
+                if run.out is not None and run.main:
+                    write_metrics(run.out, history)
+                    _keep_best(run.out, rec, state)
+                if board is not None:
+                    board.write(rec)
+                t_window, n_window = time.perf_counter(), 0
+            if mngr is not None and config.checkpoint_every and i % config.checkpoint_every == 0:
+                checkpointing.save(mngr, i, state, history)
+        if mngr is not None and (mngr.latest_step() or 0) < config.steps:
+            checkpointing.save(mngr, config.steps, state, history, force=True)
+    finally:
+        sigterm.restore()
+        bar.close()
+        if board is not None:
+            board.close()
+        if mngr is not None:
+            mngr.wait_until_finished()
+            mngr.close()
+    return state, history
+
+
+def _rank(rec: dict) -> tuple:
+    """Higher is better: ``(valid_accuracy, -valid_loss)``, or ``-valid_loss`` alone for
+    a task without accuracy (the char LM's bits per character)."""
+    return (rec.get("valid_accuracy", 0.0), -rec["valid_loss"])
+
+
+def _keep_best(out: str, rec: dict, state) -> bool:
+    """Save ``state.params`` in ``out/best`` and ``rec`` in ``out/best.json`` when ``rec``
+    has the best ``valid_accuracy`` so far (ties: lower ``valid_loss``; a task without
+    accuracy: the lowest ``valid_loss``)."""
+    if "valid_loss" not in rec:
+        return False
+    path = os.path.join(out, "best.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            best = json.load(f)
+        if _rank(rec) <= _rank(best):
+            return False
+    checkpointing.save_params(os.path.join(out, "best"), rec["step"], state.params, keep=1)
+    with outputs.atomic_open(path) as f:
+        json.dump({k: v for k, v in rec.items() if k != "seeds"}, f, indent=2)
+    return True
+
+
+def train(config: Config, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, print_fn=None, on_record=None,
+          evaluate_initial: bool = False) -> Result:
+    """Run ``config``; see the module docstring.  Returns a :class:`Result`.
+
+    With ``config.out`` set, writes ``config.json``, ``metrics.jsonl``, ``metrics.csv``
+    and ``checkpoints/`` there (each file atomically, :mod:`rnnjax.io.outputs`), holding the
+    folder's writer lock.  A folder that already holds files is refused unless
+    ``resume=True`` (continue from the latest checkpoint in ``out``: an error if there
+    is none, if its config.json is missing or disagrees) or ``overwrite=True``.
+    SIGTERM and SIGINT save a checkpoint and raise
+    :class:`rnnjax.training.checkpointing.Preempted`.  ``on_record``, if given, is called with
+    each metrics record (a dict) as it is logged.  ``evaluate_initial=True`` also
+    evaluates the initial state of a run that starts at step 0 (not a resumed one),
+    ``Result.initial`` (the held-out metrics per seed, NumPy ``(seeds,)`` arrays; not a
+    record of ``metrics.jsonl``).
+    """
+    exp = build(config)
+    config = exp.config  # with epochs and permutation resolved
+    run = _open_run(config, resume, overwrite, exp.task.stream is not None)
+    try:
+        state, eval_data, history = _starting_state(exp, run, resume)
+        if resume and print_fn is not None and run.main:
+            print_fn(f"resumed from step {int(np.asarray(state.step)[0])} in {run.out}")
+        if run.out is not None and run.main:
+            config.save(run.out)
+        initial = {} if evaluate_initial else None
+        state, history = _loop(exp, run, state, eval_data, history, progress=progress,
+                               print_fn=print_fn, on_record=on_record, initial=initial)
+        if run.out is not None and run.main:
+            write_metrics(run.out, history)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+    return Result(state, history, exp, initial or None)
+
+
+def load_params(out: str, step: int | None = None):
+    """The stacked params ``(seeds, ...)`` saved in ``out`` at ``step`` (the newest
+    verified one if None)."""
+    config = Config.load(out)
+    target, _ = initial_state(build(config))
+    with _manager(config) as mngr:
+        state, _ = checkpointing.restore(mngr, step, target)
+    return state.params
+
+
+def __getattr__(name):
+    # ORTHOGONAL_CELLS: derived from the registry's params (no hand-kept list of names);
+    # prefer orthogonal_cells().
+    if name == "ORTHOGONAL_CELLS":
+        return tuple(orthogonal_cells())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["CLIP_MODES", "Config", "Experiment", "NonFiniteError", "OPTIMIZERS", "Result",
+           "CREDIT_SETTINGS", "TIMING_KEYS", "TrainState", "build", "credit_loss",
+           "credit_metrics", "credit_values", "has_credit", "initial_state", "load_history",
+           "load_params", "make_model", "make_optimizer", "make_task", "orthogonal_cells",
+           "resolve", "seed_list", "train", "validate", "write_metrics"]
