@@ -82,7 +82,6 @@ orthogonal (the unconstrained coordinates of orthogonal/unitary parametrisations
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -92,17 +91,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
-from rnnjax import analysis, layers, optim
-from rnnjax import tasks as tasks_lib
+from rnnjax import optim
 from rnnjax.cells import parametrize
 from rnnjax.io import outputs
-from rnnjax.layers import baselines
-from rnnjax.layers.readout import Model, cell_with_readout, layer_with_readout
-from rnnjax.optim import constraints
-from rnnjax.tasks import stateful
 from rnnjax.training import checkpointing
 from rnnjax.training import distributed as dist
 from rnnjax.training.config import (
@@ -110,11 +103,23 @@ from rnnjax.training.config import (
     OPTIMIZERS,
     Config,
     check_resume,
-    has_orthogonal_params,
-    make_cell,
     orthogonal_cells,
-    penalties,
     validate,
+)
+from rnnjax.training.experiment import (
+    CREDIT_SETTINGS,
+    Experiment,
+    build,
+    credit_loss,
+    credit_metrics,
+    credit_values,
+    has_credit,
+    initial_state,
+    make_model,
+    make_optimizer,
+    make_task,
+    resolve,
+    seed_list,
 )
 from rnnjax.training.metrics import (
     TIMING_KEYS,
@@ -126,313 +131,7 @@ from rnnjax.training.metrics import (
     make_record,
     write_metrics,
 )
-from rnnjax.training.update import TrainState, cell_projection, init_state, make_update
-
-
-def make_task(config: Config):
-    return tasks_lib.make(config.task, T=config.T, data=config.data, variant=config.variant,
-                          permutation_seed=config.permutation_seed,
-                          permutation=config.permutation)
-
-
-def _per_epoch(config: Config, task) -> int | None:
-    """Steps of one epoch: ``floor(N_train / batch)`` for a data set, the
-    :func:`rnnjax.tasks.stateful.windows_per_epoch` of a stateful task, None for a
-    generated one."""
-    if task.stream is not None:
-        return stateful.windows_per_epoch(len(task.stream.train), config.batch,
-                                          task.stream.length)
-    if task.splits is not None:
-        return tasks_lib.steps_per_epoch(len(task.splits.train[1]), config.batch)
-    return None
-
-
-def resolve(config: Config, task) -> Config:
-    """``config`` with what the built task fixes filled in: ``steps = epochs * E`` and
-    ``log_every = E`` (one epoch, :func:`_per_epoch`) when ``epochs`` is set (a
-    ``ValueError`` for a generated task, or a training split smaller than ``batch``),
-    the pixel ``permutation`` of a permuted task and the data fingerprint
-    ``data_sha256`` (``Task.fingerprint``)."""
-    splits = task.splits
-    per = _per_epoch(config, task)  # also checks that a stateful task has a window
-    if config.epochs is not None:
-        if per is None:
-            raise ValueError(f"epochs is for data-set tasks; the {config.task!r} task is "
-                             f"generated: give steps instead")
-        config = dataclasses.replace(config, steps=config.epochs * per, log_every=per)
-    if task.fingerprint is not None:
-        config = dataclasses.replace(config, data_sha256=task.fingerprint)
-    if splits is not None and splits.permutation is not None and config.permutation is None:
-        config = dataclasses.replace(
-            config, permutation=tuple(int(i) for i in np.asarray(splits.permutation)))
-    return config
-
-
-def make_model(config: Config, task) -> Model:
-    """Cell + linear readout, or a non-recurrent baseline (:mod:`rnnjax.layers.baselines`:
-    ``wavenet``, ``attention``) of width ``hidden``.  With ``config.bidirectional`` or
-    ``config.readout`` the cell runs as a layer (:func:`rnnjax.layers.bidirectional` or
-    :func:`rnnjax.layers.unidirectional`) under :func:`rnnjax.layers.readout.layer_with_readout`
-    (``readout="flatten"``: the task must read one output per sequence)."""
-    if config.cell in baselines.MODELS:
-        return baselines.make(config.cell, task.input_size, task.output_size, task.readout,
-                              hidden=config.hidden, **dict(config.cell_options))
-    if not (config.bidirectional or config.readout is not None):
-        return cell_with_readout(make_cell(config), task.input_size, task.output_size,
-                                 task.readout, grad=config.grad)
-    readout = config.readout or task.readout
-    if readout == "flatten" and task.readout != "last":
-        raise ValueError(f"readout='flatten' maps a whole sequence to one output, so it "
-                         f"needs a sequence-classification task (one output per "
-                         f"sequence); the {config.task!r} task reads an output at "
-                         f"every step")
-    cell = make_cell(config)
-    layer = layers.bidirectional(cell) if config.bidirectional else \
-        layers.unidirectional(cell)
-    return layer_with_readout(layer, task.input_size, task.output_size, readout,
-                              time=task.time, grad=config.grad)
-
-
-def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
-    parameters get ``lr_orth``, or ``lr`` when it is None; with ``riemannian`` the
-    cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
-    ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
-    global_clip = config.clip if config.clip_mode == "global_norm" else None
-    tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth or config.lr,
-                      clip=global_clip, retraction=config.riemannian)
-    if config.clip is not None and config.clip_mode == "element":
-        tx = optax.chain(optax.clip(config.clip), tx)
-    return optim.dynamic_loss_scale(tx) if config.dtype == "float16" else tx
-
-
-class Experiment(NamedTuple):
-    """The built pieces of a run: pure functions over one seed's state."""
-
-    config: Config
-    task: Any
-    model: Model
-    optimizer: optax.GradientTransformation
-    init: Any  # seed -> TrainState
-    step: Any  # TrainState -> TrainState
-    evaluate: Any  # (TrainState, eval batch) -> dict of metrics
-    eval_batch: Any  # seed -> held-out (xs, ys)
-    orthogonal: bool
-    batch: Any = None  # key data -> the training batch (xs, ys) step draws from it
-    update: Any = None  # (TrainState, (xs, ys)) -> TrainState; step = update(s, batch(s.key))
-    # (params, (xs, ys), floss=False) -> the training objective: task loss + the
-    # config's penalties (+ the flossing term with floss=True)
-    objective: Any = None
-    # Gradient flossing (config.floss_every): the same step with the flossing term added
-    floss_step: Any = None
-    floss_update: Any = None
-
-
-def build(config: Config) -> Experiment:
-    """Validate ``config`` and build the task, model, optimiser and pure step functions."""
-    validate(config)
-    task = make_task(config)
-    config = resolve(config, task)
-    splits, stream = task.splits, task.stream
-    # Epoch order: one key per run (shared by the seeds of one program).
-    order_key = jax.random.fold_in(jax.random.key(config.seed), 2 << 20)
-    model = make_model(config, task)
-    opt = make_optimizer(config)
-    orthogonal = (model.cell is not None and model.cell.recurrent_matrix is not None
-                  and (config.has_constraint() or has_orthogonal_params(
-                      jax.eval_shape(model.init, jax.random.key(0)))))
-
-    def init(seed):
-        k_init, k_data = jax.random.split(jax.random.key(seed))
-        # The runner trains in float32 whatever jax_enable_x64 says (a cell drawing an
-        # array without a dtype would otherwise get float64 params under x64).
-        params = jax.tree.map(
-            lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-            model.init(k_init))
-        state = init_state(params, opt, k_data)
-        if stream is not None:
-            state = state._replace(carry=model.cell.initial_carry((config.batch,),
-                                                                  jnp.float32))
-        return state
-
-    spec = penalties(config)
-
-    def objective(params, data, floss=False):
-        # task loss + the soft constraints (rnnjax.optim.constraints.penalty; 0 when none)
-        xs, ys = data
-        enc = task.encode(xs)
-        loss = task.loss(model.apply(params, enc), ys)
-        if not config.has_constraint():
-            return loss
-        return loss + constraints.penalty(model.cell, params["cell"], enc, spec, floss=floss)
-
-    def loss_fn(params, data):  # evaluation's gradient norms: the task loss only
-        xs, ys = data
-        return task.loss(model.apply(params, task.encode(xs)), ys)
-
-    def loss_and_logits(params, data):
-        xs, ys = data
-        logits = model.apply(params, task.encode(xs))
-        return task.loss(logits, ys), logits
-
-    # the cell's constraint between updates (Cell.project: IndRNN's clip of u)
-    project = cell_projection(model.cell)
-    update_with_loss = make_update(objective, opt, project=project)
-    floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt, project=project)
-                       if config.floss_every else None)
-
-    def update(state: TrainState, data) -> TrainState:
-        return update_with_loss(state, data)[0]
-
-    if stream is not None:  # stateful: consecutive windows, the carry passed on
-        if model.cell is None:
-            raise ValueError(f"the {config.task!r} task is stateful and needs a recurrent "
-                             f"cell; got the baseline {config.cell!r}")
-        if config.has_constraint():
-            raise ValueError(f"the {config.task!r} task is stateful; the penalties, flossing "
-                             f"and riemannian options apply to the sampled-batch tasks")
-        streams = jnp.asarray(stateful.batchify(stream.train, config.batch))
-        per_epoch = _per_epoch(config, task)
-        update_window = make_update(
-            lambda params, b: stateful.window_loss(model.cell, params, *b, stream.vocab,
-                                                   config.grad), opt, has_aux=True,
-            project=project)
-
-        def stateful_step(state: TrainState) -> TrainState:
-            # Window k = step mod K; the carry left by window k-1 enters window k (zeros
-            # at the start of each epoch); window_loss cuts its gradient.
-            k = state.step % per_epoch
-            xs, ys = stateful.window_at(streams, k, stream.length)
-            carry = jax.tree.map(lambda c: jnp.where(k == 0, jnp.zeros_like(c), c),
-                                 state.carry)
-            new, (_, carry) = update_window(state, (carry, xs, ys))
-            # A non-finite carry (a diverged window) is not passed on.
-            carry = jax.tree.map(lambda c: jnp.where(jnp.isfinite(c), c, 0), carry)
-            return new._replace(carry=carry)
-
-    def floss_update(state: TrainState, data) -> TrainState:
-        return floss_with_loss(state, data)[0]
-
-    def batch(key_data):
-        _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
-        return task.sample(k_batch, config.batch)
-
-    def step(state: TrainState) -> TrainState:
-        if stream is not None:
-            return stateful_step(state)
-        if config.epochs is not None:
-            return update(state, tasks_lib.epoch_batch(splits.train, order_key, state.step,
-                                                       config.batch, splits.prepare))
-        return update(state, batch(state.key))
-
-    def floss_step(state: TrainState) -> TrainState:
-        return floss_update(state, batch(state.key))
-
-    def eval_batch(seed):
-        # A held-out batch fixed by the seed, from a key the training stream never uses.
-        return task.eval_sample(jax.random.fold_in(jax.random.key(seed), 1 << 20),
-                                config.eval_batch)
-
-    def evaluate(state: TrainState, data):
-        xs, ys = data
-        if stream is not None:  # the whole test ("eval") and valid texts, state carried
-            out = {}
-            for name, part in (("eval", stream.test), ("valid", stream.valid)):
-                out.update({f"{name}_{k}": v for k, v in stateful.text_metrics(
-                    model.cell, state.params, part, stream.length, stream.vocab).items()})
-            grads = jax.grad(loss_fn)(state.params, data)
-        else:  # one forward pass for the metrics and the gradient
-            grads, logits = jax.grad(loss_and_logits, has_aux=True)(state.params, data)
-            out = {f"eval_{k}": v for k, v in task.metrics(logits, ys).items()}
-        if splits is not None:  # the whole test (and validation) split
-            def logits(x):
-                return model.apply(state.params, task.encode(x))
-            for name, part in (("eval", splits.test), ("valid", splits.valid)):
-                if part is not None:
-                    out.update({f"{name}_{k}": v for k, v in tasks_lib.split_metrics(
-                        logits, part, config.eval_batch, splits.prepare).items()})
-        if orthogonal:
-            out["orth_error"] = analysis.orthogonality_error(model.cell, state.params["cell"])
-        for name, norm in analysis.grad_norms_by_layer(grads).items():
-            if name != "global":  # eval_grad_norm_cell, ..._readout: on held-out data
-                out["eval_grad_norm_" + name.strip("[]'")] = norm
-        if has_credit(model, task):
-            out.update(credit_values(credit_metrics(model, task, state.params, data)))
-        return out
-
-    flossing = config.floss_every > 0
-    return Experiment(config, task, model, opt, init, step, evaluate, eval_batch, orthogonal,
-                      batch, update, objective, floss_step if flossing else None,
-                      floss_update if flossing else None)
-
-
-# The credit measurement of the runner's records (and of the copy report, which calls
-# credit_metrics with these settings): the Jacobian norm over the first 4 examples of
-# the held-out batch, 6 power iterations (the product of T step Jacobians has a large
-# gap sigma_1/sigma_2 unless the cell is close to orthogonal, where every sigma_i is
-# close to sigma_1, so a few iterations settle it; the tests compare with dense SVDs).
-# "step": the cell's own outputs; before the first target (every step the ratio
-# compares) that is the whole gradient.
-CREDIT_SETTINGS = {"jacobian_examples": 4, "n_iter": 6, "readout": "step"}
-
-
-def has_credit(model, task) -> bool:
-    """Whether the runner measures credit: the task names its steps (``Task.credit``)
-    and the model is a recurrent cell with a readout (``Model.readout``)."""
-    return (task.credit is not None and model.cell is not None
-            and getattr(model, "readout", None) is not None and task.stream is None)
-
-
-def credit_metrics(model, task, params, data, profile: bool = False) -> dict:
-    r"""The credit measurement of one seed's ``params`` on the batch ``data = (xs, ys)``
-    (traceable): :func:`rnnjax.analysis.credit_metrics` with the loss restricted to the
-    task's targets, ``L_target = task.loss(project(y)[:, targets], ys[:, targets])``
-    (for the copy task the mean cross-entropy of the 10 recall steps), source and
-    reference from :attr:`rnnjax.tasks.Task.credit`, and :data:`CREDIT_SETTINGS`.
-    ``{"ratio": {field: rho^f (nan: underflow)}, "log_jacobian_norm": ...}`` (and the
-    per-step ``"profile"``, :func:`rnnjax.analysis.credit_arrays`, when ``profile``)."""
-    xs, ys = data
-    spec = task.credit
-    return analysis.credit_metrics(model.cell, params["cell"], task.encode(xs),
-                                   credit_loss(model, task, params, ys), spec.source,
-                                   spec.reference, profile=profile, **CREDIT_SETTINGS)
-
-
-def credit_loss(model, task, params, ys):
-    """``outs -> L_target``: the task's loss on its credit targets only,
-    ``task.loss(project(outs)[:, targets], ys[:, targets])`` (``outs`` the cell's outputs
-    ``(batch, time, H_out)``)."""
-    tgt = jnp.asarray(task.credit.targets)
-
-    def loss(outs):
-        return task.loss(model.readout(params, outs[:, tgt]), ys[:, tgt])
-    return loss
-
-
-def credit_values(m: dict) -> dict:
-    """:func:`credit_metrics` as record values: ``eval_credit_ratio_<field>`` and
-    ``eval_credit_log_jacobian_norm`` (its ``exp``, in float64, becomes
-    ``eval_credit_jacobian_norm`` when the record is made)."""
-    out = {f"eval_credit_ratio_{f}": v for f, v in m["ratio"].items()}
-    out["eval_credit_log_jacobian_norm"] = m["log_jacobian_norm"]
-    return out
-
-
-def seed_list(config: Config) -> list:
-    return [config.seed + i for i in range(config.seeds)]
-
-
-def _stack(trees):
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def initial_state(exp: Experiment):
-    """The stacked initial states and held-out batches of the run's seeds (each seed's
-    built by the same jitted function, so a seed's state does not depend on the others)."""
-    init, data = jax.jit(exp.init), jax.jit(exp.eval_batch)
-    seeds = seed_list(exp.config)
-    return (_stack([init(jnp.asarray(s, jnp.int32)) for s in seeds]),
-            _stack([data(jnp.asarray(s, jnp.int32)) for s in seeds]))
+from rnnjax.training.update import TrainState
 
 
 class Result(NamedTuple):
