@@ -47,7 +47,7 @@ KILL = dict(task="adding", cell="gru", T=20, hidden=8, batch=8, steps=80, log_ev
 _HELD_CHILD = """
 import os, sys, time
 import rnnjax.training.runner as t
-from rnnjax.cli import main as cli
+from rnnjax import cli
 hold, release, original = int(os.environ["HOLD"]), os.environ["RELEASE"], t.write_metrics
 def write_metrics(out, history):
     original(out, history)

@@ -17,7 +17,7 @@ import sys
 import pytest
 import tomllib
 
-from rnnjax.cli import main as cli
+from rnnjax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
