@@ -30,7 +30,7 @@ Shapes (time-major, one batch of ``B``): ``x_t (B, F)``, carry leaves ``(B, H)``
 ``g_t`` is the gradient reaching the carry *after* step ``t`` from the future
 (``g_{T-1}`` = dL/d(final carry)) and ``dy_t = dL/dy_t``.
 
-Engine semantics are honoured exactly (see :func:`rnnjax.engine.sequence.scan_cell`):
+Engine semantics are honoured exactly (see :func:`rnnjax.engine.sequential.scan_cell`):
 
 * ``lengths``: past ``t >= L`` the carry is frozen and ``y_t = 0``, so there the step
   contributes nothing (``delta_t = 0``) and the carry gradient passes through unchanged.
@@ -255,7 +255,7 @@ _manual_scan.defvjp(_manual_scan_fwd, _manual_scan_bwd)
 
 def scan_manual(cell, params, carry, xs, lengths=None, *, reverse=False, truncate=None,
                 unroll=1, resets=None):
-    """Drop-in for :func:`rnnjax.engine.sequence.scan_cell` whose gradient is the cell's
+    """Drop-in for :func:`rnnjax.engine.sequential.scan_cell` whose gradient is the cell's
     hand-written BPTT (a ``jax.custom_vjp``).  Time-major ``xs (T, B, F)``; carry leaves
     ``(B, H)``.  Used by ``rnnjax.run(..., grad="manual")``."""
     check_manual(cell)
