@@ -13,24 +13,31 @@ from rnnjax.cells import orthogonal as _orthogonal
 from rnnjax.cells import oscillator as _oscillator
 from rnnjax.cells import ssm as _ssm
 from rnnjax.cells import unitary as _unitary
+from rnnjax.core.cell import shared
 from rnnjax.core.checks import check_choice
 from rnnjax.core.precision import precision_options
 
-# every factory takes dtype= and param_dtype= (mixed precision, rnnjax.core.precision)
-elman, irnn = precision_options(_elman.elman), precision_options(_elman.irnn)
-lstm, gru = precision_options(_gated.lstm), precision_options(_gated.gru)
-lru, gated_linear = precision_options(_linear.lru), precision_options(_linear.gated_linear)
-indrnn, mgu = precision_options(_minimal.indrnn), precision_options(_minimal.mgu)
-mingru, minlstm = precision_options(_minimal.mingru), precision_options(_minimal.minlstm)
-antisymmetric = precision_options(_oscillator.antisymmetric)
-cornn, lipschitz = precision_options(_oscillator.cornn), precision_options(_oscillator.lipschitz)
-unicornn = precision_options(_oscillator.unicornn)
-nnrnn, spectral = precision_options(_nonnormal.nnrnn), precision_options(_nonnormal.spectral)
-exprnn, scornn = precision_options(_orthogonal.exprnn), precision_options(_orthogonal.scornn)
-householder = precision_options(_orthogonal.householder)
-rglru, s4d, s5 = (precision_options(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
-eunn, fcurnn, urnn = (precision_options(f) for f in (_unitary.eunn, _unitary.fcurnn,
-                                                     _unitary.urnn))
+
+def _factory(f):
+    """Every factory takes dtype= and param_dtype= (mixed precision, rnnjax.core.precision)
+    and returns one Cell object per argument list (rnnjax.core.cell.shared: equal cells
+    share their compiled programs)."""
+    return shared(precision_options(f))
+
+
+elman, irnn = _factory(_elman.elman), _factory(_elman.irnn)
+lstm, gru = _factory(_gated.lstm), _factory(_gated.gru)
+lru, gated_linear = _factory(_linear.lru), _factory(_linear.gated_linear)
+indrnn, mgu = _factory(_minimal.indrnn), _factory(_minimal.mgu)
+mingru, minlstm = _factory(_minimal.mingru), _factory(_minimal.minlstm)
+antisymmetric = _factory(_oscillator.antisymmetric)
+cornn, lipschitz = _factory(_oscillator.cornn), _factory(_oscillator.lipschitz)
+unicornn = _factory(_oscillator.unicornn)
+nnrnn, spectral = _factory(_nonnormal.nnrnn), _factory(_nonnormal.spectral)
+exprnn, scornn = _factory(_orthogonal.exprnn), _factory(_orthogonal.scornn)
+householder = _factory(_orthogonal.householder)
+rglru, s4d, s5 = (_factory(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
+eunn, fcurnn, urnn = (_factory(f) for f in (_unitary.eunn, _unitary.fcurnn, _unitary.urnn))
 
 REGISTRY = {
     "elman": elman,

@@ -15,7 +15,7 @@ arguments of :func:`rnnjax.run` into one hashable :class:`Spec`, once, before tr
    (``remat``, ``truncate``, ``unroll > 1``, ``resets``, an explicit ``grad``), then
    runs its own check.
 
-Adding an engine is one entry here.  Every scan function has one contract: time-major,
+Adding an engine is one entry of :data:`ENGINES`.  Every scan function has one contract: time-major,
 batch-flattened ``xs (T, B, F)``, carry leaves ``(B, ...)``, ``lengths (B,)`` or None,
 ``resets (T, B)`` or None; it returns ``(ys (T, B, O), final carry, iterations (B,) or
 None)``.
@@ -36,7 +36,7 @@ from rnnjax.engine.cudnn import CUDNN, check_cudnn, choose_cudnn, scan_cudnn
 from rnnjax.engine.newton import NewtonOptions, check_newton_options, scan_newton
 from rnnjax.engine.sequential import scan_cell
 
-__all__ = ["AUTO_ORDER", "ENGINES", "Engine", "SCANS", "Spec", "resolve"]
+__all__ = ["AUTO_ORDER", "ENGINES", "Engine", "Spec", "resolve", "scan_choices"]
 
 
 class Spec(NamedTuple):
@@ -149,8 +149,12 @@ ENGINES = {e.name: e for e in (
 
 #: the engines ``scan="auto"`` asks, in this order, before the sequential scan
 AUTO_ORDER = (CUDNN, "associative")
-#: the values of ``rnnjax.run``'s ``scan``
-SCANS = ("auto", "sequential", "associative", "newton", CUDNN)
+
+
+def scan_choices() -> tuple:
+    """The values of ``rnnjax.run``'s ``scan``: ``"auto"`` and every entry of the table
+    but ``"manual"`` (reached through ``grad="manual"``)."""
+    return ("auto",) + tuple(name for name in ENGINES if name != "manual")
 
 
 def _given(remat, truncate, unroll, resets) -> dict:
@@ -171,7 +175,7 @@ def resolve(cell, params, xs, T: int, *, grad: str = "auto", scan: str = "auto",
     """Resolve :func:`rnnjax.run`'s options into ``(Spec, Newton warm start or None)``,
     raising ``ValueError`` (``RuntimeError`` for a missing backend) before tracing."""
     check_choice("grad", grad, GRADS)
-    check_choice("scan", scan, SCANS)
+    check_choice("scan", scan, scan_choices())
     given = _given(remat, truncate, unroll, resets)
     if scan == "auto":
         name = next((n for n in AUTO_ORDER if _accepts(ENGINES[n], grad, given)
