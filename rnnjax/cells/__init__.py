@@ -7,6 +7,7 @@ factories; :func:`make` builds a cell by name with a clear error for unknown nam
 from rnnjax.cells import elman as _elman
 from rnnjax.cells import gated as _gated
 from rnnjax.cells import linear as _linear
+from rnnjax.cells import mamba as _mamba
 from rnnjax.cells import minimal as _minimal
 from rnnjax.cells import nonnormal as _nonnormal
 from rnnjax.cells import orthogonal as _orthogonal
@@ -29,6 +30,7 @@ nnrnn, spectral = precision_options(_nonnormal.nnrnn), precision_options(_nonnor
 exprnn, scornn = precision_options(_orthogonal.exprnn), precision_options(_orthogonal.scornn)
 householder = precision_options(_orthogonal.householder)
 rglru, s4d, s5 = (precision_options(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
+mamba = precision_options(_mamba.mamba)
 eunn, fcurnn, urnn = (precision_options(f) for f in (_unitary.eunn, _unitary.fcurnn,
                                                      _unitary.urnn))
 
@@ -58,6 +60,7 @@ REGISTRY = {
     "s5": s5,
     "nnrnn": nnrnn,
     "spectral": spectral,
+    "mamba": mamba,
 }
 
 
@@ -69,5 +72,5 @@ def make(name: str, hidden_size: int, **kwargs):
 
 __all__ = ["REGISTRY", "antisymmetric", "cornn", "elman", "eunn", "exprnn", "fcurnn",
            "gated_linear", "gru", "householder", "indrnn", "irnn", "lipschitz", "lru",
-           "lstm", "make", "mgu", "mingru", "minlstm", "nnrnn", "rglru", "s4d", "s5",
+           "lstm", "make", "mamba", "mgu", "mingru", "minlstm", "nnrnn", "rglru", "s4d", "s5",
            "scornn", "spectral", "unicornn", "urnn"]
