@@ -7,13 +7,14 @@ factories; :func:`make` builds a cell by name with a clear error for unknown nam
 from rnnjax.cells import elman as _elman
 from rnnjax.cells import gated as _gated
 from rnnjax.cells import linear as _linear
-from rnnjax.cells import mamba as _mamba
 from rnnjax.cells import minimal as _minimal
 from rnnjax.cells import nonnormal as _nonnormal
 from rnnjax.cells import orthogonal as _orthogonal
 from rnnjax.cells import oscillator as _oscillator
+from rnnjax.cells import selective as _selective
 from rnnjax.cells import ssm as _ssm
 from rnnjax.cells import unitary as _unitary
+from rnnjax.cells import xlstm as _xlstm
 from rnnjax.checks import check_choice
 from rnnjax.precision import precision_options
 
@@ -30,7 +31,8 @@ nnrnn, spectral = precision_options(_nonnormal.nnrnn), precision_options(_nonnor
 exprnn, scornn = precision_options(_orthogonal.exprnn), precision_options(_orthogonal.scornn)
 householder = precision_options(_orthogonal.householder)
 rglru, s4d, s5 = (precision_options(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
-mamba = precision_options(_mamba.mamba)
+mamba = precision_options(_selective.mamba)
+mlstm = precision_options(_xlstm.mlstm)
 eunn, fcurnn, urnn = (precision_options(f) for f in (_unitary.eunn, _unitary.fcurnn,
                                                      _unitary.urnn))
 
@@ -61,6 +63,7 @@ REGISTRY = {
     "nnrnn": nnrnn,
     "spectral": spectral,
     "mamba": mamba,
+    "mlstm": mlstm,
 }
 
 
@@ -72,5 +75,5 @@ def make(name: str, hidden_size: int, **kwargs):
 
 __all__ = ["REGISTRY", "antisymmetric", "cornn", "elman", "eunn", "exprnn", "fcurnn",
            "gated_linear", "gru", "householder", "indrnn", "irnn", "lipschitz", "lru",
-           "lstm", "make", "mamba", "mgu", "mingru", "minlstm", "nnrnn", "rglru", "s4d", "s5",
+           "lstm", "make", "mamba", "mgu", "mingru", "minlstm", "mlstm", "nnrnn", "rglru", "s4d", "s5",
            "scornn", "spectral", "unicornn", "urnn"]

@@ -126,8 +126,8 @@ def mamba(hidden_size: int, state_size: int = 16, dt_rank: int | str = "auto", *
         p = {"W_x": initializers.uniform(1.0 / math.sqrt(D))(k[0], (R + 2 * N, D)),
              "W_dt": W_dt,
              "dt_bias": mamba_dt_bias(k[2], (D,), dt_min, dt_max, dt_init_floor),
-             "A_log": jnp.log(jnp.tile(jnp.arange(1, N + 1, dtype=jnp.float32), (D, 1))),
-             "D": jnp.ones((D,), jnp.float32)}
+             "A_log": jnp.log(jnp.tile(jnp.arange(1.0, N + 1.0), (D, 1))),
+             "D": jnp.ones((D,))}
         if input_size != D:
             p["E"] = initializers.lecun_normal(k[3], (D, input_size))
         return p

@@ -1,0 +1,199 @@
+"""xLSTM's recurrences (Beck et al. 2024, "xLSTM: Extended Long Short-Term Memory"):
+the mLSTM's matrix memory with exponential gating and the max-stabiliser, as a per-step
+cell and in its parallel (whole-sequence) form."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import initializers
+from rnnjax.cell import Cell, identity
+from rnnjax.checks import check_choice, check_nonneg_float, check_positive_int
+
+__all__ = ["MLSTMState", "mlstm", "mlstm_parallel"]
+
+FORGET_GATES = ("sigmoid", "exp")
+
+
+class MLSTMState(NamedTuple):
+    """Carry of the mLSTM, per head: matrix memory ``C (NH, DH, DH)`` (stored as ``sum
+    k v^T``, the reference's layout), normaliser ``n (NH, DH)``, stabiliser ``m (NH,)``;
+    ``C`` and ``n`` are kept divided by ``exp(m)``."""
+
+    C: jax.Array
+    n: jax.Array
+    m: jax.Array
+
+
+def _check_heads(hidden_size, num_heads):
+    check_positive_int("hidden_size", hidden_size)
+    check_positive_int("num_heads", num_heads)
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size must be a multiple of num_heads {num_heads}, "
+                         f"got {hidden_size}")
+
+
+def _projections(w, x, NH):
+    """``q, k, v (NH, DH)`` and the gate pre-activations ``i~, f~ (NH,)`` of one step."""
+    q, k, v = w["W_q"] @ x, w["W_k"] @ x, w["W_v"] @ x
+    qkv = jnp.concatenate([q, k, v])
+    i_pre = w["W_i"] @ qkv + w["b_i"]
+    f_pre = w["W_f"] @ qkv + w["b_f"]
+    return (q.reshape(NH, -1), k.reshape(NH, -1), v.reshape(NH, -1), i_pre, f_pre)
+
+
+def _log_forget(f_pre, forget_gate):
+    return jax.nn.log_sigmoid(f_pre) if forget_gate == "sigmoid" else f_pre
+
+
+def _head_norm(w, h, eps=1e-5):
+    """xLSTM ``MultiHeadLayerNorm``: layer norm over each head's ``DH`` features
+    (``group_norm`` with ``NH`` groups, biased variance, ``eps`` 1e-5), weight ``1 +
+    norm`` (``residual_weight``), no bias; ``h (..., NH, DH)`` -> ``(..., NH * DH)``."""
+    mu = h.mean(-1, keepdims=True)
+    var = ((h - mu) ** 2).mean(-1, keepdims=True)
+    out = (h - mu) / jnp.sqrt(var + eps)
+    out = out.reshape(h.shape[:-2] + (-1,))
+    return out * (1.0 + w["norm"])
+
+
+def mlstm(hidden_size: int, num_heads: int = 1, *, forget_gate: str = "sigmoid",
+          eps: float = 1e-6) -> Cell:
+    r"""mLSTM, the matrix-memory cell of xLSTM (Beck et al. 2024), recurrent form.
+
+    Follows NX-AI/xlstm ``xlstm/blocks/mlstm/backends.py``
+    (``recurrent_step_stabilized_simple``) inside ``xlstm/blocks/mlstm/cell.py``
+    (``mLSTMCell.step``: gates from ``[q, k, v]``, the output ``MultiHeadLayerNorm``).
+    Equations (one example, per head, ``E = hidden_size = NH * DH``)::
+
+        q_t, k_t, v_t = W_q x_t, W_k x_t, W_v x_t                       (NH, DH) each
+        i~_t = W_i [q_t, k_t, v_t] + b_i,  f~_t = W_f [q_t, k_t, v_t] + b_f   (NH,)
+        log f_t = logsigmoid(f~_t)   (forget_gate="sigmoid")   or f~_t   ("exp")
+        m_t  = max(log f_t + m_{t-1}, i~_t)                             stabiliser
+        f'_t = exp(log f_t + m_{t-1} - m_t),   i'_t = exp(i~_t - m_t)
+        C_t  = f'_t C_{t-1} + i'_t (k_t / sqrt(DH)) v_t^T               (DH, DH)
+        n_t  = f'_t n_{t-1} + i'_t  k_t / sqrt(DH)                      (DH,)
+        h~_t = C_t^T q_t / (max(|n_t . q_t|, exp(-m_t)) + eps)
+        y_t  = MultiHeadLayerNorm(h~_t)            layer norm per head, weight 1 + norm
+
+    The paper writes ``C_t = f_t C_{t-1} + i_t v_t k_t^T`` and ``h = C q``; ``C`` here is
+    its transpose (the reference's layout).  ``C, n`` are the true memory and normaliser
+    times ``exp(-m_t)``, so the exponential input gate never overflows (the stabiliser);
+    ``h~`` is unchanged by it except through ``eps``.  Gate order: input, forget (the
+    rows of ``W_i``, ``W_f`` are per head).  The carry :class:`MLSTMState` starts at
+    zero, ``m_0 = 0`` included, as ``mLSTMCell.step``.
+
+    Initialisation (``mLSTMCell.reset_parameters`` and the layer's ``small_init``):
+    ``W_i, W_f (NH, 3E) = 0``; ``b_i ~ N(0, 0.1^2)``; ``b_f = linspace(3, 6, NH)``;
+    ``norm = 0`` (weight 1); ``W_q, W_k, W_v (E, F) ~ N(0, 2 / (5 F))``.
+
+    Deviations: the xLSTM *layer* around the cell (up-projection, causal convolution,
+    headwise q/k projections of the convolved branch, learnable skip, ``SiLU(z)`` output
+    gate, down-projection) is not part of the cell; here ``q, k, v`` are dense
+    projections of the input.  :func:`mlstm_parallel` is the same map over a whole
+    sequence (``parallel_stabilized_simple``, extended to an initial carry).
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
+
+        >>> cell = rnnjax.cells.mlstm(8, num_heads=2)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> ys, carry = rnnjax.run(cell, params, jnp.ones((2, 5, 3)))
+        >>> ys.shape, carry.C.shape, carry.m.shape
+        ((2, 5, 8), (2, 2, 4, 4), (2, 2))
+        >>> par, _ = rnnjax.cells.xlstm.mlstm_parallel(params, jnp.ones((5, 3)), num_heads=2)
+        >>> bool(jnp.allclose(par, ys[0], atol=1e-5))
+        True
+    """
+    _check_heads(hidden_size, num_heads)
+    check_choice("forget_gate", forget_gate, FORGET_GATES)
+    check_nonneg_float("eps", eps)
+    E, NH = hidden_size, num_heads
+    DH = E // NH
+
+    def init(key, input_size):
+        check_positive_int("input_size", input_size)
+        k = jax.random.split(key, 4)
+        std = math.sqrt(2.0 / (5.0 * input_size))
+        normal = initializers.normal(std)
+        return {"W_q": normal(k[0], (E, input_size)), "W_k": normal(k[1], (E, input_size)),
+                "W_v": normal(k[2], (E, input_size)),
+                "W_i": jnp.zeros((NH, 3 * E)), "b_i": 0.1 * jax.random.normal(k[3], (NH,)),
+                "W_f": jnp.zeros((NH, 3 * E)), "b_f": jnp.linspace(3.0, 6.0, NH),
+                "norm": jnp.zeros((E,))}
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        shape = tuple(batch_shape)
+        return MLSTMState(jnp.zeros(shape + (NH, DH, DH), dtype),
+                          jnp.zeros(shape + (NH, DH), dtype), jnp.zeros(shape + (NH,), dtype))
+
+    def step(w, carry, x):
+        q, k, v, i_pre, f_pre = _projections(w, x, NH)
+        log_f = _log_forget(f_pre, forget_gate)
+        m = jnp.maximum(log_f + carry.m, i_pre)
+        f_act = jnp.exp(log_f + carry.m - m)
+        i_act = jnp.exp(i_pre - m)
+        k = k / math.sqrt(DH)
+        C = f_act[:, None, None] * carry.C + i_act[:, None, None] * (k[:, :, None]
+                                                                     * v[:, None, :])
+        n = f_act[:, None] * carry.n + i_act[:, None] * k
+        num = jnp.einsum("hd,hde->he", q, C)
+        denom = jnp.maximum(jnp.abs(jnp.sum(q * n, -1)), jnp.exp(-m)) + eps
+        h = num / denom[:, None]
+        return MLSTMState(C, n, m), _head_norm(w, h)
+
+    return Cell(init=init, prepare=identity, initial_carry=initial_carry, step=step,
+                input_size=lambda p: p["W_q"].shape[-1], output_size=E, name="mlstm")
+
+
+def mlstm_parallel(params, xs, *, num_heads: int = 1, forget_gate: str = "sigmoid",
+                   eps: float = 1e-6, carry: MLSTMState | None = None):
+    r"""The mLSTM of :func:`mlstm` over a whole sequence at once, in its stabilised
+    parallel form (NX-AI/xlstm ``backends.py`` ``parallel_stabilized_simple``, with
+    ``stabilize_rowwise=True``), for one example ``xs (T, F)``; returns ``(ys (T, E),
+    final carry)``, equal to ``rnnjax.run`` of the recurrent cell.  Per head, with ``F_t
+    = sum_{s <= t} log f_s`` and an initial carry ``(C_0, n_0, m_0)`` (zeros when None)::
+
+        log D_tj = F_t - F_j + i~_j  (j <= t),  -inf (j > t)
+        m_t      = max(max_j log D_tj, F_t + m_0)
+        S_tj     = (q_t . k_j / sqrt(DH)) exp(log D_tj - m_t),    w_t = exp(F_t + m_0 - m_t)
+        h~_t     = (sum_j S_tj v_j + w_t C_0^T q_t) / (max(|sum_j S_tj + w_t n_0 . q_t|,
+                                                          exp(-m_t)) + eps)
+
+    Deviation from the reference: its row stabiliser is ``max_j log D_tj`` alone (it has
+    no initial state); here ``m_t`` also takes the initial state's term ``F_t + m_0``
+    (as the reference's ``chunkwise_simple`` does with ``initial_m``), which makes
+    ``m_t`` the recurrent form's stabiliser exactly, so the two forms agree to rounding
+    with ``eps`` too (with ``eps = 0`` the stabiliser cancels and both equal the
+    reference).  ``O(T^2)`` memory per head.
+    """
+    T = xs.shape[0]
+    NH = num_heads
+    q, k, v, i_pre, f_pre = jax.vmap(lambda x: _projections(params, x, NH))(xs)
+    DH = q.shape[-1]
+    q, k, v = (jnp.swapaxes(a, 0, 1) for a in (q, k, v))  # (NH, T, DH)
+    i_pre, log_f = i_pre.T, _log_forget(f_pre, forget_gate).T  # (NH, T)
+    if carry is None:
+        carry = MLSTMState(jnp.zeros((NH, DH, DH), q.dtype), jnp.zeros((NH, DH), q.dtype),
+                           jnp.zeros((NH,), q.dtype))
+    Fc = jnp.cumsum(log_f, -1)  # (NH, T)
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    log_D = jnp.where(causal, Fc[:, :, None] - Fc[:, None, :] + i_pre[:, None, :], -jnp.inf)
+    log_init = Fc + carry.m[:, None]  # (NH, T)
+    m = jnp.maximum(jnp.max(log_D, -1), log_init)
+    D = jnp.exp(log_D - m[..., None])
+    w0 = jnp.exp(log_init - m)
+    k = k / math.sqrt(DH)
+    S = jnp.einsum("htd,hsd->hts", q, k) * D
+    num = S @ v + w0[..., None] * jnp.einsum("htd,hde->hte", q, carry.C)
+    qn = S.sum(-1) + w0 * jnp.einsum("htd,hd->ht", q, carry.n)
+    h = num / (jnp.maximum(jnp.abs(qn), jnp.exp(-m)) + eps)[..., None]
+    ys = _head_norm(params, jnp.swapaxes(h, 0, 1))
+    if T == 0:
+        return ys, carry
+    C = jnp.einsum("hs,hsd,hse->hde", D[:, -1], k, v) + w0[:, -1, None, None] * carry.C
+    n = jnp.einsum("hs,hsd->hd", D[:, -1], k) + w0[:, -1, None] * carry.n
+    return ys, MLSTMState(C, n, m[:, -1])
