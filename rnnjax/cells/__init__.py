@@ -4,6 +4,7 @@
 factories; :func:`make` builds a cell by name with a clear error for unknown names.
 """
 
+from rnnjax.cells import delta as _delta
 from rnnjax.cells import elman as _elman
 from rnnjax.cells import gated as _gated
 from rnnjax.cells import linear as _linear
@@ -33,6 +34,7 @@ householder = precision_options(_orthogonal.householder)
 rglru, s4d, s5 = (precision_options(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
 mamba = precision_options(_selective.mamba)
 mlstm = precision_options(_xlstm.mlstm)
+deltanet = precision_options(_delta.deltanet)
 eunn, fcurnn, urnn = (precision_options(f) for f in (_unitary.eunn, _unitary.fcurnn,
                                                      _unitary.urnn))
 
@@ -64,6 +66,7 @@ REGISTRY = {
     "spectral": spectral,
     "mamba": mamba,
     "mlstm": mlstm,
+    "deltanet": deltanet,
 }
 
 
@@ -73,7 +76,7 @@ def make(name: str, hidden_size: int, **kwargs):
     return REGISTRY[name](hidden_size, **kwargs)
 
 
-__all__ = ["REGISTRY", "antisymmetric", "cornn", "elman", "eunn", "exprnn", "fcurnn",
-           "gated_linear", "gru", "householder", "indrnn", "irnn", "lipschitz", "lru",
-           "lstm", "make", "mamba", "mgu", "mingru", "minlstm", "mlstm", "nnrnn", "rglru", "s4d", "s5",
-           "scornn", "spectral", "unicornn", "urnn"]
+__all__ = ["REGISTRY", "antisymmetric", "cornn", "deltanet", "elman", "eunn", "exprnn",
+           "fcurnn", "gated_linear", "gru", "householder", "indrnn", "irnn", "lipschitz",
+           "lru", "lstm", "make", "mamba", "mgu", "mingru", "minlstm", "mlstm", "nnrnn",
+           "rglru", "s4d", "s5", "scornn", "spectral", "unicornn", "urnn"]
