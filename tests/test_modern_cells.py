@@ -25,6 +25,8 @@ CELLS = {
     "deltanet": lambda: cells.deltanet(4, 2),
     "deltanet_gated_negative": lambda: cells.deltanet(4, 2, gated=True,
                                                       negative_eigenvalues=True),
+    "gla": lambda: cells.gla(4, 2, gate_low_rank_dim=2),
+    "retention": lambda: cells.retention(4, 2),
 }
 
 

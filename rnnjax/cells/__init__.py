@@ -8,6 +8,7 @@ from rnnjax.cells import delta as _delta
 from rnnjax.cells import elman as _elman
 from rnnjax.cells import gated as _gated
 from rnnjax.cells import linear as _linear
+from rnnjax.cells import linear_attention as _linear_attention
 from rnnjax.cells import minimal as _minimal
 from rnnjax.cells import nonnormal as _nonnormal
 from rnnjax.cells import orthogonal as _orthogonal
@@ -35,6 +36,8 @@ rglru, s4d, s5 = (precision_options(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
 mamba = precision_options(_selective.mamba)
 mlstm = precision_options(_xlstm.mlstm)
 deltanet = precision_options(_delta.deltanet)
+gla = precision_options(_linear_attention.gla)
+retention = precision_options(_linear_attention.retention)
 eunn, fcurnn, urnn = (precision_options(f) for f in (_unitary.eunn, _unitary.fcurnn,
                                                      _unitary.urnn))
 
@@ -67,6 +70,8 @@ REGISTRY = {
     "mamba": mamba,
     "mlstm": mlstm,
     "deltanet": deltanet,
+    "gla": gla,
+    "retention": retention,
 }
 
 
@@ -77,6 +82,7 @@ def make(name: str, hidden_size: int, **kwargs):
 
 
 __all__ = ["REGISTRY", "antisymmetric", "cornn", "deltanet", "elman", "eunn", "exprnn",
-           "fcurnn", "gated_linear", "gru", "householder", "indrnn", "irnn", "lipschitz",
-           "lru", "lstm", "make", "mamba", "mgu", "mingru", "minlstm", "mlstm", "nnrnn",
-           "rglru", "s4d", "s5", "scornn", "spectral", "unicornn", "urnn"]
+           "fcurnn", "gated_linear", "gla", "gru", "householder", "indrnn", "irnn",
+           "lipschitz", "lru", "lstm", "make", "mamba", "mgu", "mingru", "minlstm",
+           "mlstm", "nnrnn", "retention", "rglru", "s4d", "s5", "scornn", "spectral",
+           "unicornn", "urnn"]
