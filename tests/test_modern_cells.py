@@ -22,6 +22,7 @@ CELLS = {
     "mamba_negative": lambda: cells.mamba(4, state_size=3, negative_eigenvalues=True),
     "mlstm": lambda: cells.mlstm(4, 2),
     "mlstm_exp": lambda: cells.mlstm(4, 2, forget_gate="exp"),
+    "slstm": lambda: cells.slstm(4, 2, recurrent_init="standard"),
     "deltanet": lambda: cells.deltanet(4, 2),
     "deltanet_gated_negative": lambda: cells.deltanet(4, 2, gated=True,
                                                       negative_eigenvalues=True),

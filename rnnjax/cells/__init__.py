@@ -34,7 +34,7 @@ exprnn, scornn = precision_options(_orthogonal.exprnn), precision_options(_ortho
 householder = precision_options(_orthogonal.householder)
 rglru, s4d, s5 = (precision_options(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
 mamba = precision_options(_selective.mamba)
-mlstm = precision_options(_xlstm.mlstm)
+mlstm, slstm = precision_options(_xlstm.mlstm), precision_options(_xlstm.slstm)
 deltanet = precision_options(_delta.deltanet)
 gla = precision_options(_linear_attention.gla)
 retention = precision_options(_linear_attention.retention)
@@ -69,6 +69,7 @@ REGISTRY = {
     "spectral": spectral,
     "mamba": mamba,
     "mlstm": mlstm,
+    "slstm": slstm,
     "deltanet": deltanet,
     "gla": gla,
     "retention": retention,
@@ -84,5 +85,5 @@ def make(name: str, hidden_size: int, **kwargs):
 __all__ = ["REGISTRY", "antisymmetric", "cornn", "deltanet", "elman", "eunn", "exprnn",
            "fcurnn", "gated_linear", "gla", "gru", "householder", "indrnn", "irnn",
            "lipschitz", "lru", "lstm", "make", "mamba", "mgu", "mingru", "minlstm",
-           "mlstm", "nnrnn", "retention", "rglru", "s4d", "s5", "scornn", "spectral",
-           "unicornn", "urnn"]
+           "mlstm", "nnrnn", "retention", "rglru", "s4d", "s5", "scornn", "slstm",
+           "spectral", "unicornn", "urnn"]

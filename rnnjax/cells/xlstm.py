@@ -1,6 +1,7 @@
 """xLSTM's recurrences (Beck et al. 2024, "xLSTM: Extended Long Short-Term Memory"):
 the mLSTM's matrix memory with exponential gating and the max-stabiliser, as a per-step
-cell and in its parallel (whole-sequence) form."""
+cell and in its parallel (whole-sequence) form, and the sLSTM's scalar memory with
+exponential gating and head-wise (block-diagonal) recurrent weights."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from rnnjax import initializers
 from rnnjax.cell import Cell, identity
 from rnnjax.checks import check_choice, check_nonneg_float, check_positive_int
 
-__all__ = ["MLSTMState", "mlstm", "mlstm_parallel"]
+__all__ = ["MLSTMState", "SLSTMState", "mlstm", "mlstm_parallel", "slstm",
+           "slstm_forget_bias"]
 
 FORGET_GATES = ("sigmoid", "exp")
 
@@ -197,3 +199,109 @@ def mlstm_parallel(params, xs, *, num_heads: int = 1, forget_gate: str = "sigmoi
     C = jnp.einsum("hs,hsd,hse->hde", D[:, -1], k, v) + w0[:, -1, None, None] * carry.C
     n = jnp.einsum("hs,hsd->hd", D[:, -1], k) + w0[:, -1, None] * carry.n
     return ys, MLSTMState(C, n, m[:, -1])
+
+
+class SLSTMState(NamedTuple):
+    """Carry of the sLSTM (the reference's four states, in its order): hidden ``y``,
+    cell ``c``, normaliser ``n``, stabiliser ``m``, each ``(H,)``."""
+
+    y: jax.Array
+    c: jax.Array
+    n: jax.Array
+    m: jax.Array
+
+
+def slstm_forget_bias(num_heads: int, head_dim: int, block_idx: int = 0,
+                      num_blocks: int = 1):
+    """xLSTM's ``powerlaw_blockdependent`` forget-gate bias (``sLSTMCell.reset_parameters``):
+    per head ``-(-5 + 12 (j / (DH - 1))^(0.3 + 1.3 r))``, ``j = 0..DH-1``, ``r =
+    block_idx / (num_blocks - 1)`` (0 for one block), from 5 down to -7; ``(NH * DH,)``.
+    ``DH = 1`` gives 5 (the reference divides by zero there)."""
+    r = block_idx / (num_blocks - 1) if num_blocks > 1 else 0.0
+    j = jnp.arange(head_dim, dtype=float) / max(head_dim - 1, 1)
+    return jnp.tile(-(-5.0 + 12.0 * j ** (0.3 + 1.3 * r)), num_heads)
+
+
+def slstm(hidden_size: int, num_heads: int = 1, *, recurrent_init: str = "zeros") -> Cell:
+    r"""sLSTM, the scalar-memory cell of xLSTM (Beck et al. 2024), with exponential
+    gating, a normaliser, the max-stabiliser and head-wise recurrent weights.
+
+    Follows NX-AI/xlstm ``xlstm/blocks/slstm/src/vanilla/slstm.py``
+    (``slstm_forward_pointwise``) and ``src/vanilla/__init__.py`` (``slstm_forward``: the
+    block-diagonal ``R y``), with the initialisation of ``blocks/slstm/cell.py``.
+    Equations (one example, ``H = hidden_size = NH * DH``; gate order ``i, f, z, o``)::
+
+        [i~, f~, z~, o~]_t = W x_t + R y_{t-1} + b       R block-diagonal: NH blocks
+                                                           of (4 DH, DH), one per head
+        m_t  = i~_t                          if n_{t-1} = 0 (the first step)
+             = max(i~_t, m_{t-1} + logsigmoid(f~_t))       otherwise
+        i_t  = min(exp(i~_t - m_t), 1),   f_t = min(exp(m_{t-1} + logsigmoid(f~_t) - m_t), 1)
+        c_t  = f_t c_{t-1} + i_t tanh(z~_t),   n_t = f_t n_{t-1} + i_t
+        y_t  = sigmoid(o~_t) c_t / n_t                    output: y_t
+
+    ``c, n`` are kept divided by ``exp(m)`` (the stabiliser), so ``exp(i~)`` never
+    overflows; ``y`` does not depend on it.  The carry :class:`SLSTMState` starts at
+    zero.
+
+    Initialisation (``sLSTMCell.reset_parameters`` defaults and ``sLSTMLayer``):
+    ``R = 0`` (``recurrent_weight_init="zeros"``; ``recurrent_init="standard"`` draws
+    ``U(-1/sqrt(H), 1/sqrt(H))``); ``b_f`` by :func:`slstm_forget_bias`
+    (``powerlaw_blockdependent``, one block), the other biases 0; ``W (4H, F) ~ N(0, 2 /
+    (5 F))`` (the layer's ``small_init``).  Params: ``W (4H, F)``, ``R (NH, 4, DH, DH)``
+    (``R[h, g]`` maps head ``h``'s ``y`` to its gate ``g``), ``b (4, H)``.
+
+    Deviations: the layer's causal convolution (feeding the ``i, f`` gates) and its
+    head-wise block-diagonal input projections are replaced by one dense ``W x``; the
+    layer's group norm after the cell is not part of it.  The reference's first-step
+    test ``n = 0`` is over the whole batch (``torch.all``), here per example (the same
+    whenever the batch starts together).  Nonlinear: no associative-scan declaration;
+    ``rnnjax.run(..., scan="newton")`` (DEER) applies as to any cell.
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
+
+        >>> cell = rnnjax.cells.slstm(8, num_heads=2)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> ys, carry = rnnjax.run(cell, params, jnp.ones((2, 5, 3)))
+        >>> ys.shape, carry.m.shape
+        ((2, 5, 8), (2, 8))
+    """
+    _check_heads(hidden_size, num_heads)
+    check_choice("recurrent_init", recurrent_init, ("zeros", "standard"))
+    H, NH = hidden_size, num_heads
+    DH = H // NH
+
+    def init(key, input_size):
+        check_positive_int("input_size", input_size)
+        k = jax.random.split(key, 2)
+        std = math.sqrt(2.0 / (5.0 * input_size))
+        if recurrent_init == "zeros":
+            R = jnp.zeros((NH, 4, DH, DH))
+        else:
+            R = initializers.uniform(1.0 / math.sqrt(H))(k[1], (NH, 4, DH, DH))
+        b = jnp.zeros((4, H)).at[1].set(slstm_forget_bias(NH, DH))
+        return {"W": initializers.normal(std)(k[0], (4 * H, input_size)), "R": R, "b": b}
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        z = jnp.zeros(tuple(batch_shape) + (H,), dtype)
+        return SLSTMState(z, z, z, z)
+
+    def step(w, carry, x):
+        Ry = jnp.einsum("hgij,hj->ghi", w["R"], carry.y.reshape(NH, DH)).reshape(4, H)
+        raw = (w["W"] @ x).reshape(4, H) + Ry + w["b"]
+        i_raw, f_raw, z_raw, o_raw = raw
+        logfplusm = carry.m + jax.nn.log_sigmoid(f_raw)
+        m = jnp.where(jnp.all(carry.n == 0.0), i_raw, jnp.maximum(i_raw, logfplusm))
+        i = jnp.minimum(jnp.exp(i_raw - m), 1.0)
+        f = jnp.minimum(jnp.exp(logfplusm - m), 1.0)
+        c = f * carry.c + i * jnp.tanh(z_raw)
+        n = f * carry.n + i
+        y = jax.nn.sigmoid(o_raw) * c / n
+        return SLSTMState(y, c, n, m), y
+
+    def recurrent(p):  # the (4H, H) block-diagonal gate matrices, gate-major rows
+        eye = jnp.eye(NH, dtype=p["R"].dtype)
+        return jnp.einsum("hgij,hk->ghikj", p["R"], eye).reshape(4 * H, H)
+
+    return Cell(init=init, prepare=identity, initial_carry=initial_carry, step=step,
+                input_size=lambda p: p["W"].shape[-1], output_size=H, name="slstm",
+                recurrent_matrix=recurrent)
