@@ -1,7 +1,8 @@
 """Mamba's S6 recurrence: the cell equals a NumPy transcription of the reference
 (state-spaces/mamba ``selective_scan_ref``, fed as ``mamba_simple.py``'s slow path),
 initialises as ``mamba_simple.py`` does, and the associative scan equals the sequential
-one (outputs, final carry, gradients) with lengths, reverse and an initial carry."""
+one (outputs, final carry, gradients) with lengths, reverse and an initial carry.  The
+Mamba block equals a transcription of mambapy's ``MambaBlock.forward``."""
 
 import math
 
@@ -129,3 +130,43 @@ def test_associative_equals_sequential(negative, opts):
     if opts:
         assert float(jnp.abs(ys_a[1]).max()) == 0.0
         np.testing.assert_array_equal(f_a.h[1], carry.h[1])
+
+
+def _silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def mamba_block_forward(p, x, K):
+    """NumPy float64 transcription of alxndrTL/mamba.py ``mambapy/mamba.py``
+    ``MambaBlock.forward`` (``bias=False``, ``conv_bias=True``, sequential scan; its
+    ``ssm`` is ``mamba_simple_projections`` + ``selective_scan_ref`` above).
+    ``x (B, L, D)``."""
+    _, L, _ = x.shape
+    xz = x @ p["W_in"].T
+    x, z = np.split(xz, 2, axis=-1)
+    x = np.swapaxes(x, 1, 2)  # (B, ED, L)
+    # nn.Conv1d(groups=ED, padding=K-1): both sides padded, then [:, :, :L]
+    xpad = np.pad(x, ((0, 0), (0, 0), (K - 1, K - 1)))
+    conv = np.stack([np.einsum("bdj,dj->bd", xpad[:, :, t:t + K], p["conv_w"])
+                     for t in range(L + K - 1)], axis=2) + p["conv_b"][None, :, None]
+    x = _silu(conv[:, :, :L])  # (B, ED, L)
+    dt, Bm, C = mamba_simple_projections(p, x)
+    y, _ = selective_scan_ref(x, dt, -np.exp(p["A_log"]), Bm, C, p["D"], p["dt_bias"])
+    y = np.swapaxes(y, 1, 2) * _silu(z)
+    return y @ p["W_out"].T
+
+
+def test_mamba_block_equals_mambapy_forward():
+    K = 3
+    cell = cells.mamba_block(D, state_size=N, conv_size=K)
+    params = to_f64(cell.init(jax.random.key(5), D))
+    params["dt_bias"] = params["dt_bias"] + 2.0
+    xs = jax.random.normal(jax.random.key(6), (B, T, D), jnp.float64)
+    ys, final = rnnjax.run(cell, params, xs)
+    p = {k: np.asarray(v) for k, v in params.items()}
+    ref = mamba_block_forward(p, np.asarray(xs), K)
+    np.testing.assert_allclose(np.asarray(ys), ref, rtol=1e-10, atol=1e-10)
+    # the carry's window holds the last K-1 in-projected inputs
+    u = np.asarray(xs[:, -(K - 1):]) @ p["W_in"][:2 * D].T
+    np.testing.assert_allclose(np.asarray(final.conv), u, rtol=1e-12, atol=1e-12)
+    assert cells.mamba_block(16).init(jax.random.key(0), 16)["W_dt"].shape == (32, 1)

@@ -20,6 +20,7 @@ F, B, T = 3, 2, 6
 CELLS = {
     "mamba": lambda: cells.mamba(4, state_size=3),
     "mamba_negative": lambda: cells.mamba(4, state_size=3, negative_eigenvalues=True),
+    "mamba_block": lambda: cells.mamba_block(3, state_size=2, conv_size=3),
     "mlstm": lambda: cells.mlstm(4, 2),
     "mlstm_exp": lambda: cells.mlstm(4, 2, forget_gate="exp"),
     "slstm": lambda: cells.slstm(4, 2, recurrent_init="standard"),

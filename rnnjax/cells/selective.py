@@ -1,13 +1,17 @@
-"""Selective state-space recurrence of Mamba (S6; Gu & Dao 2023).
+"""Selective state-space recurrence of Mamba (S6; Gu & Dao 2023) and the Mamba block.
 
-The S6 recurrence is a diagonal linear recurrence in its ``(D, N)`` state with an
-input-dependent transition, declared :class:`rnnjax.Linear` (``kind="diagonal"``) on the
-flattened state so :func:`rnnjax.run` can use the associative scan.
+The S6 recurrence (:func:`mamba`) is a diagonal linear recurrence in its ``(D, N)``
+state with an input-dependent transition, declared :class:`rnnjax.Linear`
+(``kind="diagonal"``) on the flattened state so :func:`rnnjax.run` can use the
+associative scan.  The block (:func:`mamba_block`) wraps it in the in-projection, the
+causal depthwise convolution (its last inputs in the carry), the SiLU gate and the
+out-projection.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +21,8 @@ from rnnjax.cell import Cell, HiddenState, Linear, identity, zeros_carry
 from rnnjax.cells.linear import diagonal_step
 from rnnjax.checks import check_positive_float, check_positive_int
 
-__all__ = ["inverse_softplus", "mamba", "mamba_dt_bias", "selective_coeffs"]
+__all__ = ["MambaBlockState", "inverse_softplus", "mamba", "mamba_block", "mamba_dt_bias",
+           "selective_coeffs"]
 
 
 def inverse_softplus(y):
@@ -50,6 +55,29 @@ def selective_coeffs(w, u, dt_rank: int, state_size: int, negative_eigenvalues=F
     return a, b, C
 
 
+def _check_dt(dt_min, dt_max, dt_scale, dt_init_floor, dt_init):
+    if not 0.0 < float(dt_min) < float(dt_max):
+        raise ValueError(f"dt_min and dt_max must satisfy 0 < dt_min < dt_max, "
+                         f"got dt_min={dt_min!r}, dt_max={dt_max!r}")
+    check_positive_float("dt_scale", dt_scale)
+    check_positive_float("dt_init_floor", dt_init_floor)
+    if dt_init not in ("random", "constant"):
+        raise ValueError(f"dt_init must be one of ['constant', 'random'], got {dt_init!r}")
+
+
+def _s6_params(key, D, N, R, dt_min, dt_max, dt_init, dt_scale, dt_init_floor):
+    """``W_x, W_dt, dt_bias, A_log, D`` of ``mamba_simple.py`` for ``D`` channels."""
+    k = jax.random.split(key, 3)
+    s = dt_scale * R ** -0.5
+    W_dt = (jnp.full((D, R), s) if dt_init == "constant"
+            else jax.random.uniform(k[1], (D, R), minval=-s, maxval=s))
+    return {"W_x": initializers.uniform(1.0 / math.sqrt(D))(k[0], (R + 2 * N, D)),
+            "W_dt": W_dt,
+            "dt_bias": mamba_dt_bias(k[2], (D,), dt_min, dt_max, dt_init_floor),
+            "A_log": jnp.log(jnp.tile(jnp.arange(1.0, N + 1.0), (D, 1))),
+            "D": jnp.ones((D,))}
+
+
 def mamba(hidden_size: int, state_size: int = 16, dt_rank: int | str = "auto", *,
           dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init: str = "random",
           dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
@@ -80,7 +108,9 @@ def mamba(hidden_size: int, state_size: int = 16, dt_rank: int | str = "auto", *
     dt_scale / sqrt(R)`` (``dt_init="random"``) or ``s`` everywhere (``"constant"``);
     ``dt_bias`` by :func:`mamba_dt_bias` (``softplus(dt_bias)`` log-uniform in
     ``[dt_min, dt_max]``, floored at ``dt_init_floor``).  ``dt_rank="auto"`` is
-    ``ceil(D / 16)``.
+    ``ceil(D / 16)`` here; the reference takes ``ceil(d_model / 16)`` of its block's
+    ``d_model = D / expand`` (:func:`mamba_block` does): pass ``dt_rank`` to match a
+    block.
 
     Deviations: this is the recurrence, not the Mamba block (no in-projection, causal
     convolution, ``SiLU(z)`` gate or out-projection; compose them around the cell).  When
@@ -107,29 +137,16 @@ def mamba(hidden_size: int, state_size: int = 16, dt_rank: int | str = "auto", *
     if dt_rank == "auto":
         dt_rank = math.ceil(hidden_size / 16)
     check_positive_int("dt_rank", dt_rank)
-    if not 0.0 < float(dt_min) < float(dt_max):
-        raise ValueError(f"dt_min and dt_max must satisfy 0 < dt_min < dt_max, "
-                         f"got dt_min={dt_min!r}, dt_max={dt_max!r}")
-    check_positive_float("dt_scale", dt_scale)
-    check_positive_float("dt_init_floor", dt_init_floor)
-    if dt_init not in ("random", "constant"):
-        raise ValueError(f"dt_init must be one of ['constant', 'random'], got {dt_init!r}")
+    _check_dt(dt_min, dt_max, dt_scale, dt_init_floor, dt_init)
     D, N, R = hidden_size, state_size, dt_rank
     neg = bool(negative_eigenvalues)
 
     def init(key, input_size):
         check_positive_int("input_size", input_size)
-        k = jax.random.split(key, 4)
-        s = dt_scale * R ** -0.5
-        W_dt = (jnp.full((D, R), s) if dt_init == "constant"
-                else jax.random.uniform(k[1], (D, R), minval=-s, maxval=s))
-        p = {"W_x": initializers.uniform(1.0 / math.sqrt(D))(k[0], (R + 2 * N, D)),
-             "W_dt": W_dt,
-             "dt_bias": mamba_dt_bias(k[2], (D,), dt_min, dt_max, dt_init_floor),
-             "A_log": jnp.log(jnp.tile(jnp.arange(1.0, N + 1.0), (D, 1))),
-             "D": jnp.ones((D,))}
+        k = jax.random.split(key, 2)
+        p = _s6_params(k[0], D, N, R, dt_min, dt_max, dt_init, dt_scale, dt_init_floor)
         if input_size != D:
-            p["E"] = initializers.lecun_normal(k[3], (D, input_size))
+            p["E"] = initializers.lecun_normal(k[1], (D, input_size))
         return p
 
     def encode(w, x):
@@ -155,3 +172,94 @@ def mamba(hidden_size: int, state_size: int = 16, dt_rank: int | str = "auto", *
         name="mamba", recurrent_matrix=recurrent,
         linear=Linear(kind="diagonal", coeffs=coeffs, readout=readout),
     )
+
+
+class MambaBlockState(NamedTuple):
+    """Carry of :func:`mamba_block`: the S6 state ``h (ED, N)`` and the convolution's
+    last ``K - 1`` inputs ``conv (K - 1, ED)``, oldest first (mambapy's ``cache``)."""
+
+    h: jax.Array
+    conv: jax.Array
+
+
+def mamba_block(hidden_size: int, state_size: int = 16, expand: int = 2,
+                conv_size: int = 4, dt_rank: int | str = "auto", *, dt_min: float = 1e-3,
+                dt_max: float = 1e-1, dt_init: str = "random", dt_scale: float = 1.0,
+                dt_init_floor: float = 1e-4, negative_eigenvalues: bool = False) -> Cell:
+    r"""The Mamba block (Gu & Dao 2023) as a per-step cell: in-projection, causal
+    depthwise convolution, SiLU, the S6 recurrence of :func:`mamba`, the ``SiLU(z)`` gate
+    and the out-projection.
+
+    Follows alxndrTL/mamba.py ``mambapy/mamba.py`` (``MambaBlock.step`` and
+    ``ssm_step``, equal to its ``forward``) and state-spaces/mamba
+    ``modules/mamba_simple.py`` (the slow path of ``forward``).  Equations (one example,
+    ``D = hidden_size`` (d_model), ``ED = expand * D``, ``K = conv_size``)::
+
+        [u_t, z_t] = W_in x_t                                  (ED,), (ED,)  no bias
+        c_t = sum_{j<K} w_conv[:, j] * u_{t-K+1+j} + b_conv     causal, depthwise
+        s_t = SiLU(c_t)
+        h_t, y_t = S6(s_t)           (the equations of :func:`mamba`, state (ED, N))
+        out_t = W_out (y_t * SiLU(z_t))                        (D,)  no bias
+
+    The carry :class:`MambaBlockState` holds ``h`` and the last ``K - 1`` in-projected
+    inputs ``u`` (zeros at the start: the convolution's zero padding).
+
+    Initialisation (``mamba_simple.py`` / mambapy): ``W_in (2 ED, F)``, ``W_out (D, ED)``
+    ``nn.Linear`` (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``); ``w_conv (ED, K)``, ``b_conv
+    (ED,)`` ``nn.Conv1d`` (``U(-1/sqrt(K), 1/sqrt(K))``); the S6 params as
+    :func:`mamba` with ``dt_rank="auto" = ceil(D / 16)``.  Deviations: the residual
+    connection and the RMSNorm around the block (``ResidualBlock``), and the model-level
+    rescaling of ``W_out`` by ``1/sqrt(n_layer)``, belong to the model, not the cell.
+    The input may have any number ``F`` of features (``W_in`` maps them).  No
+    associative-scan declaration: the convolution's window in the carry is a shift,
+    not a diagonal recurrence (run the S6 cell itself for the parallel scan).
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
+
+        >>> cell = rnnjax.cells.mamba_block(4, state_size=3)
+        >>> params = cell.init(jax.random.key(0), 4)
+        >>> ys, carry = rnnjax.run(cell, params, jnp.ones((2, 5, 4)))
+        >>> ys.shape, carry.h.shape, carry.conv.shape
+        ((2, 5, 4), (2, 8, 3), (2, 3, 8))
+    """
+    check_positive_int("hidden_size", hidden_size)
+    check_positive_int("state_size", state_size)
+    check_positive_int("expand", expand)
+    check_positive_int("conv_size", conv_size)
+    if dt_rank == "auto":
+        dt_rank = math.ceil(hidden_size / 16)
+    check_positive_int("dt_rank", dt_rank)
+    _check_dt(dt_min, dt_max, dt_scale, dt_init_floor, dt_init)
+    Dm, N, R, K = hidden_size, state_size, dt_rank, conv_size
+    ED = expand * Dm
+    neg = bool(negative_eigenvalues)
+
+    def init(key, input_size):
+        check_positive_int("input_size", input_size)
+        k = jax.random.split(key, 5)
+        u = initializers.uniform
+        return {"W_in": u(1.0 / math.sqrt(input_size))(k[0], (2 * ED, input_size)),
+                "conv_w": u(1.0 / math.sqrt(K))(k[1], (ED, K)),
+                "conv_b": u(1.0 / math.sqrt(K))(k[2], (ED,)),
+                **_s6_params(k[3], ED, N, R, dt_min, dt_max, dt_init, dt_scale,
+                             dt_init_floor),
+                "W_out": u(1.0 / math.sqrt(ED))(k[4], (Dm, ED))}
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        shape = tuple(batch_shape)
+        return MambaBlockState(jnp.zeros(shape + (ED, N), dtype),
+                               jnp.zeros(shape + (K - 1, ED), dtype))
+
+    def step(w, carry, x):
+        u, z = jnp.split(w["W_in"] @ x, 2)
+        window = jnp.concatenate([carry.conv, u[None]], axis=0)  # (K, ED)
+        s = jax.nn.silu(jnp.einsum("kd,dk->d", window, w["conv_w"]) + w["conv_b"])
+        a, b, C = selective_coeffs(w, s, R, N, neg)
+        h = (a * carry.h + b).astype(carry.h.dtype)
+        y = h @ C + w["D"] * s
+        out = w["W_out"] @ (y * jax.nn.silu(z))
+        return MambaBlockState(h, window[1:].astype(carry.conv.dtype)), out
+
+    return Cell(init=init, prepare=identity, initial_carry=initial_carry, step=step,
+                input_size=lambda p: p["W_in"].shape[-1], output_size=Dm,
+                name="mamba_block")
