@@ -64,8 +64,8 @@ def mamba_simple_projections(p, u):
 def test_cell_equals_the_reference_scan(negative):
     cell = cells.mamba(D, state_size=N, negative_eigenvalues=negative)
     params = to_f64(cell.init(jax.random.key(0), D))
-    # a larger dt so the transition is far from 1 and the test sees A
-    params["dt_bias"] = params["dt_bias"] + 2.0
+    # Delta near 1 so the transition is far from 1 (and negative with the option)
+    params["dt_bias"] = params["dt_bias"] + 5.0
     xs = jax.random.normal(jax.random.key(1), (B, T, D), jnp.float64)
     ys, final = rnnjax.run(cell, params, xs, scan="sequential")
     p = {k: np.asarray(v) for k, v in params.items()}
@@ -82,17 +82,17 @@ def test_cell_equals_the_reference_scan(negative):
 
 
 def test_initialisation_follows_mamba_simple():
-    cell = cells.mamba(32, state_size=5, dt_min=1e-3, dt_max=1e-1)
-    p = cell.init(jax.random.key(0), 32)
+    cell = cells.mamba(24, state_size=5, dt_min=1e-3, dt_max=1e-1)
+    p = cell.init(jax.random.key(0), 24)
     assert set(p) == {"W_x", "W_dt", "dt_bias", "A_log", "D"}  # no encoder when F == D
-    R = math.ceil(32 / 16)
-    assert p["W_x"].shape == (R + 10, 32) and p["W_dt"].shape == (32, R)
-    np.testing.assert_allclose(-np.exp(p["A_log"]), -np.tile(np.arange(1, 6), (32, 1)),
+    R = math.ceil(24 / 16)
+    assert p["W_x"].shape == (R + 10, 24) and p["W_dt"].shape == (24, R)
+    np.testing.assert_allclose(-np.exp(p["A_log"]), -np.tile(np.arange(1, 6), (24, 1)),
                                rtol=1e-6)
-    np.testing.assert_array_equal(p["D"], np.ones(32))
+    np.testing.assert_array_equal(p["D"], np.ones(24))
     dt = np.asarray(jax.nn.softplus(p["dt_bias"]))
     assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 1e-1 * (1 + 1e-5)
-    assert np.abs(p["W_dt"]).max() <= R ** -0.5 and np.abs(p["W_x"]).max() <= 32 ** -0.5
+    assert np.abs(p["W_dt"]).max() <= R ** -0.5 and np.abs(p["W_x"]).max() <= 24 ** -0.5
     assert "E" in cells.mamba(8, state_size=2).init(jax.random.key(0), 3)
     with pytest.raises(ValueError, match="dt_min and dt_max"):
         cells.mamba(8, dt_min=0.1, dt_max=0.01)
@@ -107,8 +107,8 @@ def _loss(cell, scan, kw):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
 
 
-@pytest.mark.parametrize("negative,opts", [(False, False), (False, True), (True, True)],
-                         ids=["plain", "lengths-reverse-carry", "negative-all"])
+@pytest.mark.parametrize("negative,opts", [(False, True), (True, True)],
+                         ids=["lengths-reverse-carry", "negative-lengths-reverse-carry"])
 def test_associative_equals_sequential(negative, opts):
     cell = cells.mamba(D, state_size=N, negative_eigenvalues=negative)
     params = to_f64(cell.init(jax.random.key(2), 3))

@@ -127,7 +127,7 @@ def test_parallel_form_equals_the_reference_parallel():
     also takes the initial state's term) equals the reference's exactly."""
     _, p = _params()
     xs = jax.random.normal(jax.random.key(2), (2, T, F), jnp.float64)
-    ys = jax.vmap(lambda x: mlstm_parallel(p, x, num_heads=NH, eps=0.0)[0])(xs)
+    ys = jax.jit(jax.vmap(lambda x: mlstm_parallel(p, x, num_heads=NH, eps=0.0)[0]))(xs)
     pn = {k: np.asarray(v) for k, v in p.items()}
     q, k, v, ig, fg = _qkv_gates(pn, np.asarray(xs))
     ref = _outnorm(pn, parallel_stabilized_simple(q, k, v, ig, fg, eps=0.0))
@@ -143,14 +143,15 @@ def test_parallel_equals_recurrent_with_an_initial_carry(forget_gate):
                        jax.random.normal(k[1], (2, NH, DH), jnp.float64),
                        jax.random.normal(k[2], (2, NH), jnp.float64))
     ys, final = rnnjax.run(cell, p, xs, carry=carry)
-    par = jax.vmap(lambda x, c: mlstm_parallel(p, x, num_heads=NH, carry=c,
-                                               forget_gate=forget_gate))
+    par = jax.jit(jax.vmap(lambda x, c: mlstm_parallel(p, x, num_heads=NH, carry=c,
+                                                       forget_gate=forget_gate)))
     ys_p, final_p = par(xs, carry)
     np.testing.assert_allclose(ys_p, ys, rtol=1e-10, atol=1e-10)
     for a, b in zip(final_p, final):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
     # zero carry: the default
-    ys0 = jax.vmap(lambda x: mlstm_parallel(p, x, num_heads=NH, forget_gate=forget_gate)[0])(xs)
+    ys0 = jax.jit(jax.vmap(lambda x: mlstm_parallel(p, x, num_heads=NH,
+                                                    forget_gate=forget_gate)[0]))(xs)
     np.testing.assert_allclose(ys0, rnnjax.run(cell, p, xs)[0], rtol=1e-10, atol=1e-10)
 
 
