@@ -19,6 +19,7 @@ F, B, T = 3, 2, 6
 
 CELLS = {
     "mamba": lambda: cells.mamba(4, state_size=3),
+    "mamba2": lambda: cells.mamba2(4, state_size=2, num_heads=2),
     "mamba_block": lambda: cells.mamba_block(3, state_size=2, conv_size=3),
     "mlstm": lambda: cells.mlstm(4, 2),
     "slstm": lambda: cells.slstm(4, 2, recurrent_init="standard"),

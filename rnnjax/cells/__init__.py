@@ -33,7 +33,8 @@ nnrnn, spectral = precision_options(_nonnormal.nnrnn), precision_options(_nonnor
 exprnn, scornn = precision_options(_orthogonal.exprnn), precision_options(_orthogonal.scornn)
 householder = precision_options(_orthogonal.householder)
 rglru, s4d, s5 = (precision_options(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
-mamba, mamba_block = (precision_options(f) for f in (_selective.mamba, _selective.mamba_block))
+mamba, mamba2, mamba_block = (precision_options(f) for f in (
+    _selective.mamba, _selective.mamba2, _selective.mamba_block))
 mlstm, slstm = precision_options(_xlstm.mlstm), precision_options(_xlstm.slstm)
 deltanet = precision_options(_delta.deltanet)
 gla = precision_options(_linear_attention.gla)
@@ -69,6 +70,7 @@ REGISTRY = {
     "spectral": spectral,
     "mamba": mamba,
     "mamba_block": mamba_block,
+    "mamba2": mamba2,
     "mlstm": mlstm,
     "slstm": slstm,
     "deltanet": deltanet,
@@ -85,6 +87,6 @@ def make(name: str, hidden_size: int, **kwargs):
 
 __all__ = ["REGISTRY", "antisymmetric", "cornn", "deltanet", "elman", "eunn", "exprnn",
            "fcurnn", "gated_linear", "gla", "gru", "householder", "indrnn", "irnn",
-           "lipschitz", "lru", "lstm", "make", "mamba", "mamba_block", "mgu", "mingru",
-           "minlstm", "mlstm", "nnrnn", "retention", "rglru", "s4d", "s5", "scornn",
-           "slstm", "spectral", "unicornn", "urnn"]
+           "lipschitz", "lru", "lstm", "make", "mamba", "mamba2", "mamba_block", "mgu",
+           "mingru", "minlstm", "mlstm", "nnrnn", "retention", "rglru", "s4d", "s5",
+           "scornn", "slstm", "spectral", "unicornn", "urnn"]

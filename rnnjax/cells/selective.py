@@ -1,11 +1,13 @@
-"""Selective state-space recurrence of Mamba (S6; Gu & Dao 2023) and the Mamba block.
+"""Selective state-space recurrences of Mamba (S6; Gu & Dao 2023) and Mamba-2 (SSD; Dao &
+Gu 2024), and the Mamba block.
 
 The S6 recurrence (:func:`mamba`) is a diagonal linear recurrence in its ``(D, N)``
 state with an input-dependent transition, declared :class:`rnnjax.Linear`
 (``kind="diagonal"``) on the flattened state so :func:`rnnjax.run` can use the
 associative scan.  The block (:func:`mamba_block`) wraps it in the in-projection, the
 causal depthwise convolution (its last inputs in the carry), the SiLU gate and the
-out-projection.
+out-projection.  :func:`mamba2` is the SSD recurrence (a scalar decay per head), also
+declared diagonal.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from rnnjax.cell import Cell, HiddenState, Linear, identity, zeros_carry
 from rnnjax.cells.linear import diagonal_step
 from rnnjax.checks import check_positive_float, check_positive_int
 
-__all__ = ["MambaBlockState", "inverse_softplus", "mamba", "mamba_block", "mamba_dt_bias",
-           "selective_coeffs"]
+__all__ = ["MambaBlockState", "inverse_softplus", "mamba", "mamba2", "mamba_block",
+           "mamba_dt_bias", "selective_coeffs"]
 
 
 def inverse_softplus(y):
@@ -263,3 +265,97 @@ def mamba_block(hidden_size: int, state_size: int = 16, expand: int = 2,
     return Cell(init=init, prepare=identity, initial_carry=initial_carry, step=step,
                 input_size=lambda p: p["W_in"].shape[-1], output_size=Dm,
                 name="mamba_block")
+
+
+def mamba2(hidden_size: int, state_size: int = 16, num_heads: int = 1, *,
+           A_init_range: tuple = (1.0, 16.0), dt_min: float = 1e-3, dt_max: float = 1e-1,
+           dt_init_floor: float = 1e-4) -> Cell:
+    r"""The SSD recurrence of Mamba-2 (Dao & Gu 2024, "Transformers are SSMs: Generalized
+    Models and Efficient Algorithms Through Structured State Space Duality"): a
+    selective SSM whose transition is a scalar times the identity per head.
+
+    Follows state-spaces/mamba ``mamba_ssm/modules/ssd_minimal.py``
+    (``ssd_minimal_discrete(X * dt, A * dt, B, C)``, the chunked algorithm, whose
+    recurrence this is) with the parameters of ``modules/mamba2.py``.  Equations (one
+    example, ``D = hidden_size = NH * P`` channels, ``N = state_size``, one group)::
+
+        u_t = x_t reshaped (NH, P)
+        B_t, C_t = W_B u_t, W_C u_t                          (N,) each
+        dt_t = softplus(W_dt u_t + dt_bias)                  (NH,)
+        A = -exp(A_log)                                      (NH,)  scalar per head
+        h_t = exp(dt_t A) h_{t-1} + (dt_t u_t) B_t^T         (NH, P, N)
+        y_t = h_t C_t + D_skip * u_t                         (NH, P) -> (D,)
+
+    Initialisation (``mamba2.py``): ``A = U(A_init_range)`` (default ``[1, 16]``),
+    ``A_log = log A``; ``dt_bias`` as Mamba's (:func:`mamba_dt_bias`); ``D_skip = 1``
+    per head; ``W_B, W_C (N, D)``, ``W_dt (NH, D)`` PyTorch ``nn.Linear`` (``U(-1/sqrt
+    D, 1/sqrt D)``).
+
+    Deviations: in the Mamba-2 block ``B, C, dt`` come from the block's in-projection
+    (and ``x, B, C`` pass a causal convolution), with the gate, the norm and the
+    out-projection around the SSD; here the cell computes ``B, C, dt`` from its own
+    input ``u`` (encoded ``u = E x``, ``E (D, F)`` ``N(0, 1/F)``, when ``F != D``).
+    The state is carried flattened, ``HiddenState(h (NH * P * N,))``, and declared
+    ``Linear(kind="diagonal")`` (the scalar decay repeated over ``(P, N)``), so the
+    associative scan applies; the chunked SSD algorithm equals it (tests).
+
+    Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
+
+        >>> cell = rnnjax.cells.mamba2(8, state_size=4, num_heads=2)
+        >>> params = cell.init(jax.random.key(0), 3)
+        >>> ys, carry = rnnjax.run(cell, params, jnp.ones((2, 5, 3)))
+        >>> ys.shape, carry.h.shape
+        ((2, 5, 8), (2, 32))
+    """
+    check_positive_int("hidden_size", hidden_size)
+    check_positive_int("state_size", state_size)
+    check_positive_int("num_heads", num_heads)
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size must be a multiple of num_heads {num_heads}, "
+                         f"got {hidden_size}")
+    lo, hi = (float(a) for a in A_init_range)
+    if not 0.0 < lo < hi:
+        raise ValueError(f"A_init_range must satisfy 0 < low < high, got {A_init_range!r}")
+    _check_dt(dt_min, dt_max, 1.0, dt_init_floor, "random")
+    D, N, NH = hidden_size, state_size, num_heads
+    P = D // NH
+
+    def init(key, input_size):
+        check_positive_int("input_size", input_size)
+        k = jax.random.split(key, 6)
+        u = initializers.uniform(1.0 / math.sqrt(D))
+        p = {"W_B": u(k[0], (N, D)), "W_C": u(k[1], (N, D)), "W_dt": u(k[2], (NH, D)),
+             "dt_bias": mamba_dt_bias(k[3], (NH,), dt_min, dt_max, dt_init_floor),
+             "A_log": jnp.log(jax.random.uniform(k[4], (NH,), minval=lo, maxval=hi)),
+             "D": jnp.ones((NH,))}
+        if input_size != D:
+            p["E"] = initializers.lecun_normal(k[5], (D, input_size))
+        return p
+
+    def encode(w, x):
+        return w["E"] @ x if "E" in w else x
+
+    def coeffs(w, x):
+        u = encode(w, x)
+        dt = jax.nn.softplus(w["W_dt"] @ u + w["dt_bias"])  # (NH,)
+        a = jnp.exp(dt * -jnp.exp(w["A_log"]))
+        b = (dt[:, None] * u.reshape(NH, P))[:, :, None] * (w["W_B"] @ u)[None, None, :]
+        return jnp.broadcast_to(a[:, None, None], (NH, P, N)).reshape(-1), b.reshape(-1)
+
+    def readout(w, h, x):
+        u = encode(w, x)
+        C = (w["W_C"] @ u).astype(h.dtype)
+        y = h.reshape(NH, P, N) @ C + w["D"][:, None] * u.reshape(NH, P)
+        return y.reshape(D)
+
+    def recurrent(p):
+        a = jnp.exp(jax.nn.softplus(p["dt_bias"]) * -jnp.exp(p["A_log"]))
+        return jnp.diag(jnp.broadcast_to(a[:, None], (NH, P * N)).reshape(-1))
+
+    return Cell(
+        init=init, prepare=identity, initial_carry=zeros_carry(HiddenState, NH * P * N),
+        step=diagonal_step(coeffs, readout),
+        input_size=lambda p: p["E"].shape[-1] if "E" in p else D, output_size=D,
+        name="mamba2", recurrent_matrix=recurrent,
+        linear=Linear(kind="diagonal", coeffs=coeffs, readout=readout),
+    )
