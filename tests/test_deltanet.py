@@ -104,7 +104,8 @@ def test_cell_equals_the_reference_recurrence(gated, negative):
         assert beta.max() > 1.0
     ref = o.transpose(0, 2, 1, 3).reshape(B, T, E)
     np.testing.assert_allclose(np.asarray(ys), ref, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(np.asarray(final.S), S, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(final.S).reshape(S.shape), S, rtol=1e-10,
+                               atol=1e-10)
 
 
 def test_initial_state_enters_as_the_reference_s():
@@ -112,13 +113,13 @@ def test_initial_state_enters_as_the_reference_s():
     p = to_f64(cell.init(jax.random.key(2), F))
     xs = jax.random.normal(jax.random.key(3), (B, T, F), jnp.float64)
     S0 = jax.random.normal(jax.random.key(4), (B, NH, D, D), jnp.float64)
-    ys, final = rnnjax.run(cell, p, xs, carry=rnnjax.cells.delta.DeltaState(S0))
+    ys, final = rnnjax.run(cell, p, xs, carry=rnnjax.cells.delta.DeltaState(S0.reshape(B, -1)))
     q, k, v, beta, _ = _inputs({k: np.asarray(a) for k, a in p.items()}, np.asarray(xs),
                                False)
     o, S = delta_rule_recurrence(q, k, v, beta, initial_state=np.asarray(S0))
     np.testing.assert_allclose(ys, o.transpose(0, 2, 1, 3).reshape(B, T, E), rtol=1e-10,
                                atol=1e-10)
-    np.testing.assert_allclose(final.S, S, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(final.S.reshape(S.shape), S, rtol=1e-10, atol=1e-10)
 
 
 def _beta_two_params(p, x):
@@ -141,10 +142,10 @@ def test_beta_two_is_a_householder_reflection_measured_like_the_orthogonal_cells
     np.testing.assert_allclose(ev, np.tile([-1.0] + [1.0] * (D - 1), (NH, 1)), atol=1e-14)
     # one step of the cell: S_t - beta k v^T is the reflected S_{t-1}, same norm
     S0 = jax.random.normal(jax.random.key(7), (NH, D, D), jnp.float64)
-    S1, _ = cell.step(p2, rnnjax.cells.delta.DeltaState(S0), x)
+    S1, _ = cell.step(p2, rnnjax.cells.delta.DeltaState(S0.reshape(-1)), x)
     k = rnnjax.cells.delta.l2_normalize((p2["W_k"] @ x).reshape(NH, D))
     v = (p2["W_v"] @ x).reshape(NH, D)
-    reflected = S1.S - 2.0 * k[:, :, None] * v[:, None, :]
+    reflected = S1.S.reshape(NH, D, D) - 2.0 * k[:, :, None] * v[:, None, :]
     np.testing.assert_allclose(jnp.linalg.norm(reflected, axis=(1, 2)),
                                jnp.linalg.norm(S0, axis=(1, 2)), rtol=1e-13)
     # without the option beta <= 1 (here saturated at 1): eigenvalues in [0, 1]

@@ -168,5 +168,6 @@ def test_mamba_block_equals_mambapy_forward():
     np.testing.assert_allclose(np.asarray(ys), ref, rtol=1e-10, atol=1e-10)
     # the carry's window holds the last K-1 in-projected inputs
     u = np.asarray(xs[:, -(K - 1):]) @ p["W_in"][:2 * D].T
-    np.testing.assert_allclose(np.asarray(final.conv), u, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(final.conv).reshape(u.shape), u, rtol=1e-12,
+                               atol=1e-12)
     assert cells.mamba_block(16).init(jax.random.key(0), 16)["W_dt"].shape == (32, 1)

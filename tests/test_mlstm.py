@@ -117,8 +117,8 @@ def test_recurrent_cell_equals_the_reference_step(forget_gate):
         hs.append(h)  # (B, NH, 1, DH)
     ref = _outnorm(pn, np.concatenate(hs, axis=2))
     np.testing.assert_allclose(np.asarray(ys), ref, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(final.C, c, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(final.n, n[..., 0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(final.C.reshape(c.shape), c, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(final.n.reshape(2, NH, DH), n[..., 0], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(final.m, m[..., 0, 0], rtol=1e-10, atol=1e-12)
 
 
@@ -139,8 +139,8 @@ def test_parallel_equals_recurrent_with_an_initial_carry(forget_gate):
     cell, p = _params(forget_gate)
     xs = jax.random.normal(jax.random.key(3), (2, T, F), jnp.float64)
     k = jax.random.split(jax.random.key(4), 3)
-    carry = MLSTMState(jax.random.normal(k[0], (2, NH, DH, DH), jnp.float64),
-                       jax.random.normal(k[1], (2, NH, DH), jnp.float64),
+    carry = MLSTMState(jax.random.normal(k[0], (2, NH * DH * DH), jnp.float64),
+                       jax.random.normal(k[1], (2, NH * DH), jnp.float64),
                        jax.random.normal(k[2], (2, NH), jnp.float64))
     ys, final = rnnjax.run(cell, p, xs, carry=carry)
     par = jax.jit(jax.vmap(lambda x, c: mlstm_parallel(p, x, num_heads=NH, carry=c,

@@ -73,9 +73,11 @@ def test_mamba_block_equals_mambapy(pscan):
             y_t, cache = block.step(_t(xs[:, t]), cache)
     np.testing.assert_allclose(np.asarray(ys), ref, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(np.asarray(ys[:, -1]), y_t.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(np.asarray(final.h), cache[0].numpy(), rtol=1e-10,
+    np.testing.assert_allclose(np.asarray(final.h).reshape(B, 2 * D, N), cache[0].numpy(),
+                               rtol=1e-10,
                                atol=1e-10)
-    np.testing.assert_allclose(np.asarray(final.conv), np.swapaxes(cache[1].numpy(), 1, 2),
+    np.testing.assert_allclose(np.asarray(final.conv).reshape(B, K - 1, 2 * D),
+                               np.swapaxes(cache[1].numpy(), 1, 2),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -131,7 +133,8 @@ def test_mlstm_equals_xlstm_mlstm_cell():
                                   mlstm_state=state)
     np.testing.assert_allclose(np.asarray(ys[:, -1]), h_t[:, 0].numpy(), rtol=1e-10,
                                atol=1e-10)
-    np.testing.assert_allclose(np.asarray(final.C), state[0].numpy(), rtol=1e-10,
+    np.testing.assert_allclose(np.asarray(final.C).reshape(state[0].shape), state[0].numpy(),
+                               rtol=1e-10,
                                atol=1e-10)
     np.testing.assert_allclose(np.asarray(final.m), state[2].numpy()[..., 0, 0], rtol=1e-10,
                                atol=1e-10)

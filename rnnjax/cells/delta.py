@@ -20,7 +20,9 @@ __all__ = ["DeltaState", "deltanet", "deltanet_transition", "l2_normalize"]
 
 class DeltaState(NamedTuple):
     """Carry of DeltaNet: the fast-weight memory ``S (NH, DK, DV)`` per head (the
-    reference's ``(d_k, d_v)`` layout: ``S^T`` of the paper's ``S``)."""
+    reference's ``(d_k, d_v)`` layout: ``S^T`` of the paper's ``S``), flattened row-major
+    to ``(NH * DK * DV,)``: the carry convention (leaves ``batch + (features,)``) that
+    every engine and analysis reads."""
 
     S: jax.Array
 
@@ -75,7 +77,8 @@ def deltanet(hidden_size: int, num_heads: int = 1, *, gated: bool = False,
         S_t = alpha_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T     (paper layout)
         y_t = S_t q_t / sqrt(D)                                heads concatenated, (E,)
 
-    The carry :class:`DeltaState` stores ``S^T (D_k, D_v)`` as the reference, whose step
+    The carry :class:`DeltaState` stores ``S^T (D_k, D_v)`` as the reference (flattened,
+    ``(NH * D * D,)``), whose step
     reads ``S <- alpha S; S <- S + k (beta (v - S^T k))^T``.  The transition of the state
     is ``alpha_t (I - beta_t k_t k_t^T)`` (:func:`deltanet_transition`): its eigenvalues
     are ``alpha_t`` (multiplicity ``D - 1``) and ``alpha_t (1 - beta_t)``, in ``(0, 1]``
@@ -99,7 +102,8 @@ def deltanet(hidden_size: int, num_heads: int = 1, *, gated: bool = False,
     fla's in-kernel ``x / sqrt(||x||^2 + 1e-6)``, so ``||k|| = 1`` to rounding and the
     reflection at ``beta = 2`` is exactly orthogonal.  No associative-scan declaration
     (the transition is a dense ``D x D`` matrix per head; a chunked WY engine is the
-    parallel form, not built here).
+    parallel form, not built here).  The output depends on ``q_t``, not on the carry
+    alone: the gradient-flow analyses take ``readout="step"``.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
@@ -107,7 +111,7 @@ def deltanet(hidden_size: int, num_heads: int = 1, *, gated: bool = False,
         >>> params = cell.init(jax.random.key(0), 3)
         >>> ys, carry = rnnjax.run(cell, params, jnp.ones((2, 5, 3)))
         >>> ys.shape, carry.S.shape
-        ((2, 5, 8), (2, 2, 4, 4))
+        ((2, 5, 8), (2, 32))
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("num_heads", num_heads)
@@ -131,15 +135,15 @@ def deltanet(hidden_size: int, num_heads: int = 1, *, gated: bool = False,
         return p
 
     def initial_carry(batch_shape=(), dtype=jnp.float32):
-        return DeltaState(jnp.zeros(tuple(batch_shape) + (NH, D, D), dtype))
+        return DeltaState(jnp.zeros(tuple(batch_shape) + (NH * D * D,), dtype))
 
     def step(w, carry, x):
         q, k, v, beta, alpha = _gates(w, x, NH, gated, neg)
-        S = alpha[:, None, None] * carry.S
+        S = alpha[:, None, None] * carry.S.reshape(NH, D, D)
         v_new = beta[:, None] * (v - jnp.einsum("hkv,hk->hv", S, k))
         S = S + k[:, :, None] * v_new[:, None, :]
         y = jnp.einsum("hk,hkv->hv", q / math.sqrt(D), S)
-        return DeltaState(S), y.reshape(E)
+        return DeltaState(S.reshape(-1)), y.reshape(E)
 
     return Cell(init=init, prepare=identity, initial_carry=initial_carry, step=step,
                 input_size=lambda p: p["W_q"].shape[-1], output_size=E, name="deltanet")

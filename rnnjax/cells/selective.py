@@ -178,7 +178,9 @@ def mamba(hidden_size: int, state_size: int = 16, dt_rank: int | str = "auto", *
 
 class MambaBlockState(NamedTuple):
     """Carry of :func:`mamba_block`: the S6 state ``h (ED, N)`` and the convolution's
-    last ``K - 1`` inputs ``conv (K - 1, ED)``, oldest first (mambapy's ``cache``)."""
+    last ``K - 1`` inputs ``conv (K - 1, ED)``, oldest first (mambapy's ``cache``), each
+    flattened row-major to a vector (the carry convention, leaves ``batch +
+    (features,)``, that every engine and analysis reads)."""
 
     h: jax.Array
     conv: jax.Array
@@ -222,7 +224,7 @@ def mamba_block(hidden_size: int, state_size: int = 16, expand: int = 2,
         >>> params = cell.init(jax.random.key(0), 4)
         >>> ys, carry = rnnjax.run(cell, params, jnp.ones((2, 5, 4)))
         >>> ys.shape, carry.h.shape, carry.conv.shape
-        ((2, 5, 4), (2, 8, 3), (2, 3, 8))
+        ((2, 5, 4), (2, 24), (2, 24))
     """
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("state_size", state_size)
@@ -249,18 +251,19 @@ def mamba_block(hidden_size: int, state_size: int = 16, expand: int = 2,
 
     def initial_carry(batch_shape=(), dtype=jnp.float32):
         shape = tuple(batch_shape)
-        return MambaBlockState(jnp.zeros(shape + (ED, N), dtype),
-                               jnp.zeros(shape + (K - 1, ED), dtype))
+        return MambaBlockState(jnp.zeros(shape + (ED * N,), dtype),
+                               jnp.zeros(shape + ((K - 1) * ED,), dtype))
 
     def step(w, carry, x):
         u, z = jnp.split(w["W_in"] @ x, 2)
-        window = jnp.concatenate([carry.conv, u[None]], axis=0)  # (K, ED)
+        window = jnp.concatenate([carry.conv.reshape(K - 1, ED), u[None]], axis=0)  # (K, ED)
         s = jax.nn.silu(jnp.einsum("kd,dk->d", window, w["conv_w"]) + w["conv_b"])
         a, b, C = selective_coeffs(w, s, R, N, neg)
-        h = (a * carry.h + b).astype(carry.h.dtype)
+        h = (a * carry.h.reshape(ED, N) + b).astype(carry.h.dtype)
         y = h @ C + w["D"] * s
         out = w["W_out"] @ (y * jax.nn.silu(z))
-        return MambaBlockState(h, window[1:].astype(carry.conv.dtype)), out
+        return MambaBlockState(h.reshape(-1), window[1:].reshape(-1).astype(
+            carry.conv.dtype)), out
 
     return Cell(init=init, prepare=identity, initial_carry=initial_carry, step=step,
                 input_size=lambda p: p["W_in"].shape[-1], output_size=Dm,

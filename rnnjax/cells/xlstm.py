@@ -24,7 +24,9 @@ FORGET_GATES = ("sigmoid", "exp")
 class MLSTMState(NamedTuple):
     """Carry of the mLSTM, per head: matrix memory ``C (NH, DH, DH)`` (stored as ``sum
     k v^T``, the reference's layout), normaliser ``n (NH, DH)``, stabiliser ``m (NH,)``;
-    ``C`` and ``n`` are kept divided by ``exp(m)``."""
+    ``C`` and ``n`` are kept divided by ``exp(m)``.  Each leaf is flattened row-major
+    to a vector, ``C (NH * DH * DH,)``, ``n (NH * DH,)``, ``m (NH,)``: the carry
+    convention (leaves ``batch + (features,)``) that every engine and analysis reads."""
 
     C: jax.Array
     n: jax.Array
@@ -97,15 +99,17 @@ def mlstm(hidden_size: int, num_heads: int = 1, *, forget_gate: str = "sigmoid",
     headwise q/k projections of the convolved branch, learnable skip, ``SiLU(z)`` output
     gate, down-projection) is not part of the cell; here ``q, k, v`` are dense
     projections of the input.  :func:`mlstm_parallel` is the same map over a whole
-    sequence (``parallel_stabilized_simple``, extended to an initial carry).
+    sequence (``parallel_stabilized_simple``, extended to an initial carry).  The output
+    depends on ``q_t``, not on the carry alone: the gradient-flow analyses take
+    ``readout="step"``.
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
         >>> cell = rnnjax.cells.mlstm(8, num_heads=2)
         >>> params = cell.init(jax.random.key(0), 3)
         >>> ys, carry = rnnjax.run(cell, params, jnp.ones((2, 5, 3)))
-        >>> ys.shape, carry.C.shape, carry.m.shape
-        ((2, 5, 8), (2, 2, 4, 4), (2, 2))
+        >>> ys.shape, carry.C.shape, carry.n.shape, carry.m.shape
+        ((2, 5, 8), (2, 32), (2, 8), (2, 2))
         >>> par, _ = rnnjax.cells.xlstm.mlstm_parallel(params, jnp.ones((5, 3)), num_heads=2)
         >>> bool(jnp.allclose(par, ys[0], atol=1e-5))
         True
@@ -129,8 +133,8 @@ def mlstm(hidden_size: int, num_heads: int = 1, *, forget_gate: str = "sigmoid",
 
     def initial_carry(batch_shape=(), dtype=jnp.float32):
         shape = tuple(batch_shape)
-        return MLSTMState(jnp.zeros(shape + (NH, DH, DH), dtype),
-                          jnp.zeros(shape + (NH, DH), dtype), jnp.zeros(shape + (NH,), dtype))
+        return MLSTMState(jnp.zeros(shape + (NH * DH * DH,), dtype),
+                          jnp.zeros(shape + (NH * DH,), dtype), jnp.zeros(shape + (NH,), dtype))
 
     def step(w, carry, x):
         q, k, v, i_pre, f_pre = _projections(w, x, NH)
@@ -139,13 +143,13 @@ def mlstm(hidden_size: int, num_heads: int = 1, *, forget_gate: str = "sigmoid",
         f_act = jnp.exp(log_f + carry.m - m)
         i_act = jnp.exp(i_pre - m)
         k = k / math.sqrt(DH)
-        C = f_act[:, None, None] * carry.C + i_act[:, None, None] * (k[:, :, None]
-                                                                     * v[:, None, :])
-        n = f_act[:, None] * carry.n + i_act[:, None] * k
+        C = (f_act[:, None, None] * carry.C.reshape(NH, DH, DH)
+             + i_act[:, None, None] * (k[:, :, None] * v[:, None, :]))
+        n = f_act[:, None] * carry.n.reshape(NH, DH) + i_act[:, None] * k
         num = jnp.einsum("hd,hde->he", q, C)
         denom = jnp.maximum(jnp.abs(jnp.sum(q * n, -1)), jnp.exp(-m)) + eps
         h = num / denom[:, None]
-        return MLSTMState(C, n, m), _head_norm(w, h)
+        return MLSTMState(C.reshape(-1), n.reshape(-1), m), _head_norm(w, h)
 
     return Cell(init=init, prepare=identity, initial_carry=initial_carry, step=step,
                 input_size=lambda p: p["W_q"].shape[-1], output_size=E, name="mlstm")
@@ -156,7 +160,8 @@ def mlstm_parallel(params, xs, *, num_heads: int = 1, forget_gate: str = "sigmoi
     r"""The mLSTM of :func:`mlstm` over a whole sequence at once, in its stabilised
     parallel form (NX-AI/xlstm ``backends.py`` ``parallel_stabilized_simple``, with
     ``stabilize_rowwise=True``), for one example ``xs (T, F)``; returns ``(ys (T, E),
-    final carry)``, equal to ``rnnjax.run`` of the recurrent cell.  Per head, with ``F_t
+    final carry)``, equal to ``rnnjax.run`` of the recurrent cell (``carry`` and the
+    final carry in the cell's flattened layout, :class:`MLSTMState`).  Per head, with ``F_t
     = sum_{s <= t} log f_s`` and an initial carry ``(C_0, n_0, m_0)`` (zeros when None)::
 
         log D_tj = F_t - F_j + i~_j  (j <= t),  -inf (j > t)
@@ -179,33 +184,36 @@ def mlstm_parallel(params, xs, *, num_heads: int = 1, forget_gate: str = "sigmoi
     q, k, v = (jnp.swapaxes(a, 0, 1) for a in (q, k, v))  # (NH, T, DH)
     i_pre, log_f = i_pre.T, _log_forget(f_pre, forget_gate).T  # (NH, T)
     if carry is None:
-        carry = MLSTMState(jnp.zeros((NH, DH, DH), q.dtype), jnp.zeros((NH, DH), q.dtype),
-                           jnp.zeros((NH,), q.dtype))
+        C0, n0, m0 = (jnp.zeros((NH, DH, DH), q.dtype), jnp.zeros((NH, DH), q.dtype),
+                      jnp.zeros((NH,), q.dtype))
+    else:
+        C0, n0, m0 = carry.C.reshape(NH, DH, DH), carry.n.reshape(NH, DH), carry.m
     Fc = jnp.cumsum(log_f, -1)  # (NH, T)
     causal = jnp.tril(jnp.ones((T, T), bool))
     log_D = jnp.where(causal, Fc[:, :, None] - Fc[:, None, :] + i_pre[:, None, :], -jnp.inf)
-    log_init = Fc + carry.m[:, None]  # (NH, T)
+    log_init = Fc + m0[:, None]  # (NH, T)
     m = jnp.maximum(jnp.max(log_D, -1), log_init)
     D = jnp.exp(log_D - m[..., None])
     w0 = jnp.exp(log_init - m)
     k = k / math.sqrt(DH)
     S = jnp.einsum("htd,hsd->hts", q, k) * D
-    num = S @ v + w0[..., None] * jnp.einsum("htd,hde->hte", q, carry.C)
-    qn = S.sum(-1) + w0 * jnp.einsum("htd,hd->ht", q, carry.n)
+    num = S @ v + w0[..., None] * jnp.einsum("htd,hde->hte", q, C0)
+    qn = S.sum(-1) + w0 * jnp.einsum("htd,hd->ht", q, n0)
     h = num / (jnp.maximum(jnp.abs(qn), jnp.exp(-m)) + eps)[..., None]
     ys = _head_norm(params, jnp.swapaxes(h, 0, 1))
     if T == 0:
-        return ys, carry
-    C = jnp.einsum("hs,hsd,hse->hde", D[:, -1], k, v) + w0[:, -1, None, None] * carry.C
-    n = jnp.einsum("hs,hsd->hd", D[:, -1], k) + w0[:, -1, None] * carry.n
-    return ys, MLSTMState(C, n, m[:, -1])
+        return ys, MLSTMState(C0.reshape(-1), n0.reshape(-1), m0)
+    C = jnp.einsum("hs,hsd,hse->hde", D[:, -1], k, v) + w0[:, -1, None, None] * C0
+    n = jnp.einsum("hs,hsd->hd", D[:, -1], k) + w0[:, -1, None] * n0
+    return ys, MLSTMState(C.reshape(-1), n.reshape(-1), m[:, -1])
 
 
 class SLSTMState(NamedTuple):
-    """Carry of the sLSTM (the reference's four states, in its order): hidden ``y``,
-    cell ``c``, normaliser ``n``, stabiliser ``m``, each ``(H,)``."""
+    """Carry of the sLSTM (the reference's four states, in its order): hidden ``h`` (the
+    reference's ``y``, named as :class:`rnnjax.LSTMState`'s), cell ``c``, normaliser
+    ``n``, stabiliser ``m``, each ``(H,)``."""
 
-    y: jax.Array
+    h: jax.Array
     c: jax.Array
     n: jax.Array
     m: jax.Array
@@ -286,7 +294,7 @@ def slstm(hidden_size: int, num_heads: int = 1, *, recurrent_init: str = "zeros"
         return SLSTMState(z, z, z, z)
 
     def step(w, carry, x):
-        Ry = jnp.einsum("hgij,hj->ghi", w["R"], carry.y.reshape(NH, DH)).reshape(4, H)
+        Ry = jnp.einsum("hgij,hj->ghi", w["R"], carry.h.reshape(NH, DH)).reshape(4, H)
         raw = (w["W"] @ x).reshape(4, H) + Ry + w["b"]
         i_raw, f_raw, z_raw, o_raw = raw
         logfplusm = carry.m + jax.nn.log_sigmoid(f_raw)
