@@ -88,3 +88,29 @@ def test_initialisation_follows_mamba2():
     assert "E" not in p and "E" in cells.mamba2(8).init(jax.random.key(0), 3)
     with pytest.raises(ValueError, match="multiple of num_heads"):
         cells.mamba2(6, num_heads=4)
+
+
+def test_associative_equals_sequential_with_gradients():
+    cell = cells.mamba2(4, state_size=2, num_heads=2)
+    params = to_f64(cell.init(jax.random.key(3), 3))
+    xs = jax.random.normal(jax.random.key(4), (3, T, 3), jnp.float64)
+    h = cell.initial_carry((3,), jnp.float64).h
+    carry = rnnjax.HiddenState(0.5 * jax.random.normal(jax.random.key(5), h.shape,
+                                                       jnp.float64))
+    kw = {"lengths": jnp.array([T, 0, 3]), "reverse": True}
+
+    def loss(scan):
+        def f(params, xs, carry):
+            ys, final = rnnjax.run(cell, params, xs, scan=scan, carry=carry, **kw)
+            wy = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+            return (ys * wy).sum() + (final.h ** 2).sum(), (ys, final)
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))
+
+    (_, (ys_s, f_s)), g_s = loss("sequential")(params, xs, carry)
+    (_, (ys_a, f_a)), g_a = loss("associative")(params, xs, carry)
+    np.testing.assert_allclose(ys_a, ys_s, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(f_a.h, f_s.h, rtol=1e-10, atol=1e-12)
+    for a, s in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_s)):
+        np.testing.assert_allclose(a, s, rtol=1e-10, atol=1e-10 * max(1.0, float(
+            jnp.abs(s).max())))
+    assert float(jnp.abs(ys_a[1]).max()) == 0.0
