@@ -4,15 +4,19 @@
 factories; :func:`make` builds a cell by name with a clear error for unknown names.
 """
 
+from rnnjax.cells import delta as _delta
 from rnnjax.cells import elman as _elman
 from rnnjax.cells import gated as _gated
 from rnnjax.cells import linear as _linear
+from rnnjax.cells import linear_attention as _linear_attention
 from rnnjax.cells import minimal as _minimal
 from rnnjax.cells import nonnormal as _nonnormal
 from rnnjax.cells import orthogonal as _orthogonal
 from rnnjax.cells import oscillator as _oscillator
+from rnnjax.cells import selective as _selective
 from rnnjax.cells import ssm as _ssm
 from rnnjax.cells import unitary as _unitary
+from rnnjax.cells import xlstm as _xlstm
 from rnnjax.core.cell import shared
 from rnnjax.core.checks import check_choice
 from rnnjax.core.precision import precision_options
@@ -37,6 +41,11 @@ nnrnn, spectral = _factory(_nonnormal.nnrnn), _factory(_nonnormal.spectral)
 exprnn, scornn = _factory(_orthogonal.exprnn), _factory(_orthogonal.scornn)
 householder = _factory(_orthogonal.householder)
 rglru, s4d, s5 = (_factory(f) for f in (_ssm.rglru, _ssm.s4d, _ssm.s5))
+mamba, mamba2, mamba_block = (_factory(f) for f in (
+    _selective.mamba, _selective.mamba2, _selective.mamba_block))
+mlstm, slstm = _factory(_xlstm.mlstm), _factory(_xlstm.slstm)
+deltanet = _factory(_delta.deltanet)
+gla, retention = _factory(_linear_attention.gla), _factory(_linear_attention.retention)
 eunn, fcurnn, urnn = (_factory(f) for f in (_unitary.eunn, _unitary.fcurnn, _unitary.urnn))
 
 REGISTRY = {
@@ -65,6 +74,14 @@ REGISTRY = {
     "s5": s5,
     "nnrnn": nnrnn,
     "spectral": spectral,
+    "mamba": mamba,
+    "mamba_block": mamba_block,
+    "mamba2": mamba2,
+    "mlstm": mlstm,
+    "slstm": slstm,
+    "deltanet": deltanet,
+    "gla": gla,
+    "retention": retention,
 }
 
 
@@ -74,7 +91,8 @@ def make(name: str, hidden_size: int, **kwargs):
     return REGISTRY[name](hidden_size, **kwargs)
 
 
-__all__ = ["REGISTRY", "antisymmetric", "cornn", "elman", "eunn", "exprnn", "fcurnn",
-           "gated_linear", "gru", "householder", "indrnn", "irnn", "lipschitz", "lru",
-           "lstm", "make", "mgu", "mingru", "minlstm", "nnrnn", "rglru", "s4d", "s5",
-           "scornn", "spectral", "unicornn", "urnn"]
+__all__ = ["REGISTRY", "antisymmetric", "cornn", "deltanet", "elman", "eunn", "exprnn",
+           "fcurnn", "gated_linear", "gla", "gru", "householder", "indrnn", "irnn",
+           "lipschitz", "lru", "lstm", "make", "mamba", "mamba2", "mamba_block", "mgu",
+           "mingru", "minlstm", "mlstm", "nnrnn", "retention", "rglru", "s4d", "s5",
+           "scornn", "slstm", "spectral", "unicornn", "urnn"]
