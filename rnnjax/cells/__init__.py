@@ -17,8 +17,9 @@ from rnnjax.cells import selective as _selective
 from rnnjax.cells import ssm as _ssm
 from rnnjax.cells import unitary as _unitary
 from rnnjax.cells import xlstm as _xlstm
-from rnnjax.core.cell import shared
-from rnnjax.core.checks import check_choice
+from rnnjax.core.cell import Cell, shared
+from rnnjax.core.checks import check_choice, check_step
+from rnnjax.core.plugins import is_plugin, load_object
 from rnnjax.core.precision import precision_options
 
 
@@ -85,14 +86,44 @@ REGISTRY = {
 }
 
 
+_PLUGINS: dict = {}
+
+
+def _plugin_factory(spec: str):
+    if spec not in _PLUGINS:  # one wrapped factory per spec: its cells are shared too
+        _PLUGINS[spec] = _factory(load_object(spec, "cell"))
+    return _PLUGINS[spec]
+
+
+def check_name(name: str, also=()) -> None:
+    """Raise ``ValueError`` unless ``name`` is a key of ``REGISTRY`` (or of ``also``) or
+    a ``module:factory`` spec whose module imports and has that callable."""
+    if is_plugin(name):
+        _plugin_factory(name)
+    else:
+        check_choice("cell", name, {**REGISTRY, **dict.fromkeys(also)})
+
+
 def make(name: str, hidden_size: int, **kwargs):
-    """Build the cell called ``name`` (a key of ``REGISTRY``) with ``hidden_size``."""
-    check_choice("cell", name, REGISTRY)
-    return REGISTRY[name](hidden_size, **kwargs)
+    """Build the cell called ``name`` with ``hidden_size``: a key of ``REGISTRY``, or
+    ``"module:factory"`` for a cell of one's own (``module.py`` importable or in the
+    current folder, ``factory(hidden_size, **kwargs)`` returning an :class:`rnnjax.Cell`).
+    A cell of one's own gets what every registered factory has (``dtype=`` and
+    ``param_dtype=``, equal cells shared) and passes :func:`rnnjax.core.checks.check_step`
+    before it is used."""
+    check_name(name)
+    if not is_plugin(name):
+        return REGISTRY[name](hidden_size, **kwargs)
+    cell = _plugin_factory(name)(hidden_size, **kwargs)
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell {name!r}: the factory must return an rnnjax.Cell, got "
+                        f"{type(cell).__name__}")
+    check_step(cell, hidden_size, name=f"cell {name!r}")
+    return cell
 
 
-__all__ = ["REGISTRY", "antisymmetric", "cornn", "deltanet", "elman", "eunn", "exprnn",
-           "fcurnn", "gated_linear", "gla", "gru", "householder", "indrnn", "irnn",
-           "lipschitz", "lru", "lstm", "make", "mamba", "mamba2", "mamba_block", "mgu",
-           "mingru", "minlstm", "mlstm", "nnrnn", "retention", "rglru", "s4d", "s5",
-           "scornn", "slstm", "spectral", "unicornn", "urnn"]
+__all__ = ["REGISTRY", "antisymmetric", "check_name", "cornn", "deltanet", "elman", "eunn",
+           "exprnn", "fcurnn", "gated_linear", "gla", "gru", "householder", "indrnn",
+           "irnn", "lipschitz", "lru", "lstm", "make", "mamba", "mamba2", "mamba_block",
+           "mgu", "mingru", "minlstm", "mlstm", "nnrnn", "retention", "rglru", "s4d",
+           "s5", "scornn", "slstm", "spectral", "unicornn", "urnn"]

@@ -324,8 +324,7 @@ def _check_cells(cells):
     if not cells:
         raise ValueError("cells must name at least one cell")
     for c in cells:
-        if c not in cells_lib.REGISTRY:
-            raise ValueError(f"cell must be one of {sorted(cells_lib.REGISTRY)}, got {c!r}")
+        cells_lib.check_name(c)  # a registered name or "module:factory"
 
 
 def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",

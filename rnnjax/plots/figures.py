@@ -47,15 +47,16 @@ def _color(i: int) -> str:
 def cell_style(label: str) -> dict:
     """Matplotlib line options for ``label`` (``"<cell>"``, ``"<cell> (trained)"``,
     ``"<cell> block 2"``, ...): the colour and marker of the cell name (its first
-    word) are fixed by the cell's index ``i`` in the registry (unregistered names: by a
-    CRC of the name, modulo 312), colour :func:`_color` ``(i)`` (the 26 listed colours,
+    word) are fixed by the cell's index ``i`` in the registry (a cell of one's own,
+    ``module:factory``: the registry's length plus a CRC of the name modulo 312, so it
+    never takes a registered cell's colour), colour :func:`_color` ``(i)`` (the 26 listed colours,
     then generated ones, so registered cells never share a colour) and marker number
     ``(i // 26 + i) mod 12``;
     ``"(trained)"`` labels are dashed (gradient-flow figures: initialisation solid,
     trained dashed)."""
     name = str(label).split()[0] if str(label).split() else ""
     names = list(cells.REGISTRY)
-    i = names.index(name) if name in names else zlib.crc32(name.encode()) % 312
+    i = names.index(name) if name in names else len(names) + zlib.crc32(name.encode()) % 312
     return {"color": _color(i),
             "marker": _MARKERS[(i // len(_COLORS) + i) % len(_MARKERS)],
             "ls": "--" if "trained" in str(label) else "-"}

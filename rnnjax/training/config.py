@@ -199,7 +199,7 @@ def validate(config: Config) -> None:
         tasks_lib.load_factory(config.task)  # "module:factory": a task of one's own
     else:
         check_choice("task", config.task, tasks_lib.TASKS)
-    check_choice("cell", config.cell, {**cells_lib.REGISTRY, **baselines.MODELS})
+    cells_lib.check_name(config.cell, also=baselines.MODELS)  # or "module:factory"
     for name in ("T", "hidden", "batch", "seeds", "log_every", "eval_batch", "keep"):
         check_positive_int(name, getattr(config, name))
     for name in ("steps", "checkpoint_every", "seed", "max_nonfinite"):
