@@ -10,6 +10,7 @@ Whether a cell trains with the orthogonal learning rate ``lr_orth`` and reports
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import math
@@ -38,7 +39,74 @@ from rnnjax.optim import constraints
 
 OPTIMIZERS = optim.OPTIMIZERS
 CLIP_MODES = ("global_norm", "element")
+READOUTS = ("flatten",)  # readouts a Config may ask for instead of the task's own (None)
 DTYPES = ("float32", "bfloat16", "float16")  # the cell's computation dtype
+
+# What a resumed run does with a field (``Field.metadata["resume"]``): AGREE, the field
+# defines the run and a resumed run must have the run's own value (:func:`check_resume`,
+# and ``rnnjax train --resume`` refuses an option given with another value); CHANGE, it
+# may change on resume (the length of the run, its logging and checkpoint cadence, where
+# it writes), and the new value is saved in ``config.json``; None, not an option
+# (filled in by :func:`rnnjax.build` from the task: ``permutation``, ``data_sha256``).
+AGREE, CHANGE = "agree", "change"
+CONSTRAINTS = "orthogonality by constraint (any recurrent cell)"  # a group of --help
+
+
+def parse_cell_option(text: str) -> tuple:
+    """``KEY=VALUE`` (``--cell-opt``) -> ``(KEY, value)``: ``value`` is an int, a float,
+    ``true``/``false`` as a bool, or else the string."""
+    if "=" not in text:
+        raise ValueError(f"--cell-opt must be KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    for conv in (int, float):
+        try:
+            return k, conv(v)
+        except ValueError:
+            pass
+    if v in ("true", "false"):
+        return k, v == "true"
+    return k, v
+
+
+def _option(default, help=None, *, flag=None, type=None, choices=None, metavar=None,
+            action=None, parse=None, cli_default=None, resume=AGREE, group=None,
+            command=None):
+    """A :class:`Config` field that is also a command-line option: its default, its
+    ``--help`` text and spelling (``flag``, default ``--name-with-dashes``), the type
+    of its value (default: the default's type; a bool is an on-switch), ``choices``,
+    ``metavar``, ``action="append"`` with ``parse`` turning the list of words into the
+    field's value, ``cli_default`` where the command's default differs from the
+    library's, what a resumed run does with it (``resume``: :data:`AGREE` or
+    :data:`CHANGE`), the ``--help`` ``group`` and ``command="train"`` for an option of
+    ``rnnjax train`` only (the run folder's options).  ``rnnjax.cli.options`` builds
+    the options of ``rnnjax train``, ``rnnjax copy`` and ``rnnjax orthogonality``
+    from this metadata."""
+    if type is None and action is None and default is not None:
+        type = builtins.type(default)
+    meta = {"help": help, "flag": flag, "type": type, "choices": choices,
+            "metavar": metavar, "action": action, "parse": parse, "resume": resume,
+            "group": group, "command": command, "option": True}
+    if cli_default is not None:
+        meta["cli_default"] = cli_default
+    if isinstance(default, (list, dict, set, tuple)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _derived(default):
+    """A field filled in from the built task, not an option."""
+    return field(default=default, metadata={"option": False, "resume": None})
+
+
+def option_fields() -> list:
+    """The :class:`Config` fields that are command-line options, in declaration order."""
+    return [f for f in dataclasses.fields(Config) if f.metadata.get("option")]
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of the :class:`Config` field ``name``."""
+    m = {f.name: f for f in dataclasses.fields(Config)}[name].metadata
+    return m.get("flag") or "--" + name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -46,8 +114,10 @@ class Config:
     """Everything that defines a run (saved as ``config.json``).
 
     ``T`` is the copy delay, the adding-problem length or the char-LM window (ignored by
-    pixel MNIST, whose length is 784).  ``lr_orth=None`` trains every parameter with
-    ``lr``.  ``clip=None`` disables clipping.  ``checkpoint_every=0`` saves no checkpoint;
+    pixel MNIST, whose length is 784).  ``lr_orth=None`` trains the orthogonal/unitary
+    parameters with ``lr / 10``, the rule of expRNN's and scoRNN's copy-task recipes
+    (2e-4 / 2e-5, 1e-3 / 1e-4; :func:`rnnjax.optim.recipe`'s default, which the runner
+    follows).  ``clip=None`` disables clipping.  ``checkpoint_every=0`` saves no checkpoint;
     otherwise one is also saved at the last step.  ``cell_options`` are extra keyword
     arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad`` is
     :func:`rnnjax.run`'s: ``"auto"`` the faster of autodiff and the cell's hand-written
@@ -88,49 +158,107 @@ class Config:
     configurations of published protocols are in :data:`PRESETS`.
     """
 
-    task: str = "copy"
-    cell: str = "lstm"
-    T: int = 100
-    hidden: int = 64
-    batch: int = 64
-    steps: int = 1000
-    lr: float = 1e-3
-    lr_orth: float | None = None
-    optimizer: str = "rmsprop"
-    clip: float | None = None
-    clip_mode: str = "global_norm"
-    seed: int = 0
-    seeds: int = 1
-    log_every: int = 50
-    eval_batch: int = 256
-    checkpoint_every: int = 0
-    keep: int = 3
-    out: str | None = None
-    data: str | None = None
-    variant: str = "arjovsky"
-    permutation_seed: int = 0
-    cell_options: tuple = field(default_factory=tuple)
-    devices: int | None = None
-    max_nonfinite: int = 10
-    grad: str = "auto"
+    task: str = _option(
+        "copy", "copy, adding (generated: --steps), charlm (stateful, consecutive windows "
+        "of the text: --steps or --epochs), or the data sets digits, pdigits, mnist1d, "
+        "mnist1d_full (all 4,000 training examples, no validation split), smnist, pmnist "
+        "(--epochs) (default %(default)s)")
+    cell: str = _option("lstm", "a name in rnnjax.cells.REGISTRY")
+    T: int = _option(100, "copy delay / adding length / char-LM window (default "
+                          "%(default)s)", flag="--T")
+    hidden: int = _option(64)
+    batch: int = _option(64)
+    steps: int = _option(1000, "training steps of a generated task (default %(default)s)",
+                         resume=CHANGE)
+    lr: float = _option(1e-3)
+    lr_orth: float | None = _option(
+        None, "learning rate of orthogonal/unitary parameters (default: --lr / 10, the "
+              "rule of expRNN's and scoRNN's recipes)", type=float)
+    optimizer: str = _option("rmsprop", choices=OPTIMIZERS)
+    clip: float | None = _option(None, "clipping threshold (off)", type=float)
+    clip_mode: str = _option("global_norm", "how --clip clips: by the global norm of the "
+                                            "gradient or per element (needs --clip)",
+                             choices=CLIP_MODES)
+    seed: int = _option(0)
+    seeds: int = _option(1, "train K seeds seed..seed+K-1 in one program (jax.vmap)",
+                         flag="--num-seeds", metavar="K")
+    log_every: int = _option(50, resume=CHANGE)
+    eval_batch: int = _option(256)
+    checkpoint_every: int = _option(
+        0, "save a checkpoint every N steps and at the end when --out is given (0: "
+           "never; default %(default)s)", cli_default=500, resume=CHANGE, command="train")
+    keep: int = _option(3, "checkpoints kept", resume=CHANGE, command="train")
+    out: str | None = _option(None, "run directory (metrics, config, checkpoints)",
+                              resume=None, command="train")
+    data: str | None = _option(
+        None, "MNIST directory/.npz (smnist, pmnist) or UTF-8 text file (charlm; default: "
+              "the shipped rnnjax/data/shakespeare.txt)", resume=CHANGE)
+    variant: str = _option("arjovsky", "copy-task timing (default %(default)s)",
+                           choices=("arjovsky", "exprnn"))
+    permutation_seed: int = _option(0)
+    cell_options: tuple = _option(
+        (), "extra keyword argument of the cell factory (repeatable)", flag="--cell-opt",
+        metavar="KEY=VALUE", action="append", parse=lambda texts: tuple(
+            parse_cell_option(t) for t in texts))
+    devices: int | None = _option(
+        None, "data-parallel over the first N devices (default: all local ones)",
+        type=int, resume=CHANGE)
+    max_nonfinite: int = _option(
+        10, "stop after N consecutive non-finite losses/gradients, whose updates are "
+            "skipped (0: never stop; default %(default)s)", resume=CHANGE)
+    grad: str = _option(
+        "auto", "autodiff through the scan, the cell's hand-written BPTT (manual), or "
+                "auto: the faster on this backend (the same gradient; default "
+                "%(default)s)", choices=bptt.GRADS, resume=CHANGE)
     # Dynamic trivialization: fold the skew params into the base every K steps (None:
     # K=100, expRNN's dtriv default, for cells with a "base" param; 0: never).
-    retrivialize_every: int | None = None
-    epochs: int | None = None
-    permutation: tuple | None = None
-    tensorboard: bool = False
-    dtype: str = "float32"
-    data_sha256: str | None = None
-    orth_penalty: float = 0.0
-    nnrnn_alpha: float = 0.0
-    nnrnn_decay: float = 0.0
-    floss_every: int = 0
-    floss_k: int = 1
-    floss_weight: float = 1.0
-    floss_batch: int = 1
-    riemannian: str | None = None
-    bidirectional: bool = False
-    readout: str | None = None
+    retrivialize_every: int | None = _option(
+        None, "dynamic trivialization (exprnn dynamic=True): fold the skew params into "
+              "the base every K steps (default 100; 0: never)", type=int, metavar="K")
+    epochs: int | None = _option(
+        None, "passes over the training split of a data-set task (digits, pdigits, "
+              "mnist1d, smnist, pmnist) or the training text of charlm; replaces --steps "
+              "and logs every epoch", type=int, resume=CHANGE)
+    permutation: tuple | None = _derived(None)
+    tensorboard: bool = _option(
+        False, "also write TensorBoard event files to OUT/tensorboard (needs the optional "
+               "tensorboardX: pip install rnnjax[tensorboard])", resume=CHANGE,
+        command="train")
+    dtype: str = _option(
+        "float32", "the cell's computation dtype: bfloat16/float16 compute in half "
+                   "precision with float32 parameters (float16 with dynamic loss scaling; "
+                   "default %(default)s)", choices=DTYPES)
+    data_sha256: str | None = _derived(None)
+    orth_penalty: float = _option(
+        0.0, "add LAMBDA ||W^T W - I||_F^2 of the recurrent matrix to the loss",
+        metavar="LAMBDA", group=CONSTRAINTS)
+    nnrnn_alpha: float = _option(
+        0.0, "nnrnn cell: alpha_lam sum_k (alpha_k - 1)^2 (its paper: 1e-4)",
+        group=CONSTRAINTS)
+    nnrnn_decay: float = _option(
+        0.0, "nnrnn cell: (decay/2) ||T||_F^2 of the upper-triangular part (its paper: "
+             "1e-6)", group=CONSTRAINTS)
+    floss_every: int = _option(
+        0, "gradient flossing (Engelken 2023): at steps 1, N+1, 2N+1, ... add W "
+           "sum_{i<=K} lambda_i^2 of the top Lyapunov exponents (0: off)", metavar="N",
+        group=CONSTRAINTS)
+    floss_k: int = _option(1, "Lyapunov exponents flossed (default %(default)s)",
+                           metavar="K", group=CONSTRAINTS)
+    floss_weight: float = _option(1.0, "weight of the flossing term (default %(default)s)",
+                                  metavar="W", group=CONSTRAINTS)
+    floss_batch: int = _option(
+        1, "training sequences the exponents are measured on (default %(default)s)",
+        metavar="B", group=CONSTRAINTS)
+    riemannian: str | None = _option(
+        None, "move the cell's square W_hh on O(H) with this retraction, at --lr-orth "
+              "(needs an orthogonal init: --cell-opt init=orthogonal)",
+        choices=("cayley", "qr", "polar"), group=CONSTRAINTS)
+    bidirectional: bool = _option(
+        False, "run the cell both ways over the sequence, outputs concatenated "
+               "(rnnjax.layers.bidirectional)")
+    readout: str | None = _option(
+        None, "flatten: one linear map of all the outputs of a sequence (sequence "
+              "classification; default: the task's readout)", choices=READOUTS)
 
     def has_constraint(self) -> bool:
         """Whether a penalty, flossing or the Riemannian optimiser is on."""
@@ -172,15 +300,10 @@ class Config:
             json.dump(self.to_json(), f, indent=2)
 
 
-# Fields that must agree between a run and the checkpoint it resumes.
-RESUME_FIELDS = ("task", "cell", "T", "hidden", "batch", "lr", "lr_orth", "optimizer",
-                 "clip", "clip_mode", "seed", "seeds", "log_every", "eval_batch",
-                 "variant", "permutation_seed", "cell_options", "dtype", "orth_penalty",
-                 "nnrnn_alpha", "nnrnn_decay", "floss_every", "floss_k", "floss_weight",
-                 "floss_batch", "riemannian", "bidirectional", "readout")
-
-# Readouts a Config may ask for instead of the task's own (None).
-READOUTS = ("flatten",)
+# Fields that must agree between a run and the checkpoint it resumes (those that define
+# the run: resume=AGREE in their metadata); every other option may change on resume.
+RESUME_FIELDS = tuple(f.name for f in dataclasses.fields(Config)
+                      if f.metadata.get("resume") == AGREE)
 
 
 def make_cell(config: Config):
@@ -191,8 +314,32 @@ def make_cell(config: Config):
     return cells_lib.make(config.cell, config.hidden, **options)
 
 
-def validate(config: Config) -> None:
-    """Check ``config`` before anything is built; raise ``ValueError`` naming the field."""
+def validate(config: Config):
+    """Check ``config`` before anything is built; raise ``ValueError`` naming the field.
+    Returns the task it made (:func:`make_task`), which :func:`rnnjax.build` goes on
+    with: a run is validated once.
+
+    The fields are checked first (:func:`check_fields`), then the task is made (a
+    missing data file is named), then the memory estimate (:func:`estimate_bytes`,
+    which reads the sequence length from the task) is checked against the free
+    memory."""
+    check_fields(config)
+    task = make_task(config)
+    check_memory("this run", estimate_bytes(config, task),
+                 "lower --hidden, --T, --batch, --eval-batch or --seeds")
+    return task
+
+
+def make_task(config: Config):
+    """The task of ``config`` (:func:`rnnjax.tasks.make`)."""
+    return tasks_lib.make(config.task, T=config.T, data=config.data, variant=config.variant,
+                          permutation_seed=config.permutation_seed,
+                          permutation=config.permutation)
+
+
+def check_fields(config: Config) -> None:
+    """The checks of :func:`validate` that need no task: each field alone and the
+    fields together."""
     if not isinstance(config, Config):
         raise TypeError(f"config must be an rnnjax.Config, got {type(config).__name__}")
     if tasks_lib.is_plugin(config.task):
@@ -209,6 +356,9 @@ def validate(config: Config) -> None:
     check_choice("optimizer", config.optimizer, OPTIMIZERS)
     check_choice("clip_mode", config.clip_mode, CLIP_MODES)
     check_optional_positive("clip", config.clip)
+    if config.clip is None and config.clip_mode != "global_norm":
+        raise ValueError(f"clip_mode={config.clip_mode!r} needs clip (the threshold); "
+                         f"without it nothing is clipped: give clip or leave clip_mode")
     if config.devices is not None:
         check_positive_int("devices", config.devices)
     if config.epochs is not None:
@@ -230,8 +380,6 @@ def validate(config: Config) -> None:
     _validate_constraints(config)
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
-    check_memory("this run", estimate_bytes(config),
-                 "lower --hidden, --T, --batch or --seeds")
 
 
 def penalties(config: Config) -> constraints.Penalties:
@@ -357,11 +505,18 @@ def preset(name: str) -> Config:
     return PRESETS[name]
 
 
-def estimate_bytes(config: Config) -> float:
+def estimate_bytes(config: Config, task=None) -> float:
     """A lower estimate of the memory of a run (float32), from the shapes of
     ``cell.init`` under ``jax.eval_shape`` (nothing is allocated): params, gradient and
     two optimiser moments per seed, plus the activations kept for the backward pass
-    (about 8 numbers per unit, step and example)."""
+    (about 8 numbers per unit, step and example) of the larger of the training and the
+    held-out batch (evaluation takes gradients too), and the held-out batch itself,
+    kept on the device for the whole run.  The sequence length is the task's
+    (``Task.time``: ``T + 20`` for the copy task, 784 for pixel MNIST), not ``T``;
+    ``task`` is made from ``config`` when not given."""
+    if task is None:
+        task = make_task(config)
+    time = task.time
     n_params = 4 * config.hidden * (config.hidden + 1)  # a gated cell's order of size
     if config.cell not in baselines.MODELS:
         cell = make_cell(config)
@@ -370,8 +525,9 @@ def estimate_bytes(config: Config) -> float:
             n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
         except ValueError:  # a cell whose input size is tied to its width (LRU)
             pass
-    activations = 8.0 * config.batch * config.T * config.hidden
-    return 4.0 * config.seeds * (4.0 * n_params + activations)
+    activations = 8.0 * max(config.batch, config.eval_batch) * time * config.hidden
+    held_out = float(config.eval_batch) * time * task.input_size
+    return 4.0 * config.seeds * (4.0 * n_params + activations + held_out)
 
 
 def has_orthogonal_params(params) -> bool:
@@ -424,6 +580,40 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
             f"{k}={getattr(config, k)!r}" for k in diff))
 
 
-__all__ = ["CLIP_MODES", "Config", "DTYPES", "OPTIMIZERS", "PRESETS", "READOUTS",
-           "RESUME_FIELDS", "check_resume", "estimate_bytes", "has_orthogonal_params",
+def _word(v) -> str:
+    """A value as it is written on the command line."""
+    if isinstance(v, tuple):  # cell_options: (("init", "henaff"),)
+        return " ".join(f"{k}={w}" for k, w in v) or "(none)"
+    return str(v)
+
+
+def check_resume_options(saved: Config, given: dict, out: str, what: str = "run") -> None:
+    """Refuse, before anything is touched, options ``given`` (``{field: value}``, each
+    one the command line gave, default value or not) that a resumed ``saved`` run
+    cannot honour: a field that defines the run (``resume="agree"`` in its metadata,
+    :data:`RESUME_FIELDS`) with another value than the run's, or ``steps``/``log_every``
+    for a run that trains by epochs (which fix both).  One ``ValueError`` line names
+    each option, the run's value and the given one.  Options that may change
+    (``resume="change"``) pass."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(Config)}
+    diff = [k for k, v in given.items()
+            if meta[k].get("resume") == AGREE and v != getattr(saved, k)]
+    if diff:
+        raise ValueError(
+            f"resume: the {what} in {out!r} has "
+            + ", ".join(f"{k}={getattr(saved, k)!r}" for k in diff) + "; this call gives "
+            + ", ".join(f"{flag(k)} {_word(given[k])}" for k in diff)
+            + ": an option that defines the run cannot change on resume (leave it out, "
+              "or start a new run with another --out)")
+    epochs = given.get("epochs", saved.epochs)
+    for k in ("steps", "log_every"):
+        if k in given and epochs is not None and given[k] != getattr(saved, k):
+            raise ValueError(f"resume: the {what} in {out!r} trains by epochs ({epochs}), "
+                             f"which fix {k}={getattr(saved, k)}; this call gives "
+                             f"{flag(k)} {given[k]}: give {flag('epochs')} instead")
+
+
+__all__ = ["AGREE", "CHANGE", "CLIP_MODES", "Config", "DTYPES", "OPTIMIZERS", "PRESETS",
+           "READOUTS", "RESUME_FIELDS", "check_fields", "check_resume", "check_resume_options", "flag", "make_task",
+           "option_fields", "parse_cell_option", "estimate_bytes", "has_orthogonal_params",
            "make_cell", "orthogonal_cells", "penalties", "preset", "validate"]
