@@ -40,7 +40,13 @@ from rnnjax import analysis, optim
 from rnnjax import cells as cells_lib
 from rnnjax.experiments.copy_report import write_copy_report, write_sweep_report
 from rnnjax.io.outputs import claim_out, lock_out, prepare_out, write_text
-from rnnjax.training.config import orthogonal_cells, validate
+from rnnjax.training.config import (
+    RESUME_FIELDS,
+    check_resume_options,
+    flag,
+    orthogonal_cells,
+    validate,
+)
 from rnnjax.training.metrics import format_loss
 from rnnjax.training.runner import (
     CREDIT_SETTINGS,
@@ -53,7 +59,7 @@ from rnnjax.training.runner import (
 )
 
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "credit_entry",
-           "credit_fields", "credit_measurement", "default_cells", "log_spread",
+           "check_resume_job", "credit_fields", "credit_measurement", "default_cells", "log_spread",
            "paper_configs", "profile_lists",
            "reproduce_command", "run_copy_job", "run_copy_sweep", "stays_orthogonal"]
 
@@ -261,13 +267,17 @@ def _train_cell(cfg, resume, progress, tracker):
     checked the job's folder."""
     done = os.path.join(cfg.out, "cell_summary.json")
     if resume and os.path.exists(done):
-        with open(done) as f:
-            return json.load(f)
+        trained = Config.load(cfg.out).steps
+        if trained == cfg.steps:
+            with open(done) as f:
+                return json.load(f)
+        if tracker.print_fn:  # a larger --steps (check_resume_job refused a smaller one)
+            tracker.print_fn(f"  {cfg.cell}: continuing from step {trained} to {cfg.steps}")
     ckpt = os.path.join(cfg.out, "checkpoints")
     again = resume and os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt))
     t0 = time.perf_counter()
     result = train(cfg, resume=again, overwrite=not again, progress=progress,
-                   on_record=tracker, evaluate_initial=True)
+                   on_record=tracker, evaluate_initial=True, checked=True)
     exp = result.experiment
     hist = result.history
     last = hist[-1]
@@ -356,10 +366,37 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
                                       checkpoint_every=every, cell_options=opts)
     for cfg in cfgs.values():
         validate(cfg)
+    if resume:
+        check_resume_job(cfgs)
     out = prepare_out(out, resume, overwrite, name="name", command="copy")
     with lock_out(out, name="name"):
         claim_out(out, "copy", overwrite)
         return _run_cells(out, name, base, cfgs, command, progress, print_fn, resume)
+
+
+# What a resumed copy job keeps from each cell's run: every field of its recipe, and
+# its logging cadence (a finished cell's records are read back as they are).
+_JOB_AGREE = RESUME_FIELDS + ("log_every",)
+
+
+def check_resume_job(cfgs: dict) -> None:
+    """``--resume`` of a copy job: every cell of ``cfgs`` (``{cell: Config}``) that has
+    a run (its ``config.json``) must have been trained with the same recipe
+    (:data:`_JOB_AGREE`), else one ``ValueError`` line names the option, the run's value
+    and the given one, before anything is touched.  A larger ``steps`` is honoured: a
+    finished cell continues from its last checkpoint to the new length
+    (:func:`_train_cell`); a smaller one is refused (a trained cell is not shortened)."""
+    for cfg in cfgs.values():
+        if not os.path.exists(os.path.join(cfg.out, "config.json")):
+            continue  # not started: trained from scratch
+        saved = Config.load(cfg.out)
+        check_resume_options(saved, {k: getattr(cfg, k) for k in _JOB_AGREE}, cfg.out,
+                             what="cell", agree=_JOB_AGREE)
+        if cfg.steps < saved.steps:
+            raise ValueError(f"resume: the cell in {cfg.out!r} has steps={saved.steps}; "
+                             f"this call gives {flag('steps')} {cfg.steps}: a resumed job "
+                             f"continues a cell to more steps, never fewer (leave it out, "
+                             f"or start a new job with another --name)")
 
 
 def _run_cells(out, name, base, cfgs, command, progress, print_fn, resume):

@@ -587,17 +587,16 @@ def _word(v) -> str:
     return str(v)
 
 
-def check_resume_options(saved: Config, given: dict, out: str, what: str = "run") -> None:
+def check_resume_options(saved: Config, given: dict, out: str, what: str = "run",
+                         agree=RESUME_FIELDS) -> None:
     """Refuse, before anything is touched, options ``given`` (``{field: value}``, each
     one the command line gave, default value or not) that a resumed ``saved`` run
     cannot honour: a field that defines the run (``resume="agree"`` in its metadata,
     :data:`RESUME_FIELDS`) with another value than the run's, or ``steps``/``log_every``
     for a run that trains by epochs (which fix both).  One ``ValueError`` line names
     each option, the run's value and the given one.  Options that may change
-    (``resume="change"``) pass."""
-    meta = {f.name: f.metadata for f in dataclasses.fields(Config)}
-    diff = [k for k, v in given.items()
-            if meta[k].get("resume") == AGREE and v != getattr(saved, k)]
+    (``resume="change"``) pass; ``agree`` replaces :data:`RESUME_FIELDS`."""
+    diff = [k for k, v in given.items() if k in agree and v != getattr(saved, k)]
     if diff:
         raise ValueError(
             f"resume: the {what} in {out!r} has "
