@@ -19,6 +19,7 @@ from rnnjax import cli, tasks
 from rnnjax.cli import options as cli_options
 from rnnjax.cli import train as cli_train
 from rnnjax.training import config as config_mod
+from rnnjax.training import fields as fields_mod
 from rnnjax.training.config import Config, estimate_bytes
 from rnnjax.training.experiment import make_optimizer
 from rnnjax.training.metrics import load_history
@@ -202,11 +203,11 @@ def test_a_clip_mode_without_clip_is_refused_by_the_library():
 
 @dataclasses.dataclass(frozen=True)
 class _Wider(Config):
-    warmup: int = config_mod._option(0, "warm-up steps of a test field", resume="change")
+    warmup: int = fields_mod._option(0, "warm-up steps of a test field", resume="change")
 
 
 def test_a_config_field_added_appears_as_an_option(monkeypatch):
-    monkeypatch.setattr(config_mod, "Config", _Wider)
+    monkeypatch.setattr(fields_mod, "Config", _Wider)
     monkeypatch.setattr(cli_train, "Config", _Wider)
     parser = cli.build_parser()
     a = parser.parse_args(["train", "--warmup", "7", "--hidden", "5"])

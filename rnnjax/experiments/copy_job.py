@@ -391,7 +391,8 @@ def check_resume_job(cfgs: dict) -> None:
             continue  # not started: trained from scratch
         saved = Config.load(cfg.out)
         check_resume_options(saved, {k: getattr(cfg, k) for k in _JOB_AGREE}, cfg.out,
-                             what="cell", agree=_JOB_AGREE)
+                             what="cell", agree=_JOB_AGREE,
+                             new="start a new job with another --name")
         if cfg.steps < saved.steps:
             raise ValueError(f"resume: the cell in {cfg.out!r} has steps={saved.steps}; "
                              f"this call gives {flag('steps')} {cfg.steps}: a resumed job "

@@ -95,9 +95,10 @@ def make_model(config: Config, task) -> Model:
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
-    parameters get ``lr_orth``, or ``lr / 10`` when it is None, the recipe's rule; with ``riemannian`` the
-    cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
-    ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
+    parameters get ``lr_orth``, or ``lr / 10`` when it is None, the recipe's rule; with
+    ``riemannian`` the cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element
+    clipping when ``clip_mode="element"``; with dynamic loss scaling when
+    ``dtype="float16"``."""
     global_clip = config.clip if config.clip_mode == "global_norm" else None
     tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth,
                       clip=global_clip, retraction=config.riemannian)
