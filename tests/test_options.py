@@ -74,7 +74,12 @@ RESUME_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(RESUME_CASES))
+# the 996-step continuation and the copy jobs take seconds: out of the quick lane
+_SLOW = {"steps 1000 (and the log/checkpoint cadence, at their defaults) continue"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in _SLOW
+                                  else c for c in RESUME_CASES])
 def test_resume_honours_or_refuses_every_given_option(case, trained_run, tmp_path, capsys):
     extra, refused = RESUME_CASES[case]
     out = str(tmp_path / "run")
@@ -138,6 +143,7 @@ def copy_job(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_copy_resume_refuses_a_changed_recipe(copy_job, tmp_path, capsys):
     runs = str(tmp_path / "runs")
     shutil.copytree(copy_job, runs)
@@ -151,6 +157,7 @@ def test_copy_resume_refuses_a_changed_recipe(copy_job, tmp_path, capsys):
     assert _files(runs) == before
 
 
+@pytest.mark.slow
 def test_copy_resume_with_more_steps_continues_the_finished_cells(copy_job, tmp_path,
                                                                   capsys):
     runs = str(tmp_path / "runs")
