@@ -342,7 +342,7 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
                  cell_options: dict | None = None, command: str | None = None,
                  progress: bool = True, print_fn=print, resume: bool = False,
                  overwrite: bool = False, configs: dict | None = None,
-                 checkpoint_every: int | None = None) -> dict:
+                 checkpoint_every: int | None = None, _checked: bool = False) -> dict:
     """Train each cell of ``cells`` with the recipe ``base`` and write the report into
     ``runs_dir/name``.
 
@@ -357,6 +357,17 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
     cells = default_cells() if cells is None else list(cells)
     _check_cells(cells)
     out = os.path.join(runs_dir, name)
+    cfgs = _cell_configs(out, base, cells, configs, cell_options, checkpoint_every)
+    if not _checked:
+        _check_job(cfgs, resume)
+    out = prepare_out(out, resume, overwrite, name="name", command="copy")
+    with lock_out(out, name="name"):
+        claim_out(out, "copy", overwrite)
+        return _run_cells(out, name, base, cfgs, command, progress, print_fn, resume)
+
+
+def _cell_configs(out, base, cells, configs, cell_options, checkpoint_every) -> dict:
+    """``{cell: Config}``: what each cell of a job in ``out`` trains with."""
     every = checkpoint_every or min(base.steps, 200) or 1
     cfgs = {}
     for c in cells:
@@ -364,14 +375,16 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
         opts = tuple(cfg.cell_options) + tuple((cell_options or {}).get(c, ()))
         cfgs[c] = dataclasses.replace(cfg, cell=c, out=os.path.join(out, c),
                                       checkpoint_every=every, cell_options=opts)
+    return cfgs
+
+
+def _check_job(cfgs: dict, resume: bool) -> None:
+    """Every cell's config validated (once: the runner is told so) and, on resume,
+    checked against its run (:func:`check_resume_job`), before anything is touched."""
     for cfg in cfgs.values():
         validate(cfg)
     if resume:
         check_resume_job(cfgs)
-    out = prepare_out(out, resume, overwrite, name="name", command="copy")
-    with lock_out(out, name="name"):
-        claim_out(out, "copy", overwrite)
-        return _run_cells(out, name, base, cfgs, command, progress, print_fn, resume)
 
 
 # What a resumed copy job keeps from each cell's run: every field of its recipe, and
@@ -434,9 +447,11 @@ def run_copy_sweep(name: str, base: Config, cells=None, Ts=ARJOVSKY_TS, *,
     and locked like a single job's folder).  Returns ``{T: summary}``."""
     cells = default_cells() if cells is None else list(cells)
     _check_cells(cells)
-    for T in Ts:  # every recipe checked before any folder is touched
-        for c in cells:
-            validate(dataclasses.replace(base, T=T, cell=c))
+    for T in Ts:  # every cell of every delay checked before any folder is touched
+        _check_job(_cell_configs(os.path.join(runs_dir, name, f"T{T}"),
+                                 dataclasses.replace(base, T=T), cells,
+                                 kwargs.get("configs"), kwargs.get("cell_options"),
+                                 kwargs.get("checkpoint_every")), resume)
     top = prepare_out(os.path.join(runs_dir, name), resume, overwrite, name="name",
                       command="copy")
     with lock_out(top, name="name"):
@@ -444,7 +459,8 @@ def run_copy_sweep(name: str, base: Config, cells=None, Ts=ARJOVSKY_TS, *,
         summaries = {T: run_copy_job(os.path.join(name, f"T{T}"),
                                      dataclasses.replace(base, T=T), cells,
                                      runs_dir=runs_dir, command=command, resume=resume,
-                                     overwrite=overwrite, **kwargs) for T in Ts}
+                                     overwrite=overwrite, _checked=True, **kwargs)
+                     for T in Ts}
         write_sweep_report(top, name, summaries, command)
     return summaries
 
