@@ -262,7 +262,8 @@ def shared(factory, maxsize: int = 256):
         if key in cache:
             cache[key] = cache.pop(key)  # most recent last
             return cache[key]
-        cell = factory(*args, **kwargs)
+        with jax.ensure_compile_time_eval():  # constants of the cell concrete, even when
+            cell = factory(*args, **kwargs)  # built inside a trace: safe to hand out again
         cache[key] = cell
         if len(cache) > maxsize:
             cache.pop(next(iter(cache)))
