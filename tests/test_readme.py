@@ -225,6 +225,8 @@ def test_every_readme_shell_command_is_known():
                     assert set(m.group(1).split(",")) <= set(extras), spec
         elif words[:3] == ["python", "-m", "pytest"]:
             assert os.path.isdir(os.path.join(ROOT, words[-1]))
+        elif words[0] == "python" and words[1].startswith("examples/"):  # a script there
+            assert os.path.isfile(os.path.join(ROOT, words[1])), words
         elif words[0] == "sphinx-build":  # sphinx-build ... SOURCE OUT: a Sphinx source
             assert os.path.isfile(os.path.join(ROOT, words[-2], "conf.py")), words
         else:
