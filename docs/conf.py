@@ -6,6 +6,7 @@ stubs autosummary writes into ``docs/_autosummary`` at build time.
 """
 
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,11 +44,26 @@ myst_heading_anchors = 3
 html_theme = "alabaster"
 html_title = "rnnjax"
 
-# Stub pages: a class re-exported by two faces (``rnnjax.Config`` is
-# ``rnnjax.train.Config``) is indexed under one of them only, or Sphinx sees two
-# descriptions of its one canonical name.
+# Stub pages: a class that the top level re-exports from another face (``rnnjax.Config``
+# is ``rnnjax.training.Config``, ``rnnjax.Layer`` is ``rnnjax.layers.Layer``) is indexed
+# under that face only, or Sphinx sees two descriptions of its one canonical name.
 templates_path = ["_templates"]
-autosummary_context = {"no_index": ["rnnjax.Config"]}
+
+
+def _reexported_classes() -> list:
+    import importlib
+    import inspect
+
+    import rnnjax
+
+    api = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "api.rst")).read()
+    faces = [f for f in re.findall(r"^\.\. currentmodule:: (\S+)$", api, re.M) if f != "rnnjax"]
+    elsewhere = {n for f in faces for n in importlib.import_module(f).__all__}
+    return [f"rnnjax.{n}" for n in rnnjax.__all__
+            if n in elsewhere and inspect.isclass(getattr(rnnjax, n))]
+
+
+autosummary_context = {"no_index": _reexported_classes()}
 
 
 def _docstring(app, what, name, obj, options, lines):

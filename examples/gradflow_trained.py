@@ -12,8 +12,8 @@ is ``rnnjax gradflow --checkpoint OUT/run``'s, as a function, and writes
 import argparse
 import os
 
-from rnnjax.gradflow import gradflow
-from rnnjax.train import Config, train
+from rnnjax.experiments.gradflow import gradflow
+from rnnjax.training import Config, train
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ mean over seeds, ``<name>_std`` (the spread) and ``seeds`` (the per-seed values)
 
 import argparse
 
-from rnnjax.train import Config, train
+from rnnjax.training import Config, train
 
 
 def main(argv=None):
