@@ -29,7 +29,9 @@ def _run(a):
 
 def register(sub):
     p = sub.add_parser("classify", help="sequence classification (sentiment of short texts) "
-                                        "against the majority class")
+                                        "against the majority class",
+                       description="Classify short texts (sentiment.tsv or --data) with a "
+                       "recurrent encoder, against the majority class.")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/classify/YYYYmmdd-HHMMSS, a new one "
                         "per run)")

@@ -32,7 +32,9 @@ def _run(a):
 
 def register(sub):
     p = sub.add_parser("colors", help="generate colour palettes with an autoregressive "
-                                      "Elman RNN (PNG of stripes)")
+                                      "Elman RNN (PNG of stripes)",
+                       description="Colour palettes from an Elman cell fed its own output, "
+                       "one row per seed colour; writes colors.png into --out.")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/colors/YYYYmmdd-HHMMSS, a new one "
                         "per run)")

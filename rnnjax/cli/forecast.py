@@ -38,7 +38,9 @@ def _run(a):
 
 def register(sub):
     p = sub.add_parser("forecast", help="time-series forecasting: RNN vs last value, AR, ARMA "
-                                        "(plot + MSE table)")
+                                        "(plot + MSE table)",
+                       description="Forecast a series with GRUs beside last value, seasonal "
+                       "naive, AR(p) and ARMA; writes forecast.png and forecast.md.")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/forecast/YYYYmmdd-HHMMSS, a new one "
                         "per run)")

@@ -36,7 +36,9 @@ def _run(a):
 
 def register(sub):
     p = sub.add_parser("generate", help="character-level text generation (LSTM/GRU) with "
-                                        "temperature; bits per character")
+                                        "temperature; bits per character",
+                       description="Train a character-level LSTM/GRU on a text and sample "
+                       "from it (bits per character, samples.txt), or sample again.")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/generate/YYYYmmdd-HHMMSS, a new one "
                         "per run)")

@@ -31,7 +31,9 @@ def _run(a):
 
 def register(sub):
     p = sub.add_parser("seq2seq", help="encoder-decoder with additive or dot-product "
-                                       "attention (reverse / sort digits)")
+                                       "attention (reverse / sort digits)",
+                       description="An encoder-decoder with attention that reverses or sorts "
+                       "digits; an attention heatmap and accuracy against length.")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/seq2seq/YYYYmmdd-HHMMSS, a new one "
                         "per run)")
