@@ -28,8 +28,15 @@ class DeltaState(NamedTuple):
 
 
 def l2_normalize(x, eps=1e-12):
-    """``x / max(||x||, eps)`` over the last axis (``torch.nn.functional.normalize``)."""
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+    """``x / max(||x||, eps)`` over the last axis (``torch.nn.functional.normalize``).
+
+    The norm is taken where it is differentiable: at ``x = 0`` (a step past a sequence's
+    length reads zeros) ``||x||`` has no derivative and autodiff's would be NaN, which a
+    masked step still multiplies by zero into the gradient; there the value is ``0`` and
+    the gradient ``x / eps``'s, as in PyTorch."""
+    sq = jnp.sum(x * x, axis=-1, keepdims=True)
+    norm = jnp.sqrt(jnp.where(sq > 0, sq, 1.0))
+    return x / jnp.maximum(jnp.where(sq > 0, norm, 0.0), eps)
 
 
 def _gates(w, x, NH, gated, negative_eigenvalues):
