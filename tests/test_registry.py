@@ -2,7 +2,7 @@
 test code of its own) keeps the Cell protocol's promises, in float64.
 
 For each cell: ``run`` equals a Python loop over ``step``; ``jit`` equals eager; a padded
-batch equals each sequence alone; gradients pass ``check_grads``; the hand-written
+batch equals each sequence alone; outputs are causal; gradients pass ``check_grads``; the hand-written
 backward equals autodiff where the cell carries one (``cell.backward``); the associative
 scan equals the sequential one where it declares a linear recurrence (``cell.linear``);
 its factory has a runnable example (tests/test_architecture.py runs them)."""
@@ -63,6 +63,10 @@ def test_run_equals_a_loop_jit_equals_eager_and_padding_changes_nothing(name):
     np.testing.assert_allclose(ys_p[1, :3], ys_a[0], rtol=1e-10, atol=1e-12)
     assert np.all(np.asarray(ys_p[1, 3:]) == 0)
     _close(jax.tree.map(lambda a: a[1], final_p), jax.tree.map(lambda a: a[0], final_a))
+    # causal: the output at step 2 has no gradient from the inputs after it
+    out_2 = lambda x: jnp.sum(jnp.sin(jnp.real(rnnjax.run(cell, params, x)[0][:, 2])))  # noqa: E731
+    g = jax.grad(out_2)(xs)
+    assert np.all(np.asarray(g[:, 3:]) == 0) and np.any(np.asarray(g[:, :3]) != 0)
 
 
 def _loss(cell, **options):
