@@ -2,8 +2,8 @@
 test code of its own) keeps the Cell protocol's promises, in float64.
 
 For each cell: ``run`` equals a Python loop over ``step``; ``jit`` equals eager; a padded
-batch equals each sequence alone; outputs are causal; gradients pass ``check_grads``; the hand-written
-backward equals autodiff where the cell carries one (``cell.backward``); the associative
+batch equals each sequence alone; outputs are causal; gradients pass ``check_grads``;
+the hand-written backward equals autodiff where the cell carries one (``cell.backward``); the associative
 scan equals the sequential one where it declares a linear recurrence (``cell.linear``);
 its factory has a runnable example (tests/test_architecture.py runs them)."""
 
