@@ -1,11 +1,12 @@
 """The conformance suite: every entry of ``cells.REGISTRY`` (a new one included, with no
 test code of its own) keeps the Cell protocol's promises, in float64.
 
-For each cell: ``run`` equals a Python loop over ``step``; ``jit`` equals eager; a padded
-batch equals each sequence alone; outputs are causal; gradients pass ``check_grads``;
-the hand-written backward equals autodiff where the cell carries one (``cell.backward``); the associative
-scan equals the sequential one where it declares a linear recurrence (``cell.linear``);
-its factory has a runnable example (tests/test_architecture.py runs them)."""
+For each cell: ``run`` equals a Python loop over ``step``; ``jit`` equals eager; a
+padded batch equals each sequence alone; outputs are causal; gradients pass
+``check_grads``; the hand-written backward equals autodiff where the cell carries one
+(``cell.backward``); the associative scan equals the sequential one where it declares a
+linear recurrence (``cell.linear``); its factory has a runnable example
+(tests/test_architecture.py runs them)."""
 
 import inspect
 
