@@ -9,6 +9,8 @@ linear recurrence (``cell.linear``); its factory has a runnable example
 (tests/test_architecture.py runs them)."""
 
 import inspect
+import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -104,3 +106,10 @@ def test_associative_scan_equals_sequential(name):
            rnnjax.run(cell, params, xs, scan="sequential", **options))
     grad = lambda scan: jax.grad(_loss(cell, scan=scan, **options), argnums=(0, 1))  # noqa: E731
     _close(grad("associative")(params, xs), grad("sequential")(params, xs), tol=1e-9)
+
+
+def test_every_registered_cell_has_a_row_in_the_cell_table():
+    page = pathlib.Path(__file__).parents[1] / "docs" / "guides" / "cells.md"
+    rows = [line for line in page.read_text().splitlines() if line.startswith("| `")]
+    named = {n for row in rows for n in re.findall(r"`([a-z0-9_]+)`", row.split("|")[1])}
+    assert set(NAMES) <= named, sorted(set(NAMES) - named)
