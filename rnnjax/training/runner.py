@@ -425,9 +425,9 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
 def load_params(out: str, step: int | None = None):
     """The stacked params ``(seeds, ...)`` saved in ``out`` at ``step`` (the newest
     verified one if None)."""
-    config = Config.load(out)
+    config = Config.load(out)  # its out is ``out``, wherever the run was made
     target, _ = initial_state(build(config))
-    with _manager(config) as mngr:
+    with checkpointing.manager(out, read_only=True) as mngr:
         state, _ = checkpointing.restore(mngr, step, target)
     return state.params
 
