@@ -8,6 +8,8 @@ failed on the code before it (docs/reliability_round3.md lists them)."""
 import hashlib
 import json
 import os
+import re
+import sys
 
 import jax
 import pytest
@@ -114,3 +116,103 @@ def test_reading_a_run_without_checkpoints_creates_nothing(run_dir, tmp_path):
                                                 r"\(no such folder\)"):
         load_params(str(bare))
     assert sorted(os.listdir(bare)) == ["config.json"]
+
+
+# ---------------------------------------------------------------------------------------
+# (d) a missing optional extra or a broken plug-in task: one line naming it, exit 2
+
+def _cli(argv, capsys):
+    """``(exit code, stderr)`` of the command line ``argv`` run in this process."""
+    rc = cli_main(argv)
+    return rc, capsys.readouterr().err
+
+
+def _one_line_error(rc, err, command):
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rnnjax {command}: error: "), err
+    assert "internal error" not in err and "Traceback" not in err
+
+
+TRAIN = ["train", "--T", "5", "--hidden", "4", "--batch", "4", "--steps", "2", "--log-every",
+         "2", "--eval-batch", "4", "--no-progress"]
+
+
+def test_a_missing_data_extra_is_one_line_naming_it_and_the_install_command(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if scikit-learn were absent
+    rc, err = _cli(TRAIN + ["--task", "digits", "--out", str(tmp_path / "new")], capsys)
+    _one_line_error(rc, err, "train")
+    assert "scikit-learn" in err and 'pip install -e ".[data]"' in err
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("name, extra", [("statsmodels.tsa.arima", "data"),
+                                         ("tensorboardX", "tensorboard"),
+                                         ("torch", "peers")])
+def test_a_bare_missing_optional_package_names_its_extra(name, extra):
+    from rnnjax.cli.main import import_error_line
+    line = import_error_line(ModuleNotFoundError(f"No module named {name!r}", name=name))
+    assert f"[{extra}] extra" in line and f'pip install "rnnjax[{extra}]"' in line
+    assert f'pip install -e ".[{extra}]"' in line
+
+
+PLUGINS = {
+    "syntax": ("def task(T:\n    pass\n", r"module 'rj_syntax' failed to import: "
+                                          r"SyntaxError: .*line 1"),
+    "raises": ("def task(T):\n    raise RuntimeError('no data for T=%d' % T)\n",
+               r"the factory task\(T\) raised RuntimeError: no data for T=5"),
+    "import": ("import rj_not_a_package_anywhere\ndef task(T):\n    pass\n",
+               r"module 'rj_import' failed to import: No module named "
+               r"'rj_not_a_package_anywhere'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PLUGINS))
+def test_a_broken_plugin_task_is_one_line_naming_the_module(kind, tmp_path, monkeypatch,
+                                                            capsys):
+
+    source, message = PLUGINS[kind]
+    (tmp_path / f"rj_{kind}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)  # the plug-in lies in the working directory
+    monkeypatch.delitem(sys.modules, f"rj_{kind}", raising=False)
+    rc, err = _cli(TRAIN + ["--task", f"rj_{kind}:task", "--out", "new"], capsys)
+    _one_line_error(rc, err, "train")
+    assert re.search(message, err), err
+    assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# (e) nothing is written until every check has passed
+
+def test_tensorboard_without_tensorboardx_writes_nothing_and_the_rerun_is_a_new_run(
+        tmp_path, monkeypatch, capsys):
+    out = tmp_path / "new"
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    rc, err = _cli(TRAIN + ["--task", "adding", "--cell", "gru", "--tensorboard", "--out",
+                            str(out)], capsys)
+    _one_line_error(rc, err, "train")
+    assert "pip install tensorboardX" in err
+    assert not out.exists()
+    monkeypatch.undo()  # "installed": the same command now trains, no --resume needed
+    rc, err = _cli(TRAIN + ["--task", "adding", "--cell", "gru", "--tensorboard", "--out",
+                            str(out)], capsys)
+    assert rc == 0, err
+    assert {"config.json", "metrics.jsonl", "tensorboard"} <= set(os.listdir(out))
+
+
+def test_a_new_run_that_fails_before_its_first_record_leaves_no_config_json(tmp_path,
+                                                                          monkeypatch):
+    import rnnjax.training.runner as runner
+    out = str(tmp_path / "run")
+
+    def broken(exp, mesh):
+        raise RuntimeError("out of memory while compiling")  # as RESOURCE_EXHAUSTED
+
+    monkeypatch.setattr(runner, "_compile", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(Config(**SMALL, steps=2, out=out), progress=False)
+    assert [n for n in os.listdir(out) if not n.startswith(".")] == []
+    monkeypatch.undo()
+    got = train(Config(**SMALL, steps=2, out=out), progress=False)  # not "pass --resume"
+    assert [r["step"] for r in got.history] == [2]

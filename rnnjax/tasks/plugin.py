@@ -56,8 +56,15 @@ def load_factory(spec: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
+        if e.name is not None and not module_name.startswith(e.name):
+            # the module was found; something it imports was not
+            raise ValueError(f"task {spec!r}: module {module_name!r} failed to import: "
+                             f"{e}") from None
         raise ValueError(f"task {spec!r}: cannot import module {module_name!r} ({e}); put "
                          f"it on PYTHONPATH or in the current directory") from None
+    except Exception as e:  # noqa: BLE001 - a syntax error or a raise in the user's module
+        raise ValueError(f"task {spec!r}: module {module_name!r} failed to import: "
+                         f"{type(e).__name__}: {e}") from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -74,7 +81,12 @@ def plugin_task(spec: str, **options) -> Task:
     params = inspect.signature(factory).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         options = {k: v for k, v in options.items() if k in params}
-    task = factory(**options)
+    try:
+        task = factory(**options)
+    except Exception as e:  # noqa: BLE001 - the user's factory: name it, one line
+        name = spec.partition(":")[2]
+        raise ValueError(f"task {spec!r}: the factory {name}({', '.join(options)}) raised "
+                         f"{type(e).__name__}: {e}") from None
     if not isinstance(task, Task):
         raise TypeError(f"task {spec!r}: the factory must return an rnnjax.tasks.Task, got "
                         f"{type(task).__name__}")
