@@ -12,6 +12,8 @@ import re
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from rnnjax.cli.main import main as cli_main
@@ -216,3 +218,31 @@ def test_a_new_run_that_fails_before_its_first_record_leaves_no_config_json(tmp_
     monkeypatch.undo()
     got = train(Config(**SMALL, steps=2, out=out), progress=False)  # not "pass --resume"
     assert [r["step"] for r in got.history] == [2]
+
+
+# ---------------------------------------------------------------------------------------
+# (g) lru_block is padding-safe, as run, stack and bidirectional are
+
+@pytest.mark.parametrize("bad, time_major", [(np.nan, False), (np.inf, False),
+                                             (np.nan, True)])
+def test_nan_or_inf_padding_in_lru_block_reaches_no_output_and_no_gradient(bad, time_major):
+    from rnnjax import layers
+    block = layers.lru_block(4, 3)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), block.init(jax.random.key(0), 3))
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3), jnp.float64)
+    lengths = jnp.array([2, 5])
+    padded, clean = xs.at[0, 2:].set(bad), xs.at[0, 2:].set(0.0)
+    if time_major:
+        padded, clean = jnp.swapaxes(padded, 0, 1), jnp.swapaxes(clean, 0, 1)
+
+    def loss(p, x):
+        ys, _ = block.apply(p, x, lengths=lengths, time_major=time_major)
+        return jnp.sum(ys ** 2)
+
+    for p_grad in (jax.grad(loss)(params, padded), jax.grad(loss, 1)(params, padded)):
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(p_grad))
+    jax.tree.map(np.testing.assert_array_equal, jax.grad(loss)(params, padded),
+                 jax.grad(loss)(params, clean))
+    ys, _ = block.apply(params, padded, lengths=lengths, time_major=time_major)
+    want, _ = block.apply(params, clean, lengths=lengths, time_major=time_major)
+    np.testing.assert_array_equal(ys, want)
