@@ -16,11 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rnnjax
 from rnnjax.cli.main import main as cli_main
 from rnnjax.training.config import Config
 from rnnjax.training.runner import load_params, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout whose rnnjax this process imports: the subprocesses import the same one.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(rnnjax.__file__)))
 SMALL = dict(task="adding", cell="gru", T=5, hidden=4, batch=4, log_every=2, eval_batch=4,
              lr=1e-2, optimizer="adam")
 
@@ -246,3 +248,140 @@ def test_nan_or_inf_padding_in_lru_block_reaches_no_output_and_no_gradient(bad, 
     ys, _ = block.apply(params, padded, lengths=lengths, time_major=time_major)
     want, _ = block.apply(params, clean, lengths=lengths, time_major=time_major)
     np.testing.assert_array_equal(ys, want)
+
+
+# ---------------------------------------------------------------------------------------
+# (b, c) SIGTERM and Ctrl-C at any moment: one line, exit 143 / 130, the cell in
+# progress checkpointed; never SIGSEGV, never a KeyboardInterrupt traceback
+
+COPY = ["copy", "--name", "c", "--T", "3", "--hidden", "4", "--batch", "4", "--steps", "4",
+        "--log-every", "2", "--eval-batch", "4", "--no-progress"]
+
+
+def _catches(pid, sig) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (``SigCgt`` of /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(mask >> (int(sig) - 1) & 1)
+
+
+def _spawn(command, cwd, **env):
+    import subprocess
+    env = {**os.environ, "PYTHONPATH": ROOT, **env}  # XLA_FLAGS as in this process
+    return subprocess.Popen([sys.executable] + command, cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(proc, ready, what):
+    import time
+    deadline = time.monotonic() + 240
+    while not ready():
+        assert proc.poll() is None, f"the child ended first ({what}): rc={proc.returncode}" \
+                                    f"\n{proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+def _one_line(err):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err[-3000:]
+    assert "Traceback" not in err and "internal error" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_start_up_is_one_line_and_writes_nothing(sig, tmp_path):
+    import signal
+    signum = getattr(signal, sig)
+    proc = _spawn(["-m", "rnnjax.cli"] + COPY + ["--cells", "elman"], tmp_path)
+    # the command's handler is in place from rnnjax's first import line; JAX's import
+    # (seconds) is still ahead
+    _wait_for(proc, lambda: _catches(proc.pid, signal.SIGTERM), "the start-up handler")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert _one_line(err) == (f"rnnjax copy: stopped by {sig} during start-up, before "
+                              f"anything was written")
+    assert os.listdir(tmp_path) == []
+
+
+# The child holds (waits for the file RELEASE, having created HELD) at the point named
+# by HOLD: "train" after the metrics record of step 2 of the first cell (inside the
+# training steps), "between" when the job starts its second cell.  It runs the command
+# as the process's own (main() reads sys.argv).
+_HELD_COPY = """
+import os, sys, time
+import rnnjax.training.runner as runner
+import rnnjax.experiments.copy_job as job
+from rnnjax.cli import main as _face
+import rnnjax.cli.main  # noqa: F401
+cli = sys.modules["rnnjax.cli.main"]
+hold, held, release = os.environ["HOLD"], os.environ["HELD"], os.environ["RELEASE"]
+def wait():
+    open(held, "w").close()
+    while not os.path.exists(release):
+        time.sleep(0.005)
+if hold == "train":
+    original = runner.write_metrics
+    def write_metrics(out, history):
+        original(out, history)
+        if history and history[-1]["step"] == 2 and not os.path.exists(held):
+            wait()
+    runner.write_metrics = write_metrics
+else:
+    start = job._Progress.start
+    def progress_start(self, i, cell, steps):
+        if i == 1:
+            wait()
+        return start(self, i, cell, steps)
+    job._Progress.start = progress_start
+cli.main()
+"""
+
+
+def _held_copy(tmp_path, hold, sig, cells):
+    import signal
+    held, release = str(tmp_path / "held"), str(tmp_path / "release")
+    proc = _spawn(["-c", _HELD_COPY] + COPY + ["--cells", cells, "--runs-dir", "runs"],
+                  tmp_path, HOLD=hold, HELD=held, RELEASE=release)
+    _wait_for(proc, lambda: os.path.exists(held), f"the hold at {hold!r}")
+    proc.send_signal(getattr(signal, sig))
+    open(release, "w").close()
+    _, err = proc.communicate(timeout=240)
+    return proc.returncode, err
+
+
+def test_sigterm_in_a_copy_cell_checkpoints_it_exits_143_and_resumes(tmp_path, capsys,
+                                                                    monkeypatch):
+    from rnnjax.training import checkpointing
+    rc, err = _held_copy(tmp_path, "train", "SIGTERM", "elman")
+    line = _one_line(err)
+    assert rc == 143, err[-3000:]
+    cell = tmp_path / "runs" / "c" / "elman"
+    assert re.fullmatch(r"rnnjax copy: SIGTERM at step (\d): saved a checkpoint of step "
+                        r"\1 in runs/c/elman; continue with --resume", line), line
+    step = int(re.search(r"step (\d)", line).group(1))
+    assert step >= 2 and checkpointing.verify(str(cell / "checkpoints"), step) is None
+    monkeypatch.chdir(tmp_path)
+    rc, err = _cli(COPY + ["--cells", "elman", "--resume"], capsys)
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "runs" / "c" / "summary.json").read_text())
+    assert summary["cells"]["elman"]["steps"] == [2, 4]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_between_copy_cells_is_one_line_and_keeps_the_finished_cell(sig, tmp_path):
+    from rnnjax.training import checkpointing
+    rc, err = _held_copy(tmp_path, "between", sig, "elman,gru")
+    line = _one_line(err)
+    assert rc == (143 if sig == "SIGTERM" else 130), err[-3000:]
+    assert line == (f"rnnjax copy: stopped by {sig} outside the training steps (no file is "
+                    f"half-written); --resume continues from the latest checkpoint, if one "
+                    f"was saved")
+    done = tmp_path / "runs" / "c" / "elman"
+    assert json.loads((done / "cell_summary.json").read_text())["steps"] == [2, 4]
+    assert checkpointing.verify(str(done / "checkpoints"), 4) is None
+    assert not (tmp_path / "runs" / "c" / "gru").exists()
