@@ -385,3 +385,40 @@ def test_a_signal_between_copy_cells_is_one_line_and_keeps_the_finished_cell(sig
     assert json.loads((done / "cell_summary.json").read_text())["steps"] == [2, 4]
     assert checkpointing.verify(str(done / "checkpoints"), 4) is None
     assert not (tmp_path / "runs" / "c" / "gru").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# (f) honest timing and reproduce lines
+
+def test_the_estimate_after_a_resume_counts_the_compile_time_from_the_resumed_step():
+    from rnnjax.experiments.copy_job import _Progress
+    lines = []
+    tracker = _Progress(1, lines.append)
+    tracker.start(0, "elman", 300)
+    # resumed at step 100: 50 steps at 0.1 s after 5 s of compilation, then 50 more
+    base = {"eval_loss": 1.0, "train_grad_norm": 1.0, "nonfinite_skipped": 0}
+    tracker({**base, "step": 150, "time": 10.0, "steps_per_sec": 5.0})
+    tracker({**base, "step": 200, "time": 15.0, "steps_per_sec": 10.0})
+    assert lines[-1].startswith("  elman: 100 ms/step (5 s to compile); estimated total ")
+
+
+def test_a_resumed_cell_keeps_the_seconds_of_the_calls_before():
+    from rnnjax.experiments.copy_job import _earlier_calls_seconds
+    times = [1.0, 2.0, 3.0, 0.5, 1.5, 0.7, 2.5]  # three calls: 3 s, 1.5 s, this one
+    assert _earlier_calls_seconds([{"time": t} for t in times], 2) == 4.5
+    assert _earlier_calls_seconds([{"time": t} for t in times[:3]], 3) == 0.0
+
+
+def test_a_copy_job_from_python_names_no_command_and_its_resume_keeps_the_total(tmp_path):
+    from rnnjax.experiments.copy_job import run_copy_job
+    base = Config(task="copy", T=3, hidden=4, batch=4, steps=4, log_every=2, eval_batch=4)
+    first = run_copy_job("py", base, ["elman"], runs_dir=str(tmp_path), progress=False,
+                         print_fn=None)
+    out = tmp_path / "py"
+    report = (out / "report.md").read_text()
+    assert "rnnjax copy" not in report and "Made by a Python call" in report
+    assert "rnnjax copy" not in (out / "report.html").read_text()
+    again = run_copy_job("py", base, ["elman"], runs_dir=str(tmp_path), progress=False,
+                         print_fn=None, resume=True)  # every cell read back
+    assert again["seconds"] == first["seconds"] == first["cells"]["elman"]["seconds"] > 0
+    assert f"Total time: {first['seconds']:.0f} s" in (out / "report.md").read_text()
