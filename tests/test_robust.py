@@ -422,3 +422,39 @@ def test_a_copy_job_from_python_names_no_command_and_its_resume_keeps_the_total(
                          print_fn=None, resume=True)  # every cell read back
     assert again["seconds"] == first["seconds"] == first["cells"]["elman"]["seconds"] > 0
     assert f"Total time: {first['seconds']:.0f} s" in (out / "report.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# (h) a complex carry for a real cell is refused; (i) from_torch_module keeps the layout
+
+def test_a_complex_carry_for_a_real_cell_is_refused_by_name():
+    from rnnjax import cells, run
+    cell = cells.elman(3)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jnp.ones((2, 4, 2), jnp.float32)
+    carry = cell.initial_carry((2,), jnp.complex64)
+    with pytest.raises(TypeError, match=r"carry\.h has dtype complex64 but the elman cell's "
+                                        r"carry is real \(float32\)"):
+        run(cell, params, xs, carry=carry)
+    urnn = cells.urnn(4)  # a cell whose own carry is complex still takes one
+    p = urnn.init(jax.random.key(0), 2)
+    ys, _ = run(urnn, p, xs, carry=urnn.initial_carry((2,), jnp.float32))
+    assert ys.shape[:2] == (2, 4)
+
+
+def test_from_torch_module_defaults_to_the_modules_own_layout():
+    torch = pytest.importorskip("torch")
+    from rnnjax import interop
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)  # (B, T) or (T, B)
+    for batch_first in (False, True):  # PyTorch's default first
+        torch.manual_seed(0)
+        m = torch.nn.GRU(3, 4, batch_first=batch_first)
+        with torch.no_grad():
+            want = m(torch.from_numpy(x))[0].numpy()
+        layer, params = interop.from_torch_module(m)
+        ys, _ = layer.apply(params, jnp.asarray(x))  # no time_major: the module's layout
+        np.testing.assert_allclose(np.asarray(ys), want, atol=1e-5)
+        if not batch_first:  # an explicit layout still wins
+            ys_bt, _ = layer.apply(params, jnp.swapaxes(jnp.asarray(x), 0, 1),
+                                   time_major=False)
+            np.testing.assert_allclose(np.asarray(ys_bt), want.swapaxes(0, 1), atol=1e-5)

@@ -237,7 +237,8 @@ class _Progress:
             per_step = (r1["time"] - r0["time"]) / max(r1["step"] - r0["step"], 1)
             # the first record's window began with this call's loop (a resumed cell's at
             # its checkpoint, not at step 0): rate x elapsed is the steps it ran
-            ran = round(r0["steps_per_sec"] * r0["time"])
+            ran = (round(r0["steps_per_sec"] * r0["time"]) if "steps_per_sec" in r0
+                   else r0["step"])
             first = max(r0["time"] - per_step * ran, 0.0)  # compilation, the first eval
             left = per_step * (self.steps - r1["step"])
             elapsed = time.perf_counter() - self.t0
