@@ -458,3 +458,21 @@ def test_from_torch_module_defaults_to_the_modules_own_layout():
             ys_bt, _ = layer.apply(params, jnp.swapaxes(jnp.asarray(x), 0, 1),
                                    time_major=False)
             np.testing.assert_allclose(np.asarray(ys_bt), want.swapaxes(0, 1), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# (j) the copy report marks a diverged cell in its table and its paragraph
+
+def test_the_copy_report_marks_a_diverged_cell(tmp_path):
+    from rnnjax.experiments.copy_job import run_copy_job
+    base = Config(task="copy", T=3, hidden=4, batch=4, steps=6, log_every=2, eval_batch=4,
+                  lr=10.0, lr_orth=None, clip=None)  # `rnnjax copy --lr 10`
+    summary = run_copy_job("d", base, ["elman"], runs_dir=str(tmp_path), progress=False,
+                           print_fn=None)
+    assert summary["cells"]["elman"]["diverged"] is True
+    report = (tmp_path / "d" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| elman |"))
+    assert "DIVERGED" in row
+    assert "elman diverged during training" in report
+    page = (tmp_path / "d" / "report.html").read_text()
+    assert "DIVERGED" in page and "elman diverged during training" in page

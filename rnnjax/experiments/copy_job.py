@@ -250,12 +250,14 @@ class _Progress:
         first_loss = self.records[0]["eval_loss"]
         bad = (rec.get("nonfinite_skipped", 0) > 0 or not np.isfinite(rec["eval_loss"])
                or rec["train_grad_norm"] > 1e3 or rec["eval_loss"] > 1.5 * first_loss)
-        if bad and not self.warned and self.print_fn:
+        if bad and not self.warned:  # recorded (summary "diverged") even when silent
             self.warned = True
-            self.print_fn(f"  warning: {self.cell} is diverging at step {rec['step']}: held-out "
-                          f"loss {rec['eval_loss']:.4g} (baseline {rec.get('baseline', 0):.4g}), "
-                          f"gradient norm {rec['train_grad_norm']:.4g}, "
-                          f"{int(rec.get('nonfinite_skipped', 0))} non-finite steps skipped")
+            if self.print_fn:
+                self.print_fn(
+                    f"  warning: {self.cell} is diverging at step {rec['step']}: held-out "
+                    f"loss {rec['eval_loss']:.4g} (baseline {rec.get('baseline', 0):.4g}), "
+                    f"gradient norm {rec['train_grad_norm']:.4g}, "
+                    f"{int(rec.get('nonfinite_skipped', 0))} non-finite steps skipped")
 
 
 def _train_cell(cfg, resume, progress, tracker):

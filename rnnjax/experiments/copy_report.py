@@ -116,6 +116,13 @@ def _paragraph(summary) -> str:
                         f"gradient)")
         if sent:
             text += f"{label}: " + "; ".join(sent) + ". "
+    diverged = [c for c, s in cs.items() if s.get("diverged")]
+    if diverged:
+        text += (f"{', '.join(diverged)} diverged during training (non-finite steps "
+                 f"skipped, a gradient norm above 1e3 or a held-out loss above 1.5x its "
+                 f"first value; marked in the table): "
+                 f"{'its numbers are' if len(diverged) == 1 else 'their numbers are'} "
+                 f"those of a diverged run, not of the cell at a working recipe. ")
     if any(s.get("orth_error") for s in cs.values()):
         worst = max(max(s["orth_error"]) for s in cs.values() if s.get("orth_error"))
         text += (f"The orthogonal/unitary matrices stayed on their group throughout "
@@ -189,6 +196,8 @@ def write_copy_report(out: str, summary: dict) -> None:
     for c, s in cs.items():
         verdict = "below baseline" if s["over_baseline"] < 0.9 else (
             "at baseline" if s["over_baseline"] < 1.1 else "above baseline")
+        if s.get("diverged"):
+            verdict = "DIVERGED, " + verdict
         oe = (format_mean_std(s.get("orth_error_seeds") or [s["orth_error"][-1]], spec=".1e")
               if s.get("orth_error") else "-")
         rows.append((c, format_mean_std(_seed_values(s, "eval_loss"), 4),
