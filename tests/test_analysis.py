@@ -9,6 +9,7 @@ import pytest
 
 from rnnjax import analysis, cells
 from rnnjax.core.cell import Cell, HiddenState
+from rnnjax.engine.newton import carry_to_vector, vector_to_carry
 from tests.helpers import to_f64
 
 H, F, T = 4, 3, 12
@@ -201,7 +202,7 @@ def _dense_product(cell, p, xs, s, t):
     like = jax.eval_shape(lambda: cell.initial_carry((), xs.dtype))
     P = np.eye(zs.shape[1])
     for k in range(s + 1, t + 1):  # J_k = dz_k/dz_{k-1} at z_{k-1}
-        f = lambda z: analysis._to_real(cell.step(w, analysis._from_real(z, like), xs[k - 1])[0])
+        f = lambda z: carry_to_vector(cell.step(w, vector_to_carry(z, like), xs[k - 1])[0])
         P = np.asarray(jax.jacfwd(f)(zs[k - 1])) @ P
     return P
 

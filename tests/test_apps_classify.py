@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rnnjax import cli
 from rnnjax.apps import classify
-from rnnjax.cli import main as cli
 
 
 def test_tokenize_vocab_encode():

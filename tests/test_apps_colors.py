@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from rnnjax import cli
 from rnnjax.apps import colors
-from rnnjax.cli import main as cli
 
 SEEDS = np.array([[0.9, 0.2, 0.3], [0.1, 0.6, 0.5], [1.0, 1.0, 1.0]], np.float32)
 

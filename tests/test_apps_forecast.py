@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from rnnjax import cli
 from rnnjax.apps import forecast
-from rnnjax.cli import main as cli
 
 
 def test_windows_and_split_do_not_leak():

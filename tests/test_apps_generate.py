@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rnnjax import cli
 from rnnjax.apps import generate
-from rnnjax.cli import main as cli
 
 
 def _model(V=6, seed=0):

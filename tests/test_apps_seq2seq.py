@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rnnjax import cli
 from rnnjax.apps import seq2seq
-from rnnjax.cli import main as cli
 
 
 @pytest.mark.parametrize("task", ["reverse", "sort"])

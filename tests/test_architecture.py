@@ -79,7 +79,7 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_import_graph_has_no_cycle():
     graph = _import_graph()
-    assert "rnnjax.engine.bptt" in graph["rnnjax.engine.sequence"]
+    assert "rnnjax.engine.bptt" in graph["rnnjax.engine.table"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 

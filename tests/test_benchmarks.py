@@ -12,7 +12,7 @@ import rnnjax
 from benchmarks import __main__ as bench_main
 from benchmarks import device, peers, summary
 from rnnjax import cells
-from rnnjax.commands import bench as bench_cmd
+from rnnjax.cli import bench as bench_cmd
 
 # the quick runs of the other branches' suites take tens of seconds: marked slow
 SLOW = ("scan", "orthogonal", "device")

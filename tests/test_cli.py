@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from rnnjax.cli import main as cli
+from rnnjax import cli
 from rnnjax.training.config import Config
 from rnnjax.training.metrics import load_history
 

@@ -159,7 +159,7 @@ def test_spectral_margin_singular_values_stay_in_range(margin):
 
 
 def test_orthogonality_command_refuses_existing_results_and_bad_names(tmp_path):
-    from rnnjax.cli import main as cli
+    from rnnjax import cli
     from rnnjax.experiments import orthogonality
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "summary.json").write_text("{}")

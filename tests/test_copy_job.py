@@ -200,7 +200,7 @@ def _summary(T=200, **cells_):
 
 
 def test_paragraph_says_what_the_credit_numbers_show():
-    from rnnjax.experiments.copy_job import _paragraph
+    from rnnjax.experiments.copy_report import _paragraph
     text = _paragraph(_summary(
         elman=(1.0, 0.12, {"h": 6e-26}, {"h": None}, 1e-20, False),
         lstm=(1.01, 0.13, {"h": 0.0087, "c": 0.04}, {"h": None, "c": None}, 7.6, False),

@@ -12,6 +12,7 @@ import rnnjax
 from rnnjax import cells
 from rnnjax.core.cell import LSTMState
 from rnnjax.engine import cudnn
+from rnnjax.engine.table import resolve
 
 F, H = 3, 5
 
@@ -171,7 +172,8 @@ def test_auto_never_picks_cudnn_on_cpu(monkeypatch):
     monkeypatch.setattr(cudnn, "CUDNN_AUTO_BACKENDS", frozenset({"cpu"}))
     monkeypatch.setattr(cudnn, "cudnn_available", lambda: True)
     assert cudnn.choose_cudnn(cell, p, xs)
-    assert not cudnn.choose_cudnn(cell, p, xs, truncate=2)
+    assert resolve(cell, p, xs, 4)[0].engine == "cudnn"
+    assert resolve(cell, p, xs, 4, truncate=2)[0].engine == "manual"  # not cuDNN's option
     assert not cudnn.choose_cudnn(cells.gru(H), cells.gru(H).init(jax.random.key(0), F), xs)
 
 

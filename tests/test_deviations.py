@@ -254,8 +254,8 @@ def test_flossing_burn_in_is_the_reference_10_plus_ceil_tenth():
 
 # ------------------------------------------------------------------ minGRU / minLSTM
 
-def test_readme_says_which_scan_the_minimal_cells_run():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    row = next(line for line in readme.splitlines() if line.startswith("| `mingru`"))
+def test_the_cell_table_says_which_scan_the_minimal_cells_run():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "cells.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `mingru`"))
     assert "linear space" in row and "log_space_scan" in row
     assert "log-space scan |" not in row  # what `run` does not do

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("sklearn")
 
 from rnnjax import tasks  # noqa: E402
-from rnnjax.cli.main import main  # noqa: E402
+from rnnjax.cli import main  # noqa: E402
 from rnnjax.tasks import digits  # noqa: E402
 from rnnjax.training import checkpointing
 from rnnjax.training.runner import Config, build, train  # noqa: E402

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import rnnjax.training.runner as train_lib
+import rnnjax.training.config as config_lib
+import rnnjax.training.experiment as experiment_lib
 from rnnjax.training import checkpointing
 from rnnjax.training.runner import (
     TIMING_KEYS,
@@ -47,7 +48,7 @@ KILL = dict(task="adding", cell="gru", T=20, hidden=8, batch=8, steps=80, log_ev
 _HELD_CHILD = """
 import os, sys, time
 import rnnjax.training.runner as t
-from rnnjax.cli import main as cli
+from rnnjax import cli
 hold, release, original = int(os.environ["HOLD"]), os.environ["RELEASE"], t.write_metrics
 def write_metrics(out, history):
     original(out, history)
@@ -234,7 +235,7 @@ def test_nonfinite_batch_skips_the_update_and_is_counted():
 
 def _poison(monkeypatch, rate):
     """Make the training batches NaN with probability ``rate``, decided by their key."""
-    make = train_lib.make_task
+    make = config_lib.make_task
 
     def make_task(config):
         task = make(config)
@@ -246,7 +247,8 @@ def _poison(monkeypatch, rate):
 
         return task._replace(sample=sample)
 
-    monkeypatch.setattr(train_lib, "make_task", make_task)
+    for module in (config_lib, experiment_lib):  # where the runner looks it up
+        monkeypatch.setattr(module, "make_task", make_task)
 
 
 def test_injected_nan_gradients_are_skipped_and_counted(monkeypatch):

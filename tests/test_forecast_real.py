@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("statsmodels")
 
 from rnnjax.apps import forecast  # noqa: E402
-from rnnjax.cli.main import main  # noqa: E402
+from rnnjax.cli import main  # noqa: E402
 
 
 @pytest.mark.parametrize("name,length,season", [("sunspots", 309, 11), ("co2", 2284, 52),

@@ -8,9 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import analysis, cells
-from rnnjax.cli import main as cli
-from rnnjax.commands import gradflow as gf
+from rnnjax import analysis, cells, cli
+from rnnjax.cli import gradflow as gf
 
 
 def _read_csv(path):

@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax import analysis, cells
-from rnnjax.cli import main as cli
+from rnnjax import analysis, cells, cli
 from rnnjax.experiments import gradflow as gf
 from rnnjax.plots.figures import cell_style
 from rnnjax.plots.gradflow import plot_singular_values, sv_deviation

@@ -634,7 +634,7 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("argv, message", CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
 def test_bad_input_through_the_cli_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
-    from rnnjax.cli import main as cli
+    from rnnjax import cli
     (tmp_path / "nonempty").mkdir()
     (tmp_path / "nonempty" / "x.txt").write_text("mine")
     (tmp_path / "outfile").write_text("a file")

@@ -14,9 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import layers, tasks
+from rnnjax import cli, layers, tasks
 from rnnjax.cells import gru
-from rnnjax.cli import main as cli
 from rnnjax.tasks import mnist1d
 from rnnjax.training.config import PRESETS, Config, preset, validate
 from rnnjax.training.runner import make_model

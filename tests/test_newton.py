@@ -10,7 +10,7 @@ from rnnjax.analysis.newton import convergence_cells, newton_convergence
 from rnnjax.cells import elman, exprnn, gru, lstm
 from rnnjax.core.cell import HiddenState
 from rnnjax.engine.newton import NewtonOptions, carry_to_vector, scan_newton, vector_to_carry
-from rnnjax.engine.sequence import scan_cell
+from rnnjax.engine.sequential import scan_cell
 
 T, B, F, H = 24, 3, 2, 4
 CELLS = {"elman": elman, "gru": gru, "lstm": lstm, "exprnn": exprnn}

@@ -12,7 +12,7 @@ import sys
 import jax
 import pytest
 
-from rnnjax.cli import main as cli
+from rnnjax import cli
 from rnnjax.io import outputs
 from rnnjax.training.runner import Config, load_history, train
 

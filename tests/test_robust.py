@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax.cli.main import main as cli_main
+from rnnjax.cli.command import main as cli_main
 from rnnjax.training.config import Config
 from rnnjax.training.runner import load_params, train
 
@@ -155,19 +155,19 @@ def test_a_missing_data_extra_is_one_line_naming_it_and_the_install_command(
                                          ("tensorboardX", "tensorboard"),
                                          ("torch", "peers")])
 def test_a_bare_missing_optional_package_names_its_extra(name, extra):
-    from rnnjax.cli.main import import_error_line
+    from rnnjax.cli.command import import_error_line
     line = import_error_line(ModuleNotFoundError(f"No module named {name!r}", name=name))
     assert f"[{extra}] extra" in line and f'pip install "rnnjax[{extra}]"' in line
     assert f'pip install -e ".[{extra}]"' in line
 
 
 PLUGINS = {
-    "syntax": ("def task(T:\n    pass\n", r"module 'rj_syntax' failed to import: "
+    "syntax": ("def task(T:\n    pass\n", r"module 'rj_syntax' failed: "
                                           r"SyntaxError: .*line 1"),
     "raises": ("def task(T):\n    raise RuntimeError('no data for T=%d' % T)\n",
                r"the factory task\(T\) raised RuntimeError: no data for T=5"),
     "import": ("import rj_not_a_package_anywhere\ndef task(T):\n    pass\n",
-               r"module 'rj_import' failed to import: No module named "
+               r"module 'rj_import' failed: No module named "
                r"'rj_not_a_package_anywhere'"),
 }
 
@@ -317,8 +317,8 @@ import os, sys, time
 import rnnjax.training.runner as runner
 import rnnjax.experiments.copy_job as job
 from rnnjax.cli import main as _face
-import rnnjax.cli.main  # noqa: F401
-cli = sys.modules["rnnjax.cli.main"]
+import rnnjax.cli.command  # noqa: F401
+cli = sys.modules["rnnjax.cli.command"]
 hold, held, release = os.environ["HOLD"], os.environ["HELD"], os.environ["RELEASE"]
 def wait():
     open(held, "w").close()

@@ -5,8 +5,7 @@ import textwrap
 
 import pytest
 
-from rnnjax import tasks
-from rnnjax.cli import main as cli
+from rnnjax import cli, tasks
 from rnnjax.tasks.plugin import plugin_task
 from rnnjax.training.metrics import load_history
 

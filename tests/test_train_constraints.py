@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax.cli import main as cli
+from rnnjax import cli
 from rnnjax.cli.train import config_from_args
 from rnnjax.optim import constraints
 from rnnjax.training import runner as train_module

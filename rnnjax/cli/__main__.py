@@ -2,6 +2,6 @@
 
 import sys
 
-from rnnjax.cli.main import main
+from rnnjax.cli.command import main
 
 sys.exit(main())

@@ -49,7 +49,8 @@ def register(subparsers) -> None:
         "bench", help="run a benchmark suite (from a source checkout)",
         description=__doc__.splitlines()[0],
         epilog="suites: peers, roofline, compile, memory, copy_step, bptt, orthogonal, "
-               "scan, gradflow, all; summary turns their JSON lines into tables. "
+               "scan, gradflow, newton, cpu_options, device, all; summary turns their JSON "
+               "lines into tables. "
                "`rnnjax bench SUITE --help` shows a suite's options.")
     p.add_argument("suite", help="the suite to run (or all, summary)")
     p.add_argument("suite_args", nargs=argparse.REMAINDER,

@@ -28,7 +28,9 @@ def _main(args) -> int:
 
 def register(sub):
     p = sub.add_parser("bptt-explain",
-                       help="print BPTT of a small Elman classifier step by step")
+                       help="print BPTT of a small Elman classifier step by step",
+                       description="Backpropagation through time of a small Elman classifier, "
+                       "step by step (the packaged example, or your own JSON spec).")
     p.add_argument("spec", nargs="?", default=None,
                    help="JSON spec (default: the packaged worked example, "
                         "rnnjax/data/sentiment_example.json)")

@@ -3,42 +3,45 @@
 from __future__ import annotations
 
 from rnnjax.apps import colors
+from rnnjax.cli.options import add_function_options, function_kwargs
 from rnnjax.io.outputs import default_out
+
+# (option, parameter of run_colors, argparse keywords): the defaults are the function's.
+_OPTIONS = [
+    ("--seeds", "seeds", {"nargs": "+", "help": "seed colours, '#rrggbb' or 'r,g,b' in "
+                                                "[0, 1]; one row each"}),
+    ("--hidden", "hidden", {"type": int, "help": "hidden units"}),
+    ("--scale", "scale", {"type": float,
+                          "help": "multiplies the random parts of the default weights"}),
+    ("--temperature", "temperature", {"type": float,
+                                      "help": "divides the pre-activation: h = tanh(a / T)"}),
+    ("--length", "length", {"type": int, "help": "colours per row"}),
+    ("--seed", "seed", {"type": int, "help": "PRNG seed of the weights"}),
+    ("--palettes", "palettes", {"help": "train first to imitate the palettes in this file "
+                                        "(e.g. rnnjax/data/palettes.txt)"}),
+    ("--train-steps", "train_steps", {"type": int}),
+    ("--lr", "lr", {"type": float}),
+]
 
 
 def _run(a):
     out = a.out or default_out("colors")
-    colors.run_colors(out, seeds=a.seeds, hidden=a.hidden, scale=a.scale,
-                      temperature=a.temperature, length=a.length, seed=a.seed,
-                      palettes=a.palettes, train_steps=a.train_steps, lr=a.lr,
-                      overwrite=a.overwrite)
+    colors.run_colors(out, overwrite=a.overwrite, **function_kwargs(a, a.options))
     return 0
 
 
 def register(sub):
     p = sub.add_parser("colors", help="generate colour palettes with an autoregressive "
-                                      "Elman RNN (PNG of stripes)")
+                                      "Elman RNN (PNG of stripes)",
+                       description="Colour palettes from an Elman cell fed its own output, "
+                       "one row per seed colour; writes colors.png into --out.")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/colors/YYYYmmdd-HHMMSS, a new one "
                         "per run)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run of this command in a non-empty --out (any other "
                         "folder is refused)")
-    p.add_argument("--seeds", nargs="+", default=list(colors.DEFAULT_SEEDS),
-                   help="seed colours, '#rrggbb' or 'r,g,b' in [0, 1]; one row each")
-    p.add_argument("--hidden", type=int, default=16, help="hidden units (default 16)")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiplies the random parts of the default weights (default 1)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="divides the pre-activation: h = tanh(a / T) (default 1)")
-    p.add_argument("--length", type=int, default=24, help="colours per row (default 24)")
-    p.add_argument("--seed", type=int, default=42, help="PRNG seed of the weights")
-    p.add_argument("--palettes", default=None,
-                   help="train first to imitate the palettes in this file "
-                        "(e.g. rnnjax/data/palettes.txt)")
-    p.add_argument("--train-steps", type=int, default=500)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, options=add_function_options(p, colors.run_colors, _OPTIONS))
 
 
 __all__ = ["register"]

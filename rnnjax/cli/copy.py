@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rnnjax.cli.train import add_deprecated_alias, cell_option
-from rnnjax.engine.bptt import GRADS
+from rnnjax.cli.options import add_config_options, add_deprecated_alias, config_values
 from rnnjax.experiments.copy_job import (
     DEFAULT,
     PAPER,
@@ -26,12 +25,34 @@ from rnnjax.experiments.copy_job import (
     run_copy_job,
     run_copy_sweep,
 )
-from rnnjax.optim import OPTIMIZERS
+from rnnjax.training.config import flag, parse_cell_option
 
 PRESETS = {"default": DEFAULT, "paper": PAPER, "arjovsky": DEFAULT}
-_FLAGS = {"seeds": "--num-seeds"}  # Config field -> option, where they differ
+# The Config fields that are options of `rnnjax copy` (generated from their metadata,
+# rnnjax.cli.options); an option left out keeps the preset's value.
 _FIELDS = ("T", "hidden", "batch", "steps", "lr", "lr_orth", "seed", "seeds", "log_every",
            "eval_batch", "optimizer", "clip", "variant", "grad")
+_DESTS = {f: f for f in _FIELDS}  # dest = the field's name (--num-seeds -> seeds)
+_NOTES = {"seeds": "; seeds per cell, trained with jax.vmap",
+          "grad": "; manual: the cells' hand-written BPTT; auto: the faster of it and "
+                  "autodiff on this backend"}
+
+
+def _help(field: str) -> str:
+    return (f"default {getattr(DEFAULT, field)} (--preset paper: {getattr(PAPER, field)})"
+            + _NOTES.get(field, ""))
+
+
+def parse_cells(text):
+    """``--cells a,b``: the list of names; None (left out): the default cells; a list
+    naming no cell (``--cells ''``, ``--cells ,``) is refused."""
+    if text is None:
+        return None
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    if not cells:
+        raise ValueError(f"--cells must name at least one cell (comma-separated), got "
+                         f"{text!r}; leave it out for the default cells")
+    return cells
 
 
 __all__ = ["register", "run"]
@@ -39,12 +60,12 @@ __all__ = ["register", "run"]
 
 def run(a) -> int:
     base = PRESETS[a.preset]
-    changes = {k: getattr(a, k) for k in _FIELDS if getattr(a, k) is not None}
+    changes = config_values(a, _DESTS, given_only=True)
     base = dataclasses.replace(base, **changes)
-    cells = [c.strip() for c in a.cells.split(",") if c.strip()] if a.cells else default_cells()
+    cells = parse_cells(a.cells) or default_cells()
     cell_options = {}
     for text in a.cell_opt:
-        k, v = cell_option(text)
+        k, v = parse_cell_option(text)
         for c in cells:
             cell_options[c] = tuple(cell_options.get(c, ())) + ((k, v),)
     # The reproducing command pins every option given and the cell list.
@@ -53,9 +74,8 @@ def run(a) -> int:
         words += ["--runs-dir", a.runs_dir]
     if a.preset != "default":
         words += ["--preset", a.preset]
-    for k in _FIELDS:
-        if getattr(a, k) is not None:
-            words += [_FLAGS.get(k, "--" + k.replace("_", "-")), str(getattr(a, k))]
+    for k, v in changes.items():
+        words += [flag(k), str(v)]
     for text in a.cell_opt:
         words += ["--cell-opt", text]
     command = reproduce_command(words + ["--cells", ",".join(cells)])
@@ -79,30 +99,15 @@ def register(sub):
     p.add_argument("--cells", default=None,
                    help="comma-separated cell names (default: elman,lstm,gru + the "
                         "registered cells whose W stays orthogonal/unitary)")
-    for flag, kind, extra in (("--T", int, {}), ("--hidden", int, {}), ("--batch", int, {}),
-                              ("--steps", int, {}), ("--lr", float, {}),
-                              ("--lr-orth", float, {}),
-                              ("--optimizer", str, {"choices": OPTIMIZERS}),
-                              ("--clip", float, {}), ("--seed", int, {}),
-                              ("--num-seeds", int, {"dest": "seeds", "metavar": "K"}),
-                              ("--log-every", int, {}), ("--eval-batch", int, {}),
-                              ("--variant", str, {"choices": ("arjovsky", "exprnn")}),
-                              ("--grad", str, {"choices": GRADS})):
-        field = extra.get("dest", flag[2:].replace("-", "_"))
-        p.add_argument(flag, type=kind, **extra,
-                       help=f"default {getattr(DEFAULT, field)} "
-                            f"(--preset paper: {getattr(PAPER, field)})"
-                            + ("; seeds per cell, trained with jax.vmap"
-                               if field == "seeds" else "")
-                            + ("; manual: the cells' hand-written BPTT; auto: the "
-                               "faster of it and autodiff on this backend"
-                               if field == "grad" else ""))
+    add_config_options(p, _FIELDS, help=_help, dests=_DESTS)
     add_deprecated_alias(p, "--seeds", "--num-seeds", type=int, dest="seeds")
     p.add_argument("--cell-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument passed to every cell factory (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted job in runs/NAME: skip finished cells, "
-                        "resume the interrupted one from its latest checkpoint")
+                        "resume the interrupted one from its latest checkpoint; a larger "
+                        "--steps continues the finished cells to it; any other option "
+                        "(or --cell-opt, --preset) that changes a cell's recipe is refused")
     p.add_argument("--overwrite", action="store_true",
                    help="train every cell again in a non-empty runs/NAME, replacing its "
                         "runs (without --resume or --overwrite a non-empty folder is "

@@ -6,6 +6,7 @@ there describes the measurements and the files written under ``--out``).
 
 from __future__ import annotations
 
+from rnnjax.cli.options import add_function_options, function_kwargs
 from rnnjax.experiments.gradflow import (
     DEFAULT_CELLS,
     DEFAULT_TS,
@@ -14,6 +15,17 @@ from rnnjax.experiments.gradflow import (
     gradflow,
 )
 from rnnjax.io.outputs import default_out
+
+# (option, parameter of gradflow, argparse keywords): the defaults are the function's.
+_OPTIONS = [
+    ("--hidden", "hidden", {"type": int}),
+    ("--batch", "batch", {"type": int}),
+    ("--features", "features", {"type": int}),
+    ("--seed", "seed", {"type": int}),
+    ("--lyap-steps", "lyap_steps", {"type": int}),
+    ("--lyap-k", "lyap_k", {"type": int}),
+    ("--dtype", "dtype", {"choices": ["float32", "float64"]}),
+]
 
 
 def parse_list(name, text, conv):
@@ -30,9 +42,8 @@ def parse_list(name, text, conv):
 def _main(a):
     names = parse_list("cells", a.cells, str) if a.cells else default_cells()
     Ts = None if a.T is None else parse_list("T", a.T, int)
-    gradflow(names, Ts, a.out or default_out("gradflow"), hidden=a.hidden, batch=a.batch,
-             features=a.features, seed=a.seed, lyap_steps=a.lyap_steps, lyap_k=a.lyap_k,
-             checkpoint=a.checkpoint, dtype=a.dtype, overwrite=a.overwrite)
+    gradflow(names, Ts, a.out or default_out("gradflow"), checkpoint=a.checkpoint,
+             overwrite=a.overwrite, **function_kwargs(a, a.options))
     return 0
 
 
@@ -52,17 +63,11 @@ def register(sub):
     p.add_argument("--overwrite", action="store_true",
                    help="replace the gradflow run in a non-empty --out (any other folder, "
                         "or the --checkpoint it reads, is refused)")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--features", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lyap-steps", type=int, default=400, dest="lyap_steps")
-    p.add_argument("--lyap-k", type=int, default=8, dest="lyap_k")
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    options = add_function_options(p, gradflow, _OPTIONS)
     p.add_argument("--checkpoint", default=None,
                    help="a training-run directory (config.json + orbax checkpoints) or a "
                         ".npz from rnnjax.analysis.save_params_npz")
-    p.set_defaults(func=_main)
+    p.set_defaults(func=_main, options=options)
 
 
 __all__ = ["decay_fit", "gradflow", "parse_list", "register"]

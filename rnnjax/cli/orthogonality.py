@@ -8,6 +8,7 @@ networks trained on the copy task (and the adding task) at the same hidden size;
 
 from __future__ import annotations
 
+from rnnjax.cli.options import add_config_options
 from rnnjax.experiments.orthogonality import FULL, QUICK, run_orthogonality
 from rnnjax.io.outputs import default_out
 
@@ -42,11 +43,10 @@ def register(sub):
                    help="retrain every method into a non-empty --out")
     p.add_argument("--quick", action="store_true",
                    help="the few-minute smoke settings (the defaults after '--quick:')")
-    for field in _FIELDS:  # override the preset's value
-        p.add_argument("--" + field.replace("_", "-"), dest=field,
-                       type=float if field.startswith("lr") else int,
-                       help=f"default {getattr(FULL, field)} "
-                            f"(--quick: {getattr(QUICK, field)})")
+    # override the preset's value; spelling and type from the Config fields' metadata
+    add_config_options(p, _FIELDS, dests={f: f for f in _FIELDS},
+                       help=lambda f: f"default {getattr(FULL, f)} (--quick: "
+                                      f"{getattr(QUICK, f)})")
     p.add_argument("--tasks", help=f"comma-separated: copy,adding (default "
                                    f"{','.join(FULL.tasks)}; --quick: {','.join(QUICK.tasks)})")
     p.add_argument("--methods", help="comma-separated method names (default: all)")

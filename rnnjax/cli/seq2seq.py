@@ -3,40 +3,45 @@
 from __future__ import annotations
 
 from rnnjax.apps import seq2seq
+from rnnjax.cli.options import add_function_options, function_kwargs
 from rnnjax.io.outputs import default_out
+
+# (option, parameter of run_seq2seq, argparse keywords): the defaults are the function's.
+_OPTIONS = [
+    ("--task", "task", {"choices": ["reverse", "sort"]}),
+    ("--attention", "attention", {"choices": ["additive", "dot"]}),
+    ("--hidden", "hidden", {"type": int}),
+    ("--embed", "embed", {"type": int}),
+    ("--min-len", "min_len", {"type": int, "help": "shortest training sequence"}),
+    ("--max-len", "max_len", {"type": int, "help": "longest training sequence"}),
+    ("--eval-max-len", "eval_max_len", {"type": int, "help": "evaluate lengths 1..this "
+                                                             "(default max-len + 4)"}),
+    ("--steps", "steps", {"type": int}),
+    ("--batch", "batch", {"type": int}),
+    ("--lr", "lr", {"type": float}),
+    ("--seed", "seed", {"type": int}),
+]
 
 
 def _run(a):
     out = a.out or default_out("seq2seq")
-    seq2seq.run_seq2seq(out, task=a.task, attention=a.attention, hidden=a.hidden,
-                        embed=a.embed, min_len=a.min_len, max_len=a.max_len,
-                        eval_max_len=a.eval_max_len, steps=a.steps, batch=a.batch,
-                        lr=a.lr, seed=a.seed, overwrite=a.overwrite)
+    seq2seq.run_seq2seq(out, overwrite=a.overwrite, **function_kwargs(a, a.options))
     return 0
 
 
 def register(sub):
     p = sub.add_parser("seq2seq", help="encoder-decoder with additive or dot-product "
-                                       "attention (reverse / sort digits)")
+                                       "attention (reverse / sort digits)",
+                       description="An encoder-decoder with attention that reverses or sorts "
+                       "digits; an attention heatmap and accuracy against length.")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/seq2seq/YYYYmmdd-HHMMSS, a new one "
                         "per run)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run of this command in a non-empty --out (any other "
                         "folder is refused)")
-    p.add_argument("--task", default="reverse", choices=["reverse", "sort"])
-    p.add_argument("--attention", default="additive", choices=["additive", "dot"])
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--embed", type=int, default=32)
-    p.add_argument("--min-len", type=int, default=3, help="shortest training sequence")
-    p.add_argument("--max-len", type=int, default=8, help="longest training sequence")
-    p.add_argument("--eval-max-len", type=int, default=None,
-                   help="evaluate lengths 1..this (default max-len + 4)")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, options=add_function_options(p, seq2seq.run_seq2seq,
+                                                           _OPTIONS))
 
 
 __all__ = ["register"]

@@ -1,5 +1,5 @@
 """The ``rnnjax`` command's first seconds: importing JAX takes seconds, before
-:func:`rnnjax.cli.main.main` can install its handlers.  ``import rnnjax`` imports this
+:func:`rnnjax.cli.command.main` can install its handlers.  ``import rnnjax`` imports this
 module first; when the process is the ``rnnjax`` command (the console script or
 ``python -m rnnjax.cli``, never a program that imports rnnjax), SIGTERM and Ctrl-C
 (SIGINT) until ``main`` takes over print one line and end the process at once with

@@ -10,7 +10,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -18,10 +17,17 @@ import traceback
 
 import jax
 
-from rnnjax.engine.bptt import GRADS
+from rnnjax.cli.options import (
+    DeprecatedAlias,
+    add_config_options,
+    add_deprecated_alias,
+    command_words,
+    config_values,
+    given_options,
+)
 from rnnjax.training import config as train_config
 from rnnjax.training.checkpointing import Preempted
-from rnnjax.training.config import DTYPES, PRESETS, READOUTS
+from rnnjax.training.config import PRESETS, check_resume_options, flag, parse_cell_option
 from rnnjax.training.distributed import (
     DEFAULT_HEARTBEAT,
     DEFAULT_TIMEOUT,
@@ -30,7 +36,7 @@ from rnnjax.training.distributed import (
     is_main,
     peer_lost,
 )
-from rnnjax.training.runner import CLIP_MODES, OPTIMIZERS, Config, NonFiniteError, train
+from rnnjax.training.runner import Config, NonFiniteError, train
 
 # One line per preset for --help (the protocol each follows: rnnjax.training.config.PRESETS).
 _PRESET_HELP = {"mnist1d-gru": "MNIST-1D's GRU baseline (Greydanus 2020, greydanus/mnist1d "
@@ -38,212 +44,106 @@ _PRESET_HELP = {"mnist1d-gru": "MNIST-1D's GRU baseline (Greydanus 2020, greydan
                                "6, readout over all 40 outputs, the 4,000 training "
                                "examples, Adam 1e-2, batch 100, 8,000 steps"}
 
+# ``--cell-opt KEY=VALUE`` -> ``(KEY, value)`` (kept under its old name).
+cell_option = parse_cell_option
 
-def cell_option(text):
-    """``--cell-opt KEY=VALUE`` -> ``(KEY, value)``: ``value`` is an int, a float,
-    ``true``/``false`` as a bool, or else the string."""
-    if "=" not in text:
-        raise ValueError(f"--cell-opt must be KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    for conv in (int, float):
-        try:
-            return k, conv(v)
-        except ValueError:
-            pass
-    if v in ("true", "false"):
-        return k, v == "true"
-    return k, v
+# Config field -> dest of its option in `rnnjax train`, where it differs from the flag's.
+_DESTS = {"seeds": "num_seeds"}
 
 
-class DeprecatedAlias(argparse.Action):
-    """An old spelling of an option (hidden from ``--help``): stores into the new
-    option's ``dest`` and warns on stderr, naming the new spelling ``new``."""
-
-    def __init__(self, option_strings, dest, new, **kwargs):
-        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
-        self.new = new
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"rnnjax: warning: {option_string} is deprecated; use {self.new}",
-              file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
-def add_deprecated_alias(p, old: str, new: str, **kwargs):
-    """Accept ``old`` as a deprecated spelling of the option ``new`` (same ``dest``)."""
-    kwargs.setdefault("dest", new.lstrip("-").replace("-", "_"))
-    return p.add_argument(old, action=DeprecatedAlias, new=new, **kwargs)
-
-
-def add_run_arguments(p, *, task=True, cell=True, defaults=None):
-    """The options shared by ``rnnjax train`` and ``rnnjax copy``."""
+def add_run_arguments(p, *, task=True, cell=True, defaults=None) -> dict:
+    """Every :class:`Config` option of ``rnnjax train``, generated from the fields'
+    metadata (:func:`rnnjax.cli.options.add_config_options`; defaults from ``defaults``,
+    a Config, or Config's own), and ``--no-progress``.  Returns ``{field: dest}``."""
     d = Config() if defaults is None else defaults
-    if task:
-        p.add_argument("--task", default=d.task,
-                       help="copy, adding (generated: --steps), charlm (stateful, "
-                            "consecutive windows of the text: --steps or --epochs), or the "
-                            "data sets digits, pdigits, mnist1d, mnist1d_full (all 4,000 "
-                            "training examples, no validation split), smnist, pmnist "
-                            "(--epochs) "
-                            "(default %(default)s)")
-    if cell:
-        p.add_argument("--cell", default=d.cell, help="a name in rnnjax.cells.REGISTRY")
-    p.add_argument("--T", type=int, default=d.T,
-                   help="copy delay / adding length / char-LM window (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=d.hidden)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--steps", type=int, default=d.steps,
-                   help="training steps of a generated task (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="passes over the training split of a data-set task (digits, "
-                        "pdigits, mnist1d, smnist, pmnist) or the training text of "
-                        "charlm; replaces --steps and logs every epoch")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-orth", type=float, default=d.lr_orth,
-                   help="learning rate of orthogonal/unitary parameters (default: --lr)")
-    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
-    p.add_argument("--clip", type=float, default=d.clip, help="clipping threshold (off)")
-    p.add_argument("--clip-mode", default=d.clip_mode, choices=CLIP_MODES)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--num-seeds", type=int, default=d.seeds, metavar="K",
-                   help="train K seeds seed..seed+K-1 in one program (jax.vmap)")
+    names = [f.name for f in train_config.option_fields()
+             if (task or f.name != "task") and (cell or f.name != "cell")]
+    dests = add_config_options(p, names, defaults=d, dests=_DESTS, command="train")
     add_deprecated_alias(p, "--seeds", "--num-seeds", type=int)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--eval-batch", type=int, default=d.eval_batch)
-    p.add_argument("--data", default=d.data,
-                   help="MNIST directory/.npz (smnist, pmnist) or UTF-8 text file (charlm; "
-                        "default: the shipped rnnjax/data/shakespeare.txt)")
-    p.add_argument("--variant", default=d.variant, choices=("arjovsky", "exprnn"),
-                   help="copy-task timing (default %(default)s)")
-    p.add_argument("--permutation-seed", type=int, default=d.permutation_seed)
-    p.add_argument("--cell-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra keyword argument of the cell factory (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--devices", type=int, default=d.devices,
-                   help="data-parallel over the first N devices (default: all local ones)")
-    p.add_argument("--max-nonfinite", type=int, default=d.max_nonfinite,
-                   help="stop after N consecutive non-finite losses/gradients, whose "
-                        "updates are skipped (0: never stop; default %(default)s)")
-    p.add_argument("--grad", default=d.grad, choices=GRADS,
-                   help="autodiff through the scan, the cell's hand-written BPTT (manual), "
-                        "or auto: the faster on this backend (the same gradient; "
-                        "default %(default)s)")
-    p.add_argument("--dtype", default=d.dtype, choices=DTYPES,
-                   help="the cell's computation dtype: bfloat16/float16 compute in half "
-                        "precision with float32 parameters (float16 with dynamic loss "
-                        "scaling; default %(default)s)")
-    p.add_argument("--retrivialize-every", type=int, default=None, metavar="K",
-                   help="dynamic trivialization (exprnn dynamic=True): fold the skew "
-                        "params into the base every K steps (default 100; 0: never)")
-    p.add_argument("--bidirectional", action="store_true", default=d.bidirectional,
-                   help="run the cell both ways over the sequence, outputs concatenated "
-                        "(rnnjax.layers.bidirectional)")
-    p.add_argument("--readout", default=d.readout, choices=READOUTS,
-                   help="flatten: one linear map of all the outputs of a sequence "
-                        "(sequence classification; default: the task's readout)")
-    g = p.add_argument_group("orthogonality by constraint (any recurrent cell)")
-    g.add_argument("--orth-penalty", type=float, default=d.orth_penalty, metavar="LAMBDA",
-                   help="add LAMBDA ||W^T W - I||_F^2 of the recurrent matrix to the loss")
-    g.add_argument("--floss-every", type=int, default=d.floss_every, metavar="N",
-                   help="gradient flossing (Engelken 2023): at steps 1, N+1, 2N+1, ... add "
-                        "W sum_{i<=K} lambda_i^2 of the top Lyapunov exponents (0: off)")
-    g.add_argument("--floss-k", type=int, default=d.floss_k, metavar="K",
-                   help="Lyapunov exponents flossed (default %(default)s)")
-    g.add_argument("--floss-weight", type=float, default=d.floss_weight, metavar="W",
-                   help="weight of the flossing term (default %(default)s)")
-    g.add_argument("--floss-batch", type=int, default=d.floss_batch, metavar="B",
-                   help="training sequences the exponents are measured on "
-                        "(default %(default)s)")
-    g.add_argument("--nnrnn-alpha", type=float, default=d.nnrnn_alpha,
-                   help="nnrnn cell: alpha_lam sum_k (alpha_k - 1)^2 (its paper: 1e-4)")
-    g.add_argument("--nnrnn-decay", type=float, default=d.nnrnn_decay,
-                   help="nnrnn cell: (decay/2) ||T||_F^2 of the upper-triangular part "
-                        "(its paper: 1e-6)")
-    g.add_argument("--riemannian", default=d.riemannian, choices=("cayley", "qr", "polar"),
-                   help="move the cell's square W_hh on O(H) with this retraction, at "
-                        "--lr-orth (needs an orthogonal init: --cell-opt init=orthogonal)")
-
-
-def config_kwargs(a) -> dict:
-    return dict(T=a.T, hidden=a.hidden, batch=a.batch, steps=a.steps, lr=a.lr,
-                lr_orth=a.lr_orth, optimizer=a.optimizer, clip=a.clip, clip_mode=a.clip_mode,
-                seed=a.seed, seeds=a.num_seeds, log_every=a.log_every, eval_batch=a.eval_batch,
-                data=a.data, variant=a.variant, permutation_seed=a.permutation_seed,
-                cell_options=tuple(cell_option(o) for o in a.cell_opt),
-                devices=a.devices, max_nonfinite=a.max_nonfinite, grad=a.grad,
-                retrivialize_every=a.retrivialize_every, epochs=a.epochs,
-                orth_penalty=a.orth_penalty, floss_every=a.floss_every, floss_k=a.floss_k,
-                floss_weight=a.floss_weight, floss_batch=a.floss_batch,
-                nnrnn_alpha=a.nnrnn_alpha, nnrnn_decay=a.nnrnn_decay,
-                riemannian=a.riemannian, bidirectional=a.bidirectional, readout=a.readout,
-                tensorboard=getattr(a, "tensorboard", False), dtype=a.dtype)
+    return dests
 
 
 def config_from_args(a) -> Config:
-    """The :class:`Config` of ``rnnjax train``'s parsed arguments ``a``."""
-    return Config(task=a.task, cell=a.cell,
-                  checkpoint_every=a.checkpoint_every if a.out else 0,
-                  keep=a.keep, out=a.out, **config_kwargs(a))
+    """The :class:`Config` of ``rnnjax train``'s parsed arguments ``a`` (no checkpoint
+    without ``--out``)."""
+    values = config_values(a, a.config_dests)
+    if not values.get("out"):
+        values["checkpoint_every"] = 0
+    return Config(**values)
 
 
-def given_options(parser, argv) -> set:
-    """The ``dest`` of every option of ``parser`` that the command line ``argv`` (the
-    words after the subcommand) gives, whatever its value (also one given at its
-    default): ``argv`` is parsed into a namespace whose every entry starts as a
-    sentinel, so argparse fills in no default."""
-    unset = object()
-    ns = argparse.Namespace(**{k: unset for k in vars(parser.parse_args([]))})
-    return {k for k, v in vars(parser.parse_args(argv, namespace=ns)).items()
-            if v is not unset}
+def given_fields(a) -> set:
+    """The :class:`Config` fields whose option the command line gives (default value or
+    not: :func:`rnnjax.cli.options.given_options`)."""
+    given = given_options(a.train_parser, command_words(a, "train"))
+    return {name for name, dest in a.config_dests.items() if dest in given}
 
 
-# Config field -> dest of its option in `rnnjax train`, where they differ.
-_DESTS = {"seeds": "num_seeds", "cell_options": "cell_opt"}
+def _preset_fields(name: str) -> dict:
+    """The fields that the preset ``name`` sets (those differing from Config's defaults)."""
+    base, default = train_config.preset(name), Config()
+    return {f.name: getattr(base, f.name) for f in dataclasses.fields(Config)
+            if getattr(base, f.name) != getattr(default, f.name)}
 
 
 def preset_config(a) -> Config:
     """``--preset NAME``: the fields that :data:`rnnjax.training.config.PRESETS` ``[NAME]``
     sets (those differing from :class:`Config`'s defaults) take the preset's values,
-    unless their option is on the command line (:func:`given_options`; an option given
+    unless their option is on the command line (:func:`given_fields`; an option given
     at its default value counts); every other field is the command line's, as without
     a preset.  An unknown ``NAME`` raises ``ValueError`` naming ``preset`` and the
     choices; ``--steps`` with a preset that trains by epochs is refused (the epochs
     would replace it)."""
     base = train_config.preset(a.preset)
-    given = given_options(a.train_parser, a.argv[a.argv.index("train") + 1:])
+    given = given_fields(a)
     config = config_from_args(a)
     if base.epochs is not None and "steps" in given and "epochs" not in given:
         raise ValueError(f"--steps: the preset {a.preset!r} trains by epochs ("
                          f"{base.epochs} passes over the training split), which replace "
                          f"--steps; give --epochs instead")
-    default = Config()
-    keep = {f.name: getattr(base, f.name) for f in dataclasses.fields(Config)
-            if getattr(base, f.name) != getattr(default, f.name)
-            and _DESTS.get(f.name, f.name) not in given}
+    keep = {k: v for k, v in _preset_fields(a.preset).items() if k not in given}
     return dataclasses.replace(config, **keep)
 
 
 def resumed_config(a) -> Config:
-    """``--resume``: the run's saved ``config.json``, with only the options given on
-    the command line (those differing from their defaults, e.g. a larger ``--steps``)
-    replacing the saved values, so ``rnnjax train --out DIR --resume`` needs nothing
-    else.  A given option that must agree with the checkpoint (``RESUME_FIELDS``) and
-    does not is refused by :func:`rnnjax.training.config.check_resume`."""
-    defaults = a.train_parser.parse_args([])
-    defaults.out = a.out
-    given, default = config_from_args(a), config_from_args(defaults)
-    explicit = {f.name: getattr(given, f.name) for f in dataclasses.fields(Config)
-                if getattr(given, f.name) != getattr(default, f.name)}
-    return dataclasses.replace(Config.load(a.out), **{**explicit, "out": a.out})
+    """``--resume``: the run's saved ``config.json``, with the options given on the
+    command line (:func:`given_fields`, default value or not; with ``--preset``, the
+    fields the preset sets and no option gives count as given) applied: one that may
+    change on resume (``steps``, ``log_every``, ``checkpoint_every``, ``keep``,
+    ``epochs``, ``max_nonfinite``, ``devices``, ``grad``, ``data``, ``tensorboard``:
+    ``resume="change"`` in their metadata) takes the new value, which the runner saves
+    in ``config.json``; one that defines the run with another value than the run's is
+    refused (:func:`rnnjax.training.config.check_resume_options`: one line naming the
+    option, the run's value and the given one) before anything is touched.  So
+    ``rnnjax train --out DIR --resume`` needs nothing else."""
+    saved = Config.load(a.out)
+    config = preset_config(a) if a.preset is not None else config_from_args(a)
+    given = given_fields(a)
+    values = {k: getattr(config, k) for k in given}
+    if a.preset is not None:
+        values.update({k: v for k, v in _preset_fields(a.preset).items()
+                       if k not in given and k in a.config_dests})
+    values.pop("out", None)
+    check_resume_options(saved, values, a.out)
+    return dataclasses.replace(saved, **values, out=a.out)
+
+
+def _check_clip_mode(a, config: Config) -> None:
+    if config.clip is None and "clip_mode" in given_fields(a):
+        raise ValueError(f"{flag('clip_mode')} {config.clip_mode} needs {flag('clip')} "
+                         f"(the threshold): without it nothing is clipped")
 
 
 def run(a) -> int:
     if a.distributed:  # before any other JAX call
         initialize(a.coordinator, a.num_processes, a.process_id,
                    timeout=a.coordinator_timeout, heartbeat_timeout=a.heartbeat_timeout)
-    config = preset_config(a) if a.preset is not None else config_from_args(a)
     if a.resume and a.out and os.path.exists(os.path.join(a.out, "config.json")):
         config = resumed_config(a)
+    else:
+        config = preset_config(a) if a.preset is not None else config_from_args(a)
+    _check_clip_mode(a, config)
     try:
         result = train(config, resume=a.resume, overwrite=a.overwrite,
                        progress=not a.no_progress, print_fn=print)
@@ -272,22 +172,17 @@ def run(a) -> int:
 def register(sub):
     p = sub.add_parser("train", help="train one cell on one task",
                        description=__doc__.split("\n\n")[0])
-    add_run_arguments(p)
+    dests = add_run_arguments(p)
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="a named published protocol whose settings replace the defaults "
                         "(options given here override them): "
                         + "; ".join(f"{k}: {_PRESET_HELP[k]}" for k in sorted(PRESETS)))
-    p.add_argument("--checkpoint-every", type=int, default=500,
-                   help="save a checkpoint every N steps and at the end when --out is "
-                        "given (0: never; default %(default)s)")
-    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
-    p.add_argument("--out", default=None, help="run directory (metrics, config, checkpoints)")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also write TensorBoard event files to OUT/tensorboard (needs the "
-                        "optional tensorboardX: pip install rnnjax[tensorboard])")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --out, with the options "
-                        "saved in its config.json (options given here override them)")
+                        "saved in its config.json; an option given here that may change "
+                        "(--steps, --log-every, --checkpoint-every, --keep, ...) replaces "
+                        "the saved value, one that defines the run (task, cell, sizes, "
+                        "seed, optimiser, lr, ...) must equal it")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the training run in a non-empty --out, all of it (any "
                         "other folder is refused)")
@@ -309,9 +204,9 @@ def register(sub):
                    help="a process silent this long counts as dead; the others stop "
                         "(a process that dies outright is noticed at the next step, "
                         "exit 75, its last checkpoint intact)")
-    p.set_defaults(func=run, train_parser=p)
+    p.set_defaults(func=run, train_parser=p, config_dests=dests)
 
 
 __all__ = ["DeprecatedAlias", "add_deprecated_alias", "add_run_arguments", "cell_option",
-           "config_from_args", "config_kwargs", "given_options", "preset_config",
+           "config_from_args", "given_fields", "given_options", "preset_config",
            "register", "resumed_config", "run"]

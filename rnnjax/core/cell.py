@@ -230,6 +230,49 @@ def zeros_carry(state_type, hidden_size: int):
     return initial_carry
 
 
+def _value_key(value):
+    """A hashable key that tells values of different types apart (``1``, ``1.0`` and
+    ``True`` are equal in Python but may build different cells)."""
+    if isinstance(value, (tuple, list)):
+        return type(value), tuple(_value_key(v) for v in value)
+    hash(value)  # TypeError for arrays, dicts, ...
+    return type(value), value
+
+
+def shared(factory, maxsize: int = 256):
+    """``factory`` that returns the *same* :class:`Cell` object for equal arguments.
+
+    A cell is a static argument of the jitted engine, hashed by the identity of its
+    functions, so two calls ``cells.elman(4)`` used to build two cells and compile every
+    program twice (a sweep that rebuilds its cell each iteration filled the process
+    with compiled programs until it died).  Cells are immutable, so handing out one
+    object per argument list is safe: equal cells now share their compiled programs.
+    Arguments that cannot be hashed (an array, a callable built on the fly is fine)
+    build a fresh cell as before; the ``maxsize`` most recent argument lists are kept.
+    A cell changed with ``_replace`` is a new object and compiles on its own.
+    """
+    cache: dict = {}
+
+    @functools.wraps(factory)
+    def make(*args, **kwargs):
+        try:
+            key = (_value_key(args), _value_key(tuple(sorted(kwargs.items()))))
+        except TypeError:
+            return factory(*args, **kwargs)
+        if key in cache:
+            cache[key] = cache.pop(key)  # most recent last
+            return cache[key]
+        with jax.ensure_compile_time_eval():  # constants of the cell concrete, even when
+            cell = factory(*args, **kwargs)  # built inside a trace: safe to hand out again
+        cache[key] = cell
+        if len(cache) > maxsize:
+            cache.pop(next(iter(cache)))
+        return cell
+
+    make.cache_clear = cache.clear
+    return make
+
+
 def identity(params):
     """``prepare`` of cells that need no per-sequence precomputation."""
     return params
@@ -281,5 +324,6 @@ def chunk_outer(d, a):
 
 
 __all__ = ["Backward", "Cell", "check_key", "guard_init", "HiddenState", "LSTMState", "Linear",
+           "shared",
            "chunk_outer", "cut_at", "fuse_input_hidden", "fused_grads", "identity",
            "recurrent_matrix", "where_live", "zeros_carry"]

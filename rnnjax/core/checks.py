@@ -8,6 +8,8 @@ import math
 import numbers
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rnnjax.core.cell import Cell
@@ -18,6 +20,29 @@ def check_cell(cell, name: str = "cell"):
     """Raise ``TypeError`` unless ``cell`` is an :class:`rnnjax.Cell`."""
     if not isinstance(cell, Cell):
         raise TypeError(f"{name} must be an rnnjax.Cell, got {type(cell).__name__}")
+
+
+def check_step(cell, input_size: int, name: str = "cell") -> None:
+    """The Cell protocol on shapes alone (``jax.eval_shape``, nothing computed): ``init``
+    gives params for ``input_size`` features, ``step`` maps the initial carry to a carry
+    of the same structure and shapes and an output of ``(output_size,)``."""
+    check_cell(cell, name)
+    try:
+        params = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
+        carry = jax.eval_shape(lambda: cell.initial_carry((), jnp.float32))
+        new, y = jax.eval_shape(lambda p, c: cell.step(cell.prepare(p), c,
+                                                       jnp.zeros((input_size,))), params, carry)
+    except Exception as e:
+        raise ValueError(f"{name} does not follow the Cell protocol: "
+                         f"init/prepare/step on {input_size} features raised "
+                         f"{type(e).__name__}: {e}") from None
+    if jax.tree.structure(new) != jax.tree.structure(carry) or any(
+            a.shape != b.shape for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(carry))):
+        raise ValueError(f"{name}: step must return a carry like its initial "
+                         f"carry {carry}, got {new}")
+    if tuple(y.shape) != (cell.output_size,):
+        raise ValueError(f"{name}: step's output has shape {tuple(y.shape)}, "
+                         f"but output_size is {cell.output_size}")
 
 
 def check_choice(name, value, valid):

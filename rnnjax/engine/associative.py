@@ -14,7 +14,7 @@ whose prefix ``e_1 o ... o e_t`` holds ``h_t`` (when ``h_0 = 0``) in its second 
 ``A_t`` is a vector acting elementwise (``kind="diagonal"``) or an ``(H, H)`` matrix
 (``kind="dense"``, ``O(H^3)`` per combine).
 
-The engine follows :func:`rnnjax.engine.sequence.scan_cell` exactly:
+The engine follows :func:`rnnjax.engine.sequential.scan_cell` exactly:
 
 * ``lengths``: past a sequence's length, ``A_t = 1`` (or ``I``) and ``b_t = 0``, so the
   prefix freezes at ``h_L`` and the last element is the final carry; outputs there
@@ -34,14 +34,12 @@ import jax.numpy as jnp
 from rnnjax.core.cell import HiddenState
 from rnnjax.engine.inputs import flip_sequences, segment_starts
 
-__all__ = ["SCANS", "associative_scan_cell", "choose_scan", "combine_dense", "combine_diagonal",
+__all__ = ["associative_scan_cell", "choose_scan", "combine_dense", "combine_diagonal",
            "linear_scan"]
-
 
 def _apply(kind, a, h):
     """``a h``: elementwise (``"diagonal"``) or ``a @ h`` over leading axes (``"dense"``)."""
     return a * h if kind == "diagonal" else jnp.einsum("...ij,...j->...i", a, h)
-
 
 def combine_diagonal(left, right):
     """``(a_i, b_i) o (a_j, b_j) = (a_j * a_i, a_j * b_i + b_j)``, elementwise ``a``."""
@@ -49,14 +47,12 @@ def combine_diagonal(left, right):
     a_j, b_j = right
     return a_j * a_i, a_j * b_i + b_j
 
-
 def combine_dense(left, right):
     """``(A_i, b_i) o (A_j, b_j) = (A_j @ A_i, A_j @ b_i + b_j)`` over leading axes."""
     a_i, b_i = left
     a_j, b_j = right
     return (jnp.einsum("...ij,...jk->...ik", a_j, a_i),
             jnp.einsum("...ij,...j->...i", a_j, b_i) + b_j)
-
 
 def linear_scan(kind: str, a, b, h0=None, axis: int = 0):
     """All states ``h_t = A_t h_{t-1} + b_t`` of a linear recurrence, in parallel.
@@ -81,12 +77,11 @@ def linear_scan(kind: str, a, b, h0=None, axis: int = 0):
     _, h = jax.lax.associative_scan(fn, (a, b), axis=axis)
     return h
 
-
 def associative_scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=False,
                           remat=False, resets=None):
     """Run a linear ``cell`` over time-major, batch-flattened inputs by associative scan.
 
-    Same contract as :func:`rnnjax.engine.sequence.scan_cell`: ``carry`` is ``HiddenState``
+    Same contract as :func:`rnnjax.engine.sequential.scan_cell`: ``carry`` is ``HiddenState``
     with ``h (B, H)``, ``xs (T, B, F)``, ``lengths (B,)`` or None; returns
     ``(ys (T, B, O), final_carry)``.  A reset (``resets (T, B)``, see
     :func:`rnnjax.engine.inputs.segment_starts`) before step ``t`` makes its coefficient zero:
@@ -135,10 +130,6 @@ def associative_scan_cell(cell, weights, carry, xs, lengths=None, *, reverse=Fal
     ys, final = scan(weights, carry.h, xs, lengths, resets)
     return ys, HiddenState(final)
 
-
-SCANS = ("sequential", "associative", "auto")
-
-
 def choose_scan(cell, scan: str, T: int, *, truncate=None, unroll: int = 1) -> str:
     """Resolve ``scan`` to ``"sequential"`` or ``"associative"`` (checked before tracing).
 
@@ -153,26 +144,13 @@ def choose_scan(cell, scan: str, T: int, *, truncate=None, unroll: int = 1) -> s
     1024 on, and its gradient took 3-5x longer to compile (13-25 s against 3-8 s), so
     on CPU "auto" stays sequential.  The accelerator branch follows the S5 and LRU
     papers' GPU results; no GPU was available to measure it here.
-    ``"associative"`` on a cell without a linear declaration, or with ``truncate``,
-    raises ``ValueError``.
+    The options ``"associative"`` refuses and its check of the cell are entries of
+    the engine table (:mod:`rnnjax.engine.table`).
     """
     if scan == "sequential":
         return scan
     lin = cell.linear
     if scan == "associative":
-        if lin is None:
-            raise ValueError(
-                f"scan='associative' needs a cell that declares a linear recurrence "
-                f"(Cell.linear), but the {cell.name} cell declares none; "
-                "use scan='sequential' or 'auto'")
-        if truncate is not None:
-            raise ValueError(
-                f"truncate={truncate!r} cuts the gradient between steps, which the "
-                "associative scan has no steps for; use scan='sequential' with truncate")
-        if unroll != 1:
-            raise ValueError(
-                f"unroll={unroll!r} applies to the sequential scan only; "
-                "use unroll=1 with scan='associative'")
         return scan
     # auto
     if lin is None or lin.kind != "diagonal" or truncate is not None or unroll != 1:

@@ -30,7 +30,7 @@ Shapes (time-major, one batch of ``B``): ``x_t (B, F)``, carry leaves ``(B, H)``
 ``g_t`` is the gradient reaching the carry *after* step ``t`` from the future
 (``g_{T-1}`` = dL/d(final carry)) and ``dy_t = dL/dy_t``.
 
-Engine semantics are honoured exactly (see :func:`rnnjax.engine.sequence.scan_cell`):
+Engine semantics are honoured exactly (see :func:`rnnjax.engine.sequential.scan_cell`):
 
 * ``lengths``: past ``t >= L`` the carry is frozen and ``y_t = 0``, so there the step
   contributes nothing (``delta_t = 0``) and the carry gradient passes through unchanged.
@@ -43,7 +43,6 @@ Engine semantics are honoured exactly (see :func:`rnnjax.engine.sequence.scan_ce
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -53,7 +52,16 @@ from jax import lax
 
 from rnnjax.core.cell import Cell, cut_at, where_live
 from rnnjax.core.checks import check_cell
-from rnnjax.engine.inputs import check_run_inputs, flip_sequences, reset_to, segment_starts
+from rnnjax.engine.inputs import (
+    check_run_inputs,
+    flatten_batch,
+    flip_sequences,
+    from_scan_layout,
+    reset_to,
+    segment_starts,
+    to_scan_layout,
+    unflatten_batch,
+)
 
 __all__ = ["BPTT", "CHUNK", "GRADS", "backward_sweep", "bptt", "check_manual", "choose_grad",
            "forward_states", "scan_manual"]
@@ -255,7 +263,7 @@ _manual_scan.defvjp(_manual_scan_fwd, _manual_scan_bwd)
 
 def scan_manual(cell, params, carry, xs, lengths=None, *, reverse=False, truncate=None,
                 unroll=1, resets=None):
-    """Drop-in for :func:`rnnjax.engine.sequence.scan_cell` whose gradient is the cell's
+    """Drop-in for :func:`rnnjax.engine.sequential.scan_cell` whose gradient is the cell's
     hand-written BPTT (a ``jax.custom_vjp``).  Time-major ``xs (T, B, F)``; carry leaves
     ``(B, H)``.  Used by ``rnnjax.run(..., grad="manual")``."""
     check_manual(cell)
@@ -303,14 +311,12 @@ def bptt(cell: Cell, params, xs, dys=None, dcarry=None, *, carry=None, lengths=N
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     xs = jnp.asarray(xs)
-    batch_shape, (T, F) = xs.shape[:-2], xs.shape[-2:]
-    B = math.prod(batch_shape)
-    O = cell.output_size
-    flat = lambda a: a.reshape((B,) + a.shape[len(batch_shape):])  # noqa: E731
-    unflat = lambda a: a.reshape(batch_shape + a.shape[1:])  # noqa: E731
-    xs_t = jnp.moveaxis(xs, -2, 0).reshape(T, B, F)
+    batch_shape, (T, O) = xs.shape[:-2], (xs.shape[-2], cell.output_size)
+    nb = len(batch_shape)
+    xs_t = to_scan_layout(xs, False, nb)
+    B = xs_t.shape[1]
     carry = (cell.initial_carry((B,), xs.dtype) if carry is None
-             else jax.tree.map(flat, carry))
+             else flatten_batch(carry, batch_shape))
     if dys is None:
         dys_t = jnp.zeros((T, B, O), xs.dtype)
     else:
@@ -318,22 +324,22 @@ def bptt(cell: Cell, params, xs, dys=None, dcarry=None, *, carry=None, lengths=N
         if dys.shape != batch_shape + (T, O):
             raise ValueError(f"dys must have the shape of ys {batch_shape + (T, O)}, "
                              f"got {dys.shape}")
-        dys_t = jnp.moveaxis(dys, -2, 0).reshape(T, B, O)
+        dys_t = to_scan_layout(dys, False, nb)
     if dcarry is None:
         dcarry = jax.tree.map(jnp.zeros_like, carry)
     else:
         if jax.tree.structure(dcarry) != jax.tree.structure(carry):
             raise ValueError(f"dcarry must have the structure of the carry "
                              f"{jax.tree.structure(carry)}, got {jax.tree.structure(dcarry)}")
-        dcarry = jax.tree.map(lambda a: flat(jnp.asarray(a)), dcarry)
+        dcarry = flatten_batch(dcarry, batch_shape)
     if lengths is not None:
         lengths = jnp.asarray(lengths).reshape(B)
     if resets is not None:
-        resets = jnp.moveaxis(jnp.asarray(resets), -1, 0).reshape(T, B)
+        resets = to_scan_layout(jnp.asarray(resets)[..., None], False, nb)[..., 0]
     ys, final, grads, dxs, dcarry0 = _bptt_flat(
         cell, params, carry, xs_t, lengths, resets, dys_t, dcarry, reverse=bool(reverse),
         truncate=truncate, chunk=chunk)
-    ys = jnp.moveaxis(ys.reshape((T,) + batch_shape + (O,)), 0, -2)
-    dxs = jnp.moveaxis(dxs.reshape((T,) + batch_shape + (F,)), 0, -2)
-    return BPTT(ys, jax.tree.map(unflat, final), grads, dxs, jax.tree.map(unflat, dcarry0))
+    ys, dxs = (from_scan_layout(a, False, batch_shape) for a in (ys, dxs))
+    return BPTT(ys, unflatten_batch(final, batch_shape), grads, dxs,
+                unflatten_batch(dcarry0, batch_shape))
 

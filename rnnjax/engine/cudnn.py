@@ -167,18 +167,10 @@ def _step_error(cell, F: int, H: int):
     return None
 
 
-def check_cudnn(cell, params, xs, *, grad="auto", remat=False, truncate=None, unroll=1,
-                resets=None):
-    """Check a ``scan="cudnn"`` call of :func:`rnnjax.run` before tracing: options, cell,
-    dtype, then the backend (``RuntimeError`` naming it when cuDNN is absent)."""
-    for name, value, ok in (("grad", grad, grad != "manual"), ("remat", remat, not remat),
-                            ("truncate", truncate, truncate is None),
-                            ("unroll", unroll, unroll == 1),
-                            ("resets", "an array", resets is None)):
-        if not ok:
-            raise ValueError(f"scan='cudnn' runs the whole sequence in one cuDNN call "
-                             f"with cuDNN's backward; it cannot be combined with "
-                             f"{name}={value!r}")
+def check_cudnn(cell, params, xs):
+    """Check the cell, dtype and backend of a ``scan="cudnn"`` call of :func:`rnnjax.run`
+    before tracing (``RuntimeError`` naming the backend when cuDNN is absent); the
+    engine table has refused the options cuDNN does not take."""
     F, H = lstm_sizes(params)
     _check_step(cell, F, H)
     dtype = common_float_dtype(shape_dtype(xs)[1], params)
@@ -196,13 +188,13 @@ def check_cudnn(cell, params, xs, *, grad="auto", remat=False, truncate=None, un
                            f"{jax.default_backend()!r}; use scan='sequential' or 'auto'")
 
 
-def choose_cudnn(cell, params, xs, **options) -> bool:
+def choose_cudnn(cell, params, xs) -> bool:
     """Whether ``scan="auto"`` takes cuDNN: the backend is in :data:`CUDNN_AUTO_BACKENDS`
     and :func:`check_cudnn` accepts the call (never on CPU)."""
     if jax.default_backend() not in CUDNN_AUTO_BACKENDS:
         return False
     try:
-        check_cudnn(cell, params, xs, **options)
+        check_cudnn(cell, params, xs)
     except (ValueError, RuntimeError):
         return False
     return True
@@ -223,7 +215,7 @@ def scan_cudnn(params, carry, xs, lengths=None, *, reverse=False, reference=Fals
         the CPU check of the layout and of this function's conventions.
 
     Returns:
-      ``(ys (T, B, H), final carry)`` as :func:`rnnjax.engine.sequence.scan_cell` returns them.
+      ``(ys (T, B, H), final carry)`` as :func:`rnnjax.engine.sequential.scan_cell` returns them.
     """
     T, B, F = xs.shape
     H = params["W_hh"].shape[1]

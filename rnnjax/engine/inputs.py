@@ -14,6 +14,7 @@ The sequential engine (:mod:`rnnjax.engine.sequence`), the associative scan
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +22,9 @@ import numpy as np
 
 from rnnjax.core.checks import check_cell
 
-__all__ = ["check_params", "check_run_inputs", "common_float_dtype", "flip_sequences", "reset_to",
-           "segment_starts", "shape_dtype"]
+__all__ = ["check_params", "check_run_inputs", "common_float_dtype", "flatten_batch",
+           "flip_sequences", "from_scan_layout", "reset_to", "segment_starts", "shape_dtype",
+           "to_scan_layout", "unflatten_batch"]
 
 
 def shape_dtype(x):
@@ -201,3 +203,32 @@ def reset_to(start_t, carry0, carry):
     return jax.tree.map(
         lambda c0, c: jnp.where(start_t.reshape(start_t.shape + (1,) * (c.ndim - 1)), c0, c),
         carry0, carry)
+
+
+# ------------------------------------------------ the engines' layout and the caller's
+
+def to_scan_layout(a, time_major: bool, batch_ndim: int):
+    """``(*batch, T, ...)`` (or ``(T, *batch, ...)`` when ``time_major``) -> ``(T, B, ...)``
+    with the ``batch_ndim`` batch axes flattened into one: the layout every engine
+    scans (``xs``, ``dys``, ``resets``)."""
+    a = jnp.asarray(a)
+    if not time_major:
+        a = jnp.moveaxis(a, batch_ndim, 0)
+    return a.reshape((a.shape[0], math.prod(a.shape[1:1 + batch_ndim])) + a.shape[1 + batch_ndim:])
+
+
+def from_scan_layout(a, time_major: bool, batch_shape: tuple):
+    """The inverse of :func:`to_scan_layout`: ``(T, B, ...)`` -> the caller's layout."""
+    a = a.reshape((a.shape[0],) + tuple(batch_shape) + a.shape[2:])
+    return a if time_major else jnp.moveaxis(a, 0, len(batch_shape))
+
+
+def flatten_batch(tree, batch_shape: tuple):
+    """Leaves ``(*batch, ...)`` -> ``(B, ...)`` (a carry, lengths)."""
+    B, n = math.prod(batch_shape), len(batch_shape)
+    return jax.tree.map(lambda a: jnp.asarray(a).reshape((B,) + jnp.shape(a)[n:]), tree)
+
+
+def unflatten_batch(tree, batch_shape: tuple):
+    """Leaves ``(B, ...)`` -> ``(*batch, ...)``."""
+    return jax.tree.map(lambda a: a.reshape(tuple(batch_shape) + a.shape[1:]), tree)

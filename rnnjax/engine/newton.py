@@ -58,6 +58,7 @@ Jacobians).
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -70,9 +71,9 @@ from rnnjax.core.checks import check_choice
 from rnnjax.engine.associative import linear_scan
 from rnnjax.engine.inputs import flip_sequences, segment_starts
 
-__all__ = ["METHODS", "NewtonOptions", "carry_to_vector", "check_newton_options",
-           "elk_filter", "elk_smoother", "run_options", "scan_newton", "time_major_init",
-           "vector_to_carry"]
+__all__ = ["METHODS", "ON_FAIL", "NewtonDidNotConverge", "NewtonOptions", "NewtonWarning",
+           "carry_to_vector", "check_newton_options", "elk_filter", "elk_smoother",
+           "report_failures", "scan_newton", "time_major_init", "vector_to_carry"]
 
 METHODS = ("deer", "quasi", "elk", "elk_filtered")
 CLIP = 1e8  # iterates are clipped to +-CLIP (DEER reference: clip_ytnext)
@@ -96,6 +97,13 @@ class NewtonOptions(NamedTuple):
       damping: ELK's ``lambda = 1/sigma^2 > 0`` (larger: smaller, safer steps).
       return_iterations: :func:`rnnjax.run` returns ``(ys, final_carry, iterations)``
         with ``iterations`` of the batch shape (:func:`scan_newton` always does).
+      on_fail: what :func:`rnnjax.run` does when an example's residual is still above
+        ``tol`` after ``max_iters`` iterations (or not finite): ``"warn"`` (default: a
+        :class:`NewtonWarning` naming how many examples and the largest residual),
+        ``"raise"`` (:class:`NewtonDidNotConverge`; under an outer ``jax.jit`` JAX
+        raises it from a host callback, wrapped in its runtime error), ``"sequential"``
+        (those examples are recomputed by the sequential scan, so the result is always
+        the sequential one up to rounding), or ``"ignore"``.
     """
 
     method: str = "deer"
@@ -104,6 +112,18 @@ class NewtonOptions(NamedTuple):
     init: Any = "zeros"
     damping: float = 0.01
     return_iterations: bool = False
+    on_fail: str = "warn"
+
+
+ON_FAIL = ("warn", "raise", "sequential", "ignore")
+
+
+class NewtonWarning(UserWarning):
+    """Newton's method stopped at ``max_iters`` with a residual above ``tol``."""
+
+
+class NewtonDidNotConverge(RuntimeError):
+    """Raised for ``NewtonOptions(on_fail="raise")`` when an example did not converge."""
 
 
 def check_newton_options(options) -> NewtonOptions:
@@ -115,12 +135,14 @@ def check_newton_options(options) -> NewtonOptions:
                         f"{type(options).__name__}")
     check_choice("NewtonOptions.method", options.method, METHODS)
     m = options.max_iters
-    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
-        raise ValueError(f"NewtonOptions.max_iters must be None or an integer >= 0, got {m!r}")
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+        raise ValueError(f"NewtonOptions.max_iters must be None or an integer >= 1 (0 would "
+                         f"return the initial guess), got {m!r}")
     if options.tol is not None and not (isinstance(options.tol, (int, float))
-                                        and options.tol > 0):
-        raise ValueError(f"NewtonOptions.tol must be None or a positive number, "
+                                        and 0 < options.tol < math.inf):
+        raise ValueError(f"NewtonOptions.tol must be None or a finite positive number, "
                          f"got {options.tol!r}")
+    check_choice("NewtonOptions.on_fail", options.on_fail, ON_FAIL)
     if not (isinstance(options.damping, (int, float)) and options.damping > 0):
         raise ValueError(f"NewtonOptions.damping must be a positive number, "
                          f"got {options.damping!r}")
@@ -271,8 +293,8 @@ def _iterate(g, opts, w, z0, xs, live, starts, guess):
         new = jnp.clip(jnp.nan_to_num(new, nan=0.0), -CLIP, CLIP)
         return new, G(new), it + 1
 
-    Z, _, it = jax.lax.while_loop(cond, body, (guess, G(guess), jnp.zeros((), jnp.int32)))
-    return Z, it
+    Z, GZ, it = jax.lax.while_loop(cond, body, (guess, G(guess), jnp.zeros((), jnp.int32)))
+    return Z, it, jnp.max(jnp.abs(Z - GZ))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -281,8 +303,8 @@ def _solve(g, opts, w, z0, xs, live, starts, guess):
 
 
 def _solve_fwd(g, opts, w, z0, xs, live, starts, guess):
-    Z, it = _iterate(g, opts, w, z0, xs, live, starts, guess)
-    return (Z, it), (w, z0, xs, live, starts, Z)
+    Z, it, residual = _iterate(g, opts, w, z0, xs, live, starts, guess)
+    return (Z, it, residual), (w, z0, xs, live, starts, Z)
 
 
 def _solve_bwd(g, opts, res, cot):
@@ -326,10 +348,11 @@ def _guess(init, carry_like, T, B, n, dtype, lengths, reverse):
 
 
 def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = False,
-                resets=None, options: NewtonOptions | None = None):
+                resets=None, options: NewtonOptions | None = None,
+                with_failures: bool = False):
     """Run ``cell`` over time-major inputs by Newton's method (DEER / quasi-DEER / ELK).
 
-    Same contract as :func:`rnnjax.engine.sequence.scan_cell` except that it takes ``params``
+    Same contract as :func:`rnnjax.engine.sequential.scan_cell` except that it takes ``params``
     (``cell.prepare`` is applied here): ``carry`` leaves ``(B, ...)``, ``xs (T, B, F)``,
     ``lengths (B,)`` or None (the carry freezes and outputs are zero past a length),
     ``reverse`` runs each sequence backwards within its length, ``resets (T, B)`` bool or
@@ -341,19 +364,22 @@ def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = 
     Returns ``(ys (T, B, O), final_carry, iterations (B,) int32)``: the trajectory
     solves the sequential recurrence up to ``options.tol`` (residual, max-norm), and
     ``iterations[b] <= options.max_iters`` is the number of Newton solves example ``b``
-    took (it equals ``max_iters`` when it did not converge).
+    took (it equals ``max_iters`` when it did not converge).  ``with_failures`` adds a
+    fourth output, ``failed (B,)`` bool: the residual is above ``tol`` (or not finite)
+    at the end.
     """
     opts = check_newton_options(options)
     T, B = xs.shape[0], xs.shape[1]
     weights = cell.prepare(params)
     step_b = jax.vmap(cell.step, in_axes=(None, 0, 0))
-    like_b = jax.eval_shape(lambda c, x: step_b(weights, c, x)[0], carry, xs[0])
+    x_like = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+    like_b = jax.eval_shape(lambda c, x: step_b(weights, c, x)[0], carry, x_like)
     like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), like_b)
     carry = jax.tree.map(lambda a, s: jnp.asarray(a).astype(s.dtype), carry, like_b)
     if T == 0:
-        ys = jax.eval_shape(lambda c, x: step_b(weights, c, x)[1], carry,
-                            jnp.zeros(xs.shape[1:], xs.dtype))
-        return jnp.zeros((0,) + ys.shape, ys.dtype), carry, jnp.zeros((B,), jnp.int32)
+        ys = jax.eval_shape(lambda c, x: step_b(weights, c, x)[1], carry, x_like)
+        out = (jnp.zeros((0,) + ys.shape, ys.dtype), carry, jnp.zeros((B,), jnp.int32))
+        return out + (jnp.zeros((B,), bool),) if with_failures else out
     z0 = jax.vmap(carry_to_vector)(carry)  # (B, n)
     n, dtype = z0.shape[-1], z0.dtype
     tol = opts.tol if opts.tol is not None else (1e-10 if dtype == jnp.float64 else 1e-5)
@@ -372,7 +398,7 @@ def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = 
         return jnp.where(alive, carry_to_vector(new), z)  # frozen past the length
 
     solve = partial(_solve, g, (opts.method, max_iters, float(tol), float(opts.damping)))
-    Z, iters = jax.vmap(solve, in_axes=(None, 0, 1, 1, 1, 1), out_axes=(1, 0))(
+    Z, iters, residual = jax.vmap(solve, in_axes=(None, 0, 1, 1, 1, 1), out_axes=(1, 0, 0))(
         weights, z0, xs, live, starts, guess)
     Zprev = jnp.concatenate([z0[None], Z[:-1]], axis=0)  # (T, B, n)
     Zprev = jnp.where(starts[..., None], z0[None], Zprev)  # the carry the step reads
@@ -385,31 +411,36 @@ def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = 
     if reverse:
         ys = flip_sequences(ys, lengths)
     final = jax.vmap(lambda z: vector_to_carry(z, like))(Z[-1])
+    if with_failures:
+        return ys, final, iters, ~(residual <= tol)
     return ys, final, iters
 
 
+def _report(options, failed, iters):
+    failed = np.asarray(failed)
+    if not failed.any():
+        return
+    n, total = int(failed.sum()), failed.size
+    text = (f"scan='newton' ({options.method}) did not converge for {n} of {total} "
+            f"sequences: the residual stayed above tol after {int(np.max(iters))} iterations "
+            f"(raise max_iters, use method='deer', or on_fail='sequential')")
+    if options.on_fail == "raise":
+        raise NewtonDidNotConverge(text)
+    warnings.warn(text, NewtonWarning, stacklevel=4)
+
+
+def report_failures(failed, iters, options: NewtonOptions) -> None:
+    """Warn or raise, as ``options.on_fail`` says, if any example did not converge:
+    at once for concrete values, through a host callback under a trace."""
+    if options.on_fail not in ("warn", "raise"):
+        return
+    if isinstance(failed, jax.core.Tracer):
+        jax.debug.callback(partial(_report, options), failed, iters)
+    else:
+        _report(options, failed, iters)
+
+
 # ------------------------------------------------------- rnnjax.run(scan="newton")
-
-def run_options(newton, scan, *, grad, remat, truncate, unroll):
-    """Check ``rnnjax.run``'s ``newton`` against its other arguments; return
-    ``(options with init "zeros", the warm start or None)`` -- the first is hashable (a
-    static argument of the jitted engine), the second an array argument -- or
-    ``(None, None)`` when ``scan != "newton"``."""
-    if scan != "newton":
-        if newton is not None:
-            raise ValueError(f"newton options apply to scan='newton' only, got scan={scan!r}")
-        return None, None
-    for name, value, ok in (("grad", grad, grad == "auto"), ("remat", remat, not remat),
-                            ("truncate", truncate, truncate is None),
-                            ("unroll", unroll, unroll == 1)):
-        if not ok:
-            raise ValueError(f"scan='newton' solves the whole sequence at once and takes "
-                             f"the implicit gradient; it cannot be combined with "
-                             f"{name}={value!r}")
-    newton = check_newton_options(newton)
-    init = None if isinstance(newton.init, str) else newton.init
-    return newton._replace(init="zeros"), init
-
 
 def time_major_init(init, time_major, batch_shape):
     """A warm start laid out like ``rnnjax.run``'s ``ys`` -- leaves ``(*batch, T, ...)``,

@@ -40,7 +40,13 @@ from rnnjax import analysis, optim
 from rnnjax import cells as cells_lib
 from rnnjax.experiments.copy_report import write_copy_report, write_sweep_report
 from rnnjax.io.outputs import claim_out, lock_out, prepare_out, write_text
-from rnnjax.training.config import orthogonal_cells, validate
+from rnnjax.training.config import (
+    RESUME_FIELDS,
+    check_resume_options,
+    flag,
+    orthogonal_cells,
+    validate,
+)
 from rnnjax.training.metrics import format_loss
 from rnnjax.training.runner import (
     CREDIT_SETTINGS,
@@ -53,7 +59,7 @@ from rnnjax.training.runner import (
 )
 
 __all__ = ["ARJOVSKY_TS", "BASE_CELLS", "DEFAULT", "PAPER", "credit_entry",
-           "credit_fields", "credit_measurement", "default_cells", "log_spread",
+           "check_resume_job", "credit_fields", "credit_measurement", "default_cells", "log_spread",
            "paper_configs", "profile_lists",
            "reproduce_command", "run_copy_job", "run_copy_sweep", "stays_orthogonal"]
 
@@ -267,13 +273,17 @@ def _train_cell(cfg, resume, progress, tracker):
     checked the job's folder."""
     done = os.path.join(cfg.out, "cell_summary.json")
     if resume and os.path.exists(done):
-        with open(done) as f:
-            return json.load(f)
+        trained = Config.load(cfg.out).steps
+        if trained == cfg.steps:
+            with open(done) as f:
+                return json.load(f)
+        if tracker.print_fn:  # a larger --steps (check_resume_job refused a smaller one)
+            tracker.print_fn(f"  {cfg.cell}: continuing from step {trained} to {cfg.steps}")
     ckpt = os.path.join(cfg.out, "checkpoints")
     again = resume and os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt))
     t0 = time.perf_counter()
     result = train(cfg, resume=again, overwrite=not again, progress=progress,
-                   on_record=tracker, evaluate_initial=True)
+                   on_record=tracker, evaluate_initial=True, checked=True)
     exp = result.experiment
     hist = result.history
     earlier = _earlier_calls_seconds(hist, len(tracker.records))
@@ -340,15 +350,14 @@ def _check_cells(cells):
     if not cells:
         raise ValueError("cells must name at least one cell")
     for c in cells:
-        if c not in cells_lib.REGISTRY:
-            raise ValueError(f"cell must be one of {sorted(cells_lib.REGISTRY)}, got {c!r}")
+        cells_lib.check_name(c)  # a registered name or "module:factory"
 
 
 def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
                  cell_options: dict | None = None, command: str | None = None,
                  progress: bool = True, print_fn=print, resume: bool = False,
                  overwrite: bool = False, configs: dict | None = None,
-                 checkpoint_every: int | None = None) -> dict:
+                 checkpoint_every: int | None = None, _checked: bool = False) -> dict:
     """Train each cell of ``cells`` with the recipe ``base`` and write the report into
     ``runs_dir/name``.
 
@@ -363,6 +372,17 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
     cells = default_cells() if cells is None else list(cells)
     _check_cells(cells)
     out = os.path.join(runs_dir, name)
+    cfgs = _cell_configs(out, base, cells, configs, cell_options, checkpoint_every)
+    if not _checked:
+        _check_job(cfgs, resume)
+    out = prepare_out(out, resume, overwrite, name="name", command="copy")
+    with lock_out(out, name="name"):
+        claim_out(out, "copy", overwrite)
+        return _run_cells(out, name, base, cfgs, command, progress, print_fn, resume)
+
+
+def _cell_configs(out, base, cells, configs, cell_options, checkpoint_every) -> dict:
+    """``{cell: Config}``: what each cell of a job in ``out`` trains with."""
     every = checkpoint_every or min(base.steps, 200) or 1
     cfgs = {}
     for c in cells:
@@ -370,12 +390,42 @@ def run_copy_job(name: str, base: Config, cells=None, *, runs_dir: str = "runs",
         opts = tuple(cfg.cell_options) + tuple((cell_options or {}).get(c, ()))
         cfgs[c] = dataclasses.replace(cfg, cell=c, out=os.path.join(out, c),
                                       checkpoint_every=every, cell_options=opts)
+    return cfgs
+
+
+def _check_job(cfgs: dict, resume: bool) -> None:
+    """Every cell's config validated (once: the runner is told so) and, on resume,
+    checked against its run (:func:`check_resume_job`), before anything is touched."""
     for cfg in cfgs.values():
         validate(cfg)
-    out = prepare_out(out, resume, overwrite, name="name", command="copy")
-    with lock_out(out, name="name"):
-        claim_out(out, "copy", overwrite)
-        return _run_cells(out, name, base, cfgs, command, progress, print_fn, resume)
+    if resume:
+        check_resume_job(cfgs)
+
+
+# What a resumed copy job keeps from each cell's run: every field of its recipe, and
+# its logging cadence (a finished cell's records are read back as they are).
+_JOB_AGREE = RESUME_FIELDS + ("log_every",)
+
+
+def check_resume_job(cfgs: dict) -> None:
+    """``--resume`` of a copy job: every cell of ``cfgs`` (``{cell: Config}``) that has
+    a run (its ``config.json``) must have been trained with the same recipe
+    (:data:`_JOB_AGREE`), else one ``ValueError`` line names the option, the run's value
+    and the given one, before anything is touched.  A larger ``steps`` is honoured: a
+    finished cell continues from its last checkpoint to the new length
+    (:func:`_train_cell`); a smaller one is refused (a trained cell is not shortened)."""
+    for cfg in cfgs.values():
+        if not os.path.exists(os.path.join(cfg.out, "config.json")):
+            continue  # not started: trained from scratch
+        saved = Config.load(cfg.out)
+        check_resume_options(saved, {k: getattr(cfg, k) for k in _JOB_AGREE}, cfg.out,
+                             what="cell", agree=_JOB_AGREE,
+                             new="start a new job with another --name")
+        if cfg.steps < saved.steps:
+            raise ValueError(f"resume: the cell in {cfg.out!r} has steps={saved.steps}; "
+                             f"this call gives {flag('steps')} {cfg.steps}: a resumed job "
+                             f"continues a cell to more steps, never fewer (leave it out, "
+                             f"or start a new job with another --name)")
 
 
 def _run_cells(out, name, base, cfgs, command, progress, print_fn, resume):
@@ -415,9 +465,11 @@ def run_copy_sweep(name: str, base: Config, cells=None, Ts=ARJOVSKY_TS, *,
     and locked like a single job's folder).  Returns ``{T: summary}``."""
     cells = default_cells() if cells is None else list(cells)
     _check_cells(cells)
-    for T in Ts:  # every recipe checked before any folder is touched
-        for c in cells:
-            validate(dataclasses.replace(base, T=T, cell=c))
+    for T in Ts:  # every cell of every delay checked before any folder is touched
+        _check_job(_cell_configs(os.path.join(runs_dir, name, f"T{T}"),
+                                 dataclasses.replace(base, T=T), cells,
+                                 kwargs.get("configs"), kwargs.get("cell_options"),
+                                 kwargs.get("checkpoint_every")), resume)
     top = prepare_out(os.path.join(runs_dir, name), resume, overwrite, name="name",
                       command="copy")
     with lock_out(top, name="name"):
@@ -425,7 +477,8 @@ def run_copy_sweep(name: str, base: Config, cells=None, Ts=ARJOVSKY_TS, *,
         summaries = {T: run_copy_job(os.path.join(name, f"T{T}"),
                                      dataclasses.replace(base, T=T), cells,
                                      runs_dir=runs_dir, command=command, resume=resume,
-                                     overwrite=overwrite, **kwargs) for T in Ts}
+                                     overwrite=overwrite, _checked=True, **kwargs)
+                     for T in Ts}
         write_sweep_report(top, name, summaries, command)
     return summaries
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from rnnjax import analysis, cells
 from rnnjax.core.checks import check_choice, check_memory, check_positive_int
+from rnnjax.core.plugins import is_plugin
 from rnnjax.io.outputs import LOCK, MARKER, atomic_open, claim_out, lock_out, prepare_out
 from rnnjax.plots import gradflow as gradflow_plots
 from rnnjax.plots import report as plots
@@ -189,7 +190,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
         k_p, k_x, k_v = jax.random.split(jax.random.key(seed), 3)
         xs_all = jax.random.normal(k_x, (batch, max(max(Ts), lyap_steps), features), dt)
         for name in cell_names:
-            if name not in cells.REGISTRY:
+            if name not in cells.REGISTRY and not is_plugin(name):
                 print_fn(f"note: cell {name!r} is not registered in this rnnjax; skipped")
                 continue
             cell = cells.make(name, hidden)

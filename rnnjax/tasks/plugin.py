@@ -30,48 +30,16 @@ and an optional ``baseline``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 
+from rnnjax.core.plugins import is_plugin, load_object
 from rnnjax.tasks.base import Task
 
 
-def is_plugin(name) -> bool:
-    """Whether ``name`` is a ``module:factory`` task spec."""
-    return isinstance(name, str) and ":" in name
-
-
 def load_factory(spec: str):
-    """The factory named by ``spec = "module:attr"`` (``module`` importable, or a
-    ``.py`` file in the current directory); ``ValueError`` names what is missing."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"task must be a registered name or 'module:factory', got {spec!r}")
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.append(cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        if e.name is not None and not module_name.startswith(e.name):
-            # the module was found; something it imports was not
-            raise ValueError(f"task {spec!r}: module {module_name!r} failed to import: "
-                             f"{e}") from None
-        raise ValueError(f"task {spec!r}: cannot import module {module_name!r} ({e}); put "
-                         f"it on PYTHONPATH or in the current directory") from None
-    except Exception as e:  # noqa: BLE001 - a syntax error or a raise in the user's module
-        raise ValueError(f"task {spec!r}: module {module_name!r} failed to import: "
-                         f"{type(e).__name__}: {e}") from None
-    finally:
-        if added:
-            sys.path.remove(cwd)
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ValueError(f"task {spec!r}: module {module_name!r} has no callable {attr!r}")
-    return factory
+    """The task factory named by ``spec = "module:factory"``
+    (:func:`rnnjax.core.plugins.load_object`)."""
+    return load_object(spec, "task")
 
 
 def plugin_task(spec: str, **options) -> Task:

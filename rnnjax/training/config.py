@@ -1,6 +1,8 @@
 """What defines a run of the training runner: :class:`Config` (saved as
-``config.json`` beside the run), its checks (:func:`validate`, run before anything is
-built) and the agreement check of a resumed run (:func:`check_resume`).
+``config.json`` beside the run; its fields and their option metadata are in
+:mod:`rnnjax.training.fields`, re-exported here), its checks (:func:`validate`, run
+before anything is built) and the agreement checks of a resumed run
+(:func:`check_resume`, :func:`check_resume_options`).
 
 Whether a cell trains with the orthogonal learning rate ``lr_orth`` and reports
 ``orth_error`` (also reported when a constraint option is on) is decided by its params
@@ -10,11 +12,8 @@ Whether a cell trains with the orthogonal learning rate ``lr_orth`` and reports
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
-from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -32,198 +31,22 @@ from rnnjax.core.checks import (
     check_positive_int,
 )
 from rnnjax.engine import bptt
-from rnnjax.io.outputs import atomic_open
 from rnnjax.layers import baselines
 from rnnjax.optim import constraints
-
-OPTIMIZERS = optim.OPTIMIZERS
-CLIP_MODES = ("global_norm", "element")
-DTYPES = ("float32", "bfloat16", "float16")  # the cell's computation dtype
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything that defines a run (saved as ``config.json``).
-
-    ``T`` is the copy delay, the adding-problem length or the char-LM window (ignored by
-    pixel MNIST, whose length is 784).  ``lr_orth=None`` trains every parameter with
-    ``lr``.  ``clip=None`` disables clipping.  ``checkpoint_every=0`` saves no checkpoint;
-    otherwise one is also saved at the last step.  ``cell_options`` are extra keyword
-    arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad`` is
-    :func:`rnnjax.run`'s: ``"auto"`` the faster of autodiff and the cell's hand-written
-    BPTT on this backend (:func:`rnnjax.engine.bptt.choose_grad`), or either one by name.
-
-    Data-set tasks (``digits``, ``pdigits``, ``mnist1d``, ``mnist1d_full``, ``smnist``,
-    ``pmnist``) train for ``epochs`` passes over their training split when it is set,
-    the stateful
-    ``charlm`` over its training text (``steps`` and ``log_every`` are then ``epochs *
-    E`` and one epoch, ``E = floor(N_train / batch)`` batches or the number of windows,
-    filled in by
-    :func:`rnnjax.build`); generated tasks train for ``steps``.  ``permutation``
-    is the fixed pixel order of a permuted task, filled in from ``permutation_seed`` and
-    saved so that a run is reproduced from its ``config.json`` alone.
-    ``dtype`` is the cell's computation dtype (``"bfloat16"``/``"float16"``: mixed
-    precision with float32 parameters, :mod:`rnnjax.core.precision`; float16 trains with
-    dynamic loss scaling, :func:`rnnjax.optim.dynamic_loss_scale`).
-    ``tensorboard=True`` also writes
-    TensorBoard event files to ``out/tensorboard`` (optional ``tensorboardX``).
-    ``data_sha256`` is the fingerprint of the task's data (``Task.fingerprint``, e.g.
-    the SHA-256 of the char-LM text), filled in by :func:`rnnjax.build` and
-    checked by :func:`check_resume`.
-
-    Orthogonality by constraint (:mod:`rnnjax.optim.constraints`, :mod:`rnnjax.optim.riemannian`),
-    for any recurrent cell: ``orth_penalty`` adds ``lam ||W^H W - I||_F^2`` to the loss;
-    ``nnrnn_alpha``/``nnrnn_decay`` the nnRNN penalties (nnrnn cell); ``floss_every=N``
-    adds ``floss_weight sum_{i<=floss_k} lambda_i^2`` (gradient flossing, on
-    ``floss_batch`` training sequences) at steps 1, N+1, 2N+1, ...; ``riemannian``
-    (``"cayley"``/``"qr"``/``"polar"``) moves the cell's square ``W_hh`` on ``O(H)``
-    with the run's optimiser at ``lr_orth`` (the cell must start orthogonal, e.g.
-    ``cell_options=(("init", "orthogonal"),)``).
-
-    The model (:func:`rnnjax.training.make_model`): ``bidirectional=True`` runs the cell
-    both ways over the sequence (:func:`rnnjax.layers.bidirectional`, outputs
-    concatenated); ``readout`` is the task's (``None``: every step or the last one) or
-    ``"flatten"``, one linear map of all the outputs of a sequence
-    (:func:`rnnjax.layers.readout.layer_with_readout`; sequence classification).  Named
-    configurations of published protocols are in :data:`PRESETS`.
-    """
-
-    task: str = "copy"
-    cell: str = "lstm"
-    T: int = 100
-    hidden: int = 64
-    batch: int = 64
-    steps: int = 1000
-    lr: float = 1e-3
-    lr_orth: float | None = None
-    optimizer: str = "rmsprop"
-    clip: float | None = None
-    clip_mode: str = "global_norm"
-    seed: int = 0
-    seeds: int = 1
-    log_every: int = 50
-    eval_batch: int = 256
-    checkpoint_every: int = 0
-    keep: int = 3
-    out: str | None = None
-    data: str | None = None
-    variant: str = "arjovsky"
-    permutation_seed: int = 0
-    cell_options: tuple = field(default_factory=tuple)
-    devices: int | None = None
-    max_nonfinite: int = 10
-    grad: str = "auto"
-    # Dynamic trivialization: fold the skew params into the base every K steps (None:
-    # K=100, expRNN's dtriv default, for cells with a "base" param; 0: never).
-    retrivialize_every: int | None = None
-    epochs: int | None = None
-    permutation: tuple | None = None
-    tensorboard: bool = False
-    dtype: str = "float32"
-    data_sha256: str | None = None
-    orth_penalty: float = 0.0
-    nnrnn_alpha: float = 0.0
-    nnrnn_decay: float = 0.0
-    floss_every: int = 0
-    floss_k: int = 1
-    floss_weight: float = 1.0
-    floss_batch: int = 1
-    riemannian: str | None = None
-    bidirectional: bool = False
-    readout: str | None = None
-
-    def has_constraint(self) -> bool:
-        """Whether a penalty, flossing or the Riemannian optimiser is on."""
-        return bool(self.orth_penalty or self.nnrnn_alpha or self.nnrnn_decay
-                    or self.floss_every or self.riemannian)
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["cell_options"] = [list(kv) for kv in self.cell_options]
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> Config:
-        d = dict(d)
-        d["cell_options"] = tuple(tuple(kv) for kv in d.get("cell_options", ()))
-        if d.get("permutation") is not None:
-            d["permutation"] = tuple(int(i) for i in d["permutation"])
-        return cls(**d)
-
-    @classmethod
-    def load(cls, out: str) -> Config:
-        """The ``config.json`` of the run directory ``out``."""
-        path = os.path.join(os.fspath(out), "config.json")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{out} is not a run directory: it has no config.json")
-        try:
-            with open(path, "rb") as f:
-                d = json.loads(f.read().decode("utf-8"))
-            if not isinstance(d, dict):
-                raise ValueError(f"expected a JSON object, got {type(d).__name__}")
-            return cls.from_json(paths_from_run(d, out))
-        except (OSError, ValueError, TypeError) as e:
-            raise ValueError(f"{path} is not a readable config.json of a run "
-                             f"({type(e).__name__}: {e})") from None
-
-    def save(self, out: str) -> None:
-        """Write ``config.json`` in ``out`` atomically, its paths relative to ``out``
-        (:func:`paths_to_run`)."""
-        with atomic_open(os.path.join(os.fspath(out), "config.json"), "w") as f:
-            json.dump(paths_to_run(self.to_json(), out), f, indent=2)
-
-
-# The fields of a Config that hold a path of the file system.
-PATH_FIELDS = ("out", "data")
-
-
-def paths_to_run(d: dict, run_dir) -> dict:
-    """``config.json``'s paths written so that the run folder is self-contained (it
-    loads from any working directory, and after being moved): ``out`` is ``"."`` (the
-    folder itself) and ``data`` a path relative to the run folder when it lies inside
-    it, else absolute."""
-    d = dict(d)
-    run_abs = os.path.abspath(os.fspath(run_dir))
-    d["out"] = "."
-    data = d.get("data")
-    if isinstance(data, str) and data:
-        data_abs = os.path.abspath(data)
-        inside = data_abs.startswith(run_abs.rstrip(os.sep) + os.sep)
-        d["data"] = os.path.relpath(data_abs, run_abs) if inside else data_abs
-    return d
-
-
-def paths_from_run(d: dict, run_dir) -> dict:
-    """The inverse of :func:`paths_to_run` for the run folder ``run_dir`` (as the caller
-    names it, relative to the working directory or absolute): ``out`` is ``run_dir``
-    and a relative ``data`` is joined to it.  A ``config.json`` written before paths
-    were relative holds ``out`` as it was given (relative to the directory the run was
-    started from): that directory is recovered from ``run_dir`` when ``run_dir`` ends
-    with the stored ``out``, else a relative ``data`` is left as it was."""
-    d = dict(d)
-    stored = d.get("out")
-    base = os.fspath(run_dir)
-    if isinstance(stored, str) and os.path.normpath(stored) != ".":
-        run_abs, tail = os.path.abspath(base), os.path.normpath(stored)
-        base = None
-        if not os.path.isabs(tail) and run_abs.endswith(os.sep + tail):
-            base = run_abs[:-len(tail) - 1] or os.sep
-    d["out"] = os.fspath(run_dir)
-    data = d.get("data")
-    if isinstance(data, str) and data and not os.path.isabs(data) and base is not None:
-        d["data"] = os.path.normpath(os.path.join(base, data))
-    return d
-
-
-# Fields that must agree between a run and the checkpoint it resumes.
-RESUME_FIELDS = ("task", "cell", "T", "hidden", "batch", "lr", "lr_orth", "optimizer",
-                 "clip", "clip_mode", "seed", "seeds", "log_every", "eval_batch",
-                 "variant", "permutation_seed", "cell_options", "dtype", "orth_penalty",
-                 "nnrnn_alpha", "nnrnn_decay", "floss_every", "floss_k", "floss_weight",
-                 "floss_batch", "riemannian", "bidirectional", "readout")
-
-# Readouts a Config may ask for instead of the task's own (None).
-READOUTS = ("flatten",)
+from rnnjax.training.fields import (
+    AGREE,
+    CHANGE,
+    CLIP_MODES,
+    CONSTRAINTS,
+    DTYPES,
+    OPTIMIZERS,
+    READOUTS,
+    RESUME_FIELDS,
+    Config,
+    flag,
+    option_fields,
+    parse_cell_option,
+)
 
 
 def make_cell(config: Config):
@@ -234,15 +57,39 @@ def make_cell(config: Config):
     return cells_lib.make(config.cell, config.hidden, **options)
 
 
-def validate(config: Config) -> None:
-    """Check ``config`` before anything is built; raise ``ValueError`` naming the field."""
+def validate(config: Config):
+    """Check ``config`` before anything is built; raise ``ValueError`` naming the field.
+    Returns the task it made (:func:`make_task`), which :func:`rnnjax.build` goes on
+    with: a run is validated once.
+
+    The fields are checked first (:func:`check_fields`), then the task is made (a
+    missing data file is named), then the memory estimate (:func:`estimate_bytes`,
+    which reads the sequence length from the task) is checked against the free
+    memory."""
+    check_fields(config)
+    task = make_task(config)
+    check_memory("this run", estimate_bytes(config, task),
+                 "lower --hidden, --T, --batch, --eval-batch or --seeds")
+    return task
+
+
+def make_task(config: Config):
+    """The task of ``config`` (:func:`rnnjax.tasks.make`)."""
+    return tasks_lib.make(config.task, T=config.T, data=config.data, variant=config.variant,
+                          permutation_seed=config.permutation_seed,
+                          permutation=config.permutation)
+
+
+def check_fields(config: Config) -> None:
+    """The checks of :func:`validate` that need no task: each field alone and the
+    fields together."""
     if not isinstance(config, Config):
         raise TypeError(f"config must be an rnnjax.Config, got {type(config).__name__}")
     if tasks_lib.is_plugin(config.task):
         tasks_lib.load_factory(config.task)  # "module:factory": a task of one's own
     else:
         check_choice("task", config.task, tasks_lib.TASKS)
-    check_choice("cell", config.cell, {**cells_lib.REGISTRY, **baselines.MODELS})
+    cells_lib.check_name(config.cell, also=baselines.MODELS)  # or "module:factory"
     for name in ("T", "hidden", "batch", "seeds", "log_every", "eval_batch", "keep"):
         check_positive_int(name, getattr(config, name))
     for name in ("steps", "checkpoint_every", "seed", "max_nonfinite"):
@@ -252,6 +99,9 @@ def validate(config: Config) -> None:
     check_choice("optimizer", config.optimizer, OPTIMIZERS)
     check_choice("clip_mode", config.clip_mode, CLIP_MODES)
     check_optional_positive("clip", config.clip)
+    if config.clip is None and config.clip_mode != "global_norm":
+        raise ValueError(f"clip_mode={config.clip_mode!r} needs clip (the threshold); "
+                         f"without it nothing is clipped: give clip or leave clip_mode")
     if config.devices is not None:
         check_positive_int("devices", config.devices)
     if config.epochs is not None:
@@ -273,8 +123,6 @@ def validate(config: Config) -> None:
     _validate_constraints(config)
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
-    check_memory("this run", estimate_bytes(config),
-                 "lower --hidden, --T, --batch or --seeds")
 
 
 def penalties(config: Config) -> constraints.Penalties:
@@ -400,11 +248,18 @@ def preset(name: str) -> Config:
     return PRESETS[name]
 
 
-def estimate_bytes(config: Config) -> float:
+def estimate_bytes(config: Config, task=None) -> float:
     """A lower estimate of the memory of a run (float32), from the shapes of
     ``cell.init`` under ``jax.eval_shape`` (nothing is allocated): params, gradient and
     two optimiser moments per seed, plus the activations kept for the backward pass
-    (about 8 numbers per unit, step and example)."""
+    (about 8 numbers per unit, step and example) of the larger of the training and the
+    held-out batch (evaluation takes gradients too), and the held-out batch itself,
+    kept on the device for the whole run.  The sequence length is the task's
+    (``Task.time``: ``T + 20`` for the copy task, 784 for pixel MNIST), not ``T``;
+    ``task`` is made from ``config`` when not given."""
+    if task is None:
+        task = make_task(config)
+    time = task.time
     n_params = 4 * config.hidden * (config.hidden + 1)  # a gated cell's order of size
     if config.cell not in baselines.MODELS:
         cell = make_cell(config)
@@ -413,8 +268,9 @@ def estimate_bytes(config: Config) -> float:
             n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
         except ValueError:  # a cell whose input size is tied to its width (LRU)
             pass
-    activations = 8.0 * config.batch * config.T * config.hidden
-    return 4.0 * config.seeds * (4.0 * n_params + activations)
+    activations = 8.0 * max(config.batch, config.eval_batch) * time * config.hidden
+    held_out = float(config.eval_batch) * time * task.input_size
+    return 4.0 * config.seeds * (4.0 * n_params + activations + held_out)
 
 
 def has_orthogonal_params(params) -> bool:
@@ -467,7 +323,42 @@ def check_resume(config: Config, out: str, has_checkpoint: bool) -> None:
             f"{k}={getattr(config, k)!r}" for k in diff))
 
 
-__all__ = ["CLIP_MODES", "Config", "DTYPES", "OPTIMIZERS", "PATH_FIELDS", "PRESETS",
-           "READOUTS", "RESUME_FIELDS", "check_resume", "estimate_bytes", "has_orthogonal_params",
-           "make_cell", "orthogonal_cells", "paths_from_run", "paths_to_run", "penalties",
-           "preset", "validate"]
+def _word(v) -> str:
+    """A value as it is written on the command line."""
+    if isinstance(v, tuple):  # cell_options: (("init", "henaff"),)
+        return " ".join(f"{k}={w}" for k, w in v) or "(none)"
+    return str(v)
+
+
+def check_resume_options(saved: Config, given: dict, out: str, what: str = "run",
+                         agree=RESUME_FIELDS,
+                         new: str = "start a new run with another --out") -> None:
+    """Refuse, before anything is touched, options ``given`` (``{field: value}``, each
+    one the command line gave, default value or not) that a resumed ``saved`` run
+    cannot honour: a field that defines the run (``resume="agree"`` in its metadata,
+    :data:`RESUME_FIELDS`) with another value than the run's, or ``steps``/``log_every``
+    for a run that trains by epochs (which fix both).  One ``ValueError`` line names
+    each option, the run's value and the given one.  Options that may change
+    (``resume="change"``) pass; ``agree`` replaces :data:`RESUME_FIELDS`; ``new`` is
+    the other way out the message names."""
+    diff = [k for k, v in given.items() if k in agree and v != getattr(saved, k)]
+    if diff:
+        raise ValueError(
+            f"resume: the {what} in {out!r} has "
+            + ", ".join(f"{k}={getattr(saved, k)!r}" for k in diff) + "; this call gives "
+            + ", ".join(f"{flag(k)} {_word(given[k])}" for k in diff)
+            + f": an option that defines the {what} cannot change on resume (leave it "
+              f"out, or {new})")
+    epochs = given.get("epochs", saved.epochs)
+    for k in ("steps", "log_every"):
+        if k in given and epochs is not None and given[k] != getattr(saved, k):
+            raise ValueError(f"resume: the {what} in {out!r} trains by epochs ({epochs}), "
+                             f"which fix {k}={getattr(saved, k)}; this call gives "
+                             f"{flag(k)} {given[k]}: give {flag('epochs')} instead")
+
+
+__all__ = ["AGREE", "CHANGE", "CLIP_MODES", "CONSTRAINTS", "Config", "DTYPES", "OPTIMIZERS",
+           "PRESETS", "READOUTS", "RESUME_FIELDS", "check_fields", "check_resume",
+           "check_resume_options", "estimate_bytes", "flag", "has_orthogonal_params",
+           "make_cell", "make_task", "option_fields", "orthogonal_cells",
+           "parse_cell_option", "penalties", "preset", "validate"]

@@ -24,6 +24,7 @@ from rnnjax.training.config import (
     Config,
     has_orthogonal_params,
     make_cell,
+    make_task,
     penalties,
     validate,
 )
@@ -32,12 +33,6 @@ from rnnjax.training.update import TrainState, cell_projection, init_state, make
 __all__ = ["CREDIT_SETTINGS", "Experiment", "build", "credit_loss", "credit_metrics",
            "credit_values", "has_credit", "initial_state", "make_model", "make_optimizer",
            "make_task", "resolve", "seed_list"]
-
-
-def make_task(config: Config):
-    return tasks_lib.make(config.task, T=config.T, data=config.data, variant=config.variant,
-                          permutation_seed=config.permutation_seed,
-                          permutation=config.permutation)
 
 
 def _per_epoch(config: Config, task) -> int | None:
@@ -100,11 +95,12 @@ def make_model(config: Config, task) -> Model:
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """The optimiser of ``config``: :func:`rnnjax.optim.recipe` (the orthogonal/unitary
-    parameters get ``lr_orth``, or ``lr`` when it is None; with ``riemannian`` the
-    cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element clipping when
-    ``clip_mode="element"``; with dynamic loss scaling when ``dtype="float16"``."""
+    parameters get ``lr_orth``, or ``lr / 10`` when it is None, the recipe's rule; with
+    ``riemannian`` the cell's ``W_hh`` moves on ``O(H)`` at that rate), after per-element
+    clipping when ``clip_mode="element"``; with dynamic loss scaling when
+    ``dtype="float16"``."""
     global_clip = config.clip if config.clip_mode == "global_norm" else None
-    tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth or config.lr,
+    tx = optim.recipe(config.optimizer, lr=config.lr, lr_orth=config.lr_orth,
                       clip=global_clip, retraction=config.riemannian)
     if config.clip is not None and config.clip_mode == "element":
         tx = optax.chain(optax.clip(config.clip), tx)
@@ -133,10 +129,12 @@ class Experiment(NamedTuple):
     floss_update: Any = None
 
 
-def build(config: Config) -> Experiment:
-    """Validate ``config`` and build the task, model, optimiser and pure step functions."""
-    validate(config)
-    task = make_task(config)
+def build(config: Config, *, checked: bool = False) -> Experiment:
+    """Validate ``config`` (:func:`rnnjax.training.config.validate`) and build the task,
+    model, optimiser and pure step functions.  ``checked=True``: the caller has
+    validated ``config`` already (the copy job checks every cell before its folder is
+    touched), so only the task is made."""
+    task = make_task(config) if checked else validate(config)
     config = resolve(config, task)
     splits, stream = task.splits, task.stream
     # Epoch order: one key per run (shared by the seeds of one program).

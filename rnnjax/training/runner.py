@@ -390,7 +390,7 @@ def _keep_best(out: str, rec: dict, state) -> bool:
 
 def train(config: Config, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, print_fn=None, on_record=None,
-          evaluate_initial: bool = False) -> Result:
+          evaluate_initial: bool = False, checked: bool = False) -> Result:
     """Run ``config``; see the module docstring.  Returns a :class:`Result`.
 
     With ``config.out`` set, writes ``config.json``, ``metrics.jsonl``, ``metrics.csv``
@@ -403,9 +403,11 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     each metrics record (a dict) as it is logged.  ``evaluate_initial=True`` also
     evaluates the initial state of a run that starts at step 0 (not a resumed one),
     ``Result.initial`` (the held-out metrics per seed, NumPy ``(seeds,)`` arrays; not a
-    record of ``metrics.jsonl``).
+    record of ``metrics.jsonl``).  ``checked=True``: the caller has run
+    :func:`rnnjax.training.config.validate` on ``config`` already (the copy job, which
+    checks every cell first), so it is not validated again.
     """
-    exp = build(config)
+    exp = build(config, checked=checked)
     config = exp.config  # with epochs and permutation resolved
     if config.tensorboard and config.out is not None:
         TensorBoard.writer_class()  # an optional package missing: refused before any file

@@ -1,0 +1,101 @@
+"""The conformance suite: every entry of ``cells.REGISTRY`` (a new one included, with no
+test code of its own) keeps the Cell protocol's promises, in float64.
+
+For each cell: ``run`` equals a Python loop over ``step``; ``jit`` equals eager; a padded
+batch equals each sequence alone; gradients pass ``check_grads``; the hand-written
+backward equals autodiff where the cell carries one (``cell.backward``); the associative
+scan equals the sequential one where it declares a linear recurrence (``cell.linear``);
+its factory has a runnable example (tests/test_architecture.py runs them)."""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import rnnjax
+from helpers import to_f64
+from rnnjax import cells
+
+jax.config.update("jax_enable_x64", True)
+
+H, T = 4, 5
+NAMES = sorted(cells.REGISTRY)
+
+
+def _features(name):
+    """Cells whose input must match a model size (LRU, S5) are built to take F = 3."""
+    takes = inspect.signature(cells.REGISTRY[name]).parameters
+    return {"model_size": 3} if "model_size" in takes else {}
+
+
+def _problem(name, batch=2, seed=0):
+    cell = cells.make(name, H, **_features(name))
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    params = to_f64(cell.init(k1, 3))
+    xs = jax.random.normal(k2, (batch, T, 3), jnp.float64)
+    return cell, params, xs
+
+
+def _close(a, b, tol=1e-10):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_run_equals_a_loop_jit_equals_eager_and_padding_changes_nothing(name):
+    cell, params, xs = _problem(name)
+    ys, final = rnnjax.run(cell, params, xs)
+    w = cell.prepare(params)
+    for b in range(xs.shape[0]):  # a Python loop over step, one sequence at a time
+        carry = cell.initial_carry((), jnp.float64)
+        for t in range(T):
+            carry, y = cell.step(w, carry, xs[b, t])
+            np.testing.assert_allclose(ys[b, t], y, rtol=1e-10, atol=1e-12)
+        _close(jax.tree.map(lambda a: a[b], final), carry)
+    _close(jax.jit(lambda p, x: rnnjax.run(cell, p, x))(params, xs), (ys, final))
+    # sequence 1 padded to T from length 3 equals it run alone for 3 steps
+    padded = xs.at[1, 3:].set(jnp.nan)
+    ys_p, final_p = rnnjax.run(cell, params, padded, lengths=jnp.array([T, 3]))
+    ys_a, final_a = rnnjax.run(cell, params, xs[1:, :3])
+    np.testing.assert_allclose(ys_p[1, :3], ys_a[0], rtol=1e-10, atol=1e-12)
+    assert np.all(np.asarray(ys_p[1, 3:]) == 0)
+    _close(jax.tree.map(lambda a: a[1], final_p), jax.tree.map(lambda a: a[0], final_a))
+
+
+def _loss(cell, **options):
+    def f(p, x):
+        ys, final = rnnjax.run(cell, p, x, **options)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.real(a) ** 2)
+                                          for a in jax.tree.leaves(final))
+    return f
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_pass_finite_differences(name):
+    cell, params, xs = _problem(name, seed=1)
+    check_grads(_loss(cell, lengths=jnp.array([T, 2])), (params, xs), order=1,
+                modes=("rev",), atol=1e-5, rtol=1e-5, eps=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if cells.make(
+    n, H, **_features(n)).backward is not None])
+def test_hand_written_backward_equals_autodiff(name):
+    cell, params, xs = _problem(name, seed=2)
+    lengths = jnp.array([T, 3])
+    manual = jax.grad(_loss(cell, grad="manual", lengths=lengths), argnums=(0, 1))
+    auto = jax.grad(_loss(cell, grad="autodiff", lengths=lengths), argnums=(0, 1))
+    _close(manual(params, xs), auto(params, xs), tol=1e-9)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if cells.make(
+    n, H, **_features(n)).linear is not None])
+def test_associative_scan_equals_sequential(name):
+    cell, params, xs = _problem(name, seed=3)
+    options = {"lengths": jnp.array([T, 0]), "reverse": True}
+    _close(rnnjax.run(cell, params, xs, scan="associative", **options),
+           rnnjax.run(cell, params, xs, scan="sequential", **options))
+    grad = lambda scan: jax.grad(_loss(cell, scan=scan, **options), argnums=(0, 1))  # noqa: E731
+    _close(grad("associative")(params, xs), grad("sequential")(params, xs), tol=1e-9)
