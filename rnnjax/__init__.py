@@ -5,6 +5,9 @@ Pure-function cells (:mod:`rnnjax.cells`) scanned over time by one engine
 PyTorch and Flax (:mod:`rnnjax.interop`).
 """
 
+# First: the rnnjax command's SIGTERM/Ctrl-C handlers for its start-up (nothing
+# otherwise; rnnjax.cli.startup).
+from rnnjax.cli import startup as _startup  # noqa: F401,I001  (before JAX is imported)
 from rnnjax import analysis, cells, engine, interop, layers, optim, tasks
 from rnnjax.cells import parametrize
 from rnnjax.core import initializers

@@ -30,6 +30,10 @@ def load_object(spec: str, what: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
+        if e.name is not None and not module_name.startswith(e.name):
+            # the module was found; something it imports was not
+            raise ValueError(f"{what} {spec!r}: importing module {module_name!r} failed: "
+                             f"{e}") from None
         raise ValueError(f"{what} {spec!r}: cannot import module {module_name!r} ({e}); put "
                          f"it on PYTHONPATH or in the current directory") from None
     except Exception as e:  # a syntax error or an exception in the user's module

@@ -95,12 +95,18 @@ def check_run_inputs(cell, params, xs, carry, lengths, time_major, truncate, unr
                 f"initial_carry, got {jax.tree_util.tree_structure(carry)}") from None
         for path_leaf, exp, got in zip(
                 jax.tree_util.tree_flatten_with_path(expected_carry)[0], exp_leaves, leaves):
-            gshape, _ = shape_dtype(got)
+            gshape, gdtype = shape_dtype(got)
+            name = "carry" + jax.tree_util.keystr(path_leaf[0])
             if gshape != exp.shape:
-                name = "carry" + jax.tree_util.keystr(path_leaf[0])
                 raise ValueError(
                     f"{name} has shape {gshape} but {exp.shape} was expected "
                     f"(batch shape {batch_shape} of xs, then the cell's state)")
+            if (jnp.issubdtype(gdtype, jnp.complexfloating)
+                    and not jnp.issubdtype(exp.dtype, jnp.complexfloating)):
+                # it would silently turn every output complex
+                raise TypeError(
+                    f"{name} has dtype {gdtype} but the {cell.name} cell's carry is real "
+                    f"({exp.dtype}); pass a real carry (e.g. its .real part)")
 
     if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int)
                                  or truncate < 1):

@@ -241,7 +241,11 @@ class _Progress:
         if len(self.records) == 2 and self.print_fn:
             r0, r1 = self.records
             per_step = (r1["time"] - r0["time"]) / max(r1["step"] - r0["step"], 1)
-            first = r0["time"] - per_step * r0["step"]  # compilation and the first eval
+            # the first record's window began with this call's loop (a resumed cell's at
+            # its checkpoint, not at step 0): rate x elapsed is the steps it ran
+            ran = (round(r0["steps_per_sec"] * r0["time"]) if "steps_per_sec" in r0
+                   else r0["step"])
+            first = max(r0["time"] - per_step * ran, 0.0)  # compilation, the first eval
             left = per_step * (self.steps - r1["step"])
             elapsed = time.perf_counter() - self.t0
             rest = (self.n - self.i - 1) * (first + per_step * self.steps)
@@ -252,12 +256,14 @@ class _Progress:
         first_loss = self.records[0]["eval_loss"]
         bad = (rec.get("nonfinite_skipped", 0) > 0 or not np.isfinite(rec["eval_loss"])
                or rec["train_grad_norm"] > 1e3 or rec["eval_loss"] > 1.5 * first_loss)
-        if bad and not self.warned and self.print_fn:
+        if bad and not self.warned:  # recorded (summary "diverged") even when silent
             self.warned = True
-            self.print_fn(f"  warning: {self.cell} is diverging at step {rec['step']}: held-out "
-                          f"loss {rec['eval_loss']:.4g} (baseline {rec.get('baseline', 0):.4g}), "
-                          f"gradient norm {rec['train_grad_norm']:.4g}, "
-                          f"{int(rec.get('nonfinite_skipped', 0))} non-finite steps skipped")
+            if self.print_fn:
+                self.print_fn(
+                    f"  warning: {self.cell} is diverging at step {rec['step']}: held-out "
+                    f"loss {rec['eval_loss']:.4g} (baseline {rec.get('baseline', 0):.4g}), "
+                    f"gradient norm {rec['train_grad_norm']:.4g}, "
+                    f"{int(rec.get('nonfinite_skipped', 0))} non-finite steps skipped")
 
 
 def _train_cell(cfg, resume, progress, tracker):
@@ -280,6 +286,7 @@ def _train_cell(cfg, resume, progress, tracker):
                    on_record=tracker, evaluate_initial=True, checked=True)
     exp = result.experiment
     hist = result.history
+    earlier = _earlier_calls_seconds(hist, len(tracker.records))
     last = hist[-1]
     K = cfg.seeds
     fields = credit_fields(last)
@@ -310,7 +317,8 @@ def _train_cell(cfg, resume, progress, tracker):
     entry = {
         "seeds": K,
         "eval_loss": last["eval_loss"], "over_baseline": last["eval_loss_over_baseline"],
-        "eval_accuracy": last["eval_accuracy"], "seconds": time.perf_counter() - t0,
+        "eval_accuracy": last["eval_accuracy"],
+        "seconds": earlier + time.perf_counter() - t0,
         "baseline": last["baseline"],
         "eval_loss_seeds": losses,
         "over_baseline_seeds": [v / last["baseline"] for v in losses],
@@ -327,6 +335,14 @@ def _train_cell(cfg, resume, progress, tracker):
     }
     write_text(done, json.dumps(entry))
     return entry
+
+
+def _earlier_calls_seconds(history, n_new: int) -> float:
+    """The training seconds of the calls before this one that made the kept records of
+    a resumed cell (``history`` less its last ``n_new``, this call's): a record's
+    ``time`` counts from its call's start, so each call ends where ``time`` drops."""
+    old = [r["time"] for r in history[:len(history) - n_new]]
+    return float(sum(t for t, nxt in zip(old, old[1:] + [-1.0]) if nxt < t))
 
 
 def _check_cells(cells):
@@ -431,10 +447,13 @@ def _run_cells(out, name, base, cfgs, command, progress, print_fn, resume):
             print_fn(f"{c:12s} eval {format_loss(s['eval_loss'], s['baseline'], 'CE')}"
                      f"{spread}  recall accuracy {s['eval_accuracy']:.3f}  "
                      f"({s['seconds']:.0f} s)")
-    summary["seconds"] = time.perf_counter() - tracker.t0
+    # the cells' own seconds (a cell read back keeps those of the call that made it)
+    summary["seconds"] = float(sum(s["seconds"] for s in summary["cells"].values()))
+    summary["seconds_this_call"] = time.perf_counter() - tracker.t0
     write_copy_report(out, summary)
     if print_fn:
-        print_fn(f"wrote {os.path.join(out, 'report.md')} ({summary['seconds']:.0f} s)")
+        print_fn(f"wrote {os.path.join(out, 'report.md')} ({summary['seconds_this_call']:.0f}"
+                 f" s)")
     return summary
 
 

@@ -116,6 +116,13 @@ def _paragraph(summary) -> str:
                         f"gradient)")
         if sent:
             text += f"{label}: " + "; ".join(sent) + ". "
+    diverged = [c for c, s in cs.items() if s.get("diverged")]
+    if diverged:
+        text += (f"{', '.join(diverged)} diverged during training (non-finite steps "
+                 f"skipped, a gradient norm above 1e3 or a held-out loss above 1.5x its "
+                 f"first value; marked in the table): "
+                 f"{'its numbers are' if len(diverged) == 1 else 'their numbers are'} "
+                 f"those of a diverged run, not of the cell at a working recipe. ")
     if any(s.get("orth_error") for s in cs.values()):
         worst = max(max(s["orth_error"]) for s in cs.values() if s.get("orth_error"))
         text += (f"The orthogonal/unitary matrices stayed on their group throughout "
@@ -189,6 +196,8 @@ def write_copy_report(out: str, summary: dict) -> None:
     for c, s in cs.items():
         verdict = "below baseline" if s["over_baseline"] < 0.9 else (
             "at baseline" if s["over_baseline"] < 1.1 else "above baseline")
+        if s.get("diverged"):
+            verdict = "DIVERGED, " + verdict
         oe = (format_mean_std(s.get("orth_error_seeds") or [s["orth_error"][-1]], spec=".1e")
               if s.get("orth_error") else "-")
         rows.append((c, format_mean_std(_seed_values(s, "eval_loss"), 4),
@@ -244,8 +253,9 @@ def write_copy_report(out: str, summary: dict) -> None:
     if orth:
         md += ["![orthogonality error](copy_orth_error.png)", ""]
     md += [_paragraph(summary), "",
-           f"Total time: {summary['seconds']:.0f} s.", "",
-           "Reproduce with:", "", "```bash", summary.get("command") or "rnnjax copy", "```",
+           f"Total time: {summary['seconds']:.0f} s (training and measuring the cells, "
+           f"summed over the calls that made them).", ""] + _reproduce_md(
+        summary.get("command")) + [
            "", "Per-cell metrics: `<cell>/metrics.jsonl` and `<cell>/metrics.csv`; "
            "configuration: `<cell>/config.json`; trained params: `<cell>/checkpoints` "
            "(`rnnjax gradflow --checkpoint <cell>`).", ""]
@@ -263,9 +273,23 @@ def write_copy_report(out: str, summary: dict) -> None:
             + ("<img src='copy_credit_profile.png'><img src='copy_credit_history.png'>"
                if credited else "")
             + ("<img src='copy_orth_error.png'>" if orth else "")
-            + f"<p>{html.escape(_paragraph(summary))}</p><p>Reproduce with:</p><pre>"
-            f"{html.escape(summary.get('command') or 'rnnjax copy')}</pre>")
+            + f"<p>{html.escape(_paragraph(summary))}</p>"
+            + (f"<p>Reproduce with:</p><pre>{html.escape(summary['command'])}</pre>"
+               if summary.get("command") else f"<p>{html.escape(_NO_COMMAND)}</p>"))
     write_text(os.path.join(out, "report.html"), page)
+
+
+# What a report says when no command made it (a call of run_copy_job from Python).
+_NO_COMMAND = ("Made by a Python call (rnnjax.experiments.copy_job), not by an rnnjax "
+               "command; its recipe is in summary.json (config, recipes).")
+
+
+def _reproduce_md(command) -> list:
+    """The report's "Reproduce with" lines: the command that ran, or, when the job ran
+    from Python, a sentence saying so (never a command that did not run)."""
+    if not command:
+        return [_NO_COMMAND]
+    return ["Reproduce with:", "", "```bash", command, "```"]
 
 
 def write_sweep_report(out: str, name: str, summaries: dict, command: str | None) -> None:
@@ -307,6 +331,5 @@ def write_sweep_report(out: str, name: str, summaries: dict, command: str | None
             f"{s['over_baseline']:.3f}x, acc {s['eval_accuracy']:.2f}"
             + (f", credit {_credit_text(s['credit']['end'])}" if s.get("credit") else "")
             for s in sm["cells"].values()) + " |")
-    md += ["", "Reproduce with:", "", "```bash", command or "rnnjax copy --preset arjovsky",
-           "```", ""]
+    md += [""] + _reproduce_md(command) + [""]
     write_text(os.path.join(out, "report.md"), "\n".join(md))

@@ -192,8 +192,11 @@ def from_torch(state_dict: Mapping[str, Any], *, mode: str, hidden_size: int,
 def from_torch_module(module):
     """:func:`from_torch` reading mode and sizes from a PyTorch ``nn.RNN``/``LSTM``/``GRU``.
 
-    Returns ``(layer, params)``.  ``module.batch_first`` is not part of the weights: pass
-    ``time_major=not module.batch_first`` to ``layer.apply``.
+    Returns ``(layer, params)``.  The layer keeps the module's layout as its default:
+    for a ``batch_first=False`` module (PyTorch's default) ``layer.apply(params, xs)``
+    reads ``xs`` as ``(time, batch, features)``, as the module does (``time_major=False``
+    still selects batch-major); for ``batch_first=True`` it reads ``(batch, time,
+    features)``.
     """
     for attr in ("mode", "hidden_size", "num_layers", "bidirectional", "bias"):
         if not hasattr(module, attr):
@@ -202,9 +205,25 @@ def from_torch_module(module):
     if getattr(module, "proj_size", 0):
         raise ValueError(f"module.proj_size must be 0 (LSTM projections are not supported), "
                          f"got {module.proj_size}")
-    return from_torch(module.state_dict(), mode=module.mode, hidden_size=module.hidden_size,
-                      num_layers=module.num_layers, bidirectional=module.bidirectional,
-                      bias=module.bias)
+    layer, params = from_torch(module.state_dict(), mode=module.mode,
+                               hidden_size=module.hidden_size, num_layers=module.num_layers,
+                               bidirectional=module.bidirectional, bias=module.bias)
+    batch_first = getattr(module, "batch_first", False)
+    if not isinstance(batch_first, bool):
+        raise TypeError(f"module.batch_first must be True or False, got {batch_first!r}")
+    return _with_layout(layer, time_major=not batch_first), params
+
+
+def _with_layout(layer, *, time_major: bool):
+    """``layer`` whose ``apply`` defaults to ``time_major`` (the module's own layout)."""
+    if not time_major:
+        return layer
+    apply = layer.apply
+
+    def apply_time_major(params, xs, *, time_major=True, **options):
+        return apply(params, xs, time_major=time_major, **options)
+
+    return layer._replace(apply=apply_time_major)
 
 
 def _layers(params):

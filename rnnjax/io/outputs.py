@@ -213,6 +213,27 @@ def claim_out(path, command: str | None, overwrite: bool = False) -> None:
         _mark(path, command)
 
 
+def holds_files(path) -> bool:
+    """Whether the folder ``path`` exists and holds anything but rnnjax's own lock and
+    marker files."""
+    return os.path.isdir(os.fspath(path)) and bool(_contents(os.fspath(path)))
+
+
+def unwrite(path, names) -> bool:
+    """After a call that started a new run in ``path`` failed: remove the files
+    ``names`` it wrote (e.g. ``config.json``) if they are all the folder holds besides
+    the lock and marker, so the rerun is a new run again, not one that needs
+    ``--resume``.  Anything else in the folder (a record, a checkpoint) keeps it all.
+    Returns whether it removed them."""
+    path = os.fspath(path)
+    held = _contents(path) if os.path.isdir(path) else []
+    if not held or not set(held) <= set(names):
+        return False
+    for n in held:
+        _remove(os.path.join(path, n))
+    return True
+
+
 class OutLock:
     """An exclusive lock on the output folder ``path`` (see :func:`lock_out`)."""
 
@@ -326,4 +347,5 @@ def writes_out(fn=None, *, command: str | None = None, reads=()):
 
 
 __all__ = ["LOCK", "MARKER", "OutLock", "atomic_open", "check_replaceable", "claim_out",
-           "default_out", "lock_out", "prepare_out", "run_of", "write_text", "writes_out"]
+           "default_out", "holds_files", "lock_out", "prepare_out", "run_of", "unwrite",
+           "write_text", "writes_out"]

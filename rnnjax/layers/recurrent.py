@@ -225,6 +225,17 @@ def lru_block(hidden_size: int, model_size: int, r_min: float = 0.0, r_max: floa
         _check_keys("lru_block layer", "params", params,
                     ("norm", "lru", "W_1", "c_1", "W_2", "c_2"))
         _check_keys("lru_block layer", "params['norm']", params["norm"], ("scale", "bias"))
+        live = None
+        if lengths is not None:
+            time_axis = 0 if options.get("time_major") else xs.ndim - 2
+            t = jnp.arange(xs.shape[time_axis])
+            L = jnp.asarray(lengths)
+            live = t[:, None] < L.reshape(1, -1) if time_axis == 0 else \
+                t < L[..., None]
+            live = live.reshape(xs.shape[:-1])[..., None]
+            # padding zeroed before the LayerNorm and the residual (as run does before a
+            # step): NaN or inf past a length reaches no output and no gradient
+            xs = jnp.where(live, xs, jnp.zeros_like(xs))
         u = layer_norm(xs, params["norm"]["scale"], params["norm"]["bias"])
         v, final = run(cell, params["lru"], u, carry=carry, lengths=lengths, **options)
         g = jax.nn.gelu(v)
@@ -237,14 +248,8 @@ def lru_block(hidden_size: int, model_size: int, r_min: float = 0.0, r_max: floa
         if key is not None and dropout > 0.0:
             z = _dropout(key, z, dropout)
         ys = xs + z
-        if lengths is not None:
-            time_axis = 0 if options.get("time_major") else xs.ndim - 2
-            t = jnp.arange(xs.shape[time_axis])
-            L = jnp.asarray(lengths)
-            live = t[:, None] < L.reshape(1, -1) if time_axis == 0 else \
-                t < L[..., None]
-            live = live.reshape(xs.shape[:-1])
-            ys = jnp.where(live[..., None], ys, jnp.zeros_like(ys))
+        if live is not None:
+            ys = jnp.where(live, ys, jnp.zeros_like(ys))
         return ys, final
 
     return Layer(init, apply, M)

@@ -49,7 +49,12 @@ def plugin_task(spec: str, **options) -> Task:
     params = inspect.signature(factory).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         options = {k: v for k, v in options.items() if k in params}
-    task = factory(**options)
+    try:
+        task = factory(**options)
+    except Exception as e:  # noqa: BLE001 - the user's factory: name it, one line
+        name = spec.partition(":")[2]
+        raise ValueError(f"task {spec!r}: the factory {name}({', '.join(options)}) raised "
+                         f"{type(e).__name__}: {e}") from None
     if not isinstance(task, Task):
         raise TypeError(f"task {spec!r}: the factory must return an rnnjax.tasks.Task, got "
                         f"{type(task).__name__}")

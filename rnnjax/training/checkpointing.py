@@ -52,19 +52,25 @@ def _ocp():
     return ocp
 
 
-def manager(out, *, keep: int = 3, every: int = 1):
+def manager(out, *, keep: int = 3, every: int = 1, read_only: bool = False):
     """The orbax ``CheckpointManager`` of the run directory ``out`` (its
     ``checkpoints/`` folder): keeps the last ``keep`` steps, saves every ``every``
     steps (or when forced), synchronously.  Close it (or use it in ``with``).
 
     Old steps are deleted by :func:`save` only after the new step's manifest is
     durable (orbax's own ``max_to_keep`` would delete them inside ``save()``, before the
-    manifest exists: a kill there would leave no usable step)."""
+    manifest exists: a kill there would leave no usable step).
+
+    ``read_only=True`` (the readers: :func:`restore_params`, ``load_params``) creates
+    nothing: a missing ``checkpoints/`` is a ``FileNotFoundError`` naming it."""
     ocp = _ocp()
+    directory = os.path.abspath(os.path.join(os.fspath(out), "checkpoints"))
+    if read_only and not os.path.isdir(directory):
+        raise FileNotFoundError(f"no good checkpoint in {directory} (no such folder)")
     options = ocp.CheckpointManagerOptions(max_to_keep=None, save_interval_steps=every,
-                                           enable_async_checkpointing=False)
-    mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(os.fspath(out), "checkpoints")),
-                                 options=options, item_names=ITEMS)
+                                           enable_async_checkpointing=False,
+                                           create=not read_only)
+    mngr = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
     mngr.rnnjax_keep = keep
     return mngr
 
@@ -154,7 +160,7 @@ def restore_params(out, like, step=None):
     """The params saved by :func:`save_params` in ``out`` (``like``: their structure,
     e.g. ``jax.eval_shape(model.init, key)``); the newest good step when ``step`` is
     None."""
-    with manager(out) as mngr:
+    with manager(out, read_only=True) as mngr:
         state, _ = restore(mngr, step, {"params": like})
     return state["params"]
 

@@ -269,15 +269,58 @@ class Config:
                 d = json.loads(f.read().decode("utf-8"))
             if not isinstance(d, dict):
                 raise ValueError(f"expected a JSON object, got {type(d).__name__}")
-            return cls.from_json(d)
+            return cls.from_json(paths_from_run(d, out))
         except (OSError, ValueError, TypeError) as e:
             raise ValueError(f"{path} is not a readable config.json of a run "
                              f"({type(e).__name__}: {e})") from None
 
     def save(self, out: str) -> None:
-        """Write ``config.json`` in ``out`` atomically."""
+        """Write ``config.json`` in ``out`` atomically, its paths relative to ``out``
+        (:func:`paths_to_run`)."""
         with atomic_open(os.path.join(os.fspath(out), "config.json"), "w") as f:
-            json.dump(self.to_json(), f, indent=2)
+            json.dump(paths_to_run(self.to_json(), out), f, indent=2)
+
+
+# The fields of a Config that hold a path of the file system.
+PATH_FIELDS = ("out", "data")
+
+
+def paths_to_run(d: dict, run_dir) -> dict:
+    """``config.json``'s paths written so that the run folder is self-contained (it
+    loads from any working directory, and after being moved): ``out`` is ``"."`` (the
+    folder itself) and ``data`` a path relative to the run folder when it lies inside
+    it, else absolute."""
+    d = dict(d)
+    run_abs = os.path.abspath(os.fspath(run_dir))
+    d["out"] = "."
+    data = d.get("data")
+    if isinstance(data, str) and data:
+        data_abs = os.path.abspath(data)
+        inside = data_abs.startswith(run_abs.rstrip(os.sep) + os.sep)
+        d["data"] = os.path.relpath(data_abs, run_abs) if inside else data_abs
+    return d
+
+
+def paths_from_run(d: dict, run_dir) -> dict:
+    """The inverse of :func:`paths_to_run` for the run folder ``run_dir`` (as the caller
+    names it, relative to the working directory or absolute): ``out`` is ``run_dir``
+    and a relative ``data`` is joined to it.  A ``config.json`` written before paths
+    were relative holds ``out`` as it was given (relative to the directory the run was
+    started from): that directory is recovered from ``run_dir`` when ``run_dir`` ends
+    with the stored ``out``, else a relative ``data`` is left as it was."""
+    d = dict(d)
+    stored = d.get("out")
+    base = os.fspath(run_dir)
+    if isinstance(stored, str) and os.path.normpath(stored) != ".":
+        run_abs, tail = os.path.abspath(base), os.path.normpath(stored)
+        base = None
+        if not os.path.isabs(tail) and run_abs.endswith(os.sep + tail):
+            base = run_abs[:-len(tail) - 1] or os.sep
+    d["out"] = os.fspath(run_dir)
+    data = d.get("data")
+    if isinstance(data, str) and data and not os.path.isabs(data) and base is not None:
+        d["data"] = os.path.normpath(os.path.join(base, data))
+    return d
 
 
 # Fields that must agree between a run and the checkpoint it resumes (those that define
@@ -287,4 +330,5 @@ RESUME_FIELDS = tuple(f.name for f in dataclasses.fields(Config)
 
 
 __all__ = ["AGREE", "CHANGE", "CLIP_MODES", "CONSTRAINTS", "Config", "DTYPES", "OPTIMIZERS",
-           "READOUTS", "RESUME_FIELDS", "flag", "option_fields", "parse_cell_option"]
+           "PATH_FIELDS", "READOUTS", "RESUME_FIELDS", "flag", "option_fields",
+           "parse_cell_option", "paths_from_run", "paths_to_run"]

@@ -178,12 +178,18 @@ class TensorBoard:
     when it is missing."""
 
     def __init__(self, out: str):
+        self.writer = self.writer_class()(os.path.join(out, "tensorboard"))
+
+    @staticmethod
+    def writer_class():
+        """tensorboardX's ``SummaryWriter``; a ``ValueError`` naming the install
+        command when it is missing (the runner asks before it writes anything)."""
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
             raise ValueError("tensorboard=True needs the optional tensorboardX package: "
                              "pip install tensorboardX (or rnnjax[tensorboard])") from None
-        self.writer = SummaryWriter(os.path.join(out, "tensorboard"))
+        return SummaryWriter
 
     def write(self, rec: dict) -> None:
         for k, v in rec.items():

@@ -350,6 +350,9 @@ def _loop(exp, run, state, eval_data, history, *, progress, print_fn, on_record=
                 checkpointing.save(mngr, i, state, history)
         if mngr is not None and (mngr.latest_step() or 0) < config.steps:
             checkpointing.save(mngr, config.steps, state, history, force=True)
+        if sigterm.is_set():  # after the last step's check: the run is complete, saved
+            raise checkpointing.Preempted(config.steps, run.out if mngr is not None else None,
+                                          sigterm.signum)
     finally:
         sigterm.restore()
         bar.close()
@@ -406,6 +409,10 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     """
     exp = build(config, checked=checked)
     config = exp.config  # with epochs and permutation resolved
+    if config.tensorboard and config.out is not None:
+        TensorBoard.writer_class()  # an optional package missing: refused before any file
+    fresh = (config.out is not None and not resume
+             and not outputs.holds_files(config.out))
     run = _open_run(config, resume, overwrite, exp.task.stream is not None)
     try:
         state, eval_data, history = _starting_state(exp, run, resume)
@@ -418,6 +425,10 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
                                print_fn=print_fn, on_record=on_record, initial=initial)
         if run.out is not None and run.main:
             write_metrics(run.out, history)
+    except BaseException:
+        if fresh and run.main:  # failed before its first record or checkpoint: a rerun
+            outputs.unwrite(run.out, ["config.json"])  # must not need --resume
+        raise
     finally:
         if run.lock is not None:
             run.lock.release()
@@ -427,9 +438,9 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
 def load_params(out: str, step: int | None = None):
     """The stacked params ``(seeds, ...)`` saved in ``out`` at ``step`` (the newest
     verified one if None)."""
-    config = Config.load(out)
+    config = Config.load(out)  # its out is ``out``, wherever the run was made
     target, _ = initial_state(build(config))
-    with _manager(config) as mngr:
+    with checkpointing.manager(out, read_only=True) as mngr:
         state, _ = checkpointing.restore(mngr, step, target)
     return state.params
 
