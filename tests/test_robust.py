@@ -3,7 +3,7 @@ that loads from any working directory, one-line errors for a missing optional ex
 a broken plug-in task, nothing written before every check has passed, padding-safe
 layers, clean SIGTERM and Ctrl-C, honest timing and reproduce lines, refused complex
 carries and ambiguous layouts, diverged cells marked in the copy report.  Each case
-failed on the code before it (docs/reliability_round3.md lists them)."""
+failed on the code before it (docs/guides/reliability.md lists them)."""
 
 import hashlib
 import json
