@@ -1,8 +1,9 @@
 """The conformance suite: every entry of ``cells.REGISTRY`` (a new one included, with no
 test code of its own) keeps the Cell protocol's promises, in float64.
 
-For each cell: ``run`` equals a Python loop over ``step``; ``jit`` equals eager; a
-padded batch equals each sequence alone; outputs are causal; gradients pass
+For each cell, from a random initial carry: ``run`` equals a Python loop over ``step``;
+``jit`` equals eager; a padded batch (NaN in the padding, a zero length among the
+lengths) equals each sequence alone, forwards and reversed; outputs are causal; gradients pass
 ``check_grads``; the hand-written backward equals autodiff where the cell carries one
 (``cell.backward``); the associative scan equals the sequential one where it declares a
 linear recurrence (``cell.linear``); its factory has a runnable example
@@ -47,25 +48,51 @@ def _close(a, b, tol=1e-10):
         np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
 
 
+def _carry(cell, batch, seed=7):
+    """An initial carry away from zeros: every leaf (real and imaginary part) moved by
+    0.3 * N(0, 1), so a step that ignores or mishandles the carry shows."""
+    zeros = cell.initial_carry(batch, jnp.float64)
+    keys = iter(jax.random.split(jax.random.key(seed), 2 * len(jax.tree.leaves(zeros))))
+
+    def move(a):
+        v = 0.3 * jax.random.normal(next(keys), a.shape, jnp.float64)
+        if jnp.iscomplexobj(a):
+            v = v + 0.3j * jax.random.normal(next(keys), a.shape, jnp.float64)
+        return a + v.astype(a.dtype)
+    return jax.tree.map(move, zeros)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_run_equals_a_loop_jit_equals_eager_and_padding_changes_nothing(name):
-    cell, params, xs = _problem(name)
-    ys, final = rnnjax.run(cell, params, xs)
+    cell, params, xs = _problem(name, batch=3)
+    carry0 = _carry(cell, (3,))
+    ys, final = rnnjax.run(cell, params, xs, carry=carry0)
+    assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves((ys, final)))
     w = cell.prepare(params)
     for b in range(xs.shape[0]):  # a Python loop over step, one sequence at a time
-        carry = cell.initial_carry((), jnp.float64)
+        carry = jax.tree.map(lambda a: a[b], carry0)
         for t in range(T):
             carry, y = cell.step(w, carry, xs[b, t])
             np.testing.assert_allclose(ys[b, t], y, rtol=1e-10, atol=1e-12)
         _close(jax.tree.map(lambda a: a[b], final), carry)
-    _close(jax.jit(lambda p, x: rnnjax.run(cell, p, x))(params, xs), (ys, final))
-    # sequence 1 padded to T from length 3 equals it run alone for 3 steps
-    padded = xs.at[1, 3:].set(jnp.nan)
-    ys_p, final_p = rnnjax.run(cell, params, padded, lengths=jnp.array([T, 3]))
-    ys_a, final_a = rnnjax.run(cell, params, xs[1:, :3])
-    np.testing.assert_allclose(ys_p[1, :3], ys_a[0], rtol=1e-10, atol=1e-12)
-    assert np.all(np.asarray(ys_p[1, 3:]) == 0)
-    _close(jax.tree.map(lambda a: a[1], final_p), jax.tree.map(lambda a: a[0], final_a))
+    _close(jax.jit(lambda p, x, c: rnnjax.run(cell, p, x, carry=c))(params, xs, carry0),
+           (ys, final))
+    # lengths (T, 3, 0), forwards and reversed inside each length, with NaN in the
+    # padding: each sequence equals itself run alone, padded outputs are exactly zero,
+    # and a length-0 sequence returns its initial carry
+    lengths = np.array([T, 3, 0])
+    padded = xs.at[1, 3:].set(jnp.nan).at[2].set(jnp.nan)
+    for reverse in (False, True):
+        ys_p, final_p = rnnjax.run(cell, params, padded, carry=carry0,
+                                   lengths=jnp.asarray(lengths), reverse=reverse)
+        for b, n in enumerate(lengths):
+            one = jax.tree.map(lambda a: a[b:b + 1], carry0)
+            ys_a, final_a = (jnp.zeros((1, 0, cell.output_size)), one) if n == 0 else \
+                rnnjax.run(cell, params, xs[b:b + 1, :n], carry=one, reverse=reverse)
+            np.testing.assert_allclose(ys_p[b, :n], ys_a[0], rtol=1e-10, atol=1e-12)
+            assert np.all(np.asarray(ys_p[b, n:]) == 0)
+            _close(jax.tree.map(lambda a: a[b], final_p),
+                   jax.tree.map(lambda a: a[0], final_a))
     # causal: the output at step 2 has no gradient from the inputs after it
     out_2 = lambda x: jnp.sum(jnp.sin(jnp.real(rnnjax.run(cell, params, x)[0][:, 2])))  # noqa: E731
     g = jax.grad(out_2)(xs)
@@ -100,12 +127,28 @@ def test_hand_written_backward_equals_autodiff(name):
 @pytest.mark.parametrize("name", [n for n in NAMES if cells.make(
     n, H, **_features(n)).linear is not None])
 def test_associative_scan_equals_sequential(name):
-    cell, params, xs = _problem(name, seed=3)
-    options = {"lengths": jnp.array([T, 0]), "reverse": True}
-    _close(rnnjax.run(cell, params, xs, scan="associative", **options),
-           rnnjax.run(cell, params, xs, scan="sequential", **options))
-    grad = lambda scan: jax.grad(_loss(cell, scan=scan, **options), argnums=(0, 1))  # noqa: E731
-    _close(grad("associative")(params, xs), grad("sequential")(params, xs), tol=1e-9)
+    """Without options, and with lengths (a zero among them), reverse and an initial
+    carry at once: outputs, final carry and the gradients with respect to params,
+    inputs and the initial carry, each side one compiled program."""
+    cell, params, xs = _problem(name, batch=3, seed=3)
+    _close(rnnjax.run(cell, params, xs, scan="associative"),
+           rnnjax.run(cell, params, xs, scan="sequential"))
+    lengths = jnp.array([T, 2, 0])
+
+    def both(scan):
+        def f(p, x, c):
+            ys, final = rnnjax.run(cell, p, x, carry=c, lengths=lengths, reverse=True,
+                                   scan=scan)
+            loss = jnp.sum(jnp.sin(jnp.real(ys))) + sum(
+                jnp.sum(jnp.abs(a) ** 2) for a in jax.tree.leaves(final))
+            return loss, (ys, final)
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))
+
+    args = (params, xs, _carry(cell, (3,)))
+    (_, out_a), g_a = both("associative")(*args)
+    (_, out_s), g_s = both("sequential")(*args)
+    _close(out_a, out_s)
+    _close(g_a, g_s, tol=1e-9)
 
 
 def test_every_registered_cell_has_a_row_in_the_cell_table():
