@@ -45,8 +45,8 @@ def _setup(name, seed=0):
     return cell, params, xs
 
 
-def _random_carry(cell, seed=3, batch=()):
-    carry = cell.initial_carry(batch, jnp.float64)
+def _random_carry(cell, seed=3):
+    carry = cell.initial_carry((), jnp.float64)
     keys = jax.random.split(jax.random.key(seed), 2 * len(carry))
     leaves = []
     for i, leaf in enumerate(carry):
