@@ -33,6 +33,7 @@ or when every candidate failed to run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -46,10 +47,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["BUDGET_S", "CACHE_FILE", "Choice", "REPEATS", "cache_dir", "cache_path",
-           "choose", "clear_memory", "decisions", "device_name", "enabled", "shape_key",
-           "time_program"]
+           "choose", "clear_memory", "decisions", "device_name", "enabled", "remeasure",
+           "shape_key", "time_program"]
 
 ENV = "RNNJAX_AUTOTUNE"
 CACHE_ENV = "RNNJAX_CACHE_DIR"
@@ -72,11 +74,25 @@ class Choice(NamedTuple):
 
 _MEMO: dict = {}  # key -> Choice, this process
 _WARNED: set = set()
+_REMEASURE: list = []  # non-empty inside remeasure()
 
 
 def enabled() -> bool:
-    """Whether ``auto`` measures (``RNNJAX_AUTOTUNE`` unset or not ``0/false/off/no``)."""
-    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+    """Whether ``auto`` measures (``RNNJAX_AUTOTUNE`` unset or not ``0/false/off/no``;
+    always inside :func:`remeasure`)."""
+    return bool(_REMEASURE) or os.environ.get(ENV, "1").strip().lower() not in (
+        "0", "false", "off", "no")
+
+
+@contextlib.contextmanager
+def remeasure():
+    """Inside: every decision is measured afresh (memory and cache file passed over,
+    ``RNNJAX_AUTOTUNE`` too) and written to the cache (``rnnjax bench calibrate``)."""
+    _REMEASURE.append(True)
+    try:
+        yield
+    finally:
+        _REMEASURE.pop()
 
 
 def cache_dir() -> str:
@@ -181,10 +197,10 @@ def _write(key: str, choice: Choice) -> None:
                    "holds for this process only")
 
 
-def time_program(fn: Callable, args: tuple) -> float:
-    """Seconds of one call of the jitted ``fn(*args)``: one untimed call (compile and
-    warm-up), then the minimum of :data:`REPEATS` timed calls (fewer once their total
-    passes :data:`BUDGET_S`).  Tests replace it with a fake timer."""
+def time_program(fn: Callable, args: tuple, name: str = "") -> float:
+    """Seconds of one call of the jitted ``fn(*args)`` (candidate ``name``): one untimed
+    call (compile and warm-up), then the minimum of :data:`REPEATS` timed calls (fewer
+    once their total passes :data:`BUDGET_S`).  Tests replace it with a fake timer."""
     jax.block_until_ready(fn(*args))
     times: list = []
     while len(times) < REPEATS and sum(times) < BUDGET_S:
@@ -195,29 +211,30 @@ def time_program(fn: Callable, args: tuple) -> float:
 
 
 def _concrete(tree) -> bool:
-    return not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(tree))
+    """Whether every leaf holds values (not a tracer nor a ``jax.ShapeDtypeStruct``)."""
+    return all(isinstance(a, (np.ndarray, np.generic)) or (
+        isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer))
+        for a in jax.tree.leaves(tree))
 
 
 def _inputs(cell, params, dtype, T, B, F, lengths, resets):
-    """Concrete ``(params, carry, xs, lengths, resets)`` of the call's shapes: the
-    call's own params when concrete, else the cell's ``init`` cast to their dtypes (or
-    small normals where the structure differs)."""
-    key = jax.random.key(0)
+    """Concrete ``(params, carry, xs, lengths, resets)`` of the call's shapes: the call's
+    own params when concrete, else ``0.1 N(0, 1)`` of their shapes and dtypes (the
+    values change the time of no engine), drawn by NumPy (nothing to compile)."""
+    rng = np.random.default_rng(0)
+
+    def normal(shape, dt, scale=1.0):
+        dt = np.dtype(dt)
+        if not np.issubdtype(dt, np.inexact):
+            return jnp.zeros(shape, dt)
+        return jnp.asarray((scale * rng.standard_normal(shape)).astype(np.float32), dt)
+
     if not _concrete(params):
-        fresh = cell.init(key, F)
-        same = jax.tree.structure(fresh) == jax.tree.structure(params) and all(
-            jnp.shape(a) == jnp.shape(b) for a, b in zip(jax.tree.leaves(fresh),
-                                                          jax.tree.leaves(params)))
-        if same:
-            params = jax.tree.map(lambda a, b: jnp.asarray(a, jnp.result_type(b)), fresh, params)
-        else:
-            params = jax.tree.map(lambda b: 0.1 * jax.random.normal(
-                key, jnp.shape(b), jnp.result_type(b)), params)
-    xs = jax.random.normal(jax.random.key(1), (T, B, F), dtype)
-    carry = cell.initial_carry((B,), dtype)
+        params = jax.tree.map(lambda a: normal(jnp.shape(a), jnp.result_type(a), 0.1), params)
+    xs = normal((T, B, F), dtype)
     lengths = None if lengths is None else jnp.full((B,), T, jnp.int32)
     resets = None if resets is None else jnp.zeros((T, B), bool)
-    return params, carry, xs, lengths, resets
+    return params, cell.initial_carry((B,), dtype), xs, lengths, resets
 
 
 def _program(cell, scan, spec):
@@ -235,7 +252,7 @@ def _measure(cell, params, dtype, T, B, F, lengths, resets, candidates) -> tuple
         args = _inputs(cell, params, dtype, T, B, F, lengths, resets)
         for name, (scan, spec) in candidates.items():
             try:
-                timings[name] = float(time_program(_program(cell, scan, spec), args))
+                timings[name] = float(time_program(_program(cell, scan, spec), args, name))
             except Exception as e:  # noqa: BLE001 - a candidate that cannot run loses
                 failures[name] = f"{type(e).__name__}: {e}"
     return timings, failures
@@ -252,9 +269,9 @@ def choose(cell, params, dtype, T: int, B: int, F: int, *, candidates: dict, rul
     if len(candidates) < 2:
         return Choice(rule, "rule: one candidate", {}, "")
     key = shape_key(cell, params, dtype, T, B, F, options, candidates)
-    if key in _MEMO:
+    if key in _MEMO and not _REMEASURE:
         return _MEMO[key]
-    entry = _read().get(key)
+    entry = None if _REMEASURE else _read().get(key)
     if isinstance(entry, dict) and entry.get("engine") in candidates:
         choice = Choice(entry["engine"], "cache", dict(entry.get("timings") or {}), key)
     else:

@@ -17,7 +17,7 @@ from rnnjax.engine.table import decide
 from rnnjax.layers import baselines
 from rnnjax.training.config import Config, make_cell
 
-__all__ = ["engine_used", "grad_and_scan"]
+__all__ = ["engine_used", "grad_and_scan", "run_shapes"]
 
 
 def grad_and_scan(engine: str) -> tuple[str, str]:
@@ -26,13 +26,20 @@ def grad_and_scan(engine: str) -> tuple[str, str]:
     return ("manual", "sequential") if engine == "manual" else ("autodiff", engine)
 
 
+def run_shapes(config: Config, task):
+    """``(cell, params, xs)`` as the run's cell sees them, params and ``xs`` as
+    ``jax.ShapeDtypeStruct`` (nothing computed)."""
+    cell = make_cell(config)
+    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), task.input_size))
+    xs = jax.eval_shape(lambda: task.encode(task.sample(jax.random.key(0), config.batch)[0]))
+    return cell, params, xs
+
+
 def engine_used(config: Config, task) -> Config:
     """``config`` with ``grad_used``/``scan_used`` filled in (unchanged for the
     non-recurrent baselines)."""
     if config.cell in baselines.MODELS:
         return config
-    cell = make_cell(config)
-    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), task.input_size))
-    xs = jax.eval_shape(lambda: task.encode(task.sample(jax.random.key(0), config.batch)[0]))
+    cell, params, xs = run_shapes(config, task)
     grad, scan = grad_and_scan(decide(cell, params, xs, grad=config.grad).engine)
     return dataclasses.replace(config, grad_used=grad, scan_used=scan)
