@@ -101,8 +101,8 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         sequential scan) or ``"auto"`` (default): the faster of the two, timed once on
         this machine for the call's shapes and cached (:mod:`rnnjax.engine.autotune`);
         with ``RNNJAX_AUTOTUNE=0`` the rule of :func:`rnnjax.engine.bptt.choose_grad`
-        (the backends of ``cell.backward.faster_on``).  Same values and gradients up to float rounding; forward-mode
-        autodiff (``jax.jvp``) through ``run`` needs ``"autodiff"``.
+        (the backends of ``cell.backward.faster_on``).  Same values and gradients up to
+        float rounding; forward-mode autodiff (``jax.jvp``) through ``run`` needs ``"autodiff"``.
       scan: ``"sequential"`` (``lax.scan``, T steps), ``"associative"`` (parallel scan
         in O(log T) depth, for cells that declare a linear recurrence; see
         :mod:`rnnjax.engine.associative`) or ``"auto"``: the fastest engine that can run
