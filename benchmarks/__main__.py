@@ -24,6 +24,7 @@ SUITES = {
     "gradflow": "gradient-flow analysis against a parameter gradient",
     "newton": "sequential against DEER and quasi-DEER (Newton over time) against T and H",
     "cpu_options": "XLA:CPU flags, allocator, donation, unroll, remat policies vs default",
+    "seeds": "--num-seeds K: time per training step against K vmapped seeds",
     "device": "one accelerator run: peers, orthogonal copy steps, scans, cuDNN, bf16",
 }
 # suites that repeat others' parts (left out of "all")

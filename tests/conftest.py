@@ -19,6 +19,11 @@ trainings, LSTM and expRNN, on the 2-core AMD EPYC: 9.2-10.9 s without, 4.9-5.6 
 the classic loop emitters instead of the fusion emitters, one codegen thread per
 program (the two pytest-xdist workers already fill the two cores), and LLVM without
 its expensive passes.  They change how a kernel is generated, not what it computes.
+
+``RNNJAX_AUTOTUNE=0``: ``grad="auto"``/``scan="auto"`` follow the recorded rules, so the
+suite (and the subprocesses it starts) neither times engines nor writes to the user's
+cache folder; the tests of the mechanism (tests/test_autotune.py) turn it on with a fake
+timer and a temporary cache folder.
 """
 
 import atexit
@@ -34,6 +39,8 @@ os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
      "--xla_cpu_use_fusion_emitters=false", "--xla_cpu_parallel_codegen_split_count=1",
      "--xla_llvm_disable_expensive_passes=true"]).strip()
+
+os.environ["RNNJAX_AUTOTUNE"] = "0"
 
 import jax  # noqa: E402  (after XLA_FLAGS: XLA reads them when its backend starts)
 import pytest

@@ -1,6 +1,7 @@
 """The training runner: validation, learning, orthogonal learning rate, clipping,
 determinism, resumption in a fresh process, many seeds with vmap."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,9 @@ import numpy as np
 import optax
 import pytest
 
+from rnnjax import cells
 from rnnjax.cli import main
+from rnnjax.engine.bptt import choose_grad
 from rnnjax.optim import label_params
 from rnnjax.training.runner import TIMING_KEYS, Config, build, load_history, load_params, train
 
@@ -136,7 +139,11 @@ def test_same_seed_same_metrics_and_files(tmp_path):
     header = (tmp_path / "a" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["step", "train_loss"]
     assert json.loads((tmp_path / "a" / "config.json").read_text())["out"] == "."  # portable
-    assert Config.load(str(tmp_path / "a")) == Config(**{**TINY, "out": str(tmp_path / "a")})
+    saved = Config.load(str(tmp_path / "a"))  # + the engine the runner used (RNNJAX_AUTOTUNE=0)
+    assert (saved.grad_used, saved.scan_used) == (choose_grad(cells.elman(8), "auto"),
+                                                  "sequential")
+    assert dataclasses.replace(saved, grad_used=None, scan_used=None) == Config(
+        **{**TINY, "out": str(tmp_path / "a")})
     # The logged training loss is the mean over the window of the per-step losses.
     c = train(Config(**{**TINY, "log_every": 1}), progress=False)
     np.testing.assert_allclose([r["train_loss"] for r in a.history],

@@ -5,6 +5,9 @@ The suites live in the ``benchmarks/`` folder of an rnnjax source checkout, besi
 checkout); they are not installed with the package, and the command says so when it
 cannot find them.  The current directory is not searched.  Same as
 ``python -m benchmarks SUITE [options]``; ``rnnjax bench --help`` lists the suites.
+``rnnjax bench calibrate`` needs no checkout: it measures what ``grad="auto"`` and
+``scan="auto"`` choose here for the default shapes and prints why
+(:mod:`rnnjax.experiments.calibrate`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import importlib
 import importlib.util
 import os
 import sys
+
+from rnnjax.experiments import calibrate
 
 # rnnjax/cli/bench.py -> the checkout holding rnnjax/ and benchmarks/
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,6 +46,8 @@ def load_benchmarks():
 
 
 def run(args) -> int:
+    if args.suite == "calibrate":
+        return calibrate.main(list(args.suite_args))
     return load_benchmarks().main([args.suite] + list(args.suite_args))
 
 
@@ -48,10 +55,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="run a benchmark suite (from a source checkout)",
         description=__doc__.splitlines()[0],
-        epilog="suites: peers, roofline, compile, memory, copy_step, bptt, orthogonal, "
-               "scan, gradflow, newton, cpu_options, device, all; summary turns their JSON "
-               "lines into tables. "
-               "`rnnjax bench SUITE --help` shows a suite's options.")
+        epilog="calibrate: what grad/scan='auto' choose here, and why. suites: peers, "
+               "roofline, compile, memory, copy_step, bptt, orthogonal, scan, gradflow, "
+               "newton, cpu_options, seeds, device, all; summary turns their JSON lines "
+               "into tables. `rnnjax bench SUITE --help` shows a suite's options.")
     p.add_argument("suite", help="the suite to run (or all, summary)")
     p.add_argument("suite_args", nargs=argparse.REMAINDER,
                    help="the suite's options: --quick, --out FILE, ...")

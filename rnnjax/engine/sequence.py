@@ -98,16 +98,17 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
       grad: ``"autodiff"`` (``jax`` differentiates the scan), ``"manual"`` (the cell's
         hand-written backpropagation through time, ``cell.backward``, driven by
         :mod:`rnnjax.engine.bptt` as a ``jax.custom_vjp``; not with ``remat``; always a
-        sequential scan) or ``"auto"`` (default): the faster of the two as measured on
-        this backend, by the rule of :func:`rnnjax.engine.bptt.choose_grad` (today: the
-        hand-written backward for the Elman cells and the LSTM on CPU, autodiff
-        otherwise).  Same values and gradients up to float rounding; forward-mode
-        autodiff (``jax.jvp``) through ``run`` needs ``"autodiff"``.
+        sequential scan) or ``"auto"`` (default): the faster of the two, timed once on
+        this machine for the call's shapes and cached (:mod:`rnnjax.engine.autotune`);
+        with ``RNNJAX_AUTOTUNE=0`` the rule of :func:`rnnjax.engine.bptt.choose_grad`
+        (the backends of ``cell.backward.faster_on``).  Same values and gradients up to
+        float rounding; forward-mode autodiff (``jax.jvp``) through ``run`` needs ``"autodiff"``.
       scan: ``"sequential"`` (``lax.scan``, T steps), ``"associative"`` (parallel scan
         in O(log T) depth, for cells that declare a linear recurrence; see
-        :mod:`rnnjax.engine.associative`) or ``"auto"`` (associative for diagonal linear
-        recurrences on accelerators; sequential otherwise, CPU included:
-        :func:`rnnjax.engine.associative.choose_scan`).
+        :mod:`rnnjax.engine.associative`) or ``"auto"``: the fastest engine that can run
+        the call, timed as for ``grad`` (with ``RNNJAX_AUTOTUNE=0``: associative for
+        diagonal linear recurrences on accelerators, sequential otherwise, CPU
+        included: :func:`rnnjax.engine.associative.choose_scan`).
         ``"newton"``: any cell, the whole trajectory solved by Newton's method with
         associative scans (DEER, quasi-DEER or ELK; :func:`rnnjax.engine.newton.scan_newton`),
         gradients by the implicit function theorem; not with ``grad="manual"``,

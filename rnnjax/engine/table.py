@@ -11,7 +11,12 @@ arguments of :func:`rnnjax.run` into one hashable :class:`Spec`, once, before tr
 2. a sequential scan becomes the hand-written BPTT (``"manual"``) when
    ``grad="manual"``, or when ``grad="auto"`` and
    :func:`rnnjax.engine.bptt.choose_grad` measured it faster on this backend;
-3. the chosen entry refuses, by name, every option it does not take
+3. with ``RNNJAX_AUTOTUNE`` on (the default), an ``auto`` that leaves more than one
+   entry able to run the call is decided instead by timing them on the machine at hand
+   (:mod:`rnnjax.engine.autotune`, cached on disk): the sequential scan, the
+   hand-written BPTT and the :data:`AUTO_ORDER` entries whose ``tunes`` says so; steps
+   1-2 are its fallback;
+4. the chosen entry refuses, by name, every option it does not take
    (``remat``, ``truncate``, ``unroll > 1``, ``resets``, an explicit ``grad``), then
    runs its own check.
 
@@ -23,6 +28,7 @@ None)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -30,13 +36,15 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.core.checks import check_choice
+from rnnjax.engine import autotune
 from rnnjax.engine.associative import associative_scan_cell, choose_scan
 from rnnjax.engine.bptt import GRADS, check_manual, choose_grad, scan_manual
 from rnnjax.engine.cudnn import CUDNN, check_cudnn, choose_cudnn, scan_cudnn
+from rnnjax.engine.inputs import common_float_dtype, shape_dtype
 from rnnjax.engine.newton import NewtonOptions, check_newton_options, scan_newton
 from rnnjax.engine.sequential import scan_cell
 
-__all__ = ["AUTO_ORDER", "ENGINES", "Engine", "Spec", "resolve", "scan_choices"]
+__all__ = ["AUTO_ORDER", "ENGINES", "Engine", "Spec", "decide", "resolve", "scan_choices"]
 
 
 class Spec(NamedTuple):
@@ -66,6 +74,9 @@ class Engine(NamedTuple):
       check: ``(cell, params, xs) -> None``, raising for a cell or input it cannot run.
       picks: ``(cell, params, xs, T) -> bool``: whether ``scan="auto"`` takes it (asked
         only when it accepts the call's options), or None if ``auto`` never does.
+      tunes: ``(cell, params, xs, T) -> bool``: whether the measured ``scan="auto"``
+        (:mod:`rnnjax.engine.autotune`) times it against the sequential scan (asked only
+        when it accepts the call's options and its check passes), or None: never.
     """
 
     name: str
@@ -75,6 +86,7 @@ class Engine(NamedTuple):
     grads: frozenset = frozenset({"autodiff"})
     check: Callable | None = None
     picks: Callable | None = None
+    tunes: Callable | None = None
 
 
 def _sequential(cell, params, carry, xs, lengths, resets, init, spec):
@@ -140,11 +152,13 @@ ENGINES = {e.name: e for e in (
            check=lambda cell, params, xs: check_manual(cell)),
     Engine("associative", _associative, "combines all steps at once in a parallel scan "
            "(no steps to cut or unroll)", frozenset({"remat", "resets"}),
-           check=_check_associative, picks=_picks_associative),
+           check=_check_associative, picks=_picks_associative,
+           tunes=lambda cell, params, xs, T: cell.linear.kind == "diagonal"),
     Engine("newton", _newton, "solves the whole sequence at once and takes the implicit "
            "gradient", frozenset({"resets"}), frozenset()),
     Engine(CUDNN, _cudnn, "runs the whole sequence in one cuDNN call with cuDNN's backward",
-           check=check_cudnn, picks=lambda cell, params, xs, T: choose_cudnn(cell, params, xs)),
+           check=check_cudnn, picks=lambda cell, params, xs, T: choose_cudnn(cell, params, xs),
+           tunes=lambda cell, params, xs, T: True),
 )}
 
 #: the engines ``scan="auto"`` asks, in this order, before the sequential scan
@@ -169,13 +183,49 @@ def _accepts(engine: Engine, grad: str, given: dict) -> bool:
     return (grad == "auto" or grad in engine.grads) and set(given) <= engine.takes
 
 
-def resolve(cell, params, xs, T: int, *, grad: str = "auto", scan: str = "auto",
-            remat: bool = False, truncate=None, unroll: int = 1, resets=None,
-            reverse: bool = False, time_major: bool = False, newton=None) -> tuple[Spec, Any]:
-    """Resolve :func:`rnnjax.run`'s options into ``(Spec, Newton warm start or None)``,
-    raising ``ValueError`` (``RuntimeError`` for a missing backend) before tracing."""
-    check_choice("grad", grad, GRADS)
-    check_choice("scan", scan, scan_choices())
+def _runs(engine: Engine, cell, params, xs, T, grad: str, given: dict) -> bool:
+    """Whether ``engine`` takes the call's ``grad`` and options and its check passes."""
+    if not _accepts(engine, grad, given):
+        return False
+    try:
+        if engine.check is not None:
+            engine.check(cell, params, xs)
+    except (ValueError, RuntimeError, TypeError):
+        return False
+    return True
+
+
+def _measured(cell, params, xs, T, grad, scan, rule, given, spec: Spec) -> autotune.Choice:
+    """What :func:`rnnjax.engine.autotune.choose` times fastest among the engines that
+    can run the call (``rule``: the recorded rules' choice, its fallback)."""
+    if grad == "manual" or scan not in ("auto", "sequential") or (
+            scan == "sequential" and grad == "autodiff"):
+        return autotune.Choice(rule, "rule: nothing to choose", {}, "")
+    names = ["sequential", "manual"] + ([n for n in AUTO_ORDER if ENGINES[n].tunes is not None]
+                                        if scan == "auto" else [])
+    names = [n for n in names if (n != "manual" or cell.backward is not None)
+             and _runs(ENGINES[n], cell, params, xs, T, grad, given)
+             and (n in ("sequential", "manual") or ENGINES[n].tunes(cell, params, xs, T))]
+    batch = xs.shape[1:-1] if spec.time_major else xs.shape[:-2]
+    options = {"reverse": spec.reverse, "unroll": spec.unroll, "remat": spec.remat,
+               "truncate": spec.truncate, "resets": "resets" in given}
+    return autotune.choose(
+        cell, params, common_float_dtype(shape_dtype(xs)[1], params), T, math.prod(batch),
+        xs.shape[-1],
+        candidates={n: (ENGINES[n].scan, spec._replace(engine=n)) for n in names},
+        rule=rule, options=options, resets=True if "resets" in given else None)
+
+
+def decide(cell, params, xs, T: int | None = None, *, grad: str = "auto",
+           scan: str = "auto", remat: bool = False, truncate=None, unroll: int = 1,
+           resets=None, reverse: bool = False, time_major: bool = False) -> autotune.Choice:
+    """The entry of :data:`ENGINES` that :func:`rnnjax.run` with these arguments runs
+    (``"manual"``: the hand-written BPTT) and why: measured (:mod:`rnnjax.engine.autotune`)
+    or by the recorded rules (``RNNJAX_AUTOTUNE=0``, one candidate, timing failed).
+    ``xs`` may be a ``jax.ShapeDtypeStruct`` and ``params`` ``jax.eval_shape``'s;
+    ``T`` defaults to ``xs``'s time axis.  Options are checked by :func:`resolve`."""
+    if T is None:
+        T = xs.shape[0] if time_major else xs.shape[-2]
     given = _given(remat, truncate, unroll, resets)
     if scan == "auto":
         name = next((n for n in AUTO_ORDER if _accepts(ENGINES[n], grad, given)
@@ -185,6 +235,24 @@ def resolve(cell, params, xs, T: int, *, grad: str = "auto", scan: str = "auto",
     if name == "sequential" and (grad == "manual" or (
             grad == "auto" and choose_grad(cell, grad, scan=name, remat=remat) == "manual")):
         name = "manual"
+    if not autotune.enabled() or name == "newton":
+        return autotune.Choice(name, f"rule: {autotune.ENV}=0" if name != "newton"
+                               else "rule: asked", {}, "")
+    return _measured(cell, params, xs, T, grad, scan, name, given,
+                     Spec(name, bool(reverse), bool(time_major), unroll, bool(remat), truncate))
+
+
+def resolve(cell, params, xs, T: int, *, grad: str = "auto", scan: str = "auto",
+            remat: bool = False, truncate=None, unroll: int = 1, resets=None,
+            reverse: bool = False, time_major: bool = False, newton=None) -> tuple[Spec, Any]:
+    """Resolve :func:`rnnjax.run`'s options into ``(Spec, Newton warm start or None)``,
+    raising ``ValueError`` (``RuntimeError`` for a missing backend) before tracing."""
+    check_choice("grad", grad, GRADS)
+    check_choice("scan", scan, scan_choices())
+    given = _given(remat, truncate, unroll, resets)
+    name = decide(cell, params, xs, T, grad=grad, scan=scan, remat=remat, truncate=truncate,
+                  unroll=unroll, resets=resets, reverse=reverse,
+                  time_major=time_major).engine
     engine = ENGINES[name]
     label = "grad='manual'" if name == "manual" else f"scan={name!r}"
     if grad != "auto" and grad not in engine.grads:

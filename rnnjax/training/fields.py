@@ -101,7 +101,10 @@ class Config:
     otherwise one is also saved at the last step.  ``cell_options`` are extra keyword
     arguments of the cell factory as ``(("init", "henaff"),)`` pairs.  ``grad`` is
     :func:`rnnjax.run`'s: ``"auto"`` the faster of autodiff and the cell's hand-written
-    BPTT on this backend (:func:`rnnjax.engine.bptt.choose_grad`), or either one by name.
+    BPTT on this machine (measured, :mod:`rnnjax.engine.autotune`; the rule of
+    :func:`rnnjax.engine.bptt.choose_grad` with ``RNNJAX_AUTOTUNE=0``), or either one by
+    name; ``grad_used``/``scan_used`` are what the runner ran (``"manual"`` or
+    ``"autodiff"``, and the engine's ``scan``), filled in when it starts.
 
     Data-set tasks (``digits``, ``pdigits``, ``mnist1d``, ``mnist1d_full``, ``smnist``,
     ``pmnist``) train for ``epochs`` passes over their training split when it is set,
@@ -200,6 +203,8 @@ class Config:
               "mnist1d, smnist, pmnist) or the training text of charlm; replaces --steps "
               "and logs every epoch", type=int, resume=CHANGE)
     permutation: tuple | None = _derived(None)
+    grad_used: str | None = _derived(None)
+    scan_used: str | None = _derived(None)
     tensorboard: bool = _option(
         False, "also write TensorBoard event files to OUT/tensorboard (needs the optional "
                "tensorboardX: pip install rnnjax[tensorboard])", resume=CHANGE,

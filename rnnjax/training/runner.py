@@ -98,6 +98,7 @@ from rnnjax.cells import parametrize
 from rnnjax.io import outputs
 from rnnjax.training import checkpointing
 from rnnjax.training import distributed as dist
+from rnnjax.training.autotuned import engine_used
 from rnnjax.training.config import (
     CLIP_MODES,
     OPTIMIZERS,
@@ -408,7 +409,8 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     checks every cell first), so it is not validated again.
     """
     exp = build(config, checked=checked)
-    config = exp.config  # with epochs and permutation resolved
+    exp = exp._replace(config=engine_used(exp.config, exp.task))  # grad/scan_used
+    config = exp.config  # with epochs, permutation and the engine resolved
     if config.tensorboard and config.out is not None:
         TensorBoard.writer_class()  # an optional package missing: refused before any file
     fresh = (config.out is not None and not resume
