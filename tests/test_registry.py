@@ -5,7 +5,9 @@ For each cell: ``run`` equals a Python loop over ``step``; ``jit`` equals eager;
 padded batch equals each sequence alone; outputs are causal; gradients pass
 ``check_grads``; the hand-written backward equals autodiff where the cell carries one
 (``cell.backward``); the associative scan equals the sequential one where it declares a
-linear recurrence (``cell.linear``); its factory has a runnable example
+linear recurrence (``cell.linear``); the chunked engine equals the sequential one
+(values and gradients for params, inputs and the initial carry, with lengths, resets and
+reverse) where it declares a chunk form (``cell.chunk``); its factory has a runnable example
 (tests/test_architecture.py runs them)."""
 
 import inspect
@@ -106,6 +108,31 @@ def test_associative_scan_equals_sequential(name):
            rnnjax.run(cell, params, xs, scan="sequential", **options))
     grad = lambda scan: jax.grad(_loss(cell, scan=scan, **options), argnums=(0, 1))  # noqa: E731
     _close(grad("associative")(params, xs), grad("sequential")(params, xs), tol=1e-9)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if cells.make(
+    n, H, **_features(n)).chunk is not None])
+def test_chunked_engine_equals_sequential(name):
+    """T = 5 in chunks of 2 (the last one padded), lengths with a zero, resets, reverse
+    and a random initial carry, all at once: one program per engine."""
+    cell, params, xs = _problem(name, batch=3, seed=4)
+    carry = jax.tree.map(lambda a: 0.5 * jax.random.normal(jax.random.key(5), a.shape),
+                         cell.initial_carry((3,), jnp.float64))
+    resets = jnp.zeros((3, T), bool).at[0, 2].set(True).at[2, 1].set(True)
+    options = {"lengths": jnp.array([T, 0, 4]), "resets": resets, "reverse": True}
+
+    def value_and_grad(scan, **extra):
+        def f(p, x, c):
+            ys, final = rnnjax.run(cell, p, x, carry=c, scan=scan, **options, **extra)
+            loss = jnp.sum(jnp.sin(ys)) + sum(jnp.sum(a ** 2) for a in jax.tree.leaves(final))
+            return loss, (ys, final)
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(
+            params, xs, carry)
+
+    (_, out_c), grads_c = value_and_grad("chunked", chunk=2)
+    (_, out_s), grads_s = value_and_grad("sequential")
+    _close(out_c, out_s)
+    _close(grads_c, grads_s)
 
 
 def test_every_registered_cell_has_a_row_in_the_cell_table():
