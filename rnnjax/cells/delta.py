@@ -134,7 +134,8 @@ def deltanet(hidden_size: int, num_heads: int = 1, *, gated: bool = False,
     output norm and gate are not part of the cell (``q, k, v`` are linear maps of the
     input).  DeltaProduct's layer orders ``k, v, beta`` of the ``n`` factors as
     ``(t, n)`` sub-steps; here the rows of ``W_k, W_v, W_b`` are factor-major (an
-    equivalent layout of the same map).  Keys and queries are normalised as ``torch.nn.functional.normalize``
+    equivalent layout of the same map).  Keys and queries are normalised as
+    ``torch.nn.functional.normalize``
     (``x / max(||x||, 1e-12)``, as the reference's tests feed the naive functions), not
     fla's in-kernel ``x / sqrt(||x||^2 + 1e-6)``, so ``||k|| = 1`` to rounding and the
     reflection at ``beta = 2`` is exactly orthogonal.  No associative-scan declaration

@@ -349,7 +349,7 @@ def chunk_outer(d, a):
     return d.reshape(-1, d.shape[-1]).T @ a.reshape(-1, a.shape[-1])
 
 
-__all__ = ["Backward", "Cell", "Chunk", "check_key", "guard_init", "HiddenState", "LSTMState", "Linear",
-           "shared",
+__all__ = ["Backward", "Cell", "Chunk", "check_key", "guard_init", "HiddenState", "LSTMState",
+           "Linear", "shared",
            "chunk_outer", "cut_at", "fuse_input_hidden", "fused_grads", "identity",
            "recurrent_matrix", "where_live", "zeros_carry"]
