@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["decay_chunk", "delta_chunk", "segments", "stabilized_chunk"]
+__all__ = ["decay_chunk", "delta_chunk", "segments", "stabilized_chunk", "unit_lower_solve"]
 
 
 def segments(g, starts, live):
@@ -116,6 +116,23 @@ def stabilized_chunk(q, k, v, g, i, S_in, m_in, S0, m0, starts, live):
     return o, m, S_out, m[-1]
 
 
+def unit_lower_solve(L, rhs, block: int = 16):
+    """``L^{-1} rhs`` for a unit lower-triangular ``L (c, c)``, by blocks of ``block``
+    rows: a triangular solve per diagonal block and matmuls for the rest (block forward
+    substitution, as fla's ``solve_tril`` merges 16 x 16 inverses).  XLA:CPU's one-piece
+    triangular solve was 20-40x slower than the whole sequential scan at ``c = 64``
+    (benchmarks/README.md); by blocks it is a few matmuls."""
+    c = L.shape[0]
+    out = []
+    for i in range(0, c, block):
+        r = rhs[i:i + block]
+        if out:
+            r = r - L[i:i + block, :i] @ jnp.concatenate(out)
+        out.append(solve_triangular(L[i:i + block, i:i + block], r, lower=True,
+                                    unit_diagonal=True))
+    return jnp.concatenate(out)
+
+
 def delta_chunk(q, k, v, g, beta, S_in, S0, starts, live):
     """``(o (c, DV), S_out (DK, DV))`` of the (gated) delta rule ``S_t = exp(g_t) (I -
     beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T`` by the UT transform; ``g, beta
@@ -129,7 +146,7 @@ def delta_chunk(q, k, v, g, beta, S_in, S0, starts, live):
     rhs = beta[:, None] * (v - _base(first, kb @ S_in, kb @ S0))
     strict = jnp.tril(jnp.ones_like(decay), -1)
     L = jnp.eye(k.shape[0], dtype=k.dtype) + beta[:, None] * (k @ k.T) * decay * strict
-    u = solve_triangular(L, rhs, lower=True, unit_diagonal=True)
+    u = unit_lower_solve(L, rhs)
     qb = q * wb
     o = ((q @ k.T) * decay) @ u + _base(first, qb @ S_in, qb @ S0)
     S_end = jnp.where(first[-1], S_in, S0)
