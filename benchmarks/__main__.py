@@ -21,6 +21,7 @@ SUITES = {
     "bptt": "hand-written BPTT against autodiff",
     "orthogonal": "training step of orthogonal/unitary cells against Elman",
     "scan": "sequential against associative scan",
+    "chunked": "chunked against sequential scan (mLSTM, DeltaNet, GLA, Mamba-2)",
     "gradflow": "gradient-flow analysis against a parameter gradient",
     "newton": "sequential against DEER and quasi-DEER (Newton over time) against T and H",
     "cpu_options": "XLA:CPU flags, allocator, donation, unroll, remat policies vs default",

@@ -11,7 +11,8 @@ from rnnjax.cli import startup as _startup  # noqa: F401,I001  (before JAX is im
 from rnnjax import analysis, cells, engine, interop, layers, optim, tasks
 from rnnjax.cells import parametrize
 from rnnjax.core import initializers
-from rnnjax.core.cell import Backward, Cell, HiddenState, Linear, LSTMState, recurrent_matrix
+from rnnjax.core.cell import (Backward, Cell, Chunk, HiddenState, Linear, LSTMState,
+                              recurrent_matrix)
 from rnnjax.engine import flip_sequences, run
 from rnnjax.interop import from_flax_gru, from_flax_lstm, from_torch, from_torch_module, to_torch
 from rnnjax.layers import Layer, bidirectional, lru_block, stack, unidirectional
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backward",
     "Cell",
+    "Chunk",
     "Config",
     "HiddenState",
     "LSTMState",

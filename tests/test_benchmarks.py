@@ -15,7 +15,7 @@ from rnnjax import cells
 from rnnjax.cli import bench as bench_cmd
 
 # the quick runs of the other branches' suites take tens of seconds: marked slow
-SLOW = ("scan", "orthogonal", "device", "seeds")
+SLOW = ("scan", "orthogonal", "device", "seeds", "chunked")
 SUITES = [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s
           for s in bench_main.SUITES]
 

@@ -1,7 +1,8 @@
 """mLSTM (xLSTM): the recurrent cell equals a NumPy transcription of NX-AI/xlstm
 ``recurrent_step_stabilized_simple`` inside ``mLSTMCell.step``; the parallel form equals
 a transcription of ``parallel_stabilized_simple`` and equals the recurrent form; the
-stabiliser keeps large exponential gates finite at T = 4096 in float32."""
+stabiliser keeps large exponential gates finite at T = 4096 in float32 (recurrent,
+parallel and chunked forms)."""
 
 import math
 
@@ -170,10 +171,14 @@ def test_stabiliser_keeps_large_gates_finite_at_T_4096_in_float32(forget_gate):
     ys, final = jax.jit(lambda p, x: rnnjax.run(cell, p, x, scan="sequential"))(p, xs)
     ys_p, _ = jax.jit(lambda p, x: mlstm_parallel(p, x, num_heads=1,
                                                   forget_gate=forget_gate))(p, xs[0])
-    assert np.all(np.isfinite(ys)) and np.all(np.isfinite(ys_p))
-    assert all(np.all(np.isfinite(a)) for a in final)
+    ys_c, final_c = jax.jit(lambda p, x: rnnjax.run(cell, p, x, scan="chunked"))(p, xs)
+    assert np.all(np.isfinite(ys)) and np.all(np.isfinite(ys_p)) and np.all(np.isfinite(ys_c))
+    assert all(np.all(np.isfinite(a)) for a in final) and all(
+        np.all(np.isfinite(a)) for a in final_c)
     assert float(final.m.max()) > 88.0  # the stabiliser holds what exp cannot
     np.testing.assert_allclose(ys_p, ys[0], rtol=0, atol=2e-3)
+    np.testing.assert_allclose(ys_c, ys, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(final_c.m, final.m, rtol=1e-5)
 
 
 def test_initialisation_follows_the_reference():

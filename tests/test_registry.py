@@ -6,7 +6,10 @@ For each cell, from a random initial carry: ``run`` equals a Python loop over ``
 lengths) equals each sequence alone, forwards and reversed; outputs are causal;
 gradients pass ``check_grads``; the hand-written backward equals autodiff where the cell
 carries one (``cell.backward``); the associative scan equals the sequential one where it
-declares a linear recurrence (``cell.linear``); its factory has a runnable example
+declares a linear recurrence (``cell.linear``); the chunked engine equals the sequential
+one (values and gradients for params, inputs and the initial carry, with lengths, resets
+and reverse) where it declares a chunk form (``cell.chunk``); its factory has a runnable
+example
 (tests/test_architecture.py runs them)."""
 
 import inspect
@@ -141,6 +144,23 @@ def test_associative_scan_equals_sequential(name):
     grad = lambda scan: jax.grad(_loss(cell, scan=scan, **options), argnums=(0, 1, 2))  # noqa: E731
     _close(grad("associative")(params, xs, carry), grad("sequential")(params, xs, carry),
            tol=1e-9)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if cells.make(
+    n, H, **_features(n)).chunk is not None])
+def test_chunked_engine_equals_sequential(name):
+    """T = 5 in chunks of 2 (the last one padded), lengths with a zero, resets, reverse
+    and a random initial carry, all at once: outputs, final carry and gradients."""
+    cell, params, xs = _problem(name, batch=3, seed=4)
+    carry = _carry(cell, (3,), seed=5)
+    resets = jnp.zeros((3, T), bool).at[0, 2].set(True).at[2, 1].set(True)
+    options = {"lengths": jnp.array([T, 0, 4]), "resets": resets, "reverse": True}
+    run = lambda scan, **extra: rnnjax.run(cell, params, xs, carry=carry, scan=scan,  # noqa: E731
+                                           **options, **extra)
+    _close(run("chunked", chunk=2), run("sequential"))
+    grad = lambda scan, **extra: jax.jit(jax.grad(  # noqa: E731
+        _loss(cell, scan=scan, **options, **extra), argnums=(0, 1, 2)))(params, xs, carry)
+    _close(grad("chunked", chunk=2), grad("sequential"), tol=1e-9)
 
 
 def test_every_registered_cell_has_a_row_in_the_cell_table():

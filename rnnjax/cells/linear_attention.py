@@ -5,7 +5,10 @@ Network: A Successor to Transformer for Large Language Models").
 
 Both are diagonal linear recurrences of the state ``S (NH, DK, DV)`` (the decay acts on
 each entry), declared :class:`rnnjax.Linear` (``kind="diagonal"``) on the flattened
-state so :func:`rnnjax.run` can use the associative scan.
+state so :func:`rnnjax.run` can use the associative scan, and carry their chunkwise
+form (:class:`rnnjax.Chunk`, :func:`rnnjax.engine.chunk_forms.decay_chunk`: the chunk
+algorithm of flash-linear-attention ``fla/ops/gla/naive.py`` ``naive_chunk_gla`` and
+``fla/ops/retention/naive.py``) for ``scan="chunked"``.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.cells.linear import diagonal_step
-from rnnjax.core.cell import Cell, HiddenState, Linear, identity, zeros_carry
+from rnnjax.core.cell import Cell, Chunk, HiddenState, Linear, identity, zeros_carry
 from rnnjax.core.checks import check_positive_int
+from rnnjax.engine.chunk_forms import decay_chunk
 
 __all__ = ["gla", "retention", "retention_decays", "xavier_uniform"]
 
@@ -62,12 +66,21 @@ def _matrix_state_cell(name, E, NH, init, qkv_decay, recurrent):
         q = qkv_decay(w, x)[0].astype(h.dtype)
         return jnp.einsum("hk,hkv->hv", q / math.sqrt(D), h.reshape(NH, D, D)).reshape(E)
 
+    def chunk_run(w, carry, carry0, xs, starts, live):
+        q, k, v, a = jax.vmap(lambda x: qkv_decay(w, x))(xs)  # (c, NH, .)
+        g = jnp.log(jnp.broadcast_to(a, a.shape).astype(q.dtype))
+        o, S = jax.vmap(decay_chunk, in_axes=(1, 1, 1, 1, 0, 0, None, None))(
+            q / math.sqrt(D), k, v, g, carry.h.reshape(NH, D, D),
+            carry0.h.reshape(NH, D, D), starts, live)
+        return HiddenState(S.reshape(-1)), jnp.swapaxes(o, 0, 1).reshape(-1, E)
+
     return Cell(init=init, prepare=identity, initial_carry=zeros_carry(HiddenState,
                                                                        NH * D * D),
                 step=diagonal_step(coeffs, readout),
                 input_size=lambda p: p["W_q"].shape[-1], output_size=E, name=name,
                 recurrent_matrix=recurrent,
-                linear=Linear(kind="diagonal", coeffs=coeffs, readout=readout))
+                linear=Linear(kind="diagonal", coeffs=coeffs, readout=readout),
+                chunk=Chunk(chunk_run))
 
 
 def gla(hidden_size: int, num_heads: int = 1, *, gate_low_rank_dim: int = 16,

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 
 from rnnjax.cells.linear import diagonal_step
 from rnnjax.core import initializers
-from rnnjax.core.cell import Cell, HiddenState, Linear, identity, zeros_carry
+from rnnjax.core.cell import Cell, Chunk, HiddenState, Linear, identity, zeros_carry
 from rnnjax.core.checks import check_positive_float, check_positive_int
+from rnnjax.engine.chunk_forms import decay_chunk
 
 __all__ = ["MambaBlockState", "inverse_softplus", "mamba", "mamba2", "mamba_block",
            "mamba_dt_bias", "selective_coeffs"]
@@ -300,7 +301,10 @@ def mamba2(hidden_size: int, state_size: int = 16, num_heads: int = 1, *,
     input ``u`` (encoded ``u = E x``, ``E (D, F)`` ``N(0, 1/F)``, when ``F != D``).
     The state is carried flattened, ``HiddenState(h (NH * P * N,))``, and declared
     ``Linear(kind="diagonal")`` (the scalar decay repeated over ``(P, N)``), so the
-    associative scan applies; the chunked SSD algorithm equals it (tests).
+    associative scan applies; its chunk form (:class:`rnnjax.Chunk`,
+    ``scan="chunked"``) is the chunked SSD algorithm
+    (:func:`rnnjax.engine.chunk_forms.decay_chunk` with a scalar decay), equal to it
+    (tests).
 
     Example (a doctest; ``jax``, ``jnp`` and ``rnnjax`` imported)::
 
@@ -351,6 +355,20 @@ def mamba2(hidden_size: int, state_size: int = 16, num_heads: int = 1, *,
         y = h.reshape(NH, P, N) @ C + w["D"][:, None] * u.reshape(NH, P)
         return y.reshape(D)
 
+    def chunk_run(w, carry, carry0, xs, starts, live):
+        """SSD (``ssd_minimal_discrete``) per head: query ``C_t``, key ``B_t``, value
+        ``dt_t u_t``, log decay ``dt_t A``; the state ``h (P, N)`` is ``S^T``."""
+        u = jax.vmap(lambda x: encode(w, x))(xs)  # (c, D)
+        dt = jax.nn.softplus(u @ w["W_dt"].T + w["dt_bias"])  # (c, NH)
+        g = dt * -jnp.exp(w["A_log"])
+        Bm, Cm = u @ w["W_B"].T, u @ w["W_C"].T  # (c, N)
+        val = dt[:, :, None] * u.reshape(-1, NH, P)  # (c, NH, P)
+        state = lambda c: jnp.swapaxes(c.h.reshape(NH, P, N), 1, 2)  # noqa: E731
+        o, S = jax.vmap(decay_chunk, in_axes=(None, None, 1, 1, 0, 0, None, None))(
+            Cm, Bm, val, g[:, :, None], state(carry), state(carry0), starts, live)
+        y = jnp.swapaxes(o, 0, 1) + w["D"][:, None] * u.reshape(-1, NH, P)
+        return HiddenState(jnp.swapaxes(S, 1, 2).reshape(-1)), y.reshape(-1, D)
+
     def recurrent(p):
         a = jnp.exp(jax.nn.softplus(p["dt_bias"]) * -jnp.exp(p["A_log"]))
         return jnp.diag(jnp.broadcast_to(a[:, None], (NH, P * N)).reshape(-1))
@@ -361,4 +379,5 @@ def mamba2(hidden_size: int, state_size: int = 16, num_heads: int = 1, *,
         input_size=lambda p: p["E"].shape[-1] if "E" in p else D, output_size=D,
         name="mamba2", recurrent_matrix=recurrent,
         linear=Linear(kind="diagonal", coeffs=coeffs, readout=readout),
+        chunk=Chunk(chunk_run),
     )

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.core import initializers
-from rnnjax.core.cell import Cell, identity
+from rnnjax.core.cell import Cell, Chunk, identity
 from rnnjax.core.checks import check_choice, check_nonneg_float, check_positive_int
+from rnnjax.engine.chunk_forms import stabilized_chunk
 
 __all__ = ["MLSTMState", "SLSTMState", "mlstm", "mlstm_parallel", "slstm",
            "slstm_forget_bias"]
@@ -99,7 +100,11 @@ def mlstm(hidden_size: int, num_heads: int = 1, *, forget_gate: str = "sigmoid",
     headwise q/k projections of the convolved branch, learnable skip, ``SiLU(z)`` output
     gate, down-projection) is not part of the cell; here ``q, k, v`` are dense
     projections of the input.  :func:`mlstm_parallel` is the same map over a whole
-    sequence (``parallel_stabilized_simple``, extended to an initial carry).  The output
+    sequence (``parallel_stabilized_simple``, extended to an initial carry), and the
+    cell's chunk form (``scan="chunked"``,
+    :func:`rnnjax.engine.chunk_forms.stabilized_chunk`, the chunkwise form of
+    NX-AI/mlstm_kernels ``torch/chunkwise/native``) the same map chunk by chunk, with
+    the recurrent stabiliser ``m_t`` exactly (closed form per chunk).  The output
     depends on ``q_t``, not on the carry alone: the gradient-flow analyses take
     ``readout="step"``.
 
@@ -151,8 +156,28 @@ def mlstm(hidden_size: int, num_heads: int = 1, *, forget_gate: str = "sigmoid",
         h = num / denom[:, None]
         return MLSTMState(C.reshape(-1), n.reshape(-1), m), _head_norm(w, h)
 
+    def chunk_run(w, carry, carry0, xs, starts, live):
+        """The chunkwise form (:func:`rnnjax.engine.chunk_forms.stabilized_chunk`): the
+        normaliser ``n`` rides as one more value column, ``S = [C, n] (DH, DH + 1)``."""
+        q, k, v, i_pre, f_pre = jax.vmap(lambda x: _projections(w, x, NH))(xs)
+        log_f = _log_forget(f_pre, forget_gate)
+        v1 = jnp.concatenate([v, jnp.ones_like(v[..., :1])], -1)  # (c, NH, DH + 1)
+
+        def state(c):
+            return jnp.concatenate([c.C.reshape(NH, DH, DH), c.n.reshape(NH, DH, 1)], -1)
+
+        o, m, S, m_end = jax.vmap(
+            stabilized_chunk, in_axes=(1, 1, 1, 1, 1, 0, 0, 0, 0, None, None))(
+            q, k / math.sqrt(DH), v1, log_f, i_pre, state(carry), carry.m, state(carry0),
+            carry0.m, starts, live)
+        num, qn = o[..., :DH], o[..., DH]  # (NH, c, DH), (NH, c)
+        h = num / (jnp.maximum(jnp.abs(qn), jnp.exp(-m)) + eps)[..., None]
+        ys = _head_norm(w, jnp.swapaxes(h, 0, 1))
+        return MLSTMState(S[..., :DH].reshape(-1), S[..., DH].reshape(-1), m_end), ys
+
     return Cell(init=init, prepare=identity, initial_carry=initial_carry, step=step,
-                input_size=lambda p: p["W_q"].shape[-1], output_size=E, name="mlstm")
+                input_size=lambda p: p["W_q"].shape[-1], output_size=E, name="mlstm",
+                chunk=Chunk(chunk_run))
 
 
 def mlstm_parallel(params, xs, *, num_heads: int = 1, forget_gate: str = "sigmoid",

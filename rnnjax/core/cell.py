@@ -61,6 +61,29 @@ class Linear(NamedTuple):
     readout: Callable[[Weights, Array, Array], Array]  # (weights, h_t, x_t) -> y_t
 
 
+class Chunk(NamedTuple):
+    r"""A cell's chunkwise-parallel form, read by :mod:`rnnjax.engine.chunked`
+    (``rnnjax.run(..., scan="chunked")``).
+
+    For a linear recurrence with a matrix state, ``S_t = A_t S_{t-1} + U_t`` (a decay
+    ``A_t`` that is a scalar, a diagonal or a Householder-like product per head), the
+    engine cuts time into chunks of ``c`` steps and scans over the chunks; ``run``
+    advances one example by one whole chunk at once, in its parallel (matmul) form
+    (kernels: :mod:`rnnjax.engine.chunk_forms`)::
+
+        carry, ys = run(w, carry, carry0, xs, starts, live)
+
+    with ``w = cell.prepare(params)``, ``xs (c, F)``, ``starts (c,)`` bool (the state
+    before that step is ``carry0``: a reset), ``live (c,)`` bool (false: the step is the
+    identity, its output is free; dead steps come only after the live ones).  ``ys (c,
+    output_size)`` and the carry after the chunk equal ``c`` calls of ``cell.step`` (with
+    the sequential engine's resets and frozen carry) up to rounding.  A wrapper that
+    changes ``step`` must clear it (``chunk=None``).
+    """
+
+    run: Callable
+
+
 class Backward(NamedTuple):
     r"""A cell's hand-written backpropagation through time, read by :mod:`rnnjax.engine.bptt`.
 
@@ -117,6 +140,7 @@ class _CellFields(NamedTuple):
     linear: Linear | None = None
     backward: Backward | None = None
     project: Callable[[Params], Params] | None = None
+    chunk: Chunk | None = None
 
 
 def check_key(key, name: str = "key") -> None:
@@ -198,6 +222,8 @@ class Cell(_CellFields):
         after every update, ``params = cell.project(optax.apply_updates(params,
         updates))``; :func:`rnnjax.training.make_update` (with
         :func:`rnnjax.training.cell_projection`) and the runner do.
+      chunk: optional :class:`Chunk`, the chunkwise-parallel form of a matrix-state
+        linear recurrence (``rnnjax.run(..., scan="chunked")``).
 
     Constructing a ``Cell`` wraps ``init`` with :func:`guard_init`: absurd sizes
     (``lstm(2_000_000).init(key, 3)``) are refused with the memory estimate before
@@ -323,7 +349,7 @@ def chunk_outer(d, a):
     return d.reshape(-1, d.shape[-1]).T @ a.reshape(-1, a.shape[-1])
 
 
-__all__ = ["Backward", "Cell", "check_key", "guard_init", "HiddenState", "LSTMState", "Linear",
-           "shared",
+__all__ = ["Backward", "Cell", "Chunk", "check_key", "guard_init", "HiddenState", "LSTMState",
+           "Linear", "shared",
            "chunk_outer", "cut_at", "fuse_input_hidden", "fused_grads", "identity",
            "recurrent_matrix", "where_live", "zeros_carry"]

@@ -43,7 +43,7 @@ import inspect
 import jax
 import jax.numpy as jnp
 
-from rnnjax.core.cell import Cell, Linear
+from rnnjax.core.cell import Cell, Chunk, Linear
 
 __all__ = ["HALF", "carry_dtype", "cast_floating", "mixed_precision", "precision_options"]
 
@@ -110,9 +110,20 @@ def mixed_precision(cell: Cell, dtype=jnp.float32, param_dtype=jnp.float32) -> C
                 lin.coeffs(w, cast_floating(cast_floating(x, dtype), state)), state),
             readout=lambda w, h, x: cast_floating(
                 lin.readout(w, h, cast_floating(cast_floating(x, dtype), state)), dtype))
+    chunk = None
+    if cell.chunk is not None:
+        run = cell.chunk.run
+
+        def chunk_run(w, carry, carry0, xs, starts, live):
+            carry, ys = run(w, cast_floating(carry, state), cast_floating(carry0, state),
+                            cast_floating(cast_floating(xs, dtype), state), starts, live)
+            return cast_floating(carry, state), cast_floating(ys, dtype)
+
+        chunk = Chunk(run=chunk_run)
     same = dtype == param_dtype == state
     return cell._replace(init=init, prepare=prepare, initial_carry=initial_carry, step=step,
-                         linear=linear, backward=cell.backward if same else None)
+                         linear=linear, backward=cell.backward if same else None,
+                         chunk=chunk)
 
 
 def precision_options(factory):

@@ -58,7 +58,8 @@ def _run(cell, params, xs, carry, lengths, resets, newton_init, *, spec: Spec):
 
 def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         reverse: bool = False, time_major: bool = False, unroll: int = 1, remat: bool = False,
-        truncate: int | None = None, grad: str = "auto", scan: str = "auto", newton=None):
+        truncate: int | None = None, grad: str = "auto", scan: str = "auto", newton=None,
+        chunk: int | None = None):
     """Run ``cell`` over the sequences ``xs``; return ``(ys, final_carry)``.
 
     Args:
@@ -116,6 +117,12 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         ``"cudnn"``: the plain float32 LSTM as one cuDNN call on a CUDA GPU
         (:mod:`rnnjax.engine.cudnn`; not with ``grad="manual"``, ``remat``, ``truncate``,
         ``unroll`` or ``resets``; ``"auto"`` picks it only where measured faster).
+        ``"chunked"``: cells that declare a chunkwise-parallel form (``cell.chunk``: the
+        mLSTM, DeltaNet and its gated and DeltaProduct variants, GLA, retention,
+        Mamba-2), sequential across chunks of ``chunk`` steps and matmul-parallel
+        inside each (:mod:`rnnjax.engine.chunked`); with ``lengths``, ``resets`` and
+        ``reverse``, not with ``grad="manual"``, ``remat``, ``truncate`` or ``unroll``;
+        ``"auto"`` does not pick it.
         All give the same outputs, final carry and gradients up to rounding (Newton: up
         to its tolerance).
       newton: :class:`rnnjax.engine.newton.NewtonOptions` for ``scan="newton"`` (method,
@@ -124,6 +131,8 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
         e.g. ``HiddenState(ys)`` of a previous call for an Elman/GRU/orthogonal cell;
         ``return_iterations=True`` makes ``run`` return ``(ys, final_carry,
         iterations)``, the Newton iterations per sequence, shape ``batch``).
+      chunk: steps per chunk of ``scan="chunked"`` (a positive integer; default 64,
+        or ``time`` when shorter); refused by the other engines.
 
     Returns:
       ``ys`` of shape ``(*batch, time, output_size)`` (time-major if asked) and the final
@@ -133,7 +142,8 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
                             resets)
     spec, newton_init = resolve(cell, params, xs, T, grad=grad, scan=scan, remat=remat,
                                 truncate=truncate, unroll=unroll, resets=resets,
-                                reverse=reverse, time_major=time_major, newton=newton)
+                                reverse=reverse, time_major=time_major, newton=newton,
+                                chunk=chunk)
     dtype = common_float_dtype(shape_dtype(xs)[1], params)  # reconcile half-precision xs
     xs = jnp.asarray(xs, dtype)
     if carry is not None:

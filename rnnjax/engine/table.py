@@ -35,10 +35,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax.core.checks import check_choice
+from rnnjax.core.checks import check_choice, check_positive_int
 from rnnjax.engine import autotune
 from rnnjax.engine.associative import associative_scan_cell, choose_scan
 from rnnjax.engine.bptt import GRADS, check_manual, choose_grad, scan_manual
+from rnnjax.engine.chunked import CHUNK, scan_chunked
 from rnnjax.engine.cudnn import CUDNN, check_cudnn, choose_cudnn, scan_cudnn
 from rnnjax.engine.inputs import common_float_dtype, shape_dtype
 from rnnjax.engine.newton import NewtonOptions, check_newton_options, scan_newton
@@ -58,6 +59,7 @@ class Spec(NamedTuple):
     remat: bool = False
     truncate: int | None = None
     newton: NewtonOptions | None = None
+    chunk: int | None = None
 
 
 class Engine(NamedTuple):
@@ -69,7 +71,8 @@ class Engine(NamedTuple):
         iterations or None)`` in the contract of the module docstring (``init``: the
         Newton warm start, or None).
       does: what it is, quoted when it refuses an option.
-      takes: the options it accepts among ``remat``, ``truncate``, ``unroll``, ``resets``.
+      takes: the options it accepts among ``remat``, ``truncate``, ``unroll``, ``resets``,
+        ``chunk``.
       grads: the explicit ``grad`` values it accepts (``"auto"`` always).
       check: ``(cell, params, xs) -> None``, raising for a cell or input it cannot run.
       picks: ``(cell, params, xs, T) -> bool``: whether ``scan="auto"`` takes it (asked
@@ -132,6 +135,22 @@ def _cudnn(cell, params, carry, xs, lengths, resets, init, spec):
     return ys, final, None
 
 
+def _chunked(cell, params, carry, xs, lengths, resets, init, spec):
+    if xs.shape[0] == 0:
+        return _sequential(cell, params, carry, xs, lengths, resets, init, spec)
+    ys, final = scan_chunked(cell, cell.prepare(params), carry, xs, lengths,
+                             reverse=spec.reverse, resets=resets,
+                             chunk=CHUNK if spec.chunk is None else spec.chunk)
+    return ys, final, None
+
+
+def _check_chunked(cell, params, xs):
+    if cell.chunk is None:
+        raise ValueError(f"scan='chunked' needs a cell that declares a chunkwise-parallel "
+                         f"form (Cell.chunk), but the {cell.name} cell declares none; "
+                         "use scan='sequential' or 'auto'")
+
+
 def _check_associative(cell, params, xs):
     if cell.linear is None:
         raise ValueError(f"scan='associative' needs a cell that declares a linear recurrence "
@@ -154,6 +173,8 @@ ENGINES = {e.name: e for e in (
            "(no steps to cut or unroll)", frozenset({"remat", "resets"}),
            check=_check_associative, picks=_picks_associative,
            tunes=lambda cell, params, xs, T: cell.linear.kind == "diagonal"),
+    Engine("chunked", _chunked, "runs the recurrence chunk by chunk in its parallel form "
+           "(cell.chunk)", frozenset({"resets", "chunk"}), check=_check_chunked),
     Engine("newton", _newton, "solves the whole sequence at once and takes the implicit "
            "gradient", frozenset({"resets"}), frozenset()),
     Engine(CUDNN, _cudnn, "runs the whole sequence in one cuDNN call with cuDNN's backward",
@@ -171,11 +192,11 @@ def scan_choices() -> tuple:
     return ("auto",) + tuple(name for name in ENGINES if name != "manual")
 
 
-def _given(remat, truncate, unroll, resets) -> dict:
+def _given(remat, truncate, unroll, resets, chunk=None) -> dict:
     """The options of the call that are not at their defaults, as shown in errors."""
     given = {"remat": remat if remat else None, "truncate": truncate,
              "unroll": unroll if unroll != 1 else None,
-             "resets": "an array" if resets is not None else None}
+             "resets": "an array" if resets is not None else None, "chunk": chunk}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -218,7 +239,8 @@ def _measured(cell, params, xs, T, grad, scan, rule, given, spec: Spec) -> autot
 
 def decide(cell, params, xs, T: int | None = None, *, grad: str = "auto",
            scan: str = "auto", remat: bool = False, truncate=None, unroll: int = 1,
-           resets=None, reverse: bool = False, time_major: bool = False) -> autotune.Choice:
+           resets=None, reverse: bool = False, time_major: bool = False,
+           chunk=None) -> autotune.Choice:
     """The entry of :data:`ENGINES` that :func:`rnnjax.run` with these arguments runs
     (``"manual"``: the hand-written BPTT) and why: measured (:mod:`rnnjax.engine.autotune`)
     or by the recorded rules (``RNNJAX_AUTOTUNE=0``, one candidate, timing failed).
@@ -226,7 +248,7 @@ def decide(cell, params, xs, T: int | None = None, *, grad: str = "auto",
     ``T`` defaults to ``xs``'s time axis.  Options are checked by :func:`resolve`."""
     if T is None:
         T = xs.shape[0] if time_major else xs.shape[-2]
-    given = _given(remat, truncate, unroll, resets)
+    given = _given(remat, truncate, unroll, resets, chunk)
     if scan == "auto":
         name = next((n for n in AUTO_ORDER if _accepts(ENGINES[n], grad, given)
                      and ENGINES[n].picks(cell, params, xs, T)), "sequential")
@@ -239,20 +261,24 @@ def decide(cell, params, xs, T: int | None = None, *, grad: str = "auto",
         return autotune.Choice(name, f"rule: {autotune.ENV}=0" if name != "newton"
                                else "rule: asked", {}, "")
     return _measured(cell, params, xs, T, grad, scan, name, given,
-                     Spec(name, bool(reverse), bool(time_major), unroll, bool(remat), truncate))
+                     Spec(name, bool(reverse), bool(time_major), unroll, bool(remat), truncate,
+                          chunk=chunk))
 
 
 def resolve(cell, params, xs, T: int, *, grad: str = "auto", scan: str = "auto",
             remat: bool = False, truncate=None, unroll: int = 1, resets=None,
-            reverse: bool = False, time_major: bool = False, newton=None) -> tuple[Spec, Any]:
+            reverse: bool = False, time_major: bool = False, newton=None,
+            chunk=None) -> tuple[Spec, Any]:
     """Resolve :func:`rnnjax.run`'s options into ``(Spec, Newton warm start or None)``,
     raising ``ValueError`` (``RuntimeError`` for a missing backend) before tracing."""
     check_choice("grad", grad, GRADS)
     check_choice("scan", scan, scan_choices())
-    given = _given(remat, truncate, unroll, resets)
+    if chunk is not None:
+        check_positive_int("chunk", chunk)
+    given = _given(remat, truncate, unroll, resets, chunk)
     name = decide(cell, params, xs, T, grad=grad, scan=scan, remat=remat, truncate=truncate,
                   unroll=unroll, resets=resets, reverse=reverse,
-                  time_major=time_major).engine
+                  time_major=time_major, chunk=chunk).engine
     engine = ENGINES[name]
     label = "grad='manual'" if name == "manual" else f"scan={name!r}"
     if grad != "auto" and grad not in engine.grads:
@@ -271,5 +297,5 @@ def resolve(cell, params, xs, T: int, *, grad: str = "auto", scan: str = "auto",
         if not isinstance(newton.init, str):
             newton, init = newton._replace(init="zeros"), newton.init
     return Spec(name, bool(reverse), bool(time_major), unroll, bool(remat), truncate,
-                newton), init
+                newton, chunk), init
 

@@ -86,9 +86,9 @@ def _masked_cell(cell: Cell) -> Cell:
         return state, jnp.ones_like(state.h)
 
     # The masked step is no longer the cell's declared linear recurrence, nor the step its
-    # hand-written backward was written for: both are cleared.
+    # hand-written backward or chunked form was written for: all are cleared.
     return cell._replace(step=step, initial_carry=initial_carry, name=cell.name, linear=None,
-                         backward=None)
+                         backward=None, chunk=None)
 
 
 def _run_cell(cell, params, xs, carry, lengths, key, recurrent_dropout, reverse, options):
