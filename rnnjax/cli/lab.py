@@ -73,7 +73,8 @@ def run(a) -> int:
     if lengths:
         words += ["--lengths", ",".join(map(str, lengths))]
     run_lab(out, cells, tasks, lengths, recipe=recipe, resume=a.resume,
-            overwrite=a.overwrite, command=reproduce_command(words))
+            overwrite=a.overwrite, command=reproduce_command(words),
+            report_only=a.report_only)
     return 0
 
 
@@ -100,6 +101,9 @@ def register(sub):
     p.add_argument("--resume", action="store_true",
                    help="continue a stopped grid in --out: finished runs are read back, an "
                         "interrupted one continues from its checkpoint")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the leaderboard of the runs of --out that "
+                        "have finished (marked partial when some have not)")
     p.add_argument("--overwrite", action="store_true",
                    help="train the whole grid again in a non-empty --out (a lab's folder)")
     p.set_defaults(func=run)

@@ -135,12 +135,12 @@ def _folder(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
-def _check_grid(cfgs: dict, resume: bool) -> None:
+def _check_grid(cfgs: dict, resume: bool, factors) -> None:
     """Every config validated and every evaluation length built before any file is
     touched; on resume, every started run's recipe checked against it."""
     for cfg in cfgs.values():
         validate(cfg)
-        for f in EVAL_FACTORS[1:]:
+        for f in factors[1:]:
             make_task(dataclasses.replace(cfg, T=cfg.T * f))
     if resume:
         check_resume_job(cfgs)
@@ -180,7 +180,7 @@ def _call_seconds(history) -> float:
     return float(sum(a for a, b in zip(t, t[1:] + [-1.0]) if b < a))
 
 
-def _run_one(root: str, key, cfg: Config, cell: LabCell, resume: bool) -> dict:
+def _run_one(root: str, key, cfg: Config, cell: LabCell, resume: bool, factors) -> dict:
     done = os.path.join(cfg.out, "lab_run.json")
     if resume and os.path.exists(done):
         with open(done) as f:
@@ -194,7 +194,7 @@ def _run_one(root: str, key, cfg: Config, cell: LabCell, resume: bool) -> dict:
     earlier = _call_seconds(result.history[:len(result.history) - len(new)])
     exp, last, K = result.experiment, result.history[-1], cfg.seeds
     accuracy, loss = {}, {}
-    for f in EVAL_FACTORS:
+    for f in factors:
         if f == 1:  # the runner's own held-out record
             loss["1"] = _per_seed(last, "eval_loss", K)
             accuracy["1"] = _per_seed(last, "eval_accuracy", K)
@@ -211,8 +211,7 @@ def _run_one(root: str, key, cfg: Config, cell: LabCell, resume: bool) -> dict:
     entry = {"task": key[0], "T": key[1], "cell": cell.label, "cell_name": cell.cell,
              "cell_options": [list(kv) for kv in cell.options], "seeds": K,
              "steps": cfg.steps, "baseline": baseline,
-             "baseline_note": exp.task.baseline_note, "lengths": [cfg.T * f for f in
-                                                                   EVAL_FACTORS],
+             "baseline_note": exp.task.baseline_note, "lengths": [cfg.T * f for f in factors],
              "accuracy": accuracy, "loss": loss,
              "over_baseline": (None if not baseline or loss["1"] is None else
                                [None if v is None else v / baseline for v in loss["1"]]),
@@ -224,12 +223,22 @@ def _run_one(root: str, key, cfg: Config, cell: LabCell, resume: bool) -> dict:
 
 def run_lab(out: str, cells=None, task_names=None, lengths=None, *,
             recipe: Config = DEFAULT_RECIPE, resume: bool = False, overwrite: bool = False,
-            command: str | None = None, print_fn=print) -> dict:
+            command: str | None = None, print_fn=print, factors=EVAL_FACTORS,
+            report_only: bool = False) -> dict:
     """Train the grid ``cells`` (:class:`LabCell` or their ``name@k=v`` texts; default
     :data:`DEFAULT_CELLS`) x ``task_names`` (default :data:`DEFAULT_TASKS`; a
     ``module:factory`` is a task of one's own) x training ``lengths`` (default: each
     task's :data:`TASK_LENGTHS`) with ``recipe`` and write the leaderboard in ``out``.
-    Returns the leaderboard (the ``leaderboard.json`` object)."""
+    ``report_only``: train nothing; write the leaderboard of the runs of ``out``
+    already finished (``out`` must hold this grid: it implies ``resume``), marked
+    ``"partial": "k of n runs"`` when some are missing.  ``factors``: the evaluation
+    lengths as multiples of the training length (the first
+    must be 1, the runner's own held-out record).  Returns the leaderboard (the
+    ``leaderboard.json`` object)."""
+    factors = tuple(int(f) for f in factors)
+    if not factors or factors[0] != 1 or any(f < 1 for f in factors):
+        raise ValueError(f"factors must start with 1 and be positive integers, got "
+                         f"{factors}")
     cells = [c if isinstance(c, LabCell) else parse_cell(c)
              for c in (DEFAULT_CELLS if cells is None else cells)]
     task_names = list(DEFAULT_TASKS if task_names is None else task_names)
@@ -246,16 +255,34 @@ def run_lab(out: str, cells=None, task_names=None, lengths=None, *,
         if not lengths or any(L < 1 for L in lengths):
             raise ValueError(f"lengths must be positive integers, got {lengths}")
     by_label = {c.label: c for c in cells}
+    resume = resume or report_only
     cfgs = grid_configs(out, recipe, cells, task_names, lengths)
-    _check_grid(cfgs, resume)
+    _check_grid(cfgs, resume, factors)
     out = prepare_out(out, resume, overwrite, name="out", command="lab")
     with lock_out(out, name="out"):
         claim_out(out, "lab", overwrite)
         grid = {"cells": [c.label for c in cells], "tasks": task_names,
-                "lengths": lengths, "factors": list(EVAL_FACTORS),
+                "lengths": lengths, "factors": list(factors),
                 "recipe": recipe.to_json(), "command": command}
-        write_text(os.path.join(out, "grid.json"), json.dumps(grid, indent=1))
         n = len(cfgs)
+        if report_only:
+            entries = []
+            for cfg in cfgs.values():
+                path = os.path.join(cfg.out, "lab_run.json")
+                if os.path.exists(path):
+                    with open(path) as f:
+                        entries.append(json.load(f))
+            if not entries:
+                raise ValueError(f"out {out!r} holds no finished run of this grid: nothing "
+                                 f"to report")
+            if len(entries) < n:
+                grid["partial"] = f"{len(entries)} of {n} runs"
+            board = write_leaderboard(out, entries, grid)
+            if print_fn:
+                print_fn(f"wrote {os.path.join(out, 'leaderboard.md')} "
+                         f"({grid.get('partial', 'all runs')})")
+            return board
+        write_text(os.path.join(out, "grid.json"), json.dumps(grid, indent=1))
         if print_fn:
             print_fn(f"lab: {n} runs ({len(cells)} cells x {len(task_names)} tasks"
                      f"{'' if lengths is None else f' x {len(lengths)} lengths'}, "
@@ -264,7 +291,7 @@ def run_lab(out: str, cells=None, task_names=None, lengths=None, *,
         entries, t0, ran = [], time.perf_counter(), 0
         for i, (key, cfg) in enumerate(cfgs.items()):
             was_done = resume and os.path.exists(os.path.join(cfg.out, "lab_run.json"))
-            e = _run_one(out, key, cfg, by_label[key[2]], resume)
+            e = _run_one(out, key, cfg, by_label[key[2]], resume, factors)
             entries.append(e)
             ran += not was_done
             if print_fn:
@@ -272,9 +299,9 @@ def run_lab(out: str, cells=None, task_names=None, lengths=None, *,
                 left = el / ran * (n - i - 1) if ran else 0.0
                 acc = " ".join("-" if e["accuracy"][str(f)] is None else
                                f"{np.mean(e['accuracy'][str(f)]):.2f}"
-                               for f in EVAL_FACTORS)
+                               for f in factors)
                 print_fn(f"[{i + 1}/{n}] {key[0]} T={key[1]} {key[2]}: accuracy at "
-                         f"{'/'.join(f'{f}x' for f in EVAL_FACTORS)} {acc} "
+                         f"{'/'.join(f'{f}x' for f in factors)} {acc} "
                          f"({e['seconds']:.0f} s{', read back' if was_done else ''}); "
                          f"{el / 60:.1f} min so far, about {left / 60:.1f} min left")
         board = write_leaderboard(out, entries, grid)

@@ -198,6 +198,8 @@ def _write_md(out, board, groups, paragraphs):
              "2x, 4x, 8x the training length T; loss / baseline at T; the credit ratio "
              "||dL_target/dz_source|| / ||dL_target/dz_reference|| and the Jacobian norm "
              "at the end of training (the task's credit steps).", "",
+             *([f"**Partial**: this leaderboard holds the {grid['partial']} of the grid "
+                "that had finished.", ""] if grid.get("partial") else []),
              "![accuracy heatmap](lab_heatmap.png)", "",
              "![length generalisation](lab_lengths.png)", ""]
     for (t, T), rs in groups.items():
@@ -220,6 +222,8 @@ def _write_html(out, board, groups, paragraphs):
     parts = ["<!doctype html><meta charset='utf-8'><title>Memory lab</title>",
              "<h1>Memory lab leaderboard</h1>",
              f"<p>Recipe: {e(_recipe_line(board['grid']))}.</p>",
+             (f"<p><b>Partial</b>: the {e(board['grid']['partial'])} that had finished.</p>"
+              if board["grid"].get("partial") else ""),
              "<img src='lab_heatmap.png' alt='accuracy heatmap'>",
              "<img src='lab_lengths.png' alt='length generalisation'>"]
     for (t, T), rs in groups.items():
