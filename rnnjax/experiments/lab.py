@@ -101,9 +101,10 @@ QUICK_RECIPE = dataclasses.replace(DEFAULT_RECIPE, hidden=8, batch=16, steps=40,
                                    log_every=20, eval_batch=32)
 
 # The ETA's prior for one grid cell on the 2-core CPU (compilation and evaluation, then
-# the steps), measured with the default recipe; the ETA is re-estimated from the grid
-# cells already done.
-_PRIOR_FIXED_S, _PRIOR_STEP_S = 25.0, 0.004
+# the steps), measured with the default recipe on the shared 2-core AMD EPYC machine
+# (load about 19: 43-90 s per grid cell, mostly compilation); the ETA is re-estimated
+# from the grid cells already done after each one.
+_PRIOR_FIXED_S, _PRIOR_STEP_S = 55.0, 0.03
 
 
 def estimate_seconds(configs) -> float:
@@ -287,7 +288,8 @@ def run_lab(out: str, cells=None, task_names=None, lengths=None, *,
             print_fn(f"lab: {n} runs ({len(cells)} cells x {len(task_names)} tasks"
                      f"{'' if lengths is None else f' x {len(lengths)} lengths'}, "
                      f"{recipe.seeds} seeds each, vmapped), about "
-                     f"{estimate_seconds(cfgs) / 60:.0f} min on a 2-core CPU (estimate)")
+                     f"{estimate_seconds(cfgs) / 60:.0f} min on a busy 2-core CPU (a prior "
+                     f"estimate; re-estimated after each run)")
         entries, t0, ran = [], time.perf_counter(), 0
         for i, (key, cfg) in enumerate(cfgs.items()):
             was_done = resume and os.path.exists(os.path.join(cfg.out, "lab_run.json"))
