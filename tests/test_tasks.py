@@ -227,6 +227,8 @@ def test_charlm_windows_vocab_bpc_and_generation(tmp_path):
 
 def test_task_registry_lists_names():
     assert set(tasks.TASKS) == {"copy", "adding", "smnist", "pmnist", "charlm", "digits",
-                                "pdigits", "mnist1d", "mnist1d_full"}
-    with pytest.raises(ValueError, match=r"task must be one of \['adding', 'charlm', 'copy'"):
+                                "pdigits", "mnist1d", "mnist1d_full", "selective_copy", "mqar",
+                                "induction", "parity", "modadd", "s3", "s5", "cycle"}
+    with pytest.raises(ValueError,
+                       match=r"task must be one of \['adding', 'charlm', 'copy', 'cycle'"):
         tasks.make("kopy", T=5)

@@ -14,7 +14,7 @@ import threading
 
 # Subcommand modules, in the order ``rnnjax --help`` lists them.
 COMMANDS = ["copy", "train", "gradflow", "bptt_explain", "bench", "colors", "forecast",
-            "classify", "seq2seq", "generate", "orthogonality"]
+            "classify", "seq2seq", "generate", "orthogonality", "lab"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
