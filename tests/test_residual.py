@@ -5,6 +5,7 @@ equations written out here agree in float64; every engine, the NNX module, the r
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -86,10 +87,9 @@ def _reference(cell, p, xs, lengths, norm, act):
 
 
 @pytest.mark.parametrize("d_model,norm,mlp,act", [(4, "rms", 1.5, "gelu"),
-                                                  (None, "layer", 2.0, "silu"),
-                                                  (5, "none", None, "gelu")])
+                                                  (None, "layer", 2.0, "silu")])
 def test_layer_cell_and_equations_agree_in_float64(d_model, norm, mlp, act):
-    cell = cells.lstm(5)  # d_model 4: a projection; 5: none; None: the first block reads xs
+    cell = cells.lstm(5)  # d_model 4: a projection; None: the first block reads xs
     stack = layers.residual_stack(cell, 2, d_model=d_model, mlp=mlp, norm=norm,
                                   activation=act)
     p = to_f64(stack.cell.init(jax.random.key(0), F))
@@ -138,10 +138,9 @@ def test_dropout_only_with_a_key_and_a_fresh_mask_per_key():
 
 
 def test_nnx_residual_equals_the_functional_stack():
-    m = rnn.Residual(cells.slstm(4, num_heads=2), F, depth=2, d_model=4, mlp=2.0,
-                     norm="layer", rngs=nnx.Rngs(params=3))
-    stack = layers.residual_stack(cells.slstm(4, num_heads=2), 2, d_model=4, mlp=2.0,
-                                  norm="layer")
+    m = rnn.Residual(cells.gru(4), F, depth=2, d_model=4, mlp=2.0, norm="layer",
+                     rngs=nnx.Rngs(params=3))
+    stack = layers.residual_stack(cells.gru(4), 2, d_model=4, mlp=2.0, norm="layer")
     expected = stack.cell.init(nnx.Rngs(params=3).params(), F)
     jax.tree.map(np.testing.assert_array_equal, m.to_params(), expected)
     m.from_params(to_f64(expected))
@@ -189,15 +188,19 @@ DEEP = ["train", "--task", "copy", "--cell", "mamba", "--depth", "2", "--d-model
 
 @pytest.mark.slow
 def test_deep_copy_run_resumes_bitwise_with_seeds_and_bfloat16(tmp_path):
+    """An uninterrupted run of 4 steps, and the same run resumed from its own
+    checkpoint at step 2 (a copy of the folder without step 4): the same records and
+    params bit for bit; the credit of the copy task is measured on the stack's carry."""
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     assert main(DEEP + ["--steps", "4", "--out", a]) == 0
-    assert main(DEEP + ["--steps", "2", "--out", b]) == 0
+    shutil.copytree(a, b)
+    shutil.rmtree(os.path.join(b, "checkpoints", "4"))
     assert main(DEEP + ["--steps", "4", "--out", b, "--resume"]) == 0
     ha, hb = load_history(a), load_history(b)
-    keep = ("train_loss", "eval_loss", "train_grad_norm", "eval_credit_ratio_h_2")
+    keep = ("step", "train_loss", "eval_loss", "train_grad_norm", "eval_credit_ratio_h_2")
     assert [{k: r[k] for k in keep} for r in ha] == [{k: r[k] for k in keep} for r in hb]
-    assert ha[0]["train_loss"] != ha[-1]["train_loss"]  # it trained
-    pa, pb = load_params(a), load_params(b)
+    assert [r["step"] for r in hb] == [2, 4] and ha[0]["train_loss"] != ha[-1]["train_loss"]
+    pa, pb = load_params(a, 4), load_params(b, 4)
     assert set(pa["cell"]) == {"embed", "blocks", "norm"} and len(pa["cell"]["blocks"]) == 2
     jax.tree.map(np.testing.assert_array_equal, pa, pb)
     saved = Config.load(a)
@@ -241,10 +244,9 @@ EIGHT_DEVICES = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_deep_model_on_eight_virtual_devices_matches_one_device():
-    small = dict(task="adding", cell="gru", T=3, hidden=4, batch=8, steps=2, log_every=1,
+    small = dict(task="adding", cell="gru", T=3, hidden=4, batch=8, steps=2, log_every=2,
                  eval_batch=8, depth=2, d_model=4, mlp=1.0, norm="layer", dropout=0.2)
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    env.pop("XLA_FLAGS", None)
+    env = {**os.environ, "PYTHONPATH": ROOT}  # XLA_FLAGS as conftest's: fast compiles
     p = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, json.dumps(small)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -1,6 +1,7 @@
 """Sequence layers: a :class:`Layer` runs a cell over a whole sequence
 (uni- and bidirectional, stacks, the LRU block, deep residual stacks); readouts,
-baselines and the Flax NNX modules (:mod:`rnnjax.layers.nnx`, imported on demand) live beside them."""
+baselines and the Flax NNX modules (:mod:`rnnjax.layers.nnx`, imported on demand) live
+beside them."""
 
 from rnnjax.layers.recurrent import (
     Layer,

@@ -373,5 +373,5 @@ RESUME_FIELDS = tuple(f.name for f in dataclasses.fields(Config)
 
 
 __all__ = ["AGREE", "CHANGE", "CLIP_MODES", "CONSTRAINTS", "Config", "DEEP", "DEEP_FIELDS",
-           "DTYPES", "OPTIMIZERS", "PATH_FIELDS", "READOUTS", "RESUME_FIELDS", "flag", "option_fields",
-           "parse_cell_option", "paths_from_run", "paths_to_run"]
+           "DTYPES", "OPTIMIZERS", "PATH_FIELDS", "READOUTS", "RESUME_FIELDS", "flag",
+           "option_fields", "parse_cell_option", "paths_from_run", "paths_to_run"]
