@@ -114,13 +114,20 @@ def resolve_readout(cell, weights, carry, x, readout):
         raise ValueError(f"readout must be 'auto', 'carry_or_step', 'step' or a callable "
                          f"carry -> y, got {readout!r}")
     c = jax.tree.map(lambda a: a[0], carry)
-    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((weights, c, x))):
+    # A carry of several fields without an ``h`` (a deep stack's ``h_1, c_1, ...``) has
+    # nothing carry_readout can read, whether the values are concrete or not.
+    readable = fn is not carry_readout or hasattr(c, "h") or not isinstance(c, tuple)
+    if readable and any(isinstance(a, jax.core.Tracer)
+                        for a in jax.tree.leaves((weights, c, x))):
         return fn  # under jit: values are abstract; the check runs on eager calls only
-    new, y = cell.step(weights, c, x[0])
-    try:
-        ok = bool(np.allclose(np.asarray(fn(new)), np.asarray(y), rtol=1e-5, atol=1e-6))
-    except (ValueError, TypeError, AttributeError):
-        ok = False
+    ok = False
+    if readable:
+        new, y = cell.step(weights, c, x[0])
+        try:
+            ok = bool(np.allclose(np.asarray(fn(new)), np.asarray(y), rtol=1e-5,
+                                  atol=1e-6))
+        except (ValueError, TypeError, AttributeError):
+            ok = False
     if not ok and readout == "carry_or_step":
         return None
     if not ok:

@@ -14,7 +14,8 @@ the outputs and gradients of the pure code bit for bit::
 
 Conversions: ``module.to_params()`` returns the pure params pytree (the structure
 ``layer.init`` returns: a cell's dict for :class:`RNN`, ``{"fwd", "bwd"}`` for
-:class:`Bidirectional`, a list for :class:`Stack`); ``module.from_params(params)``
+:class:`Bidirectional`, a list for :class:`Stack`, the stack's dict for
+:class:`Residual`, the deep residual model); ``module.from_params(params)``
 loads one in place after checking its structure and shapes; every constructor takes
 ``params=`` to build a module around existing params.
 
@@ -231,6 +232,58 @@ MinLSTM = _cell_module(REGISTRY["minlstm"], "MinLSTM")
 RGLRU = _cell_module(REGISTRY["rglru"], "RGLRU")
 S4D = _cell_module(REGISTRY["s4d"], "S4D")
 S5 = _cell_module(REGISTRY["s5"], "S5")
+# the modern recurrences (rnnjax.cells.selective, .xlstm, .delta, .linear_attention)
+Mamba = _cell_module(REGISTRY["mamba"], "Mamba")
+MambaBlock = _cell_module(REGISTRY["mamba_block"], "MambaBlock")
+Mamba2 = _cell_module(REGISTRY["mamba2"], "Mamba2")
+MLSTM = _cell_module(REGISTRY["mlstm"], "MLSTM")
+SLSTM = _cell_module(REGISTRY["slstm"], "SLSTM")
+DeltaNet = _cell_module(REGISTRY["deltanet"], "DeltaNet")
+GLA = _cell_module(REGISTRY["gla"], "GLA")
+Retention = _cell_module(REGISTRY["retention"], "Retention")
+
+
+class Residual(_SequenceModule):
+    """A deep residual stack (:func:`rnnjax.layers.residual_stack`: ``depth`` pre-norm
+    blocks of ``cell``, the residual stream of width ``d_model``, ``norm``, a gated
+    MLP of expansion ``mlp``, ``dropout`` on each branch) as an NNX module.
+
+    Its params are the stack's pytree (``{"embed"?, "blocks": [...], "norm"?}``) as
+    ``nnx.Param`` leaves under ``self.params``; a call runs the stack's block-by-block
+    layer on them (``xs (*batch, time, F) -> (ys (*batch, time, D), carry)``), so it
+    gives the pure function's outputs and gradients.  ``self.cell`` is the stack as one
+    step-by-step :class:`rnnjax.Cell` (the same params).  Dropout as the other modules:
+    on when not ``deterministic``, one key per call from the ``"dropout"`` stream.
+    With ``depth=1`` and nothing added the stack is the cell: use :class:`RNN`.
+    """
+
+    def __init__(self, cell: Cell, input_size: int | None = None, *, depth: int = 2,
+                 d_model: int | None = None, mlp: float | None = None,
+                 norm: str = "rms", dropout: float = 0.0, activation: str = "gelu",
+                 rngs: nnx.Rngs | None = None, params: Any = None, param_dtype=None,
+                 **options):
+        stack = _layers.residual_stack(cell, depth, d_model=d_model, mlp=mlp, norm=norm,
+                                       dropout=dropout, activation=activation)
+        if isinstance(stack, Cell):
+            raise ValueError("Residual with depth=1 and no d_model, mlp, norm or dropout "
+                             "is the cell itself: use rnnjax.layers.nnx.RNN(cell, ...)")
+        if params is None:
+            if input_size is None or rngs is None:
+                raise ValueError("Residual needs input_size and rngs to draw params, or "
+                                 f"params=; got input_size={input_size!r}, rngs={rngs!r}")
+            check_positive_int("input_size", input_size)
+            params = stack.cell.init(rngs.params(), input_size)
+        elif input_size is not None and stack.cell.input_size(params) != input_size:
+            raise ValueError(f"params are for {stack.cell.input_size(params)} input "
+                             f"features but input_size={input_size}")
+        self.cell = stack.cell
+        self.layer = stack.layer
+        self.input_size = int(stack.cell.input_size(params))
+        self.params = nnx.data(jax.tree.map(nnx.Param, _cast(params, param_dtype)))
+        self._setup(rngs, float(dropout), options)
+
+    to_params = RNN.to_params
+    from_params = RNN.from_params
 
 
 class Bidirectional(_SequenceModule):
@@ -346,4 +399,5 @@ def from_params(module: _SequenceModule, params):
 
 __all__ = ["GRU", "LSTM", "RNN", "Bidirectional", "Elman", "Stack", "from_params",
            "to_params", "AntisymmetricRNN", "CoRNN", "IndRNN", "LipschitzRNN", "MGU",
-           "MinGRU", "MinLSTM", "RGLRU", "S4D", "S5", "UnICORNN"]
+           "MinGRU", "MinLSTM", "RGLRU", "S4D", "S5", "UnICORNN", "DeltaNet", "GLA",
+           "MLSTM", "Mamba", "Mamba2", "MambaBlock", "Residual", "Retention", "SLSTM"]

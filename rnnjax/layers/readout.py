@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from rnnjax.core.cell import Cell
 from rnnjax.core.checks import check_choice, check_positive_int
 from rnnjax.engine.sequence import run
-from rnnjax.layers import Layer
+from rnnjax.layers.recurrent import Layer
 
 
 class Decoding(NamedTuple):
@@ -80,10 +80,14 @@ class Model(NamedTuple):
 
 
 def cell_with_readout(cell: Cell, input_size: int, output_size: int,
-                      readout: str = "all", grad: str = "auto") -> Model:
+                      readout: str = "all", grad: str = "auto", scan: str = "auto",
+                      layer: Layer | None = None) -> Model:
     """Build the :class:`Model` of ``cell`` reading ``input_size`` features and emitting
     ``output_size`` outputs at every step (``"all"``) or the last step (``"last"``);
-    ``grad`` as for :func:`rnnjax.run`."""
+    ``grad`` and ``scan`` as for :func:`rnnjax.run`.  ``layer``: the sequence function
+    ``apply`` runs instead of ``rnnjax.run(cell, ...)``, with ``cell``'s params and
+    outputs (a deep stack's block-by-block view, :func:`rnnjax.layers.residual_stack`);
+    ``apply(params, xs, key=None)`` then passes ``key`` (dropout) to it."""
     check_positive_int("input_size", input_size)
     check_positive_int("output_size", output_size)
     check_choice("readout", readout, ("all", "last"))
@@ -98,8 +102,11 @@ def cell_with_readout(cell: Cell, input_size: int, output_size: int,
     def project(p, y):
         return y @ p["readout"]["W"].T + p["readout"]["b"]
 
-    def apply(params, xs):
-        ys, _ = run(cell, params["cell"], xs, grad=grad)
+    def apply(params, xs, key=None):
+        if layer is None:
+            ys, _ = run(cell, params["cell"], xs, grad=grad, scan=scan)
+        else:
+            ys, _ = layer.apply(params["cell"], xs, key=key, grad=grad, scan=scan)
         if readout == "last":
             ys = ys[..., -1, :]
         return project(params, ys)

@@ -30,14 +30,17 @@ from rnnjax.core.checks import (
     check_positive_float,
     check_positive_int,
 )
-from rnnjax.engine import bptt
+from rnnjax.engine import bptt, table
 from rnnjax.layers import baselines
+from rnnjax.layers.residual import ACTIVATIONS, NORMS
 from rnnjax.optim import constraints
 from rnnjax.training.fields import (
     AGREE,
     CHANGE,
     CLIP_MODES,
     CONSTRAINTS,
+    DEEP,
+    DEEP_FIELDS,
     DTYPES,
     OPTIMIZERS,
     READOUTS,
@@ -120,6 +123,7 @@ def check_fields(config: Config) -> None:
                              f"BPTT, got the baseline {config.cell!r}")
         bptt.check_manual(make_cell(config))  # raises for a cell without cell.backward
     _validate_model(config)
+    _validate_deep(config)
     _validate_constraints(config)
     if config.task == "adding" and config.T < 2:
         raise ValueError(f"T must be >= 2 for the adding problem, got {config.T}")
@@ -156,6 +160,52 @@ def _validate_model(config: Config) -> None:
         raise ValueError(f"{on} build a layer model, and the penalties, flossing and "
                          f"riemannian options act on a single cell; turn one or the "
                          f"other off")
+
+
+def _validate_deep(config: Config) -> None:
+    """The options of a deep model (:data:`DEEP_FIELDS`, ``scan``), each alone, then
+    what a residual stack cannot be combined with: a baseline, ``bidirectional`` or
+    ``readout`` (layer models of their own), the constraint options (which act on one
+    cell's recurrent matrix), and for the stateful char LM (which runs the stack step
+    by step as one cell) ``dropout`` and ``grad='manual'``."""
+    check_choice("scan", config.scan, table.scan_choices())
+    check_positive_int("depth", config.depth)
+    if config.d_model is not None:
+        check_positive_int("d_model", config.d_model)
+    if config.mlp is not None:
+        check_positive_float("mlp", config.mlp)
+    check_choice("mlp_activation", config.mlp_activation, ACTIVATIONS)
+    check_choice("norm", config.norm, NORMS)
+    d = config.dropout
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:
+        raise ValueError(f"dropout must be a rate in [0, 1), got {d!r}")
+    stateful = config.task == "charlm"
+    if config.scan != "auto" and (config.cell in baselines.MODELS or stateful):
+        raise ValueError(f"scan={config.scan!r} chooses the engine of a recurrent cell on "
+                         f"a sampled-batch task; got cell {config.cell!r} on task "
+                         f"{config.task!r}: leave scan='auto'")
+    if not config.is_deep():
+        return
+    on = ", ".join(f"{flag(k)} {getattr(config, k)}" for k in DEEP_FIELDS
+                   if getattr(config, k) != Config.__dataclass_fields__[k].default)
+    if config.cell in baselines.MODELS:
+        raise ValueError(f"{on} build residual blocks around a recurrent cell, got the "
+                         f"baseline {config.cell!r}")
+    if config.bidirectional or config.readout is not None:
+        raise ValueError(f"{on} build a residual stack, which cannot be combined with "
+                         f"--bidirectional or --readout: turn one or the other off")
+    if config.has_constraint():
+        raise ValueError(f"{on} build a residual stack, and the penalties, flossing and "
+                         f"riemannian options act on a single cell: turn one or the "
+                         f"other off")
+    if stateful and config.dropout:
+        raise ValueError(f"--dropout {config.dropout}: the 'charlm' task is stateful and "
+                         f"runs the residual stack step by step, without dropout: leave "
+                         f"--dropout out")
+    if stateful and config.grad == "manual":
+        raise ValueError(f"grad='manual' with {on}: the 'charlm' task runs the residual "
+                         f"stack step by step as one cell, which has no hand-written "
+                         f"BPTT: use --grad auto or autodiff")
 
 
 def _validate_constraints(config: Config) -> None:
@@ -268,7 +318,12 @@ def estimate_bytes(config: Config, task=None) -> float:
             n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
         except ValueError:  # a cell whose input size is tied to its width (LRU)
             pass
-    activations = 8.0 * max(config.batch, config.eval_batch) * time * config.hidden
+    if config.is_deep():  # every block keeps its activations (and its stream)
+        width = config.hidden + (config.d_model or config.hidden) * (2 + (config.mlp or 0))
+        n_params *= config.depth
+    else:
+        width = config.hidden
+    activations = 8.0 * max(config.batch, config.eval_batch) * time * width * config.depth
     held_out = float(config.eval_batch) * time * task.input_size
     return 4.0 * config.seeds * (4.0 * n_params + activations + held_out)
 
@@ -357,7 +412,8 @@ def check_resume_options(saved: Config, given: dict, out: str, what: str = "run"
                              f"{flag(k)} {given[k]}: give {flag('epochs')} instead")
 
 
-__all__ = ["AGREE", "CHANGE", "CLIP_MODES", "CONSTRAINTS", "Config", "DTYPES", "OPTIMIZERS",
+__all__ = ["AGREE", "CHANGE", "CLIP_MODES", "CONSTRAINTS", "Config", "DEEP", "DEEP_FIELDS",
+           "DTYPES", "OPTIMIZERS",
            "PRESETS", "READOUTS", "RESUME_FIELDS", "check_fields", "check_resume",
            "check_resume_options", "estimate_bytes", "flag", "has_orthogonal_params",
            "make_cell", "make_task", "option_fields", "orthogonal_cells",

@@ -17,7 +17,8 @@ import optax
 from rnnjax import analysis, layers, optim
 from rnnjax import tasks as tasks_lib
 from rnnjax.layers import baselines
-from rnnjax.layers.readout import Model, cell_with_readout, layer_with_readout
+from rnnjax.layers.readout import Model, layer_with_readout
+from rnnjax.layers.residual import residual_with_readout
 from rnnjax.optim import constraints
 from rnnjax.tasks import stateful
 from rnnjax.training.config import (
@@ -73,13 +74,19 @@ def make_model(config: Config, task) -> Model:
     ``wavenet``, ``attention``) of width ``hidden``.  With ``config.bidirectional`` or
     ``config.readout`` the cell runs as a layer (:func:`rnnjax.layers.bidirectional` or
     :func:`rnnjax.layers.unidirectional`) under :func:`rnnjax.layers.readout.layer_with_readout`
-    (``readout="flatten"``: the task must read one output per sequence)."""
+    (``readout="flatten"``: the task must read one output per sequence).  Otherwise
+    :func:`rnnjax.layers.residual_with_readout` with the deep-model fields (``depth``,
+    ``d_model``, ``mlp``, ``mlp_activation``, ``norm``, ``dropout``), which at their
+    defaults is the cell + readout of :func:`rnnjax.layers.readout.cell_with_readout`."""
     if config.cell in baselines.MODELS:
         return baselines.make(config.cell, task.input_size, task.output_size, task.readout,
                               hidden=config.hidden, **dict(config.cell_options))
     if not (config.bidirectional or config.readout is not None):
-        return cell_with_readout(make_cell(config), task.input_size, task.output_size,
-                                 task.readout, grad=config.grad)
+        return residual_with_readout(
+            make_cell(config), task.input_size, task.output_size, task.readout,
+            depth=config.depth, d_model=config.d_model, mlp=config.mlp, norm=config.norm,
+            dropout=config.dropout, activation=config.mlp_activation, grad=config.grad,
+            scan=config.scan)
     readout = config.readout or task.readout
     if readout == "flatten" and task.readout != "last":
         raise ValueError(f"readout='flatten' maps a whole sequence to one output, so it "
@@ -162,9 +169,10 @@ def build(config: Config, *, checked: bool = False) -> Experiment:
 
     def objective(params, data, floss=False):
         # task loss + the soft constraints (rnnjax.optim.constraints.penalty; 0 when none)
-        xs, ys = data
+        xs, ys, *key = data  # a dropout key (dropout_data) after the batch
         enc = task.encode(xs)
-        loss = task.loss(model.apply(params, enc), ys)
+        logits = model.apply(params, enc, key=key[0]) if key else model.apply(params, enc)
+        loss = task.loss(logits, ys)
         if not config.has_constraint():
             return loss
         return loss + constraints.penalty(model.cell, params["cell"], enc, spec, floss=floss)
@@ -184,8 +192,15 @@ def build(config: Config, *, checked: bool = False) -> Experiment:
     floss_with_loss = (make_update(lambda p, d: objective(p, d, True), opt, project=project)
                        if config.floss_every else None)
 
+    def dropout_data(state: TrainState, data):
+        # With dropout the batch carries the step's dropout key, a pure function of the
+        # state's key (a stream of its own: the batch draws from split(key)[1]).
+        if not config.dropout:
+            return data
+        return (*data, jax.random.fold_in(jax.random.wrap_key_data(state.key), 3 << 20))
+
     def update(state: TrainState, data) -> TrainState:
-        return update_with_loss(state, data)[0]
+        return update_with_loss(state, dropout_data(state, data))[0]
 
     if stream is not None:  # stateful: consecutive windows, the carry passed on
         if model.cell is None:

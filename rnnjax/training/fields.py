@@ -14,8 +14,9 @@ import os
 from dataclasses import dataclass, field
 
 from rnnjax import optim
-from rnnjax.engine import bptt
+from rnnjax.engine import bptt, table
 from rnnjax.io.outputs import atomic_open
+from rnnjax.layers.residual import ACTIVATIONS, NORMS
 
 OPTIMIZERS = optim.OPTIMIZERS
 CLIP_MODES = ("global_norm", "element")
@@ -30,6 +31,9 @@ DTYPES = ("float32", "bfloat16", "float16")  # the cell's computation dtype
 # (filled in by :func:`rnnjax.build` from the task: ``permutation``, ``data_sha256``).
 AGREE, CHANGE = "agree", "change"
 CONSTRAINTS = "orthogonality by constraint (any recurrent cell)"  # a group of --help
+DEEP = "deep residual models (rnnjax.layers.residual_stack)"  # a group of --help
+# The fields of a deep model: any of them away from its default builds the residual stack.
+DEEP_FIELDS = ("depth", "d_model", "mlp", "norm", "dropout")
 
 
 def parse_cell_option(text: str) -> tuple:
@@ -137,8 +141,14 @@ class Config:
     both ways over the sequence (:func:`rnnjax.layers.bidirectional`, outputs
     concatenated); ``readout`` is the task's (``None``: every step or the last one) or
     ``"flatten"``, one linear map of all the outputs of a sequence
-    (:func:`rnnjax.layers.readout.layer_with_readout`; sequence classification).  Named
-    configurations of published protocols are in :data:`PRESETS`.
+    (:func:`rnnjax.layers.readout.layer_with_readout`; sequence classification).
+    ``scan`` is :func:`rnnjax.run`'s engine for every cell of the model.  Deep residual
+    models (:func:`rnnjax.layers.residual_with_readout`): ``depth`` pre-norm blocks of
+    the cell, the residual stream of width ``d_model`` from an input embedding,
+    ``norm`` (``"rms"``, ``"layer"``, ``"none"``), a gated MLP of expansion ``mlp`` with
+    the gate ``mlp_activation``, ``dropout`` on each branch; all at their defaults, the
+    model is the cell and its readout.  Named configurations of published protocols
+    are in :data:`PRESETS`.
     """
 
     task: str = _option(
@@ -244,11 +254,44 @@ class Config:
     readout: str | None = _option(
         None, "flatten: one linear map of all the outputs of a sequence (sequence "
               "classification; default: the task's readout)", choices=READOUTS)
+    scan: str = _option(
+        "auto", "how each cell runs over time: an engine of rnnjax.engine.table.ENGINES, "
+                "or auto (the engine table's rule; default %(default)s)",
+        choices=table.scan_choices(), resume=CHANGE)
+    depth: int = _option(
+        1, "pre-norm residual blocks x + mixer(norm(x)), the mixer the cell (default "
+           "%(default)s: with no other option of this group, the cell alone)", metavar="N",
+        group=DEEP)
+    d_model: int | None = _option(
+        None, "width D of the residual stream, which starts at an input embedding E x "
+              "(the token embedding of a token task); a cell whose output size is not D "
+              "gets an output projection (default: the cell's output size, no embedding, "
+              "the first block reads the inputs)", type=int, metavar="D", group=DEEP)
+    mlp: float | None = _option(
+        None, "a gated MLP of expansion M after each mixer, x + mlp(norm(x)) "
+              "(RecurrentGemma's MLP block; default: none)", type=float, metavar="M",
+        group=DEEP)
+    mlp_activation: str = _option(
+        "gelu", "the MLP's gate: gelu (GeGLU, RecurrentGemma's) or silu (SwiGLU) "
+                "(default %(default)s)", choices=tuple(ACTIVATIONS), group=DEEP)
+    norm: str = _option(
+        "none", "the pre-norm of each block and the final norm: rms (RecurrentGemma's "
+                "RMSNorm), layer or none (default %(default)s)", choices=NORMS, group=DEEP)
+    dropout: float = _option(
+        0.0, "dropout rate on each residual branch while training (default %(default)s)",
+        metavar="RATE", group=DEEP)
 
     def has_constraint(self) -> bool:
         """Whether a penalty, flossing or the Riemannian optimiser is on."""
         return bool(self.orth_penalty or self.nnrnn_alpha or self.nnrnn_decay
                     or self.floss_every or self.riemannian)
+
+    def is_deep(self) -> bool:
+        """Whether the model is a residual stack: an option of :data:`DEEP_FIELDS` is
+        away from its default (``depth > 1``, ``d_model``, ``mlp``, a ``norm`` or
+        ``dropout``)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return any(getattr(self, k) != defaults[k] for k in DEEP_FIELDS)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -334,6 +377,6 @@ RESUME_FIELDS = tuple(f.name for f in dataclasses.fields(Config)
                       if f.metadata.get("resume") == AGREE)
 
 
-__all__ = ["AGREE", "CHANGE", "CLIP_MODES", "CONSTRAINTS", "Config", "DTYPES", "OPTIMIZERS",
-           "PATH_FIELDS", "READOUTS", "RESUME_FIELDS", "flag", "option_fields",
-           "parse_cell_option", "paths_from_run", "paths_to_run"]
+__all__ = ["AGREE", "CHANGE", "CLIP_MODES", "CONSTRAINTS", "Config", "DEEP", "DEEP_FIELDS",
+           "DTYPES", "OPTIMIZERS", "PATH_FIELDS", "READOUTS", "RESUME_FIELDS", "flag",
+           "option_fields", "parse_cell_option", "paths_from_run", "paths_to_run"]
