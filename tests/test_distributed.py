@@ -49,7 +49,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     mesh = dist.make_mesh(8)
     exp = build(Config(**small, seeds=2, devices=8))
     state, _ = initial_state(exp)
-    xs, ys = jax.device_get(jax.jit(jax.vmap(exp.batch))(state.key))
+    xs, ys = jax.device_get(jax.jit(jax.vmap(exp.batch))(state))
     data = dist.batch_sharding(mesh, 1)
     gx = dist.global_batch(dist.process_slice(xs, data), data)
     out["batch_spec"] = str(gx.sharding.spec)
@@ -86,6 +86,72 @@ def test_eight_virtual_devices_match_one_device():
     assert out["batch_spec"] == "P(None, 'data')"
     assert out["shard_shapes"] == [[2, 2, SMALL["T"], 2]]
     assert out["batch_equal"]
+
+
+# An epoch task (a data set read in the epoch order) and a stateful task (the char LM's
+# windows, the carry in the state): the step the runner compiles, on 1 and 2 devices.
+TEXT = "abcd efg\n" * 3 + "the cat sat on a mat, a bad cab.\n" * 30
+EVERY_TASK = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)
+    import numpy as np
+    from rnnjax.training import distributed as dist
+    from rnnjax.training.runner import Config, build, initial_state
+
+    cases, steps = json.loads(sys.argv[1]), 3
+    out = {"device_count": jax.device_count()}
+    for name, c in cases.items():
+        exp = build(Config(**c, seeds=2))
+        for n in (1, 2):
+            mesh = dist.make_mesh(n)
+            state, _ = dist.replicate(initial_state(exp), mesh)
+            step_fn, _ = dist.data_parallel(exp, mesh)
+            start = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+            for _ in range(steps):
+                state = step_fn(state)
+            leaves = jax.tree.leaves(state)
+            out[f"{name}/{n}"] = {
+                "moved": max(float(np.max(np.abs(np.asarray(x) - s)))
+                             for x, s in zip(jax.tree.leaves(state.params), start)),
+                "state": [np.asarray(x).tolist() for x in leaves],
+                "devices": sorted({len(x.sharding.device_set) for x in leaves}),
+                "replicated": all(x.sharding.is_fully_replicated for x in leaves)}
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_epoch_and_stateful_tasks_on_two_devices_match_one_device(tmp_path):
+    """One step path: a data set trained by epochs (digits, 2 steps an epoch; the third
+    starts epoch 2's order) and the stateful char LM
+    (carry passed across windows) run the runner's data-parallel step on a mesh of 2
+    virtual CPU devices and give the 1-device state after 3 steps.
+
+    float32, not bitwise: on 2 devices the gradient is the mean of two half-batch
+    partial sums (an all-reduce), a different summation order than one device's, so
+    the gradient differs by a few ulps (measured: params and carry at most 6e-8 apart
+    after 3 Adam steps of lr 1e-2, about one float32 ulp of values ~0.5).  rtol 1e-5 /
+    atol 1e-6 leave ~15x that margin, and a wrong shard (a row lost, counted twice, a
+    carry from another stream) moves values by ~1e-3 or more."""
+    data = tmp_path / "t.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    cases = {"digits": dict(task="digits", cell="elman", hidden=4, batch=646, epochs=1,
+                            lr=1e-2, optimizer="adam"),
+             "charlm": dict(task="charlm", cell="lstm", T=5, hidden=6, batch=4, steps=3,
+                            lr=1e-2, optimizer="adam", data=str(data))}
+    p = _run([sys.executable, "-c", EVERY_TASK, json.dumps(cases)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    out = json.loads(line[len("RESULT "):])
+    assert out["device_count"] == 2
+    for name in cases:
+        one, two = out[f"{name}/1"], out[f"{name}/2"]
+        assert one["devices"] == [1] and two["devices"] == [2] and two["replicated"]
+        assert len(one["state"]) == len(two["state"])
+        for a, b in zip(two["state"], one["state"]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert one["moved"] > 1e-3  # it trained: 3 steps of lr 1e-2 moved the params
 
 
 def _free_port():

@@ -7,9 +7,17 @@ import pytest
 
 import rnnjax
 from rnnjax.analysis.newton import convergence_cells, newton_convergence
-from rnnjax.cells import elman, exprnn, gru, lstm
+from rnnjax.cells import REGISTRY, elman, exprnn, gru, lstm
 from rnnjax.core.cell import HiddenState
-from rnnjax.engine.newton import NewtonOptions, carry_to_vector, scan_newton, vector_to_carry
+from rnnjax.core.precision import cast_floating
+from rnnjax.engine.newton import (
+    NewtonOptions,
+    carry_to_vector,
+    check_newton_options,
+    default_max_iters,
+    scan_newton,
+    vector_to_carry,
+)
 from rnnjax.engine.sequential import scan_cell
 
 T, B, F, H = 24, 3, 2, 4
@@ -211,3 +219,57 @@ def test_run_newton_rejects_what_it_cannot_do(kwargs, match):
     kwargs = {"scan": "newton", **kwargs}
     with pytest.raises(ValueError, match=match):
         rnnjax.run(cell, params, xs, **kwargs)
+
+
+# ELK's defaults converge where DEER does (issue 33): before the damping schedule
+# (a fixed lambda = 0.01 and max_iters = T) ELK stopped short on every cell at T = 1-16.
+# The whole registry is swept in docs/guides/deer.md (every nonlinear cell, measured);
+# the test keeps one cell of each kind of carry (one compiled program each): a plain
+# hidden state (elman, gru), a two-field carry (lstm) and a complex carry (urnn).
+ELK_CELLS = ("elman", "gru", "lstm", "urnn")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ELK_CELLS)
+def test_elk_defaults_converge_where_deer_does_values_and_gradients(name):
+    """Default ``NewtonOptions("elk")`` on lengths 1, 3 and 8 of one batch: every
+    sequence converges (no NewtonWarning, residual at tol 1e-10 within
+    ``default_max_iters = T + 14``), outputs, final carry and implicit gradients equal
+    the sequential engine's to 1e-8 in float64."""
+    Tn, lengths = 8, jnp.array([1, 3, 8])
+    cell = REGISTRY[name](3)
+    params = cast_floating(cell.init(jax.random.key(0), F), jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (Tn, 3, F), jnp.float64)
+    carry = cell.initial_carry((3,), jnp.float64)
+    opts = NewtonOptions("elk")
+    assert default_max_iters(opts, Tn) == Tn + 14
+
+    def both(p, c, x):
+        def elk(p, c, x):
+            ys, fin, it, failed = scan_newton(cell, p, c, x, lengths, options=opts,
+                                              with_failures=True)
+            return loss((ys, fin)), (ys, fin, it, failed)
+
+        def seq(p, c, x):
+            ys, fin = scan_cell(cell, cell.prepare(p), c, x, lengths)
+            return loss((ys, fin)), (ys, fin)
+        (_, a), ga = jax.value_and_grad(elk, (0, 1, 2), has_aux=True)(p, c, x)
+        (_, b), gb = jax.value_and_grad(seq, (0, 1, 2), has_aux=True)(p, c, x)
+        return a, ga, b, gb
+
+    (ys, fin, iters, failed), g1, (ys2, fin2), g2 = jax.jit(both)(params, carry, xs)
+    assert not np.any(np.asarray(failed)), np.asarray(iters)
+    assert np.all(np.asarray(iters) < Tn + 14)
+    assert max_diff(ys, ys2) < 1e-8 and max_diff(fin, fin2) < 1e-8
+    assert max_diff(g1, g2) < 1e-8
+
+
+def test_elk_damping_schedule_options():
+    assert default_max_iters(NewtonOptions("deer"), 7) == 7
+    assert default_max_iters(NewtonOptions("quasi"), 7) == 7
+    assert default_max_iters(NewtonOptions("elk", damping=1.0), 7) == 7 + 16
+    assert default_max_iters(NewtonOptions("elk", damping_decay=1.0), 7) == 70
+    assert default_max_iters(NewtonOptions("elk", damping=1e-20), 7) == 7
+    for bad in (0, 1.5, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="damping_decay must be a number in"):
+            check_newton_options(NewtonOptions("elk", damping_decay=bad))

@@ -20,7 +20,8 @@ import numpy as np
 from rnnjax.cells import elman
 from rnnjax.core.cell import HiddenState
 from rnnjax.core.ops import ACTIVATIONS
-from rnnjax.engine.bptt import backward_sweep, forward_states
+from rnnjax.engine.bptt import Stored, backward_sweep, forward_states
+from rnnjax.engine.spec import Spec
 
 __all__ = ["example_spec", "explain", "format_report"]
 
@@ -126,9 +127,9 @@ def explain(spec: dict) -> dict:
         dlogit = y - label
         dh_T = W_ho.T @ dlogit
         dys = jnp.zeros((T, 1, H))
-        d_w, dxs, dh0, deltas = backward_sweep(cell, weights, xs[:, None], carry0, states,
-                                               None, False, None, 1, dys,
-                                               HiddenState(dh_T[None]), with_deltas=True)
+        d_w, dxs, dh0, deltas = backward_sweep(cell, weights, Stored(xs[:, None], carry0, states),
+                                               dys, HiddenState(dh_T[None]), Spec("manual"),
+                                               with_deltas=True)
         (grads,) = prepare_vjp(d_w)
         hp, d, hh = hprev[:, 0], deltas[:, 0], hs[:, 0]
         z = xs @ params["W_xh"].T + hp @ params["W_hh"].T + params["b"]

@@ -27,6 +27,7 @@ from rnnjax.analysis import lyapunov_spectrum
 from rnnjax.cells import elman, exprnn, gru
 from rnnjax.core.cell import Cell
 from rnnjax.core.checks import check_positive_int
+from rnnjax.core.precision import cast_floating
 from rnnjax.engine.newton import NewtonOptions, check_newton_options, scan_newton
 
 __all__ = ["NewtonConvergence", "convergence_cells", "newton_convergence"]
@@ -51,7 +52,6 @@ def convergence_cells(hidden_size: int, input_size: int, *, gains=(0.5, 2.0), ke
     H, F = hidden_size, input_size
     key = jax.random.key(0) if key is None else key
     keys = jax.random.split(key, len(gains) + 2)
-    cast = lambda p: jax.tree.map(lambda a: jnp.asarray(a, dtype), p)
     out = {}
     for g, k in zip(gains, keys):
         if not float(g) > 0:
@@ -60,9 +60,9 @@ def convergence_cells(hidden_size: int, input_size: int, *, gains=(0.5, 2.0), ke
         params = {"W_xh": jax.random.normal(k1, (H, F)) / np.sqrt(F),
                   "W_hh": float(g) * jax.random.normal(k2, (H, H)) / np.sqrt(H),
                   "b": jnp.zeros((H,))}
-        out[f"elman-g{g:g}"] = (elman(H), cast(params))
+        out[f"elman-g{g:g}"] = (elman(H), cast_floating(params, dtype))
     for name, cell, k in (("gru", gru(H), keys[-2]), ("exprnn", exprnn(H), keys[-1])):
-        out[name] = (cell, cast(cell.init(k, F)))
+        out[name] = (cell, cast_floating(cell.init(k, F), dtype))
     return out
 
 

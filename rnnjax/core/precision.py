@@ -63,11 +63,15 @@ def _check_dtype(name, value):
 
 
 def cast_floating(tree, dtype):
-    """``tree`` with its real floating leaves cast to ``dtype`` (others unchanged)."""
+    """``tree`` with its real floating leaves (arrays, NumPy arrays, tracers, Python
+    floats) as ``dtype`` arrays; integer, boolean, complex and key leaves unchanged.
+    The one helper for "cast the float leaves of a tree" across rnnjax."""
     def cast(a):
         a_dtype = getattr(a, "dtype", None)
+        if a_dtype is None and isinstance(a, float):
+            return jnp.asarray(a, dtype)
         if a_dtype is not None and jnp.issubdtype(a_dtype, jnp.floating):
-            return a.astype(dtype)
+            return jnp.asarray(a, dtype)
         return a
     return jax.tree.map(cast, tree)
 

@@ -62,9 +62,10 @@ from rnnjax.engine.inputs import (
     to_scan_layout,
     unflatten_batch,
 )
+from rnnjax.engine.spec import Spec
 
-__all__ = ["BPTT", "CHUNK", "GRADS", "backward_sweep", "bptt", "check_manual", "choose_grad",
-           "forward_states", "scan_manual"]
+__all__ = ["BPTT", "CHUNK", "GRADS", "Stored", "backward_sweep", "bptt", "check_manual",
+           "choose_grad", "forward_states", "scan_manual"]
 
 # steps per chunk of the backward pass (see the module docstring)
 CHUNK = 16
@@ -150,15 +151,33 @@ def forward_states(cell, weights, carry, xs, lengths, reverse, unroll=1, starts=
     return ys, kind(*final), states
 
 
-def backward_sweep(cell, weights, xs, carry0, states, lengths, reverse, truncate, unroll,
-                   dys, dfinal, chunk=CHUNK, with_deltas=False, starts=None):
-    """Time-major reverse sweep over the stored ``states``; returns
-    ``(d_weights, d_xs, d_carry, deltas)`` (``deltas`` stacked over time only if
-    ``with_deltas``, else None).  ``xs`` and ``starts`` as :func:`forward_states` used
-    them: before a start the step read the initial carry, so the carry gradient it
-    emits goes to the initial carry, not to the step before."""
+class Stored(NamedTuple):
+    """What the forward pass (:func:`forward_states`) leaves for the reverse sweep,
+    time-major: ``xs (T, B, F)`` in the order the steps read them (flipped within each
+    length for ``reverse``), the initial ``carry`` (leaves ``(B, ...)``), the stacked
+    ``states`` (a tuple of ``(T, B, ...)``), ``lengths (B,)`` or None and ``starts (T,
+    B)`` or None (:func:`rnnjax.engine.inputs.segment_starts`)."""
+
+    xs: Any
+    carry: Any
+    states: Any
+    lengths: Any = None
+    starts: Any = None
+
+
+def backward_sweep(cell, weights, stored: Stored, dys, dfinal, spec: Spec, *,
+                   chunk: int = CHUNK, with_deltas: bool = False):
+    """Time-major reverse sweep over ``stored`` (:class:`Stored`) with the options of
+    ``spec`` (``reverse``, ``truncate``, ``unroll`` of the :class:`rnnjax.engine.spec.Spec`
+    the engine table resolved); ``dys (T, B, O)`` and ``dfinal`` (the final carry's
+    gradient) are the cotangents.  Returns ``(d_weights, d_xs, d_carry, deltas)``
+    (``deltas`` stacked over time only if ``with_deltas``, else None).  Before a start
+    the step read the initial carry, so the carry gradient it emits goes to the
+    initial carry, not to the step before."""
     bwd = cell.backward
-    carry0 = tuple(carry0)
+    xs, states, lengths, starts = stored.xs, stored.states, stored.lengths, stored.starts
+    reverse, truncate, unroll = spec.reverse, spec.truncate, spec.unroll
+    carry0 = tuple(stored.carry)
     T = xs.shape[0]
     t = jnp.arange(T)
     live = None if lengths is None else t[:, None] < lengths[None, :]
@@ -219,15 +238,15 @@ def backward_sweep(cell, weights, xs, carry0, states, lengths, reverse, truncate
     return grads, dxs, type(dfinal)(*(a + b for a, b in zip(g, g0))), deltas
 
 
-def _param_grads(cell, weights, prepare_vjp, carry, xs, lengths, starts, states, reverse,
-                 truncate, unroll, dys, dfinal, chunk=CHUNK):
-    """The reverse sweep over stored ``states``, mapped back to the params through
-    ``prepare``'s VJP (kept from the forward, so ``prepare`` runs once per pass):
-    ``(d_params, d_xs, d_carry)``."""
-    xs_run = flip_sequences(xs, lengths) if reverse else xs
-    d_w, dxs, dcarry, _ = backward_sweep(cell, weights, xs_run, carry, states, lengths,
-                                         reverse, truncate, unroll, dys, dfinal, chunk,
-                                         starts=starts)
+def _param_grads(cell, weights, prepare_vjp, stored: Stored, dys, dfinal, spec: Spec,
+                 chunk: int = CHUNK):
+    """The reverse sweep over ``stored`` (whose ``xs`` are in the caller's time order),
+    mapped back to the params through ``prepare``'s VJP (kept from the forward, so
+    ``prepare`` runs once per pass): ``(d_params, d_xs, d_carry)``."""
+    if spec.reverse:
+        stored = stored._replace(xs=flip_sequences(stored.xs, stored.lengths))
+    d_w, dxs, dcarry, _ = backward_sweep(cell, weights, stored, dys, dfinal, spec,
+                                         chunk=chunk)
     (d_params,) = prepare_vjp(type(weights)(d_w) if isinstance(weights, dict) else d_w)
     return d_params, dxs, dcarry
 
@@ -236,26 +255,27 @@ def _like(tree, ref):
     return jax.tree.map(lambda a, r: a.astype(jnp.result_type(r)), tree, ref)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _manual_scan(cell, reverse, truncate, unroll, params, carry, xs, lengths, starts):
-    ys, final, _ = forward_states(cell, cell.prepare(params), carry, xs, lengths, reverse,
-                                  unroll, starts)
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _manual_scan(cell, spec, params, carry, xs, lengths, starts):
+    ys, final, _ = forward_states(cell, cell.prepare(params), carry, xs, lengths, spec.reverse,
+                                  spec.unroll, starts)
     return ys, final
 
 
-def _manual_scan_fwd(cell, reverse, truncate, unroll, params, carry, xs, lengths, starts):
+def _manual_scan_fwd(cell, spec, params, carry, xs, lengths, starts):
     weights, prepare_vjp = jax.vjp(cell.prepare, params)
-    ys, final, states = forward_states(cell, weights, carry, xs, lengths, reverse, unroll,
-                                       starts)
-    return (ys, final), (params, weights, prepare_vjp, carry, states, xs, lengths, starts)
+    ys, final, states = forward_states(cell, weights, carry, xs, lengths, spec.reverse,
+                                       spec.unroll, starts)
+    return (ys, final), (params, weights, prepare_vjp, Stored(xs, carry, states, lengths,
+                                                              starts))
 
 
-def _manual_scan_bwd(cell, reverse, truncate, unroll, res, cotangents):
-    params, weights, prepare_vjp, carry, states, xs, lengths, starts = res
+def _manual_scan_bwd(cell, spec, res, cotangents):
+    params, weights, prepare_vjp, stored = res
     dys, dfinal = cotangents
-    grads, dxs, dcarry = _param_grads(cell, weights, prepare_vjp, carry, xs, lengths, starts,
-                                      states, reverse, truncate, unroll, dys, dfinal)
-    return (_like(grads, params), _like(dcarry, carry), dxs.astype(xs.dtype), None, None)
+    grads, dxs, dcarry = _param_grads(cell, weights, prepare_vjp, stored, dys, dfinal, spec)
+    return (_like(grads, params), _like(dcarry, stored.carry), dxs.astype(stored.xs.dtype),
+            None, None)
 
 
 _manual_scan.defvjp(_manual_scan_fwd, _manual_scan_bwd)
@@ -265,24 +285,23 @@ def scan_manual(cell, params, carry, xs, lengths=None, *, reverse=False, truncat
                 unroll=1, resets=None):
     """Drop-in for :func:`rnnjax.engine.sequential.scan_cell` whose gradient is the cell's
     hand-written BPTT (a ``jax.custom_vjp``).  Time-major ``xs (T, B, F)``; carry leaves
-    ``(B, H)``.  Used by ``rnnjax.run(..., grad="manual")``."""
+    ``(B, H)``; ``params``, ``carry`` and ``xs`` in one floating dtype (:func:`rnnjax.run`
+    casts them by its one rule, :func:`rnnjax.engine.inputs.common_float_dtype`).  Used by
+    ``rnnjax.run(..., grad="manual")``."""
     check_manual(cell)
-    dtype = jnp.result_type(xs, *jax.tree.leaves(params))
-    params = jax.tree.map(lambda a: a.astype(dtype), params) if any(
-        a.dtype != dtype for a in jax.tree.leaves(params)) else params
     starts = None if resets is None else segment_starts(resets, lengths, reverse)
-    return _manual_scan(cell, bool(reverse), truncate, unroll, params, carry, xs, lengths,
-                        starts)
+    spec = Spec("manual", reverse=bool(reverse), unroll=unroll, truncate=truncate)
+    return _manual_scan(cell, spec, params, carry, xs, lengths, starts)
 
 
-@partial(jax.jit, static_argnames=("cell", "reverse", "truncate", "chunk"))
-def _bptt_flat(cell, params, carry, xs, lengths, resets, dys, dfinal, *, reverse, truncate,
-               chunk):
-    starts = None if resets is None else segment_starts(resets, lengths, reverse)
+@partial(jax.jit, static_argnames=("cell", "spec", "chunk"))
+def _bptt_flat(cell, params, carry, xs, lengths, resets, dys, dfinal, *, spec, chunk):
+    starts = None if resets is None else segment_starts(resets, lengths, spec.reverse)
     weights, prepare_vjp = jax.vjp(cell.prepare, params)
-    ys, final, states = forward_states(cell, weights, carry, xs, lengths, reverse, 1, starts)
-    grads = _param_grads(cell, weights, prepare_vjp, carry, xs, lengths, starts, states,
-                         reverse, truncate, 1, dys, dfinal, chunk)
+    ys, final, states = forward_states(cell, weights, carry, xs, lengths, spec.reverse, 1,
+                                       starts)
+    grads = _param_grads(cell, weights, prepare_vjp, Stored(xs, carry, states, lengths, starts),
+                         dys, dfinal, spec, chunk)
     return (ys, final) + grads
 
 
@@ -337,8 +356,8 @@ def bptt(cell: Cell, params, xs, dys=None, dcarry=None, *, carry=None, lengths=N
     if resets is not None:
         resets = to_scan_layout(jnp.asarray(resets)[..., None], False, nb)[..., 0]
     ys, final, grads, dxs, dcarry0 = _bptt_flat(
-        cell, params, carry, xs_t, lengths, resets, dys_t, dcarry, reverse=bool(reverse),
-        truncate=truncate, chunk=chunk)
+        cell, params, carry, xs_t, lengths, resets, dys_t, dcarry,
+        spec=Spec("manual", reverse=bool(reverse), truncate=truncate), chunk=chunk)
     ys, dxs = (from_scan_layout(a, False, batch_shape) for a in (ys, dxs))
     return BPTT(ys, unflatten_batch(final, batch_shape), grads, dxs,
                 unflatten_batch(dcarry0, batch_shape))

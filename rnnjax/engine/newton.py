@@ -36,7 +36,13 @@ which :func:`rnnjax.engine.associative.linear_scan` solves in ``O(log T)`` depth
   recurrence forwards and the smoothed mean
   ``s_t = m_t + G_t (s_{t+1} - a_{t+1} m_t - b_{t+1})``,
   ``G_t = P_t a_{t+1} / (a_{t+1}^2 P_t + 1)``, one backwards, both associative scans.
-  ``damping -> 0`` is quasi-DEER; the true trajectory is a fixed point.
+  ``damping -> 0`` is quasi-DEER; the true trajectory is a fixed point.  ``lambda``
+  follows a schedule, ``lambda_i = damping * damping_decay^i`` (defaults 0.01 and 0.1):
+  the first steps, taken where the linearisation is worst, are damped; then ``lambda``
+  vanishes and the step becomes quasi-DEER's, which makes the first ``k`` states exact
+  after ``k`` more iterations, so ELK converges where quasi-DEER does, within
+  ``T + 14`` iterations (:func:`default_max_iters`; a fixed ``lambda > 0`` never makes
+  a state exact and stopped short of the tolerance at ``max_iters = T``).
 * ``method="elk_filtered"`` -- the Kalman-*filtered* means :func:`elk_filter` instead
   of the smoothed ones, as lindermanlab/elk's code (``elk/algs/elk.py``) returns; they
   equal the LM step at the last step only.  Same fixed point.
@@ -72,8 +78,8 @@ from rnnjax.engine.associative import linear_scan
 from rnnjax.engine.inputs import flip_sequences, segment_starts
 
 __all__ = ["METHODS", "ON_FAIL", "NewtonDidNotConverge", "NewtonOptions", "NewtonWarning",
-           "carry_to_vector", "check_newton_options", "elk_filter", "elk_smoother",
-           "report_failures", "scan_newton", "time_major_init", "vector_to_carry"]
+           "carry_to_vector", "check_newton_options", "default_max_iters", "elk_filter",
+           "elk_smoother", "report_failures", "scan_newton", "time_major_init", "vector_to_carry"]
 
 METHODS = ("deer", "quasi", "elk", "elk_filtered")
 CLIP = 1e8  # iterates are clipped to +-CLIP (DEER reference: clip_ytnext)
@@ -87,14 +93,21 @@ class NewtonOptions(NamedTuple):
         diagonal), ``"elk"`` (diagonal Levenberg-Marquardt steps: the Kalman smoother)
         or ``"elk_filtered"`` (the Kalman filter's means, as lindermanlab/elk's code).
       max_iters: cap on the Newton iterations; None means ``T`` (DEER's and quasi-DEER's
-        bound).
+        bound) and, for ELK, ``T + k`` with ``k`` the iterations its damping schedule
+        takes to fall below ``1e-16`` (:func:`default_max_iters`).
       tol: stop when ``max |z_t - g_t(z_{t-1})| <= tol``; None means ``1e-10`` for
         float64 and ``1e-5`` for float32 states.
       init: initial guess: ``"zeros"``, or a warm start such as a previous solution,
         either a carry pytree with leaves ``(T, B, ...)`` (the carry after every step,
         in the time order of ``xs``; ``HiddenState(ys)`` for cells whose output is their
         state) or an array ``(T, B, n)`` of flattened states (:func:`carry_to_vector`).
-      damping: ELK's ``lambda = 1/sigma^2 > 0`` (larger: smaller, safer steps).
+      damping: ELK's ``lambda = 1/sigma^2 > 0`` at the first iteration (larger: smaller,
+        safer steps).
+      damping_decay: ELK's ``lambda`` is multiplied by it after every iteration
+        (``lambda_i = damping * damping_decay^i``, ``0 < damping_decay <= 1``; 1 keeps
+        the reference code's fixed ``lambda``).  The default 0.1 damps the first,
+        worst-informed steps and then lets ``lambda`` vanish, so ELK ends as
+        quasi-DEER and inherits its at-most-``T``-iterations bound.
       return_iterations: :func:`rnnjax.run` returns ``(ys, final_carry, iterations)``
         with ``iterations`` of the batch shape (:func:`scan_newton` always does).
       on_fail: what :func:`rnnjax.run` does when an example's residual is still above
@@ -113,6 +126,7 @@ class NewtonOptions(NamedTuple):
     damping: float = 0.01
     return_iterations: bool = False
     on_fail: str = "warn"
+    damping_decay: float = 0.1
 
 
 ON_FAIL = ("warn", "raise", "sequential", "ignore")
@@ -146,6 +160,10 @@ def check_newton_options(options) -> NewtonOptions:
     if not (isinstance(options.damping, (int, float)) and options.damping > 0):
         raise ValueError(f"NewtonOptions.damping must be a positive number, "
                          f"got {options.damping!r}")
+    d = options.damping_decay
+    if isinstance(d, bool) or not (isinstance(d, (int, float)) and 0 < d <= 1):
+        raise ValueError(f"NewtonOptions.damping_decay must be a number in (0, 1], "
+                         f"got {d!r}")
     if not isinstance(options.return_iterations, bool):
         raise TypeError(f"NewtonOptions.return_iterations must be a bool, "
                         f"got {options.return_iterations!r}")
@@ -153,6 +171,22 @@ def check_newton_options(options) -> NewtonOptions:
         raise ValueError(f"NewtonOptions.init must be 'zeros', a carry pytree or an array, "
                          f"got {options.init!r}")
     return options
+
+
+def default_max_iters(options: NewtonOptions, T: int) -> int:
+    """``max_iters`` when ``options.max_iters`` is None: ``T`` for DEER and quasi-DEER
+    (after ``k`` iterations the first ``k`` states are exact), ``T + k`` for ELK, where
+    ``k`` is the first iteration whose damping ``damping * damping_decay^k`` is below
+    ``1e-16`` (from there an ELK step is a quasi-DEER step in float64), and ``10 T`` for
+    a fixed damping (``damping_decay = 1``: no finite bound)."""
+    if options.method in ("deer", "quasi"):
+        return T
+    lam, decay = float(options.damping), float(options.damping_decay)
+    if lam <= 1e-16:
+        return T
+    if decay == 1.0:
+        return 10 * T
+    return T + math.ceil(math.log(1e-16 / lam) / math.log(decay))
 
 
 # --------------------------------------------------------------- real view of a carry
@@ -270,17 +304,17 @@ def _rts(m, P, a, b):
 
 def _iterate(g, opts, w, z0, xs, live, starts, guess):
     """Newton iterations for one example: ``(Z (T, n), iterations)``."""
-    method, max_iters, tol, lam = opts
+    method, max_iters, tol, lam0, decay = opts
 
     def G(Z):
         return jax.vmap(g, AXES)(w, _shift(z0, Z), xs, live, starts, z0)
 
     def cond(s):
-        Z, GZ, it = s
+        Z, GZ, it, _ = s
         return (it < max_iters) & ~(jnp.max(jnp.abs(Z - GZ)) <= tol)  # NaN keeps going
 
     def body(s):
-        Z, GZ, it = s
+        Z, GZ, it, lam = s
         Zprev = _shift(z0, Z)
         J = _jacobians(g, w, Zprev, xs, live, starts, z0, diagonal=method != "deer")
         if method == "deer":
@@ -291,9 +325,10 @@ def _iterate(g, opts, w, z0, xs, live, starts, guess):
             m, P, a, b = _elk_filtered(J, GZ - J * Zprev, z0, Z, lam)
             new = m if method == "elk_filtered" else _rts(m, P, a, b)
         new = jnp.clip(jnp.nan_to_num(new, nan=0.0), -CLIP, CLIP)
-        return new, G(new), it + 1
+        return new, G(new), it + 1, lam * decay
 
-    Z, GZ, it = jax.lax.while_loop(cond, body, (guess, G(guess), jnp.zeros((), jnp.int32)))
+    Z, GZ, it, _ = jax.lax.while_loop(
+        cond, body, (guess, G(guess), jnp.zeros((), jnp.int32), jnp.asarray(lam0, z0.dtype)))
     return Z, it, jnp.max(jnp.abs(Z - GZ))
 
 
@@ -383,7 +418,7 @@ def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = 
     z0 = jax.vmap(carry_to_vector)(carry)  # (B, n)
     n, dtype = z0.shape[-1], z0.dtype
     tol = opts.tol if opts.tol is not None else (1e-10 if dtype == jnp.float64 else 1e-5)
-    max_iters = T if opts.max_iters is None else opts.max_iters
+    max_iters = default_max_iters(opts, T) if opts.max_iters is None else opts.max_iters
     guess = _guess(opts.init, like_b, T, B, n, dtype, lengths, reverse)
     if reverse:
         xs = flip_sequences(xs, lengths)
@@ -397,7 +432,8 @@ def scan_newton(cell: Cell, params, carry, xs, lengths=None, *, reverse: bool = 
         new, _ = cell.step(w, vector_to_carry(jnp.where(start, z0, z), like), x)
         return jnp.where(alive, carry_to_vector(new), z)  # frozen past the length
 
-    solve = partial(_solve, g, (opts.method, max_iters, float(tol), float(opts.damping)))
+    solve = partial(_solve, g, (opts.method, max_iters, float(tol), float(opts.damping),
+                                float(opts.damping_decay)))
     Z, iters, residual = jax.vmap(solve, in_axes=(None, 0, 1, 1, 1, 1), out_axes=(1, 0, 0))(
         weights, z0, xs, live, starts, guess)
     Zprev = jnp.concatenate([z0[None], Z[:-1]], axis=0)  # (T, B, n)

@@ -1,6 +1,7 @@
 """``rnnjax.run``: one entry point for every engine.
 
-``run`` checks its inputs, resolves its options once into a
+``run`` checks its inputs, casts them by one dtype rule
+(:func:`rnnjax.engine.inputs.common_float_dtype`), resolves its options once into a
 :class:`~rnnjax.engine.table.Spec` (:func:`rnnjax.engine.table.resolve`: which engine of
 the table, with which options), brings the inputs to the engines' layout (time-major,
 batch axes flattened into one), calls the engine and returns the outputs in the
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.core.cell import Cell
+from rnnjax.core.precision import cast_floating
 from rnnjax.engine.inputs import (
     check_run_inputs,
     common_float_dtype,
@@ -144,11 +146,14 @@ def run(cell: Cell, params, xs, *, carry=None, lengths=None, resets=None,
                                 truncate=truncate, unroll=unroll, resets=resets,
                                 reverse=reverse, time_major=time_major, newton=newton,
                                 chunk=chunk)
-    dtype = common_float_dtype(shape_dtype(xs)[1], params)  # reconcile half-precision xs
+    # The one dtype rule of every engine: xs, the params' and the carry's floating leaves
+    # in xs's dtype promoted with the params' (half-precision xs with float32 params run
+    # in float32; float64 xs with float32 params in float64).
+    dtype = common_float_dtype(shape_dtype(xs)[1], params)
     xs = jnp.asarray(xs, dtype)
+    params = cast_floating(params, dtype)
     if carry is not None:
-        carry = jax.tree.map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(
-            shape_dtype(a)[1], jnp.floating) else a, carry)
+        carry = cast_floating(carry, dtype)
     if lengths is not None:
         lengths = jnp.asarray(lengths)
     if resets is not None:

@@ -42,24 +42,11 @@ from rnnjax.engine.bptt import GRADS, check_manual, choose_grad, scan_manual
 from rnnjax.engine.chunked import CHUNK, scan_chunked
 from rnnjax.engine.cudnn import CUDNN, check_cudnn, choose_cudnn, scan_cudnn
 from rnnjax.engine.inputs import common_float_dtype, shape_dtype
-from rnnjax.engine.newton import NewtonOptions, check_newton_options, scan_newton
+from rnnjax.engine.newton import check_newton_options, scan_newton
 from rnnjax.engine.sequential import scan_cell
+from rnnjax.engine.spec import Spec
 
 __all__ = ["AUTO_ORDER", "ENGINES", "Engine", "Spec", "decide", "resolve", "scan_choices"]
-
-
-class Spec(NamedTuple):
-    """What :func:`resolve` decided: the engine's name and the options it runs with
-    (hashable: the static argument of the jitted run)."""
-
-    engine: str
-    reverse: bool = False
-    time_major: bool = False
-    unroll: int = 1
-    remat: bool = False
-    truncate: int | None = None
-    newton: NewtonOptions | None = None
-    chunk: int | None = None
 
 
 class Engine(NamedTuple):

@@ -51,6 +51,7 @@ import numpy as np
 from rnnjax import analysis, cells
 from rnnjax.core.checks import check_choice, check_memory, check_positive_int
 from rnnjax.core.plugins import is_plugin
+from rnnjax.core.precision import cast_floating
 from rnnjax.io.outputs import LOCK, MARKER, atomic_open, claim_out, lock_out, prepare_out
 from rnnjax.plots import gradflow as gradflow_plots
 from rnnjax.plots import report as plots
@@ -110,9 +111,8 @@ def _load_checkpoint(path, dtype, Ts):
         config = train_lib.Config.load(path)
         exp = train_lib.build(config)
         stacked = train_lib.load_params(path)
-        trained = jax.tree.map(lambda a: jnp.asarray(a[0]).astype(dtype), stacked)
-        init = jax.tree.map(lambda a: a.astype(dtype),
-                            exp.model.init(jax.random.key(config.seed)))
+        trained = cast_floating(jax.tree.map(lambda a: a[0], stacked), dtype)
+        init = cast_floating(exp.model.init(jax.random.key(config.seed)), dtype)
         xs, targets = exp.task.sample(jax.random.key(config.seed + 12345), 8)
         xs = jnp.asarray(exp.task.encode(xs)).astype(dtype)
         length = xs.shape[-2]
@@ -138,8 +138,8 @@ def _load_checkpoint(path, dtype, Ts):
     name, hidden, cell_kwargs, params = analysis.load_params_npz(path)
     cell = cells.make(name, hidden, **cell_kwargs)
     F = cell.input_size(params)
-    params = jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), params)
-    init = jax.tree.map(lambda a: a.astype(dtype), cell.init(jax.random.key(0), F))
+    params = cast_floating(params, dtype)
+    init = cast_floating(cell.init(jax.random.key(0), F), dtype)
     k_x, k_v = jax.random.split(jax.random.key(1))
     xs = jax.random.normal(k_x, (4, 100 if Ts is None else max(Ts), F), dtype)
     v = jax.random.normal(k_v, (cell.output_size,), dtype)
@@ -194,8 +194,7 @@ def gradflow(cell_names, Ts, out, *, hidden=64, batch=4, features=8, seed=0,
                 print_fn(f"note: cell {name!r} is not registered in this rnnjax; skipped")
                 continue
             cell = cells.make(name, hidden)
-            params = jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(
-                a.dtype, jnp.floating) else a, cell.init(k_p, features))
+            params = cast_floating(cell.init(k_p, features), dt)
             v = jax.random.normal(k_v, (cell.output_size,), dt)
             jobs.append((name, "init", cell, params,
                          lambda T, xs_all=xs_all: xs_all[:, :T],

@@ -46,6 +46,7 @@ from rnnjax.cells import gru as _gru
 from rnnjax.cells import lstm as _lstm
 from rnnjax.core.cell import Cell
 from rnnjax.core.checks import check_cell, check_choice, check_positive_int, check_rate
+from rnnjax.core.precision import cast_floating
 
 _RUN_OPTIONS = ("time_major", "unroll", "remat", "truncate", "grad", "scan")
 
@@ -57,9 +58,7 @@ def _is_var(x):
 def _cast(tree, dtype):
     if dtype is None:
         return tree
-    return jax.tree.map(
-        lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
-        else jnp.asarray(a), tree)
+    return jax.tree.map(jnp.asarray, cast_floating(tree, dtype))
 
 
 def _check_same_tree(name, expected, got):

@@ -30,6 +30,17 @@ def _save(fig, path):
     return figures.save(fig, path, dpi=110, tight="layout")
 
 
+def _log_axes(fig, ax, path, xlabel, ylabel, title):
+    """Log y axis, labels, title, grid and legend of a per-label curve plot; saved."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_grad_norms(curves: dict, path: str, *, title: str = "") -> str:
     """``||dL/dh_t||`` against ``t`` on a log scale, one curve per label.
 
@@ -46,13 +57,8 @@ def plot_grad_norms(curves: dict, path: str, *, title: str = "") -> str:
         ax.plot(t[keep], n[keep], label=label, lw=1.4, ms=5, mfc="none",
                 markevery=figures.markevery(j, len(curves), int(keep.sum())),
                 **figures.cell_style(label))
-    ax.set_yscale("log")
-    ax.set_xlabel("t")
-    ax.set_ylabel(r"$\|\partial L / \partial h_t\|$")
-    ax.set_title(title or "gradient norm across time")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _log_axes(fig, ax, path, "t", r"$\|\partial L / \partial h_t\|$",
+                     title or "gradient norm across time")
 
 
 def plot_singular_values(spectra: dict, path: str, *, title: str = "",
@@ -68,13 +74,9 @@ def plot_singular_values(spectra: dict, path: str, *, title: str = "",
         ax.plot(np.arange(1, len(sv) + 1), sv_deviation(sv, dtype), ms=3, lw=1, label=label,
                 **figures.cell_style(label))
     ax.axhline(float(np.finfo(dtype).eps), color="k", lw=0.6, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("index (singular values in descending order)")
-    ax.set_ylabel(r"$|\sigma_i(W) - 1|$ (floor: machine epsilon)")
-    ax.set_title(title or "recurrent-matrix singular values")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _log_axes(fig, ax, path, "index (singular values in descending order)",
+                     r"$|\sigma_i(W) - 1|$ (floor: machine epsilon)",
+                     title or "recurrent-matrix singular values")
 
 
 def plot_lyapunov(spectra: dict, path: str, *, title: str = "") -> str:

@@ -9,12 +9,17 @@ loss and gradients of ``batch / n`` examples and XLA inserts the all-reduce of t
 gradient mean.  The train step is jitted with these shardings as ``in_shardings`` /
 ``out_shardings`` and donates the old state.
 
+One device is a mesh of one: the runner has one step path (:func:`data_parallel`)
+for every task (sampled batches, epochs over a data set, the stateful char LM).
+
 Several processes (hosts, or several processes on one machine) first call
 :func:`initialize` (``jax.distributed.initialize``: coordinator address, number of
 processes and process id from arguments, or detected from the cluster environment,
-e.g. SLURM's ``SLURM_*`` variables).  Each process then contributes the rows of the
-global batch that live on its own devices (:func:`global_batch`,
-``jax.make_array_from_process_local_data``); only process 0 logs and writes metrics
+e.g. SLURM's ``SLURM_*`` variables).  The runner's tasks compute their batch from the
+replicated state inside the step, so every process runs the same program; a data
+loader of one's own that reads only its process's rows assembles the global batch
+with :func:`global_batch` (``jax.make_array_from_process_local_data``,
+:func:`process_slice` picks the rows).  Only process 0 logs and writes metrics
 (:func:`is_main`), and every process takes part in orbax checkpoints.
 
 Faults.  JAX's coordination client aborts the whole process (``SIGABRT``, exit 134,
@@ -275,29 +280,30 @@ def process_slice(tree, sharding: NamedSharding, axis: int = 1):
 
 
 def data_parallel(exp, mesh: Mesh):
-    """The runner's ``(step_fn, eval_fn)`` over ``mesh``, for states whose leaves carry a
-    leading ``(seeds,)`` axis (:mod:`rnnjax.training.runner`).
+    """The runner's ``(step_fn, eval_fn)`` over ``mesh`` (one device or many, one process
+    or many), for states whose leaves carry a leading ``(seeds,)`` axis
+    (:mod:`rnnjax.training.runner`); every task goes this one way.
 
-    ``step_fn(state)``: every process draws the global batch ``(seeds, batch, ...)`` from
-    the shared PRNG key on one of its own devices (``exp.batch``, the same stream as the
-    single-device step), keeps the rows of its devices and assembles the global
-    batch (:func:`global_batch`); then ``exp.update`` runs under ``jit`` with
-    ``in_shardings=(replicated, batch-sharded)``, ``out_shardings=replicated`` and the
-    old state donated.
+    ``step_fn(state)`` is one jitted program: the step's global batch ``(seeds, batch,
+    ...)`` is computed from the replicated state (``exp.batch``: a fresh draw from the
+    PRNG key, the epoch order's rows of a data set, or the stateful task's window ``k =
+    step mod K``; the same stream whatever the mesh), constrained to be split over its
+    batch axis (``P(None, "data")``), and ``exp.update`` runs on it with the state
+    replicated in and out (``in_shardings = out_shardings = P()``, the old state
+    donated); XLA's partitioner gives each device ``batch / n`` rows and inserts the
+    all-reduce of the gradient mean.  A stateful task's carry lives in the replicated
+    state: each device computes its rows and the new carry is gathered.  A mesh of one
+    device is the single-device program.
     """
     repl, data = replicated(mesh), batch_sharding(mesh, 1)
-    device = jax.local_devices()[0]
-    sample = jax.jit(jax.vmap(exp.batch))
-    update = jax.jit(jax.vmap(exp.update), in_shardings=(repl, data), out_shardings=repl,
-                     donate_argnums=0)
+
+    def step(state):
+        batch = jax.lax.with_sharding_constraint(jax.vmap(exp.batch)(state), data)
+        return jax.vmap(exp.update)(state, batch)
+
+    step_fn = jax.jit(step, in_shardings=(repl,), out_shardings=repl, donate_argnums=0)
     evaluate = jax.jit(jax.vmap(exp.evaluate), in_shardings=(repl, repl),
                        out_shardings=repl)
-
-    def step_fn(state):
-        key = jax.device_put(np.asarray(state.key.addressable_data(0)), device)
-        local = process_slice(jax.device_get(sample(key)), data, axis=1)
-        return update(state, global_batch(local, data, axis=1))
-
     return step_fn, evaluate
 
 

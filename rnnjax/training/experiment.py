@@ -16,6 +16,7 @@ import optax
 
 from rnnjax import analysis, layers, optim
 from rnnjax import tasks as tasks_lib
+from rnnjax.core.precision import cast_floating
 from rnnjax.layers import baselines
 from rnnjax.layers.readout import Model, layer_with_readout
 from rnnjax.layers.residual import residual_with_readout
@@ -126,8 +127,8 @@ class Experiment(NamedTuple):
     evaluate: Any  # (TrainState, eval batch) -> dict of metrics
     eval_batch: Any  # seed -> held-out (xs, ys)
     orthogonal: bool
-    batch: Any = None  # key data -> the training batch (xs, ys) step draws from it
-    update: Any = None  # (TrainState, (xs, ys)) -> TrainState; step = update(s, batch(s.key))
+    batch: Any = None  # TrainState -> the training batch (xs, ys) of its step
+    update: Any = None  # (TrainState, (xs, ys)) -> TrainState; step = update(s, batch(s))
     # (params, (xs, ys), floss=False) -> the training objective: task loss + the
     # config's penalties (+ the flossing term with floss=True)
     objective: Any = None
@@ -156,9 +157,7 @@ def build(config: Config, *, checked: bool = False) -> Experiment:
         k_init, k_data = jax.random.split(jax.random.key(seed))
         # The runner trains in float32 whatever jax_enable_x64 says (a cell drawing an
         # array without a dtype would otherwise get float64 params under x64).
-        params = jax.tree.map(
-            lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-            model.init(k_init))
+        params = cast_floating(model.init(k_init), jnp.float32)
         state = init_state(params, opt, k_data)
         if stream is not None:
             state = state._replace(carry=model.cell.initial_carry((config.batch,),
@@ -199,8 +198,10 @@ def build(config: Config, *, checked: bool = False) -> Experiment:
             return data
         return (*data, jax.random.fold_in(jax.random.wrap_key_data(state.key), 3 << 20))
 
-    def update(state: TrainState, data) -> TrainState:
+    def sampled_update(state: TrainState, data) -> TrainState:
         return update_with_loss(state, dropout_data(state, data))[0]
+
+    update = sampled_update
 
     if stream is not None:  # stateful: consecutive windows, the carry passed on
         if model.cell is None:
@@ -216,11 +217,12 @@ def build(config: Config, *, checked: bool = False) -> Experiment:
                                                    config.grad), opt, has_aux=True,
             project=project)
 
-        def stateful_step(state: TrainState) -> TrainState:
-            # Window k = step mod K; the carry left by window k-1 enters window k (zeros
-            # at the start of each epoch); window_loss cuts its gradient.
+        def stateful_update(state: TrainState, data) -> TrainState:
+            # data: window k = step mod K of every stream; the carry left by window k-1
+            # enters window k (zeros at the start of each epoch); window_loss cuts its
+            # gradient.
+            xs, ys = data
             k = state.step % per_epoch
-            xs, ys = stateful.window_at(streams, k, stream.length)
             carry = jax.tree.map(lambda c: jnp.where(k == 0, jnp.zeros_like(c), c),
                                  state.carry)
             new, (_, carry) = update_window(state, (carry, xs, ys))
@@ -228,23 +230,28 @@ def build(config: Config, *, checked: bool = False) -> Experiment:
             carry = jax.tree.map(lambda c: jnp.where(jnp.isfinite(c), c, 0), carry)
             return new._replace(carry=carry)
 
+        update = stateful_update
+
     def floss_update(state: TrainState, data) -> TrainState:
         return floss_with_loss(state, data)[0]
 
-    def batch(key_data):
-        _, k_batch = jax.random.split(jax.random.wrap_key_data(key_data))
+    def batch(state: TrainState):
+        # The training batch of this step, a pure function of the state: the stateful
+        # task's window k = step mod K, the data set's batch of the epoch order, or a
+        # fresh draw from the run's PRNG key.
+        if stream is not None:
+            return stateful.window_at(streams, state.step % per_epoch, stream.length)
+        if config.epochs is not None:
+            return tasks_lib.epoch_batch(splits.train, order_key, state.step,
+                                         config.batch, splits.prepare)
+        _, k_batch = jax.random.split(jax.random.wrap_key_data(state.key))
         return task.sample(k_batch, config.batch)
 
     def step(state: TrainState) -> TrainState:
-        if stream is not None:
-            return stateful_step(state)
-        if config.epochs is not None:
-            return update(state, tasks_lib.epoch_batch(splits.train, order_key, state.step,
-                                                       config.batch, splits.prepare))
-        return update(state, batch(state.key))
+        return update(state, batch(state))
 
     def floss_step(state: TrainState) -> TrainState:
-        return floss_update(state, batch(state.key))
+        return floss_update(state, batch(state))
 
     def eval_batch(seed):
         # A held-out batch fixed by the seed, from a key the training stream never uses.

@@ -45,7 +45,7 @@ A run is described by a frozen :class:`Config` (:mod:`rnnjax.training.config`, w
 
 Data-set tasks train by ``epochs`` (:func:`resolve`): each epoch visits every training
 example once (:func:`rnnjax.tasks.epoch_batch`, order from ``seed``, shared by the seeds
-of one program; one device).
+of one program, the same order on any number of devices).
 
 Stateful tasks (``Task.stream``, the char LM; :mod:`rnnjax.tasks.stateful`) run the PTB
 protocol through the same update rule (``make_update(..., has_aux=True)``): the training
@@ -61,8 +61,9 @@ is refused (:func:`rnnjax.training.config.check_resume`).
 
 Scale-out and faults (:mod:`rnnjax.training.distributed`,
 :mod:`rnnjax.training.checkpointing`): with
-several devices (``Config.devices``, default all local ones) or processes the step runs
-data-parallel over a ``("data",)`` mesh; checkpoints are verified on resume (a damaged
+several devices (``Config.devices``, default all local ones) or processes the step of
+every task (sampled, epochs, stateful) runs data-parallel over a ``("data",)`` mesh
+(one device: a mesh of one, the same program); checkpoints are verified on resume (a damaged
 newest one is reported and the previous one used); a step with a non-finite loss or
 gradient is skipped and counted (``nonfinite_skipped``), ``max_nonfinite`` consecutive
 ones stop the run (:class:`NonFiniteError`); SIGTERM saves a checkpoint and raises
@@ -148,7 +149,7 @@ class Result(NamedTuple):
 
 class _Run(NamedTuple):
     """Where a run writes: ``out`` (or None), its checkpoint manager (or None), whether
-    this process writes logs and metrics, the data-parallel mesh (or None) and the
+    this process writes logs and metrics, the data-parallel mesh and the
     writer's lock on ``out`` (or None)."""
 
     out: str | None
@@ -158,16 +159,12 @@ class _Run(NamedTuple):
     lock: Any = None
 
 
-def _mesh(config, stateful_task: bool = False):
-    """The data-parallel mesh, or None for one device in one process (epochs and a
-    stateful task need one device)."""
+def _mesh(config):
+    """The data-parallel mesh over ``config.devices`` (default: every local device, or
+    every device of a multi-process run); one device is a mesh of one, so every task
+    (sampled, epochs, stateful) takes the same step path."""
     n = config.devices if config.devices is not None else jax.local_device_count() \
         if jax.process_count() == 1 else jax.device_count()
-    if n == 1 and jax.process_count() == 1:
-        return None
-    if config.epochs is not None or stateful_task:
-        raise ValueError(f"epochs and stateful tasks ({config.task!r}) train on one "
-                         f"device; pass devices=1 (got {n} devices)")
     mesh = dist.make_mesh(n)
     dist.check_batch(config.batch, mesh)
     return mesh
@@ -178,15 +175,14 @@ def _manager(config):
                                  every=config.checkpoint_every or max(config.steps, 1))
 
 
-def _open_run(config: Config, resume: bool, overwrite: bool = False,
-              stateful_task: bool = False) -> _Run:
+def _open_run(config: Config, resume: bool, overwrite: bool = False) -> _Run:
     """Check the run directory (no silent overwrite: a folder holding files needs
     ``resume`` or ``overwrite``; a resumed run must agree with its config.json), lock it
     for this writer and open its checkpoint manager."""
     out, mngr, lock = config.out, None, None
     if out is None and resume:
         raise ValueError("resume=True needs config.out (the run directory)")
-    mesh = _mesh(config, stateful_task)  # every check before the folder is touched
+    mesh = _mesh(config)  # every check before the folder is touched
     if out is not None:
         has_ckpt = bool(checkpointing.steps(os.path.join(out, "checkpoints")))
         if has_ckpt and not (resume or overwrite):
@@ -216,9 +212,7 @@ def _open_run(config: Config, resume: bool, overwrite: bool = False,
 def _starting_state(exp: Experiment, run: _Run, resume: bool):
     """``(state, eval batches, history)``: fresh, or restored from the newest verified
     checkpoint (damaged newer ones are reported and set aside), placed on the mesh."""
-    state, eval_data = initial_state(exp)
-    if run.mesh is not None:
-        state, eval_data = dist.replicate((state, eval_data), run.mesh)
+    state, eval_data = dist.replicate(initial_state(exp), run.mesh)
     history: list = []
     if resume:
         state, history = checkpointing.restore(run.mngr, None, state, set_aside=True)
@@ -230,13 +224,9 @@ def _starting_state(exp: Experiment, run: _Run, resume: bool):
 
 
 def _compile(exp: Experiment, mesh):
-    """``(step_fn, eval_fn, floss_fn)`` over the stacked seeds (and the mesh, if any);
+    """``(step_fn, eval_fn, floss_fn)`` over the stacked seeds and the mesh (one path for
+    one device or many, :func:`rnnjax.training.distributed.data_parallel`);
     ``floss_fn``, the step with gradient flossing, is None unless ``floss_every``."""
-    if mesh is None:
-        floss = (None if exp.floss_step is None
-                 else jax.jit(jax.vmap(exp.floss_step), donate_argnums=0))
-        return (jax.jit(jax.vmap(exp.step), donate_argnums=0),
-                jax.jit(jax.vmap(exp.evaluate)), floss)
     floss = (None if exp.floss_update is None
              else dist.data_parallel(exp._replace(update=exp.floss_update), mesh)[0])
     return (*dist.data_parallel(exp, mesh), floss)
@@ -415,7 +405,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
         TensorBoard.writer_class()  # an optional package missing: refused before any file
     fresh = (config.out is not None and not resume
              and not outputs.holds_files(config.out))
-    run = _open_run(config, resume, overwrite, exp.task.stream is not None)
+    run = _open_run(config, resume, overwrite)
     try:
         state, eval_data, history = _starting_state(exp, run, resume)
         if resume and print_fn is not None and run.main:
