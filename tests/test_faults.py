@@ -218,7 +218,7 @@ def test_nonfinite_batch_skips_the_update_and_is_counted():
     exp = build(Config(**SMALL, steps=2))
     update = jax.jit(exp.update)
     s0 = jax.jit(exp.init)(jnp.asarray(0, jnp.int32))
-    xs, ys = exp.batch(s0.key)
+    xs, ys = exp.batch(s0)
     s1 = update(s0, (xs.at[0, 0, 0].set(jnp.nan), ys))
     jax.tree.map(np.testing.assert_array_equal, s1.params, s0.params)
     jax.tree.map(np.testing.assert_array_equal, s1.opt_state, s0.opt_state)
@@ -226,7 +226,7 @@ def test_nonfinite_batch_skips_the_update_and_is_counted():
     assert float(s1.loss_sum) == 0.0 and float(s1.gnorm_sum) == 0.0
     good = update(s0, (xs, ys))
     np.testing.assert_array_equal(s1.key, good.key)  # the data stream moves on regardless
-    xs2, ys2 = exp.batch(s1.key)
+    xs2, ys2 = exp.batch(s1)
     s2 = update(s1, (xs2, ys2))
     assert (int(s2.nonfinite), int(s2.skipped), int(s2.count)) == (0, 1, 1)
     assert not np.array_equal(s2.params["cell"]["W_hh"], s0.params["cell"]["W_hh"])

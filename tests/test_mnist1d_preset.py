@@ -96,6 +96,9 @@ def test_flatten_needs_one_output_per_sequence_and_a_recurrent_cell():
         validate(Config(cell="wavenet", bidirectional=True))
 
 
+SET_BY_THE_RUN = ("steps", "log_every", "data_sha256", "grad_used", "scan_used")
+
+
 def test_tiny_run_of_the_preset_from_the_command_line(small_mnist1d, tmp_path, capsys):
     out = tmp_path / "run"
     # --batch 64 is Config's default: given on the command line, it still overrides
@@ -108,9 +111,11 @@ def test_tiny_run_of_the_preset_from_the_command_line(small_mnist1d, tmp_path, c
     want = dataclasses.replace(preset("mnist1d-gru"), epochs=1, batch=64, grad="autodiff",
                                out=str(out))
     assert {f.name: getattr(saved, f.name) for f in dataclasses.fields(Config)
-            if f.name not in ("steps", "log_every", "data_sha256")} == \
+            if f.name not in SET_BY_THE_RUN} == \
         {f.name: getattr(want, f.name) for f in dataclasses.fields(Config)
-         if f.name not in ("steps", "log_every", "data_sha256")}
+         if f.name not in SET_BY_THE_RUN}
+    # what the run decided and wrote: the engine --grad autodiff runs on
+    assert (saved.grad_used, saved.scan_used) == ("autodiff", "sequential")
     assert saved.steps == 200 // 64
     rec = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rec] == [3] and 0 <= rec[0]["eval_accuracy"] <= 1

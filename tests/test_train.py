@@ -31,8 +31,10 @@ def _deterministic(history):
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(task="kopy"), r"task must be one of \['adding', 'charlm', 'copy', 'digits', "
-                        r"'mnist1d', 'mnist1d_full', 'pdigits', 'pmnist', 'smnist'\]"),
+    (dict(task="kopy"), r"task must be one of \['adding', 'charlm', 'copy', 'cycle', 'digits', "
+                        r"'induction', 'mnist1d', 'mnist1d_full', 'modadd', 'mqar', 'parity', "
+                        r"'pdigits', 'pmnist', 's3', 's5', 'selective_copy', 'smnist'\], "
+                        r"got 'kopy'"),
     (dict(cell="lsmt"), r"cell must be one of \[.*'elman'.*'gru'.*'lstm'.*\], got 'lsmt'"),
     (dict(T=0), "T must be a positive integer, got 0"),
     (dict(hidden=0), "hidden must be a positive integer, got 0"),

@@ -21,7 +21,7 @@ SMALL = dict(task="adding", T=12, hidden=6, batch=8, steps=4, log_every=2, eval_
 def _first_step(exp):
     """The initial state of seed 0, its first training batch and the task loss on it."""
     state = exp.init(jnp.asarray(0, jnp.int32))
-    data = exp.batch(state.key)
+    data = exp.batch(state)
     xs, ys = data
     task_loss = exp.task.loss(exp.model.apply(state.params, exp.task.encode(xs)), ys)
     return state, data, float(task_loss)

@@ -57,7 +57,7 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0],
         epilog="calibrate: what grad/scan='auto' choose here, and why. suites: peers, "
                "roofline, compile, memory, copy_step, bptt, orthogonal, scan, gradflow, "
-               "newton, cpu_options, seeds, device, all; summary turns their JSON lines "
+               "newton, cpu_options, seeds, chunked, device, all; summary turns their JSON lines "
                "into tables. `rnnjax bench SUITE --help` shows a suite's options.")
     p.add_argument("suite", help="the suite to run (or all, summary)")
     p.add_argument("suite_args", nargs=argparse.REMAINDER,

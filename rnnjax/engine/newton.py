@@ -186,7 +186,8 @@ def default_max_iters(options: NewtonOptions, T: int) -> int:
         return T
     if decay == 1.0:
         return 10 * T
-    return T + math.ceil(math.log(1e-16 / lam) / math.log(decay))
+    # rounded first: log(1e-14) / log(0.1) is 14.000000000000002 in floats
+    return T + math.ceil(round(math.log(1e-16 / lam) / math.log(decay), 9))
 
 
 # --------------------------------------------------------------- real view of a carry
