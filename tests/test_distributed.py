@@ -66,9 +66,14 @@ def _run(args, timeout=240, env=None):
                           timeout=timeout)
 
 
+# Two residual blocks (layer norm, MLP, dropout) around the GRU: the deep model's
+# params, dropout keys and seeds on eight devices, and the sharding of the state.
+DEEP = dict(SMALL, depth=2, d_model=4, mlp=1.0, norm="layer", dropout=0.2)
+
+
 @pytest.mark.slow
 def test_eight_virtual_devices_match_one_device():
-    p = _run([sys.executable, "-c", EIGHT_DEVICES, json.dumps(SMALL)])
+    p = _run([sys.executable, "-c", EIGHT_DEVICES, json.dumps(DEEP)])
     assert p.returncode == 0, p.stderr[-3000:]
     line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")][-1]
     out = json.loads(line[len("RESULT "):])

@@ -1,14 +1,11 @@
 """Deep residual models (rnnjax.layers.residual_stack, --depth): depth 1 with nothing
 added is today's model; the block-by-block layer, the step-by-step cell and the
 equations written out here agree in float64; every engine, the NNX module, the runner
-(seeds, bfloat16, resume, eight devices) and every new cell work at depth 2."""
+(seeds, bfloat16, resume; eight devices in tests/test_distributed.py) and the new cells
+work at depth 2."""
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +24,13 @@ from tests.helpers import to_f64
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 F, B, T = 3, 3, 6
-NEW_CELLS = ("mamba", "mamba_block", "mamba2", "mlstm", "slstm", "deltanet", "gla",
-             "retention")
+# The stack reaches its mixer through the Cell protocol only, and the registry suite
+# (tests/test_registry.py) checks every one of the new cells on its own; a training step
+# at depth 2 is taken here for one cell of each carry kind: a selective SSM with its
+# block (vector state and a convolution buffer) and the mLSTM (a matrix memory with a
+# normaliser and a stabiliser).  The other six cells took 10 s more and checked nothing
+# the stack treats differently.
+NEW_CELLS = ("mamba_block", "mlstm")
 
 
 def _xs(seed=1):
@@ -224,33 +226,3 @@ def test_every_new_cell_trains_a_step_at_depth_two():
                 jax.tree.leaves(new.params["cell"]["blocks"][1]["mixer"]),
                 jax.tree.leaves(state.params["cell"]["blocks"][1]["mixer"]))]
             assert any(moved), name
-
-
-EIGHT_DEVICES = textwrap.dedent("""
-    import json, sys
-    import jax
-    jax.config.update("jax_num_cpu_devices", 8)
-    import numpy as np
-    from rnnjax.training.runner import Config, train
-    small = json.loads(sys.argv[1])
-    out = {}
-    for n in (1, 8):
-        r = train(Config(**small, devices=n), progress=False)
-        out[n] = {"loss": [h["train_loss"] for h in r.history],
-                  "params": [np.asarray(x).tolist() for x in jax.tree.leaves(r.state.params)]}
-    print("RESULT " + json.dumps(out))
-""")
-
-
-@pytest.mark.slow
-def test_deep_model_on_eight_virtual_devices_matches_one_device():
-    small = dict(task="adding", cell="gru", T=3, hidden=4, batch=8, steps=2, log_every=2,
-                 eval_batch=8, depth=2, d_model=4, mlp=1.0, norm="layer", dropout=0.2)
-    env = {**os.environ, "PYTHONPATH": ROOT}  # XLA_FLAGS as conftest's: fast compiles
-    p = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, json.dumps(small)], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, p.stderr[-3000:]
-    out = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
-    np.testing.assert_allclose(out["8"]["loss"], out["1"]["loss"], rtol=1e-5)
-    for a, b in zip(out["8"]["params"], out["1"]["params"]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
