@@ -1,7 +1,7 @@
 """Deep residual models (rnnjax.layers.residual_stack, --depth): depth 1 with nothing
 added is today's model; the block-by-block layer, the step-by-step cell and the
 equations written out here agree in float64; every engine, the NNX module, the runner
-(seeds, bfloat16, resume; eight devices in tests/test_distributed.py) and the new cells
+(seeds, bfloat16, resume; eight devices in tests/test_distributed.py) and every new cell
 work at depth 2."""
 
 import os
@@ -24,13 +24,8 @@ from tests.helpers import to_f64
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 F, B, T = 3, 3, 6
-# The stack reaches its mixer through the Cell protocol only, and the registry suite
-# (tests/test_registry.py) checks every one of the new cells on its own; a training step
-# at depth 2 is taken here for one cell of each carry kind: a selective SSM with its
-# block (vector state and a convolution buffer) and the mLSTM (a matrix memory with a
-# normaliser and a stabiliser).  The other six cells took 10 s more and checked nothing
-# the stack treats differently.
-NEW_CELLS = ("mamba_block", "mlstm")
+NEW_CELLS = ("mamba", "mamba_block", "mamba2", "mlstm", "slstm", "deltanet", "gla",
+             "retention")
 
 
 def _xs(seed=1):
